@@ -1,0 +1,1 @@
+"""Applications give every Shoptet request its auth: premium token or OAuth addon access token."""

@@ -1,0 +1,179 @@
+"""The one place where Shoptet requests are made: auth, limiter, content type, status mapping.
+
+Every node calls Shoptet through :class:`ShoptetClient`; nothing else builds Shoptet requests. It
+maps HTTP outcomes to :mod:`worker.errors` exactly as the parity document's last section says:
+
+- 2xx: success; the JSON envelope ``{data, errors, metadata}`` is returned.
+- 401 ``expired-token``: the application drops its token; the call is repeated once with a new one.
+- 400, 404, 409, 413, 422, 403 and other 4xx: :class:`StopError` with Shoptet's error body.
+- 423: :class:`RetryableError` after a short wait (Shoptet's lock lasts at most 5 s).
+- 429: :class:`RetryableError` honouring ``Retry-After`` (a date or seconds).
+- 408, 5xx, timeouts, connection errors: :class:`RetryableError` with the node's backoff.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from applications.base import Application
+from worker.errors import RetryableError, StopError
+from worker.limiter import Limiter
+from worker.store import Install
+
+CONTENT_TYPE = "application/vnd.shoptet.v1.0"
+#: Shoptet's identical-write lock lasts at most 5 s; coming back after it is enough.
+LOCKED_RETRY_SECONDS = 5.0
+RETRYABLE_STATUSES = frozenset({408, 423, 429})
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now; Shoptet sends an HTTP date, RFC 9110 also allows seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _error_summary(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        parts = [
+            f"{e.get('errorCode')}: {e.get('message')}" for e in body["errors"] if isinstance(e, dict)
+        ]
+        if parts:
+            return "; ".join(parts)
+    return str(body)[:500] if body else ""
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:2000]
+
+
+def is_expired_token(response: httpx.Response) -> bool:
+    if response.status_code != 401:
+        return False
+    body = _json_or_text(response)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return any(isinstance(e, dict) and e.get("errorCode") == "expired-token" for e in errors or [])
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Turn a non-2xx Shoptet answer into the error the runtime knows how to handle."""
+    status = response.status_code
+    if status < 300:
+        return
+    body = _json_or_text(response)
+    summary = f"{response.request.method} {response.request.url.path} -> {status} {_error_summary(body)}"
+    if status == 429:
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        raise RetryableError(summary, status=status, body=body, retry_after=wait)
+    if status == 423:
+        raise RetryableError(summary, status=status, body=body, retry_after=LOCKED_RETRY_SECONDS)
+    if status in RETRYABLE_STATUSES or status >= 500:
+        raise RetryableError(summary, status=status, body=body)
+    if status == 401:
+        # Still 401 after a token refresh (or a premium token Shoptet rejects): retrying later
+        # may help when the addon was just re-approved, so it is retryable with backoff.
+        raise RetryableError(summary, status=status, body=body)
+    raise StopError(summary, status=status, body=body)
+
+
+class ShoptetClient:
+    """Shoptet requests for one install through one application.
+
+    Cheap to create per message: the connection pool (``http``) and the limiter are shared.
+    """
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        application: Application,
+        install: Install,
+        limiter: Limiter,
+        base_url: str,
+    ) -> None:
+        self.http = http
+        self.application = application
+        self.install = install
+        self.limiter = limiter
+        self.base_url = base_url.rstrip("/")
+
+    def url(self, path_or_url: str) -> str:
+        """API paths get the base URL; absolute URLs (job result files) are used as they are."""
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        """Send one request and return the decoded JSON envelope, or raise a node error."""
+        response = await self._send(method, path, params=params, json=json)
+        raise_for_status(response)
+        if response.status_code == 204 or not response.content:
+            return {"data": None, "errors": None}
+        body = response.json()
+        if not isinstance(body, dict):
+            raise StopError(f"{method} {path}: expected a JSON object, got {type(body).__name__}")
+        return body
+
+    async def _send(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None, json: Any
+    ) -> httpx.Response:
+        key = self.application.limiter_key(self.install)
+        for attempt in (1, 2):
+            headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
+            auth = await self.application.auth_headers(self.install)
+            headers.update(auth)
+            try:
+                async with self.limiter.slot(key):
+                    response = await self.http.request(
+                        method, self.url(path), params=params, json=json, headers=headers
+                    )
+            except httpx.TimeoutException as exc:
+                raise RetryableError(f"{method} {path}: timeout ({type(exc).__name__})") from exc
+            except httpx.TransportError as exc:
+                raise RetryableError(f"{method} {path}: connection error ({type(exc).__name__})") from exc
+            self.limiter.observe(key, response.headers)
+            if attempt == 1 and is_expired_token(response):
+                if await self.application.token_expired(self.install, auth):
+                    continue
+            return response
+        return response
+
+    @asynccontextmanager
+    async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
+        """Stream a (possibly absolute) URL, e.g. a snapshot job's gzipped result file."""
+        key = self.application.limiter_key(self.install)
+        headers = await self.application.auth_headers(self.install)
+        try:
+            async with self.limiter.slot(key), self.http.stream("GET", self.url(url), headers=headers) as resp:
+                self.limiter.observe(key, resp.headers)
+                if resp.status_code >= 300:
+                    await resp.aread()
+                    raise_for_status(resp)
+                yield resp
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"GET {url}: timeout ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise RetryableError(f"GET {url}: connection error ({type(exc).__name__})") from exc

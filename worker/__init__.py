@@ -1,0 +1,1 @@
+"""The shoptet-worker runtime: Orchesty-style Shoptet processes on Kafka."""

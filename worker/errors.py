@@ -1,0 +1,50 @@
+"""Failures a node can raise, and what the runtime does with each.
+
+The shared Shoptet request code turns HTTP outcomes into these exceptions, so a node only catches
+the ones it handles differently (stock movements turn a 400 into a business no-op, for instance).
+Whatever escapes a node becomes a retry (``RetryableError``) or trash (everything else).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NodeError(Exception):
+    """Base of every failure a node reports. ``status`` and ``body`` end up in trash for operators."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = body
+
+
+class RetryableError(NodeError):
+    """Worth trying again later: 429, 423, 408, 5xx, timeouts, connection errors, 401 after refresh.
+
+    ``retry_after`` (seconds) overrides the node's interval when the server said when to come back.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class StopError(NodeError):
+    """Will fail the same way every time (400, 404, 409, 413, 422, 403, bad input): goes to trash."""
+
+
+class InstallNotFound(StopError):
+    """The message names a user/application that has no install."""
+
+
+class InstallDisabled(StopError):
+    """The install is disabled (addon suspended) and the node does not accept disabled installs."""

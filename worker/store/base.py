@@ -1,0 +1,122 @@
+"""What the rest of the worker may ask of the install store.
+
+Two backends implement it (SQLite by default, PostgreSQL for many workers). Every update touches one
+setting or one row so that two workers never lose each other's writes: there is deliberately no
+"save the whole install" call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class Install(BaseModel):
+    """One e-shop connected through one application. ``secrets`` are decrypted only in memory."""
+
+    user: str
+    application: str
+    enabled: bool = True
+    eshop_id: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:  # never print secrets by accident
+        return f"Install(user={self.user!r}, application={self.application!r}, eshop_id={self.eshop_id!r})"
+
+
+class WebhookRegistration(BaseModel):
+    user: str
+    application: str
+    event: str
+    webhook_id: int
+    url: str
+    topology: str | None = None
+
+
+class TrashEntry(BaseModel):
+    """A message that could not be processed, with everything an operator needs to fix it."""
+
+    id: int | None = None
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    node_id: str | None = None
+    node_name: str | None = None
+    topology_name: str | None = None
+    topology_version: str | None = None
+    user: str | None = None
+    correlation_id: str | None = None
+    process_id: str | None = None
+    attempts: int = 0
+    error_class: str
+    error_message: str
+    http_status: int | None = None
+    error_body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    key: str | None = None
+    body: Any = None
+    raw_body: str | None = None
+    created_at: datetime | None = None
+
+
+class InstallStore(Protocol):
+    # installs ---------------------------------------------------------------------------------
+    async def add_install(self, install: Install) -> None:
+        """Create or replace the install (the only whole-row write: used by install commands)."""
+
+    async def get_install(self, user: str, application: str) -> Install | None: ...
+
+    async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None: ...
+
+    async def list_installs(
+        self, application: str | None = None, *, enabled_only: bool = False
+    ) -> list[Install]: ...
+
+    async def set_setting(self, user: str, application: str, key: str, value: Any) -> None:
+        """Atomically set one plain setting, leaving every other setting as it is."""
+
+    async def set_secret(self, user: str, application: str, key: str, value: str) -> None:
+        """Atomically set one encrypted setting."""
+
+    async def set_enabled(self, user: str, application: str, enabled: bool) -> bool:
+        """Return False when there is no such install."""
+
+    async def remove_install(self, user: str, application: str) -> bool:
+        """Remove the install with its webhooks and cached tokens."""
+
+    # webhooks ---------------------------------------------------------------------------------
+    async def add_webhook(self, registration: WebhookRegistration) -> None: ...
+
+    async def list_webhooks(self, user: str, application: str) -> list[WebhookRegistration]: ...
+
+    async def remove_webhook(self, user: str, application: str, webhook_id: int) -> None: ...
+
+    # short-lived token cache (encrypted) -------------------------------------------------------
+    async def get_token(self, key: str) -> tuple[str, datetime] | None: ...
+
+    async def put_token(self, key: str, token: str, expires_at: datetime) -> None: ...
+
+    async def delete_token(self, key: str, token: str | None = None) -> None:
+        """Drop the cached token; with ``token`` given, only if it is still that one."""
+
+    # leases: single flight across processes (token refresh, scheduler ticks) ------------------
+    async def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the named lease for ``owner``; an expired lease can be taken by anyone."""
+
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+    # trash --------------------------------------------------------------------------------------
+    async def add_trash(self, entry: TrashEntry) -> int: ...
+
+    async def list_trash(self, limit: int = 100) -> list[TrashEntry]: ...
+
+    async def get_trash(self, entry_id: int) -> TrashEntry | None: ...
+
+    async def remove_trash(self, entry_id: int) -> bool: ...
+
+    async def count_trash(self) -> int: ...
+
+    async def close(self) -> None: ...
