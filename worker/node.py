@@ -51,6 +51,8 @@ class NodeContext:
     shoptet: ShoptetClient | None = None
     node_id: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    #: Builds a client once a node found its install itself (shoptet-job-finished-webhook).
+    client_factory: Callable[[Install], ShoptetClient] | None = None
     #: Webhook events the deployed topologies start on (for shoptet-subscribe-webhooks).
     webhook_events: frozenset[str] = frozenset()
     log: Any = field(default_factory=lambda: structlog.get_logger("node"))

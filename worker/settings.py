@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = "shoptet"
     kafka_partitions: int = 6
     kafka_replication_factor: int = 1
+    #: A group join takes about half of this on the embedded broker; failover after a crash takes all of it.
+    kafka_session_timeout_ms: int = 10_000
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
@@ -53,6 +55,9 @@ class Settings(BaseSettings):
     shoptet_oauth_client_id: str | None = None
     shoptet_oauth_client_secret: SecretStr | None = None
     shoptet_oauth_redirect_url: str | None = None
+    #: OAuth server base URL (``<url>/action/ApiOAuthServer/...``): the simulator in tests, or the
+    #: addon's OAuth e-shop. Empty: each install's own ``eshopUrl`` (the code exchange needs it set).
+    shoptet_oauth_server_url: str | None = None
     #: Seconds before expiry at which an addon access token is refreshed.
     shoptet_token_refresh_margin_seconds: float = 30.0
 

@@ -1,1 +1,118 @@
+"""``shoptet-worker``: the command line (Typer). Each group lives in its own module."""
 
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from worker.cli.topology import topology_app
+from worker.cli.trash import trash_app
+from worker.logging import configure_logging
+from worker.settings import Settings
+
+app = typer.Typer(help="Run Orchesty-style Shoptet integration processes on Kafka.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
+app.add_typer(trash_app, name="trash")
+
+
+def _mount_optional() -> None:
+    """Groups owned by optional parts are mounted when their module is present."""
+    try:
+        from worker.cli.install import install_app
+    except ImportError:  # pragma: no cover - the install group ships with the project
+        return
+    app.add_typer(install_app, name="install")
+
+
+_mount_optional()
+
+
+def settings_from_env() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Start the simulator with a seeded shop and run order-import.")] = False,
+    http: Annotated[bool, typer.Option(help="Serve the HTTP app (webhooks, health, metrics).")] = True,
+) -> None:
+    """Start the worker: broker (embedded unless KAFKA_BOOTSTRAP_SERVERS), every node consumer, HTTP."""
+    from worker.serve import serve
+
+    asyncio.run(serve(settings_from_env(), demo=demo, http=http))
+
+
+@app.command()
+def nodes() -> None:
+    """Every registered node type with its kind."""
+    from worker.registry import default_registry
+
+    for name, cls in default_registry().items():
+        flags = [cls.kind.value] + (["ordered"] if cls.ordered else [])
+        typer.echo(f"{name:40} {' '.join(flags)}")
+
+
+@app.command()
+def run(
+    topology: str,
+    user: Annotated[str, typer.Option(help="The install's user (key of every message).")],
+    body: Annotated[str, typer.Option(help="JSON body for the start node.")] = "{}",
+) -> None:
+    """Start a process of a deployed topology by hand (its `manual` start)."""
+    try:
+        payload: Any = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--body is not JSON: {exc}") from exc
+
+    async def _run() -> None:
+        from worker.control import control_client
+        from worker.starter import TopologyNotRunnable, run_manual
+
+        async with control_client(settings_from_env()) as control:
+            try:
+                message = await run_manual(control, topology, user=user, body=payload)
+            except TopologyNotRunnable as exc:
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(2) from exc
+        typer.echo(json.dumps({"process-id": message.process_id, "correlation-id": message.correlation_id}))
+
+    asyncio.run(_run())
+
+
+@app.command()
+def simulator(
+    port: int = 8090,
+    host: str = "127.0.0.1",
+    orders: int = 1000,
+    products: int = 200,
+    eshops: int = 1,
+    seed: int = 1,
+    latency_ms: float = 0.0,
+    fault_rate: float = 0.0,
+) -> None:
+    """Serve the Shoptet API simulator (demo, tests, benchmarks)."""
+    from simulator.cli import run_simulator
+
+    run_simulator(
+        port=port,
+        host=host,
+        orders=orders,
+        products=products,
+        eshops=eshops,
+        seed=seed,
+        latency_ms=latency_ms,
+        fault_rate=fault_rate,
+    )
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["Path", "app", "main"]

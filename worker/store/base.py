@@ -71,9 +71,7 @@ class InstallStore(Protocol):
 
     async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None: ...
 
-    async def list_installs(
-        self, application: str | None = None, *, enabled_only: bool = False
-    ) -> list[Install]: ...
+    async def list_installs(self, application: str | None = None, *, enabled_only: bool = False) -> list[Install]: ...
 
     async def set_setting(self, user: str, application: str, key: str, value: Any) -> None:
         """Atomically set one plain setting, leaving every other setting as it is."""

@@ -1,0 +1,104 @@
+"""Reading a sink topic in tests, and running a worker in a child process that can be killed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from worker.envelope import Message
+
+
+@dataclass
+class SinkReader:
+    """Collects every message of a topic (from the beginning) until told to stop."""
+
+    bootstrap: str
+    topic: str
+    messages: list[Message] = field(default_factory=list)
+
+    async def collect_until(self, predicate: Any, timeout: float = 120.0) -> list[Message]:
+        consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        await consumer.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while not predicate(self.messages):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.topic}: condition not met, {len(self.messages)} message(s) seen")
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for r in records:
+                        self.messages.append(Message.decode(r.value, r.headers or [], required=()))
+        finally:
+            await consumer.stop()
+        return self.messages
+
+
+def distinct_items(messages: list[Message]) -> set[int]:
+    return {int(m.body["n"]) for m in messages}
+
+
+WORKER_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from worker.app import Worker
+from worker.logging import configure_logging
+from worker.settings import Settings
+from worker.topology import load_topology_file
+
+async def main() -> None:
+    configure_logging("console", "WARNING")
+    settings = Settings()
+    worker = Worker(settings, node_names=sys.argv[2].split(","))
+    stop = asyncio.Event()
+    import signal
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await worker.start(deploy=[load_topology_file(Path(sys.argv[1]), worker.registry)])
+    print("READY", flush=True)
+    await stop.wait()
+    await worker.stop()
+    print("STOPPED", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def spawn_worker(env: dict[str, str], topology: Path, nodes: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, str(topology), ",".join(nodes)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+
+
+async def wait_ready(proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout)
+    assert line.strip() == "READY", f"worker did not start: {line!r}"
+
+
+def settings_env(settings: Any) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+        "KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "DATABASE_URL": settings.database_url,
+        "SECRET_KEY_FILE": str(settings.secret_key_file),
+        "DEFAULT_RETRY_INTERVAL_SECONDS": str(settings.default_retry_interval_seconds),
+    }
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value)

@@ -1,0 +1,72 @@
+"""Custom nodes used by the runtime tests; loaded through a topology's ``imports`` like a user's."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from worker.envelope import Message, ResultCode
+from worker.errors import RetryableError
+from worker.node import Batch, Connector, Emit, NodeContext, Result
+
+#: Per-process memory for FlakyOnce: which bodies already failed once.
+_failed_once: set[str] = set()
+
+
+class EmitItems(Batch):
+    """Emits ``count`` items ``{"n": i}``; with ``pages`` it walks a cursor, ``per_page`` items a hop."""
+
+    name = "test-emit-items"
+    needs_install = False
+
+    async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
+        count = int(message.body["count"])
+        per_page = int(message.body.get("per_page") or count)
+        page = int((message.cursor or {}).get("page", 0))
+        first, last = page * per_page, min(count, (page + 1) * per_page)
+        for i in range(first, last):
+            await emit({"n": i})
+        if last < count:
+            return Result(code=ResultCode.BATCH_CURSOR_WITH_ITEMS, cursor={"page": page + 1})
+        return Result()
+
+
+class Passthrough(Connector):
+    """Adds ``seen: true``; sleeps ``delay`` seconds from options so crash tests can catch it mid-run."""
+
+    name = "test-passthrough"
+    needs_install = False
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        delay = float(ctx.options.get("delay", 0))
+        if delay:
+            await asyncio.sleep(delay)
+        body: dict[str, Any] = dict(message.body)
+        body["seen"] = True
+        return Result(body=body)
+
+
+class FlakyOnce(Connector):
+    """Fails retryably the first time it sees each body, then passes it on."""
+
+    name = "test-flaky-once"
+    needs_install = False
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        key = repr(message.body)
+        if key not in _failed_once:
+            _failed_once.add(key)
+            raise RetryableError("first attempt fails", status=503)
+        return Result(body=message.body)
+
+
+class Explode(Connector):
+    """Stops with 1006 when the body says so; otherwise passes it on."""
+
+    name = "test-explode"
+    needs_install = False
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        if message.body.get("explode"):
+            return Result(code=ResultCode.STOP_AND_FAIL, message="asked to explode")
+        return Result(body=message.body)

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.registry import NodeRegistry, default_registry
+from worker.topology import TopologyError, load_topology_dir, parse_topology
+
+GOOD = """\
+name: sample
+imports: [tests.runtime.sample_nodes]
+start:
+  - manual: true
+nodes:
+  emit: {node: test-emit-items, next: [pass]}
+  pass: {node: test-passthrough, next: [out], concurrency: 4, retry: {interval: 1, max_hops: 3}}
+  out: {sink: sample.out}
+"""
+
+
+@pytest.fixture(scope="module")
+def registry() -> NodeRegistry:
+    return default_registry()
+
+
+def refused(source: str, registry: NodeRegistry) -> TopologyError:
+    with pytest.raises(TopologyError) as info:
+        parse_topology(source, "bad.yaml", registry)
+    return info.value
+
+
+def test_good_file_loads_with_custom_nodes(registry: NodeRegistry) -> None:
+    tv = parse_topology(GOOD, "good.yaml", registry)
+    assert tv.topology.first_node == "emit"
+    assert tv.topology.nodes["pass"].concurrency == 4
+    assert "test-emit-items" in registry
+
+
+def test_unknown_node_type_names_its_line(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("test-passthrough", "no-such-node"), registry)
+    assert error.line == 7
+    assert "unknown node type 'no-such-node'" in str(error)
+    assert str(error).startswith("bad.yaml:7:")
+
+
+def test_edge_to_missing_node(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("next: [out]", "next: [nowhere]"), registry)
+    assert error.line == 7
+    assert "missing node 'nowhere'" in error.reason
+
+
+def test_duplicate_node_id(registry: NodeRegistry) -> None:
+    error = refused(GOOD + "  emit: {sink: again}\n", registry)
+    assert error.line == 9
+    assert "duplicate key 'emit' (first at line 6)" in error.reason
+
+
+def test_no_start(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("start:\n  - manual: true\n", ""), registry)
+    assert "start" in error.reason and "required" in error.reason.lower()
+
+
+def test_empty_start_list(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("  - manual: true\n", "").replace("start:", "start: []"), registry)
+    assert error.line == 3
+
+
+def test_bad_cron(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("manual: true", 'cron: "61 * * * *"'), registry)
+    assert error.line == 4
+    assert "bad cron expression" in error.reason
+
+
+def test_start_needs_exactly_one_trigger(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("manual: true", "manual: true\n    topic: x"), registry)
+    assert error.line == 4
+
+
+def test_unknown_key_and_sink_with_next(registry: NodeRegistry) -> None:
+    assert refused(GOOD.replace("concurrency: 4", "concurency: 4"), registry).line == 7
+    error = refused(GOOD.replace("out: {sink: sample.out}", "out: {sink: sample.out, next: [emit]}"), registry)
+    assert error.line == 8 and "sink has no `next`" in error.reason
+
+
+def test_not_yaml(registry: NodeRegistry) -> None:
+    error = refused("name: x\nnodes: [unclosed\n", registry)
+    assert error.line is not None and "not valid YAML" in error.reason
+
+
+def test_bad_import(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("tests.runtime.sample_nodes", "no.such.module"), registry)
+    assert error.line == 2 and "cannot import" in error.reason
+
+
+def test_start_to_missing_node(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("manual: true", "manual: true\n    to: ghost"), registry)
+    assert error.line == 5
+
+
+def test_shipped_topologies_are_valid(registry: NodeRegistry) -> None:
+    shipped = load_topology_dir(Path(__file__).parents[2] / "topology", registry)
+    assert {tv.name for tv in shipped} >= {"order-sync", "order-import"}

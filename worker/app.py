@@ -1,0 +1,235 @@
+"""The worker process: broker, store, catalog, one consumer per node type, retries, inbound topics.
+
+``Worker.start`` brings every part up and returns once each consumer has joined its group, which is
+what readiness means. Consumers start concurrently: a group join takes seconds (about 5 s on the
+embedded broker), and 20 node types one after another would take minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import structlog
+
+from worker.broker import EmbeddedBroker
+from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
+from worker.consumer import ManagedConsumer
+from worker.inbound import InboundBridge
+from worker.kafka import ensure_topics, make_consumer, make_producer
+from worker.limiter import Limiter, LocalLimiter
+from worker.processor import NodeProcessor
+from worker.registry import NodeRegistry, default_registry
+from worker.retry import RetryForwarder
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.store import InstallStore
+from worker.topics import TopicNames
+from worker.topology import TopologyVersion, load_topology_dir
+
+if TYPE_CHECKING:
+    from applications.base import Application
+
+log = structlog.get_logger("worker")
+
+#: Records the retry consumer may hold while they wait for their due time.
+RETRY_CONCURRENCY = 10_000
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: InstallStore | None = None,
+        registry: NodeRegistry | None = None,
+        node_names: Iterable[str] | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or default_registry()
+        self._store = store
+        self._node_names = list(node_names) if node_names is not None else None
+        self._limiter = limiter
+        self.broker: EmbeddedBroker | None = None
+        self.runtime: Runtime | None = None
+        self.consumers: list[ManagedConsumer] = []
+        self.inbound: ManagedConsumer | None = None
+        self.follower: CatalogFollower | None = None
+        self.ready = asyncio.Event()
+        self._owned_store = store is None
+
+    @property
+    def rt(self) -> Runtime:
+        assert self.runtime is not None, "worker not started"
+        return self.runtime
+
+    def node_names(self) -> list[str]:
+        if self._node_names is not None:
+            return self._node_names
+        if self.settings.nodes:
+            return [n.strip() for n in self.settings.nodes.split(",") if n.strip()]
+        return self.registry.names()
+
+    async def start(self, *, deploy: Iterable[TopologyVersion] = (), deploy_dir: Path | None = None) -> None:
+        settings = self.settings
+        bootstrap = settings.kafka_bootstrap_servers
+        if not bootstrap:
+            self.broker = EmbeddedBroker()
+            bootstrap = await asyncio.to_thread(self.broker.start)
+        store = self._store or await _open_store(settings)
+        http = httpx.AsyncClient(
+            timeout=settings.shoptet_timeout_seconds,
+            limits=httpx.Limits(max_connections=settings.shoptet_max_connections_per_host * 2),
+        )
+        topics = TopicNames(settings.kafka_topic_prefix)
+        producer = make_producer(settings, bootstrap)
+        await producer.start()
+        catalog = TopologyCatalog(self.registry)
+        self.runtime = Runtime(
+            settings=settings,
+            store=store,
+            registry=self.registry,
+            catalog=catalog,
+            producer=producer,
+            http=http,
+            applications=_build_applications(settings, store, http),
+            limiter=self._limiter or await _build_limiter(settings),
+            topics=topics,
+            bootstrap_servers=bootstrap,
+        )
+        names = self.node_names()
+        to_deploy = list(deploy)
+        if deploy_dir is not None:
+            to_deploy += load_topology_dir(deploy_dir, self.registry)
+        sinks = {s.sink for tv in to_deploy for s in tv.topology.nodes.values() if s.sink}
+        inbound = {s.topic for tv in to_deploy for s in tv.topology.start if s.topic}
+        await ensure_topics(
+            settings,
+            bootstrap,
+            [topics.node(n) for n in self.registry.names()] + [topics.retry, topics.processes, *sinks, *inbound],
+        )
+        await _ensure_control_topic(settings, bootstrap, topics.control)
+        for tv in to_deploy:
+            await publish_deployment(producer, topics.control, tv)
+        self.follower = CatalogFollower(
+            make_consumer(settings, bootstrap, group_id=None),
+            topics.control,
+            catalog,
+        )
+        await self.follower.start()
+        self._build_consumers(names, bootstrap)
+        await asyncio.gather(*(c.start() for c in self.consumers))
+        catalog.listeners.append(self._resubscribe_inbound)
+        await asyncio.gather(*(c.wait_assigned() for c in self.consumers))
+        self.ready.set()
+        log.info("worker ready", nodes=len(names), bootstrap_servers=bootstrap)
+
+    def _build_consumers(self, names: list[str], bootstrap: str) -> None:
+        rt = self.rt
+        for name in names:
+            cls = self.registry.get(name)
+            if cls is None:
+                raise ValueError(f"unknown node type {name!r}")
+            node = cls()
+            processor = NodeProcessor(rt, node)
+            concurrency = self._concurrency(name, cls.concurrency)
+            self.consumers.append(
+                ManagedConsumer(
+                    name,
+                    make_consumer(self.settings, bootstrap, group_id=rt.topics.group(name)),
+                    [rt.topics.node(name)],
+                    processor.handle,
+                    concurrency=concurrency,
+                    ordered=cls.ordered,
+                )
+            )
+        forwarder = RetryForwarder(rt)
+        self.consumers.append(
+            ManagedConsumer(
+                "retry",
+                make_consumer(self.settings, bootstrap, group_id=rt.topics.group("retry")),
+                [rt.topics.retry],
+                forwarder.handle,
+                concurrency=RETRY_CONCURRENCY,
+            )
+        )
+        bridge = InboundBridge(rt)
+        inbound_topics = bridge.topics()
+        if inbound_topics:
+            self.inbound = ManagedConsumer(
+                "inbound",
+                make_consumer(self.settings, bootstrap, group_id=rt.topics.group("inbound")),
+                inbound_topics,
+                bridge.handle,
+                concurrency=50,
+            )
+            self.consumers.append(self.inbound)
+
+    def _concurrency(self, node_name: str, default: int) -> int:
+        """The highest concurrency any active topology asks of this node type."""
+        asked = [
+            spec.concurrency
+            for tv in self.rt.catalog.active_all()
+            for spec in tv.topology.nodes.values()
+            if spec.node == node_name and spec.concurrency
+        ]
+        return max(asked, default=default)
+
+    def _resubscribe_inbound(self) -> None:
+        if self.inbound is None:
+            return
+        topics = InboundBridge(self.rt).topics()
+        if topics and topics != self.inbound.topics:
+            self.inbound.topics = topics
+            self.inbound.consumer.subscribe(topics)
+
+    async def stop(self) -> None:
+        timeout = self.settings.graceful_timeout_seconds
+        await asyncio.gather(
+            *(c.stop(0 if c.name == "retry" else timeout) for c in self.consumers), return_exceptions=True
+        )
+        if self.follower is not None:
+            await self.follower.stop()
+        if self.runtime is not None:
+            with contextlib.suppress(Exception):
+                await self.runtime.producer.stop()
+            await self.runtime.http.aclose()
+            if self._owned_store:
+                await self.runtime.store.close()
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+        log.info("worker stopped")
+
+
+async def _ensure_control_topic(settings: Settings, bootstrap: str, topic: str) -> None:
+    one_partition = settings.model_copy(update={"kafka_partitions": 1})
+    await ensure_topics(one_partition, bootstrap, [topic])
+
+
+async def _open_store(settings: Settings) -> InstallStore:
+    from worker.store import open_store
+
+    return await open_store(settings)
+
+
+def _build_applications(settings: Settings, store: InstallStore, http: httpx.AsyncClient) -> Mapping[str, Application]:
+    from applications.registry import build_applications
+
+    return build_applications(settings, store, http)
+
+
+async def _build_limiter(settings: Settings) -> Limiter:
+    if settings.redis_url:
+        from worker.redis_limiter import RedisLimiter
+
+        return RedisLimiter.from_url(
+            settings.redis_url,
+            per_token=settings.shoptet_max_connections_per_token,
+            per_host=settings.shoptet_max_connections_per_host,
+        )
+    return LocalLimiter(settings.shoptet_max_connections_per_token, settings.shoptet_max_connections_per_host)

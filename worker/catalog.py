@@ -1,0 +1,157 @@
+"""Every topology version a worker knows, kept in sync through a compacted control topic.
+
+Records are keyed ``version:<name>:<version>`` (the source; every version stays, so a message that
+started on an old version can still be routed by it) and ``current:<name>`` (which version new
+starts use, and whether the topology is enabled). Workers read the topic from the beginning at
+start and follow it while running: a deploy reaches every worker without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from worker.registry import NodeRegistry
+from worker.topology import TopologyError, TopologyVersion, parse_topology
+
+log = structlog.get_logger("catalog")
+
+
+@dataclass(slots=True)
+class Deployment:
+    name: str
+    version: str
+    enabled: bool = True
+    deployed_at: str = ""
+
+
+@dataclass
+class TopologyCatalog:
+    registry: NodeRegistry
+    versions: dict[tuple[str, str], TopologyVersion] = field(default_factory=dict)
+    current: dict[str, Deployment] = field(default_factory=dict)
+    history: dict[str, list[str]] = field(default_factory=dict)
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    # queries -----------------------------------------------------------------------------------
+    def get(self, name: str, version: str) -> TopologyVersion | None:
+        return self.versions.get((name, version))
+
+    def active(self, name: str) -> TopologyVersion | None:
+        """The version new starts of ``name`` use, or None when unknown or disabled."""
+        deployment = self.current.get(name)
+        if deployment is None or not deployment.enabled:
+            return None
+        return self.versions.get((name, deployment.version))
+
+    def latest(self, name: str) -> TopologyVersion | None:
+        deployment = self.current.get(name)
+        return self.versions.get((name, deployment.version)) if deployment else None
+
+    def active_all(self) -> list[TopologyVersion]:
+        return [tv for name in sorted(self.current) if (tv := self.active(name)) is not None]
+
+    def webhook_events(self) -> frozenset[str]:
+        return frozenset(e for tv in self.active_all() for e in tv.topology.webhook_events())
+
+    # applying control records ------------------------------------------------------------------
+    def apply(self, key: str, value: bytes | None) -> None:
+        kind, _, rest = key.partition(":")
+        if value is None:
+            return
+        data = json.loads(value)
+        if kind == "version":
+            try:
+                tv = parse_topology(data["source"], f"{data['name']}@{data['version']}", self.registry)
+            except TopologyError as exc:
+                log.error("ignoring a deployed topology this worker cannot load", error=str(exc))
+                return
+            tv.version = data["version"]
+            self.versions[(tv.name, tv.version)] = tv
+            versions = self.history.setdefault(tv.name, [])
+            if tv.version not in versions:
+                versions.append(tv.version)
+        elif kind == "current":
+            self.current[rest] = Deployment(**data)
+        for listener in self.listeners:
+            listener()
+
+    def add_local(self, tv: TopologyVersion, enabled: bool = True) -> None:
+        """Use a topology without a control topic (unit tests, `topology validate`)."""
+        self.apply(f"version:{tv.name}:{tv.version}", _version_record(tv))
+        self.apply(f"current:{tv.name}", _current_record(tv.name, tv.version, enabled))
+
+
+def _version_record(tv: TopologyVersion) -> bytes:
+    return json.dumps({"name": tv.name, "version": tv.version, "source": tv.source}).encode()
+
+
+def _current_record(name: str, version: str, enabled: bool) -> bytes:
+    deployed_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return json.dumps({"name": name, "version": version, "enabled": enabled, "deployed_at": deployed_at}).encode()
+
+
+async def publish_deployment(producer: AIOKafkaProducer, topic: str, tv: TopologyVersion, enabled: bool = True) -> None:
+    """Deploy: the version record first, then the pointer, both acknowledged before returning."""
+    await producer.send_and_wait(topic, _version_record(tv), key=f"version:{tv.name}:{tv.version}".encode())
+    await producer.send_and_wait(
+        topic, _current_record(tv.name, tv.version, enabled), key=f"current:{tv.name}".encode()
+    )
+
+
+async def publish_enabled(producer: AIOKafkaProducer, topic: str, deployment: Deployment, enabled: bool) -> None:
+    record = _current_record(deployment.name, deployment.version, enabled)
+    await producer.send_and_wait(topic, record, key=f"current:{deployment.name}".encode())
+
+
+class CatalogFollower:
+    """Reads the control topic (no consumer group: every worker reads all of it)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, catalog: TopologyCatalog) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.catalog = catalog
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        partitions = self.consumer.partitions_for_topic(self.topic) or {0}
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        end = await self.consumer.end_offsets(tps)
+        # catch up before the worker starts consuming, so every in-flight version is known
+        while [tp for tp in tps if await self.consumer.position(tp) < end[tp]]:
+            await self._poll(500)
+        self._task = asyncio.create_task(self._follow(), name="catalog-follower")
+
+    async def _poll(self, timeout_ms: int) -> None:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms)
+        for records in batches.values():
+            for record in records:
+                if record.key is not None:
+                    self.catalog.apply(record.key.decode(), record.value)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self._poll(1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control topic read failed; retrying")
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()

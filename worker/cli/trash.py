@@ -1,0 +1,116 @@
+"""``shoptet-worker trash``: list, show, replay (optionally with an edited body), discard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+trash_app = typer.Typer(help="Messages that could not be processed.", no_args_is_help=True)
+
+
+async def _store() -> Any:
+    from worker.cli import settings_from_env
+    from worker.store import open_store
+
+    return await open_store(settings_from_env())
+
+
+@trash_app.command("list")
+def list_(
+    limit: int = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Newest first: id, node, topology, user, error."""
+
+    async def _list() -> None:
+        store = await _store()
+        try:
+            for entry in await store.list_trash(limit):
+                if as_json:
+                    typer.echo(entry.model_dump_json())
+                else:
+                    when = entry.created_at.isoformat(timespec="seconds") if entry.created_at else ""
+                    typer.echo(
+                        f"{entry.id:>6}  {when}  {entry.node_name or entry.topic:34} "
+                        f"{entry.topology_name or '-':20} {entry.user or '-':12} {entry.error_message[:80]}"
+                    )
+        finally:
+            await store.close()
+
+    asyncio.run(_list())
+
+
+@trash_app.command()
+def show(entry_id: int) -> None:
+    """Everything kept about one entry, as JSON."""
+
+    async def _show() -> None:
+        store = await _store()
+        try:
+            entry = await store.get_trash(entry_id)
+            if entry is None:
+                typer.echo(f"no trash entry {entry_id}", err=True)
+                raise typer.Exit(1)
+            typer.echo(entry.model_dump_json(indent=2))
+        finally:
+            await store.close()
+
+    asyncio.run(_show())
+
+
+@trash_app.command()
+def replay(
+    entry_id: int,
+    body: Annotated[str | None, typer.Option(help="Replace the body (JSON) before replaying.")] = None,
+) -> None:
+    """Send the message back to its node with its original headers, then remove it from trash."""
+    edited: Any = None
+    if body is not None:
+        try:
+            edited = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"--body is not JSON: {exc}") from exc
+
+    async def _replay() -> None:
+        from worker.cli import settings_from_env
+        from worker.control import control_client
+        from worker.trash import NothingToReplay
+        from worker.trash import replay as do_replay
+
+        store = await _store()
+        try:
+            entry = await store.get_trash(entry_id)
+            if entry is None:
+                typer.echo(f"no trash entry {entry_id}", err=True)
+                raise typer.Exit(1)
+            async with control_client(settings_from_env()) as control:
+                try:
+                    await do_replay(store, control, entry, edited)
+                except NothingToReplay as exc:
+                    typer.echo(str(exc), err=True)
+                    raise typer.Exit(1) from exc
+            typer.echo(f"replayed {entry_id} to {entry.topic}")
+        finally:
+            await store.close()
+
+    asyncio.run(_replay())
+
+
+@trash_app.command()
+def discard(entry_id: int) -> None:
+    """Delete an entry for good."""
+
+    async def _discard() -> None:
+        store = await _store()
+        try:
+            if not await store.remove_trash(entry_id):
+                typer.echo(f"no trash entry {entry_id}", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"discarded {entry_id}")
+        finally:
+            await store.close()
+
+    asyncio.run(_discard())

@@ -1,0 +1,80 @@
+"""A short-lived connection to a running deployment for CLI commands (run, deploy, status).
+
+It finds the broker (``KAFKA_BOOTSTRAP_SERVERS``, else the embedded broker a local ``up`` wrote
+into ``var/worker.json``), reads the topology catalog and can publish starts and deployments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from worker.catalog import CatalogFollower, TopologyCatalog
+from worker.envelope import Message
+from worker.kafka import make_consumer, make_producer
+from worker.registry import NodeRegistry, default_registry
+from worker.settings import Settings
+from worker.topics import TopicNames
+
+STATE_FILE = Path("var/worker.json")
+
+
+def write_state(**values: Any) -> None:
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps(values, indent=2))
+
+
+def read_state() -> dict[str, Any]:
+    try:
+        data = json.loads(STATE_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    state = read_state().get("bootstrap_servers")
+    if not state:
+        raise RuntimeError(
+            "no Kafka to talk to: set KAFKA_BOOTSTRAP_SERVERS, or start `shoptet-worker up` in this directory"
+        )
+    return str(state)
+
+
+@dataclass
+class ControlClient:
+    """Just enough of a runtime to start processes and deploy: producer, topics and catalog."""
+
+    producer: AIOKafkaProducer
+    topics: TopicNames
+    catalog: TopologyCatalog
+    metrics: None = None
+
+    async def send(self, topic: str, message: Message) -> object:
+        return await self.producer.send(
+            topic, message.encode_body(), key=message.key(), headers=message.kafka_headers()
+        )
+
+
+@asynccontextmanager
+async def control_client(settings: Settings, registry: NodeRegistry | None = None) -> AsyncIterator[ControlClient]:
+    bootstrap = resolve_bootstrap(settings)
+    topics = TopicNames(settings.kafka_topic_prefix)
+    catalog = TopologyCatalog(registry or default_registry())
+    producer = make_producer(settings, bootstrap)
+    await producer.start()
+    follower = CatalogFollower(make_consumer(settings, bootstrap, group_id=None), topics.control, catalog)
+    try:
+        await follower.start()
+        yield ControlClient(producer, topics, catalog)
+    finally:
+        await follower.stop()
+        await producer.stop()

@@ -1,0 +1,64 @@
+"""Inbound topics: another system (an ERP) writes to a topic, and each record starts a process.
+
+The record's key is the install's ``user``; its value is the JSON body for the start node. A record
+without a key or with a body that is not JSON goes to trash with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+from aiokafka.structs import ConsumerRecord
+
+from worker.runtime import Runtime
+from worker.starter import find_start, start_process
+from worker.store import TrashEntry
+
+log = structlog.get_logger("inbound")
+
+
+class InboundBridge:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def topics(self) -> list[str]:
+        return sorted({s.topic for tv in self.rt.catalog.active_all() for s in tv.topology.start if s.topic})
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        reason = None
+        body = None
+        if not record.key:
+            reason = "inbound record has no key; the key must be the install's user"
+        else:
+            try:
+                body = json.loads(record.value or b"")
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                reason = f"inbound record body is not JSON: {exc}"
+        if reason is not None:
+            await self._trash(record, reason)
+            return
+        user = (record.key or b"").decode()
+        started = 0
+        for tv in self.rt.catalog.active_all():
+            start = find_start(tv, "topic", record.topic)
+            if start is not None:
+                await start_process(self.rt, tv, start, user=user, body=body)
+                started += 1
+        if not started:
+            log.info("no active topology starts on this topic", topic=record.topic)
+
+    async def _trash(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        await self.rt.store.add_trash(
+            TrashEntry(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key.decode(errors="replace") if record.key else None,
+                error_class="MalformedMessage",
+                error_message=reason,
+                headers={k: v.decode(errors="replace") for k, v in (record.headers or ())},
+                raw_body=(record.value or b"").decode(errors="replace")[:100_000],
+            )
+        )
+        log.warning("inbound record moved to trash", reason=reason)

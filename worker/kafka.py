@@ -1,0 +1,79 @@
+"""aiokafka clients configured from settings (plain, TLS, SASL PLAIN/SCRAM) and topic set-up."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from worker.settings import Settings
+
+log = structlog.get_logger("kafka")
+
+
+def client_options(settings: Settings, bootstrap_servers: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
+def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProducer:
+    # acks=all: an output counts as delivered only when the cluster has it; the input's offset is
+    # committed after that, which is what makes the pipeline at-least-once.
+    return AIOKafkaProducer(
+        **client_options(settings, bootstrap_servers),
+        acks="all",
+        linger_ms=2,
+        max_batch_size=1 << 20,
+        request_timeout_ms=30_000,
+    )
+
+
+def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, group_id: str | None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        **client_options(settings, bootstrap_servers),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+        max_poll_interval_ms=600_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
+    )
+
+
+async def ensure_topics(settings: Settings, bootstrap_servers: str, topics: Iterable[str]) -> None:
+    """Create missing topics with the configured partitions and replication factor."""
+    admin = AIOKafkaAdminClient(**client_options(settings, bootstrap_servers))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = sorted(set(topics) - existing)
+        if not missing:
+            return
+        new = [NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor) for t in missing]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another worker created them first
+        log.info("topics created", topics=missing)
+    finally:
+        await admin.close()

@@ -1,0 +1,300 @@
+"""Handles one record of a node topic from decode to acknowledged outputs.
+
+The contract with the consumer: :meth:`NodeProcessor.handle` returns only when the record's fate is
+safely recorded (outputs acknowledged by the broker, a retry scheduled, or a trash row written), so
+the consumer may then commit its offset. It never raises for a bad message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import structlog
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from applications.client import ShoptetClient
+from worker.envelope import H, MalformedMessage, Message, ResultCode
+from worker.errors import InstallDisabled, InstallNotFound, NodeError, RetryableError, StopError
+from worker.node import Batch, Connector, Node, NodeContext, Result
+from worker.router import Outgoing, cursor_message, route
+from worker.runtime import Runtime
+from worker.store import Install, TrashEntry
+from worker.topology import NodeSpec, TopologyVersion
+
+log = structlog.get_logger("processor")
+
+#: A message whose topology version this worker has not seen yet (a deploy still on its way).
+UNKNOWN_VERSION_RETRY_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 600.0
+
+
+def backoff_seconds(interval: float, hops: int) -> float:
+    """Exponential backoff from the node's interval, capped, with jitter so retries spread out."""
+    delay = min(interval * (2**hops), max(interval, MAX_BACKOFF_SECONDS))
+    return delay * random.uniform(0.8, 1.2)
+
+
+class NodeProcessor:
+    def __init__(self, runtime: Runtime, node: Node) -> None:
+        self.rt = runtime
+        self.node = node
+        self.topic = runtime.topics.node(node.name)
+
+    # --- entry point ---------------------------------------------------------------------------
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        structlog.contextvars.clear_contextvars()
+        try:
+            message = Message.decode(record.value, record.headers)
+        except MalformedMessage as exc:
+            await self.trash(record, None, exc, reason_class="MalformedMessage")
+            return
+        structlog.contextvars.bind_contextvars(
+            correlation_id=message.correlation_id,
+            process_id=message.process_id,
+            topology=message.headers.get(H.TOPOLOGY_NAME),
+            node=message.headers.get(H.NODE_ID),
+            user=message.user,
+        )
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            outcome = await self._process(record, message)
+        finally:
+            if self.rt.metrics is not None:
+                self.rt.metrics.observe_message(self.node.name, outcome, time.perf_counter() - started)
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes], message: Message) -> str:
+        name = message.headers[H.TOPOLOGY_NAME]
+        version = message.headers[H.TOPOLOGY_VERSION]
+        tv = self.rt.catalog.get(name, version)
+        if tv is None:
+            error = RetryableError(f"topology {name}@{version} is not known to this worker (yet)")
+            await self.retry(record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS)
+            return "retry"
+        node_id = message.headers[H.NODE_ID]
+        spec = tv.topology.nodes.get(node_id)
+        if spec is None or spec.node != self.node.name:
+            missing = StopError(f"topology {name}@{version} has no node {node_id!r} of type {self.node.name!r}")
+            await self.trash(record, message, missing)
+            return "trash"
+        outputs: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        try:
+            ctx = await self._context(message, tv, node_id, spec)
+            result = await self._call(message, ctx, tv, node_id, outputs)
+            await self._route_result(message, ctx, tv, node_id, result, outputs)
+            await self._deliver(outputs)
+        except RetryableError as exc:
+            await self._deliver(outputs)  # items a batch emitted before failing are not lost
+            await self.retry(record, message, spec, exc)
+            return "retry"
+        except NodeError as exc:
+            await self._deliver(outputs)
+            await self.trash(record, message, exc)
+            return "trash"
+        except Exception as exc:  # a bug in a node: keep the message for an operator, keep going
+            log.exception("node raised an unexpected error")
+            await self._deliver(outputs)
+            await self.trash(record, message, exc)
+            return "trash"
+        return "ok"
+
+    # --- the node call -------------------------------------------------------------------------
+    async def _context(self, message: Message, tv: TopologyVersion, node_id: str, spec: NodeSpec) -> NodeContext:
+        ctx = NodeContext(
+            store=self.rt.store,
+            settings=self.rt.settings,
+            node_id=node_id,
+            options=spec.options,
+            webhook_events=self.rt.catalog.webhook_events(),
+            log=log.bind(node_name=self.node.name),
+            client_factory=self._client_for,
+        )
+        if not self.node.needs_install:
+            return ctx
+        application = message.application or tv.topology.application_of(node_id, self.node.application)
+        if not message.user or not application:
+            raise InstallNotFound("message has no `user`/`application` header; the node needs an install")
+        install = await self.rt.store.get_install(message.user, application)
+        if install is None:
+            raise InstallNotFound(f"no install for user {message.user!r} and application {application!r}")
+        if not install.enabled and not self.node.accepts_disabled_install:
+            raise InstallDisabled(f"install {message.user!r}/{application!r} is disabled")
+        ctx.install = install
+        ctx.application = self.rt.applications.get(install.application)
+        ctx.shoptet = self._client_for(install)
+        return ctx
+
+    def _client_for(self, install: Install) -> ShoptetClient:
+        application = self.rt.applications.get(install.application)
+        if application is None:
+            raise StopError(f"unknown application {install.application!r}")
+        return ShoptetClient(
+            http=self.rt.http,
+            application=application,
+            install=install,
+            limiter=self.rt.limiter,
+            base_url=self.rt.settings.shoptet_api_url,
+        )
+
+    async def _call(
+        self,
+        message: Message,
+        ctx: NodeContext,
+        tv: TopologyVersion,
+        node_id: str,
+        outputs: list[tuple[Outgoing, asyncio.Future[Any]]],
+    ) -> Result:
+        if isinstance(self.node, Connector):
+            return await self.node.process(message, ctx)
+        assert isinstance(self.node, Batch)
+
+        async def emit(body: Any) -> None:
+            overrides = _install_headers(ctx)
+            for out in route(self.rt.topics, tv, node_id, message, body, new_process=True, overrides=overrides):
+                outputs.append((out, await self.rt.send(out.topic, out.message)))
+                if self.rt.metrics is not None:
+                    self.rt.metrics.items_emitted(self.node.name)
+
+        return await self.node.process(message, ctx, emit)
+
+    async def _route_result(
+        self,
+        message: Message,
+        ctx: NodeContext,
+        tv: TopologyVersion,
+        node_id: str,
+        result: Result,
+        outputs: list[tuple[Outgoing, asyncio.Future[Any]]],
+    ) -> None:
+        code = result.code
+        if code in (ResultCode.REPEAT, ResultCode.LIMIT_EXCEEDED):
+            raise RetryableError(result.message or f"node asked to repeat ({int(code)})")
+        if code == ResultCode.STOP_AND_FAIL:
+            raise StopError(result.message or "node stopped the process (1006)")
+        if code == ResultCode.DO_NOT_CONTINUE:
+            log.info("branch stopped", reason=result.message)
+            return
+        if code in (ResultCode.BATCH_CURSOR_WITH_ITEMS, ResultCode.BATCH_CURSOR_ONLY):
+            if result.cursor is None:
+                raise StopError(f"result {int(code)} without a cursor")
+            again = cursor_message(message, result)
+            outputs.append((Outgoing(self.topic, again), await self.rt.send(self.topic, again)))
+            return
+        if isinstance(self.node, Batch):
+            return  # items were routed as they were emitted
+        only = result.forward_to if code == ResultCode.FORWARD_TO else ()
+        body = result.body if result.body is not None else message.body
+        for out in route(self.rt.topics, tv, node_id, message, body, only=only, overrides=_install_headers(ctx)):
+            outputs.append((out, await self.rt.send(out.topic, out.message)))
+
+    async def _deliver(self, outputs: list[tuple[Outgoing, asyncio.Future[Any]]]) -> None:
+        """Wait until the broker has every output; resend what failed until it does."""
+        pending = outputs
+        delay = 0.5
+        while pending:
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            failed = [out for (out, _), res in zip(pending, results, strict=True) if isinstance(res, BaseException)]
+            if not failed:
+                return
+            log.warning("broker did not acknowledge outputs; sending again", count=len(failed), delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            pending = []
+            for out in failed:
+                try:
+                    pending.append((out, await self.rt.send(out.topic, out.message)))
+                except KafkaError:
+                    loop_future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                    loop_future.set_exception(KafkaError("send failed"))
+                    pending.append((out, loop_future))
+        outputs.clear()
+
+    # --- retry and trash -----------------------------------------------------------------------
+    async def retry(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        message: Message,
+        spec: NodeSpec | None,
+        error: RetryableError,
+        *,
+        interval: float | None = None,
+    ) -> None:
+        settings = self.rt.settings
+        max_hops = spec.retry.max_hops if spec and spec.retry.max_hops is not None else settings.default_retry_max_hops
+        base = interval or (spec.retry.interval if spec and spec.retry.interval else None)
+        base = base or settings.default_retry_interval_seconds
+        hops = message.hops
+        if hops >= max_hops:
+            await self.trash(record, message, error, note=f"gave up after {hops} retries")
+            return
+        delay = error.retry_after if error.retry_after is not None else backoff_seconds(base, hops)
+        log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
+        again = message.with_headers(
+            repeat_hops=str(hops + 1),
+            repeat_max_hops=str(max_hops),
+            repeat_interval=str(int(base * 1000)),
+            retry_target_topic=record.topic,
+            retry_due_at=f"{time.time() + delay:.3f}",
+            result_code=str(int(ResultCode.REPEAT)),
+            result_message=error.message[:500],
+        )
+        await self._deliver([(Outgoing(self.rt.topics.retry, again), await self.rt.send(self.rt.topics.retry, again))])
+        if self.rt.metrics is not None:
+            self.rt.metrics.retried(self.node.name)
+
+    async def trash(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        message: Message | None,
+        error: BaseException,
+        *,
+        reason_class: str | None = None,
+        note: str = "",
+    ) -> None:
+        headers = message.headers if message else _raw_headers(record)
+        text = getattr(error, "message", None) or str(error) or type(error).__name__
+        entry = TrashEntry(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            node_id=headers.get(H.NODE_ID),
+            node_name=self.node.name,
+            topology_name=headers.get(H.TOPOLOGY_NAME),
+            topology_version=headers.get(H.TOPOLOGY_VERSION),
+            user=headers.get(H.USER),
+            correlation_id=headers.get(H.CORRELATION_ID),
+            process_id=headers.get(H.PROCESS_ID),
+            attempts=(message.hops if message else 0) + 1,
+            error_class=reason_class or type(error).__name__,
+            error_message=f"{text} ({note})" if note else text,
+            http_status=getattr(error, "status", None),
+            error_body=getattr(error, "body", None),
+            headers=headers,
+            key=record.key.decode(errors="replace") if record.key else None,
+            body=message.body if message else None,
+            raw_body=None if message else (record.value or b"").decode(errors="replace")[:100_000],
+        )
+        entry_id = await self.rt.store.add_trash(entry)
+        log.warning(
+            "message moved to trash",
+            trash_id=entry_id,
+            error_class=entry.error_class,
+            error=entry.error_message,
+        )
+        if self.rt.metrics is not None:
+            self.rt.metrics.trashed(self.node.name)
+
+
+def _install_headers(ctx: NodeContext) -> dict[str, str]:
+    """A node that found its install itself (job finished) stamps user/application on its outputs."""
+    if ctx.install is None:
+        return {}
+    return {H.USER: ctx.install.user, H.APPLICATION: ctx.install.application}
+
+
+def _raw_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in (record.headers or ())}

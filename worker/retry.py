@@ -1,0 +1,54 @@
+"""The delayed retry path: a retry topic whose records go back to their node topic when due.
+
+A failing record does not block its partition: the node publishes it here and moves on. This
+consumer holds each record until its due time (many at once), forwards it, and only then lets its
+offset be committed, so a crash while waiting re-reads the record instead of losing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from aiokafka.structs import ConsumerRecord
+
+from worker.envelope import H
+from worker.runtime import Runtime
+from worker.store import TrashEntry
+
+log = structlog.get_logger("retry")
+
+
+class RetryForwarder:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        target = headers.get(H.RETRY_TARGET_TOPIC)
+        try:
+            due = float(headers.get(H.RETRY_DUE_AT, "0"))
+        except ValueError:
+            due = 0.0
+        if not target:
+            await self.rt.store.add_trash(
+                TrashEntry(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error_class="MalformedMessage",
+                    error_message="retry record without a target topic",
+                    headers=headers,
+                    raw_body=(record.value or b"").decode(errors="replace")[:100_000],
+                )
+            )
+            return
+        await asyncio.sleep(max(0.0, due - time.time()))
+        headers.pop(H.RETRY_TARGET_TOPIC, None)
+        headers.pop(H.RETRY_DUE_AT, None)
+        future = await self.rt.producer.send(
+            target, record.value, key=record.key, headers=[(k, v.encode()) for k, v in headers.items()]
+        )
+        await future
+        log.debug("retried", topic=target, hop=headers.get(H.REPEAT_HOPS))

@@ -1,0 +1,45 @@
+"""What every part of a running worker shares: settings, store, producer, catalog, applications."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from worker.catalog import TopologyCatalog
+from worker.envelope import Message
+from worker.limiter import Limiter
+from worker.registry import NodeRegistry
+from worker.settings import Settings
+from worker.store import InstallStore
+from worker.topics import TopicNames
+
+if TYPE_CHECKING:
+    from applications.base import Application
+    from worker.metrics import Metrics
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: InstallStore
+    registry: NodeRegistry
+    catalog: TopologyCatalog
+    producer: AIOKafkaProducer
+    http: httpx.AsyncClient
+    applications: Mapping[str, Application]
+    limiter: Limiter
+    topics: TopicNames
+    bootstrap_servers: str
+    metrics: Metrics | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        """Queue one message; the returned future resolves when the broker acknowledged it."""
+        return await self.producer.send(
+            topic, message.encode_body(), key=message.key(), headers=message.kafka_headers()
+        )

@@ -1,0 +1,63 @@
+"""``shoptet-worker up``: the worker, its HTTP app and (with ``--demo``) a simulated shop, until a
+signal asks to stop. SIGTERM and Ctrl-C stop gracefully: in-flight messages finish first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+import uvicorn
+
+from worker.app import Worker
+from worker.control import STATE_FILE, write_state
+from worker.http.app import create_http_app
+from worker.settings import Settings
+
+log = structlog.get_logger("serve")
+
+
+async def serve(settings: Settings, *, demo: bool = False, http: bool = True) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    demo_env = None
+    if demo:
+        from worker.demo import DemoEnvironment
+
+        demo_env = DemoEnvironment(settings)
+        settings = await demo_env.start()
+
+    worker = Worker(settings)
+    server_task: asyncio.Task[None] | None = None
+    try:
+        await worker.start(deploy_dir=settings.topology_dir)
+        write_state(
+            bootstrap_servers=worker.rt.bootstrap_servers,
+            http=f"http://{settings.http_host}:{settings.http_port}",
+        )
+        if http:
+            config = uvicorn.Config(
+                create_http_app(worker), host=settings.http_host, port=settings.http_port, log_level="warning"
+            )
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+            server_task = asyncio.create_task(server.serve())
+        if demo_env is not None:
+            await demo_env.run(worker, stop)
+        await stop.wait()
+        log.info("stopping: finishing in-flight messages", graceful_timeout=settings.graceful_timeout_seconds)
+    finally:
+        if server_task is not None:
+            server_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server_task
+        await worker.stop()
+        if demo_env is not None:
+            await demo_env.stop()
+        with contextlib.suppress(OSError):
+            STATE_FILE.unlink()

@@ -1,0 +1,72 @@
+"""Starting a process: stamp the headers and publish the body to the start node's topic.
+
+Every way a process starts (cron tick, Shoptet webhook, inbound topic, operator's ``run``) goes
+through :func:`start_process`, so all of them produce the same headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from worker.catalog import TopologyCatalog
+from worker.envelope import Message
+from worker.router import start_headers
+from worker.topics import TopicNames
+from worker.topology import StartSpec, TopologyVersion
+
+
+class Starter(Protocol):
+    """What starting a process needs: the worker's Runtime or a CLI's ControlClient."""
+
+    topics: TopicNames
+    catalog: TopologyCatalog
+    metrics: Any
+
+    async def send(self, topic: str, message: Message) -> object: ...
+
+
+class TopologyNotRunnable(LookupError):
+    """No active (deployed and enabled) topology of that name, or it has no such start."""
+
+
+def find_start(tv: TopologyVersion, kind: str, value: str | None = None) -> StartSpec | None:
+    for start in tv.topology.start:
+        if kind == "manual" and start.manual:
+            return start
+        if kind == "cron" and start.cron and (value is None or start.cron == value):
+            return start
+        if kind == "webhook" and start.webhook and value in start.webhook:
+            return start
+        if kind == "topic" and start.topic and start.topic == value:
+            return start
+    return None
+
+
+async def start_process(
+    rt: Starter,
+    tv: TopologyVersion,
+    start: StartSpec,
+    *,
+    user: str | None,
+    body: Any,
+    application: str | None = None,
+) -> Message:
+    """Publish the first message of a new process and wait for the broker's acknowledgement."""
+    node_id = tv.topology.start_node(start)
+    message = Message(body=body, headers=start_headers(tv, node_id, user=user, application=application))
+    spec = tv.topology.nodes[node_id]
+    future = await rt.send(rt.topics.node(spec.node or ""), message)
+    await future  # type: ignore[misc]
+    if rt.metrics is not None:
+        rt.metrics.process_started(tv.name)
+    return message
+
+
+async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any) -> Message:
+    tv = rt.catalog.active(name)
+    if tv is None:
+        raise TopologyNotRunnable(f"topology {name!r} is not deployed or is disabled")
+    start = find_start(tv, "manual")
+    if start is None:
+        raise TopologyNotRunnable(f"topology {name!r} has no manual start")
+    return await start_process(rt, tv, start, user=user, body=body)

@@ -1,0 +1,95 @@
+"""Encryption of secrets at rest (tokens, client secrets) with a key from settings.
+
+Fernet gives authenticated encryption with a random IV, so the same token stored twice yields two
+different ciphertexts and a tampered row fails loudly instead of decrypting to garbage. Several
+comma-separated keys are accepted (newest first) so that a key can be rotated without downtime.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class SecretKeyError(RuntimeError):
+    """The secret key is missing or unusable; the worker must not start without one."""
+
+
+class SecretBox:
+    """Encrypts and decrypts strings. Holds the key, so it never shows it in a repr."""
+
+    def __init__(self, keys: str | bytes) -> None:
+        raw = keys.decode() if isinstance(keys, bytes) else keys
+        parts = [part.strip() for part in raw.split(",") if part.strip()]
+        if not parts:
+            raise SecretKeyError("the secret key is empty")
+        try:
+            self._fernet = MultiFernet([Fernet(part.encode()) for part in parts])
+        except (ValueError, TypeError) as exc:
+            raise SecretKeyError(
+                "SECRET_KEY must be a Fernet key (32 url-safe base64-encoded bytes); "
+                'generate one with: python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())"'
+            ) from exc
+
+    def __repr__(self) -> str:
+        return "SecretBox(***)"
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, ciphertext: str) -> str:
+        try:
+            return self._fernet.decrypt(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretKeyError("a stored secret cannot be decrypted: wrong SECRET_KEY?") from exc
+
+    @staticmethod
+    def generate_key() -> str:
+        return Fernet.generate_key().decode()
+
+
+def load_secret_key(settings: Settings) -> str:
+    """The key from ``SECRET_KEY``; in development a local key file is created when none is set.
+
+    Production refuses to start without an explicit key: a generated key on a disposable container
+    disk would make every stored secret unreadable after the next deploy.
+    """
+    if settings.secret_key is not None and settings.secret_key.get_secret_value().strip():
+        return settings.secret_key.get_secret_value()
+    if settings.environment == "production":
+        raise SecretKeyError(
+            "SECRET_KEY is required in production (it encrypts the install store's secrets); "
+            'generate one with: python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"'
+        )
+    return _development_key(settings.secret_key_file)
+
+
+def _development_key(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = SecretBox.generate_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it a moment ago
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    log.warning(
+        "created a development secret key; set SECRET_KEY in production",
+        path=str(path),
+    )
+    return key
+
+
+def secret_box_from_settings(settings: Settings) -> SecretBox:
+    return SecretBox(load_secret_key(settings))

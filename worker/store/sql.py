@@ -1,0 +1,345 @@
+"""The install store on SQL: a SQLite file by default, PostgreSQL when ``DATABASE_URL`` says so.
+
+One implementation serves both engines through SQLAlchemy Core. Every write is one statement or one
+short transaction that starts with a write, and per-key upserts (``INSERT ... ON CONFLICT``) do the
+atomic work, so two workers never lose each other's updates and SQLite never has to upgrade a read
+lock (the usual source of "database is locked").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, event, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from worker.store import schema as t
+from worker.store.base import Install, TrashEntry, WebhookRegistration
+from worker.store.crypto import SecretBox
+from worker.store.keys import token_key_prefix
+from worker.store.migrations import SQLITE_BEGIN_OPTION, migrate
+
+#: Seconds a SQLite connection waits for another process's write lock before giving up.
+SQLITE_BUSY_TIMEOUT = 30.0
+
+
+def async_database_url(url: str) -> str:
+    """Map the operator's URL (``sqlite:///...``, ``postgres://...``) to an async driver URL."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported DATABASE_URL scheme {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def _now() -> float:
+    return time.time()
+
+
+class SqlInstallStore:
+    """:class:`worker.store.base.InstallStore` on SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+        dialect = engine.dialect.name
+        self._insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def __repr__(self) -> str:
+        return f"SqlInstallStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    @classmethod
+    async def open(cls, database_url: str, box: SecretBox, *, schema: str | None = None) -> SqlInstallStore:
+        """Connect, create or migrate the schema, and return the store.
+
+        ``schema`` (PostgreSQL only) puts the tables in that schema, creating it: tests use a fresh
+        one per run so that they never see another run's rows.
+        """
+        url = make_url(async_database_url(database_url))
+        kwargs: dict[str, Any] = {}
+        if url.get_backend_name() == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+        elif schema:
+            kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+        engine = create_async_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+            _sqlite_transactions(engine)
+        elif schema:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await migrate(engine)
+        return cls(engine, box)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.begin() as conn:
+            yield conn
+
+    # installs ---------------------------------------------------------------------------------
+    async def add_install(self, install: Install) -> None:
+        key = {"user": install.user, "application": install.application}
+        rows = [{**key, "key": k, "encrypted": False, "value": json.dumps(v)} for k, v in install.settings.items()] + [
+            {**key, "key": k, "encrypted": True, "value": self._box.encrypt(v)} for k, v in install.secrets.items()
+        ]
+        row = {**key, "enabled": install.enabled, "eshop_id": install.eshop_id, "created_at": _now()}
+        stmt = self._insert(t.installs).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user", "application"],
+            set_={"enabled": stmt.excluded.enabled, "eshop_id": stmt.excluded.eshop_id},
+        )
+        async with self._tx() as conn:
+            await conn.execute(stmt)
+            await conn.execute(delete(t.install_settings).where(*self._install_where(t.install_settings, **key)))
+            if rows:
+                await conn.execute(t.install_settings.insert(), rows)
+
+    async def get_install(self, user: str, application: str) -> Install | None:
+        found = await self._load(and_(t.installs.c.user == user, t.installs.c.application == application))
+        return found[0] if found else None
+
+    async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None:
+        found = await self._load(and_(t.installs.c.eshop_id == str(eshop_id), t.installs.c.application == application))
+        return found[0] if found else None
+
+    async def list_installs(self, application: str | None = None, *, enabled_only: bool = False) -> list[Install]:
+        conditions = []
+        if application is not None:
+            conditions.append(t.installs.c.application == application)
+        if enabled_only:
+            conditions.append(t.installs.c.enabled.is_(True))
+        return await self._load(and_(literal(True), *conditions))
+
+    async def set_setting(self, user: str, application: str, key: str, value: Any) -> None:
+        await self._upsert_setting(user, application, key, json.dumps(value), encrypted=False)
+
+    async def set_secret(self, user: str, application: str, key: str, value: str) -> None:
+        await self._upsert_setting(user, application, key, self._box.encrypt(value), encrypted=True)
+
+    async def set_enabled(self, user: str, application: str, enabled: bool) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.installs)
+                .where(*self._install_where(t.installs, user=user, application=application))
+                .values(enabled=enabled)
+            )
+        return result.rowcount > 0
+
+    async def remove_install(self, user: str, application: str) -> bool:
+        prefix = token_key_prefix(user, application)
+        async with self._tx() as conn:
+            result = await conn.execute(
+                delete(t.installs).where(*self._install_where(t.installs, user=user, application=application))
+            )
+            for table in (t.install_settings, t.webhooks):
+                await conn.execute(delete(table).where(*self._install_where(table, user=user, application=application)))
+            await conn.execute(delete(t.token_cache).where(func.substr(t.token_cache.c.key, 1, len(prefix)) == prefix))
+        return result.rowcount > 0
+
+    # webhooks ---------------------------------------------------------------------------------
+    async def add_webhook(self, registration: WebhookRegistration) -> None:
+        stmt = self._insert(t.webhooks).values(registration.model_dump())
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user", "application", "webhook_id"],
+            set_={"event": stmt.excluded.event, "url": stmt.excluded.url, "topology": stmt.excluded.topology},
+        )
+        async with self._tx() as conn:
+            await conn.execute(stmt)
+
+    async def list_webhooks(self, user: str, application: str) -> list[WebhookRegistration]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(t.webhooks)
+                .where(*self._install_where(t.webhooks, user=user, application=application))
+                .order_by(t.webhooks.c.webhook_id)
+            )
+            return [WebhookRegistration.model_validate(dict(row)) for row in result.mappings()]
+
+    async def remove_webhook(self, user: str, application: str, webhook_id: int) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                delete(t.webhooks).where(
+                    *self._install_where(t.webhooks, user=user, application=application),
+                    t.webhooks.c.webhook_id == webhook_id,
+                )
+            )
+
+    # token cache --------------------------------------------------------------------------------
+    async def get_token(self, key: str) -> tuple[str, datetime] | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(t.token_cache).where(t.token_cache.c.key == key))).first()
+        if row is None:
+            return None
+        return self._box.decrypt(row.token), datetime.fromtimestamp(row.expires_at, UTC)
+
+    async def put_token(self, key: str, token: str, expires_at: datetime) -> None:
+        stmt = self._insert(t.token_cache).values(
+            key=key, token=self._box.encrypt(token), expires_at=expires_at.timestamp()
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"token": stmt.excluded.token, "expires_at": stmt.excluded.expires_at},
+        )
+        async with self._tx() as conn:
+            await conn.execute(stmt)
+
+    async def delete_token(self, key: str, token: str | None = None) -> None:
+        if token is None:
+            async with self._tx() as conn:
+                await conn.execute(delete(t.token_cache).where(t.token_cache.c.key == key))
+            return
+        # Ciphertexts differ for the same token (random IV), so "is it still that one" is decided on
+        # the decrypted value; the delete then matches the exact ciphertext that was read, so a token
+        # written meanwhile by another worker is never dropped. (No read inside the write
+        # transaction: SQLite would have to upgrade its lock, which can fail under contention.)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(t.token_cache.c.token).where(t.token_cache.c.key == key))).first()
+        if row is None or self._box.decrypt(row.token) != token:
+            return
+        async with self._tx() as conn:
+            await conn.execute(
+                delete(t.token_cache).where(t.token_cache.c.key == key, t.token_cache.c.token == row.token)
+            )
+
+    # leases -----------------------------------------------------------------------------------
+    async def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        now = _now()
+        stmt = self._insert(t.leases).values(name=name, owner=owner, expires_at=now + ttl_seconds)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+            where=or_(t.leases.c.owner == stmt.excluded.owner, t.leases.c.expires_at < now),
+        ).returning(t.leases.c.owner)
+        async with self._tx() as conn:
+            taken = (await conn.execute(stmt)).first()
+        return taken is not None
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.owner == owner))
+
+    # trash --------------------------------------------------------------------------------------
+    async def add_trash(self, entry: TrashEntry) -> int:
+        row = entry.model_dump(exclude={"id"})
+        row["error_body"] = None if entry.error_body is None else json.dumps(entry.error_body, default=str)
+        row["body"] = None if entry.body is None else json.dumps(entry.body, default=str)
+        row["headers"] = json.dumps(entry.headers)
+        row["created_at"] = (entry.created_at.timestamp()) if entry.created_at else _now()
+        async with self._tx() as conn:
+            result = await conn.execute(t.trash.insert().values(row).returning(t.trash.c.id))
+            return int(result.scalar_one())
+
+    async def list_trash(self, limit: int = 100) -> list[TrashEntry]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(select(t.trash).order_by(t.trash.c.id).limit(limit))
+            return [_trash_entry(dict(row)) for row in result.mappings()]
+
+    async def get_trash(self, entry_id: int) -> TrashEntry | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(t.trash).where(t.trash.c.id == entry_id))).mappings().first()
+        return _trash_entry(dict(row)) if row else None
+
+    async def remove_trash(self, entry_id: int) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(delete(t.trash).where(t.trash.c.id == entry_id))
+        return result.rowcount > 0
+
+    async def count_trash(self) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(t.trash))).scalar_one())
+
+    # helpers ------------------------------------------------------------------------------------
+    @staticmethod
+    def _install_where(table: Any, *, user: str, application: str) -> tuple[Any, Any]:
+        return table.c.user == user, table.c.application == application
+
+    async def _upsert_setting(self, user: str, application: str, key: str, value: str, *, encrypted: bool) -> None:
+        """One row per key: an upsert of this row cannot touch, nor be lost to, any other key."""
+        stmt = self._insert(t.install_settings).values(
+            user=user, application=application, key=key, encrypted=encrypted, value=value
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user", "application", "encrypted", "key"], set_={"value": stmt.excluded.value}
+        )
+        async with self._tx() as conn:
+            await conn.execute(stmt)
+
+    async def _load(self, condition: Any) -> list[Install]:
+        s = t.install_settings
+        async with self._engine.connect() as conn:
+            heads = (await conn.execute(select(t.installs).where(condition).order_by(t.installs.c.user))).all()
+            if not heads:
+                return []
+            settings = await conn.execute(
+                select(s)
+                .join(
+                    t.installs,
+                    and_(s.c.user == t.installs.c.user, s.c.application == t.installs.c.application),
+                )
+                .where(condition)
+            )
+            by_install: dict[tuple[str, str], list[Any]] = {}
+            for row in settings:
+                by_install.setdefault((row.user, row.application), []).append(row)
+        installs = []
+        for head in heads:
+            plain: dict[str, Any] = {}
+            secrets: dict[str, str] = {}
+            for row in by_install.get((head.user, head.application), []):
+                if row.encrypted:
+                    secrets[row.key] = self._box.decrypt(row.value)
+                else:
+                    plain[row.key] = json.loads(row.value)
+            installs.append(
+                Install(
+                    user=head.user,
+                    application=head.application,
+                    enabled=head.enabled,
+                    eshop_id=head.eshop_id,
+                    settings=plain,
+                    secrets=secrets,
+                )
+            )
+        return installs
+
+
+def _trash_entry(row: dict[str, Any]) -> TrashEntry:
+    for field in ("error_body", "body"):
+        row[field] = None if row[field] is None else json.loads(row[field])
+    row["headers"] = json.loads(row["headers"]) if row["headers"] else {}
+    row["created_at"] = datetime.fromtimestamp(row["created_at"], UTC)
+    return TrashEntry.model_validate(row)
+
+
+def _sqlite_transactions(engine: AsyncEngine) -> None:
+    """Let SQLAlchemy, not the sqlite3 module, issue BEGIN, so DDL is transactional too.
+
+    WAL lets readers run while one process writes; the busy timeout makes writers of several
+    processes queue instead of failing.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "BEGIN"))

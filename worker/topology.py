@@ -1,0 +1,226 @@
+"""Topology files: YAML that wires nodes into a process, validated with the line at fault.
+
+A bad file is refused with ``file:line: reason`` so an operator can fix it; nothing in a running
+worker changes until a file validates completely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.registry import NodeRegistry
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class TopologyError(ValueError):
+    """A topology file that cannot be deployed; ``str()`` is ``file:line: reason``."""
+
+    def __init__(self, source: str, line: int | None, reason: str) -> None:
+        self.source, self.line, self.reason = source, line, reason
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {reason}")
+
+
+class RetrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    interval: float | None = Field(default=None, gt=0, description="seconds before the first retry")
+    max_hops: int | None = Field(default=None, ge=0, description="retries before trash")
+
+
+class NodeSpec(BaseModel):
+    """One step of a process: a node type (``node``) or an external topic (``sink``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    node: str | None = None
+    sink: str | None = None
+    next: list[str] = Field(default_factory=list)
+    application: str | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+    ordered: bool | None = None
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NodeSpec:
+        if (self.node is None) == (self.sink is None):
+            raise ValueError("a node needs exactly one of `node` (a node type) or `sink` (a topic)")
+        if self.sink is not None and self.next:
+            raise ValueError("a sink has no `next`: it publishes to an external topic")
+        return self
+
+
+class StartSpec(BaseModel):
+    """One trigger: cron, Shoptet webhook events, manual run, or an inbound Kafka topic."""
+
+    model_config = ConfigDict(extra="forbid")
+    cron: str | None = None
+    webhook: list[str] | None = None
+    manual: bool = False
+    topic: str | None = None
+    to: str | None = None
+
+    @field_validator("webhook", mode="before")
+    @classmethod
+    def _one_event_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"bad cron expression {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> StartSpec:
+        given = [k for k in ("cron", "webhook", "topic") if getattr(self, k)] + (["manual"] * self.manual)
+        if len(given) != 1:
+            raise ValueError("a start needs exactly one of `cron`, `webhook`, `manual: true`, `topic`")
+        return self
+
+
+class Topology(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    application: str | None = None
+    imports: list[str] = Field(default_factory=list)
+    start: list[StartSpec] = Field(min_length=1)
+    nodes: dict[str, NodeSpec] = Field(min_length=1)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _one_start_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @property
+    def first_node(self) -> str:
+        return next(iter(self.nodes))
+
+    def start_node(self, start: StartSpec) -> str:
+        return start.to or self.first_node
+
+    def webhook_events(self) -> set[str]:
+        return {event for s in self.start for event in (s.webhook or [])}
+
+    def node_types(self) -> set[str]:
+        return {spec.node for spec in self.nodes.values() if spec.node}
+
+    def application_of(self, node_id: str, default: str | None = None) -> str | None:
+        spec = self.nodes[node_id]
+        return spec.application or self.application or default
+
+
+class TopologyVersion(BaseModel):
+    """A validated topology plus the source it came from; the version is a hash of that source."""
+
+    topology: Topology
+    version: str
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+
+def version_of(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+# --- YAML with line numbers -----------------------------------------------------------------
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], index: dict[tuple[Any, ...], int], origin: str) -> None:
+    """Record the line of every value and key path; refuse duplicate keys (PyYAML keeps the last)."""
+    index[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise TopologyError(origin, line, f"duplicate key {key!r} (first at line {seen[key]})")
+            seen[key] = line
+            index[(*path, key)] = line
+            _line_index(value_node, (*path, key), index, origin)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), index, origin)
+
+
+def _line_for(index: dict[tuple[Any, ...], int], loc: Iterable[Any]) -> int | None:
+    path = tuple(loc)
+    while path:
+        if path in index:
+            return index[path]
+        path = path[:-1]
+    return index.get(())
+
+
+def parse_topology(source: str, origin: str = "<topology>", registry: NodeRegistry | None = None) -> TopologyVersion:
+    """Validate one topology document. With a registry, node types and imports are checked too."""
+    try:
+        root = yaml.compose(source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise TopologyError(origin, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
+    if root is None or not isinstance(root, yaml.MappingNode):
+        raise TopologyError(origin, 1, "a topology file is a YAML mapping with name, start and nodes")
+    index: dict[tuple[Any, ...], int] = {}
+    _line_index(root, (), index, origin)
+    data = yaml.safe_load(source)
+    try:
+        topology = Topology.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        field = ".".join(str(p) for p in loc) or "file"
+        raise TopologyError(origin, _line_for(index, loc), f"{field}: {first['msg']}") from None
+    _check_references(topology, index, origin, registry)
+    return TopologyVersion(topology=topology, version=version_of(source), source=source)
+
+
+def _check_references(
+    topology: Topology, index: dict[tuple[Any, ...], int], origin: str, registry: NodeRegistry | None
+) -> None:
+    if registry is not None:
+        for i, path in enumerate(topology.imports):
+            try:
+                registry.import_path(path)
+            except Exception as exc:
+                raise TopologyError(origin, index.get(("imports", i)), f"cannot import {path!r}: {exc}") from None
+    for node_id, spec in topology.nodes.items():
+        if registry is not None and spec.node is not None and spec.node not in registry:
+            raise TopologyError(origin, index.get(("nodes", node_id, "node")), f"unknown node type {spec.node!r}")
+        for i, target in enumerate(spec.next):
+            if target not in topology.nodes:
+                line = index.get(("nodes", node_id, "next", i))
+                raise TopologyError(origin, line, f"node {node_id!r} has an edge to missing node {target!r}")
+    for i, start in enumerate(topology.start):
+        if start.to is not None and start.to not in topology.nodes:
+            raise TopologyError(origin, index.get(("start", i, "to")), f"start targets missing node {start.to!r}")
+        if topology.nodes[topology.start_node(start)].sink is not None:
+            raise TopologyError(origin, index.get(("start", i)), "a start cannot target a sink")
+
+
+def load_topology_file(path: Path, registry: NodeRegistry | None = None) -> TopologyVersion:
+    return parse_topology(path.read_text(encoding="utf-8"), str(path), registry)
+
+
+def load_topology_dir(directory: Path, registry: NodeRegistry | None = None) -> list[TopologyVersion]:
+    """Every ``*.yaml``/``*.yml`` file; names must be unique across the directory."""
+    found: dict[str, TopologyVersion] = {}
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        version = load_topology_file(path, registry)
+        if version.name in found:
+            raise TopologyError(str(path), 1, f"topology name {version.name!r} is used by another file")
+        found[version.name] = version
+    return list(found.values())
