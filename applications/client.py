@@ -14,7 +14,7 @@ maps HTTP outcomes to :mod:`worker.errors` exactly as the parity document's last
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -48,9 +48,7 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 def _error_summary(body: Any) -> str:
     if isinstance(body, dict) and isinstance(body.get("errors"), list):
-        parts = [
-            f"{e.get('errorCode')}: {e.get('message')}" for e in body["errors"] if isinstance(e, dict)
-        ]
+        parts = [f"{e.get('errorCode')}: {e.get('message')}" for e in body["errors"] if isinstance(e, dict)]
         if parts:
             return "; ".join(parts)
     return str(body)[:500] if body else ""
@@ -106,7 +104,10 @@ class ShoptetClient:
         install: Install,
         limiter: Limiter,
         base_url: str,
+        on_response: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        #: Called with (method, path, status) for every answer, e.g. to count requests in metrics.
+        self.on_response = on_response
         self.http = http
         self.application = application
         self.install = install
@@ -137,9 +138,7 @@ class ShoptetClient:
             raise StopError(f"{method} {path}: expected a JSON object, got {type(body).__name__}")
         return body
 
-    async def _send(
-        self, method: str, path: str, *, params: Mapping[str, Any] | None, json: Any
-    ) -> httpx.Response:
+    async def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None, json: Any) -> httpx.Response:
         key = self.application.limiter_key(self.install)
         for attempt in (1, 2):
             headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
@@ -155,6 +154,8 @@ class ShoptetClient:
             except httpx.TransportError as exc:
                 raise RetryableError(f"{method} {path}: connection error ({type(exc).__name__})") from exc
             self.limiter.observe(key, response.headers)
+            if self.on_response is not None:
+                self.on_response(method, response.request.url.path, response.status_code)
             if attempt == 1 and is_expired_token(response):
                 if await self.application.token_expired(self.install, auth):
                     continue

@@ -22,6 +22,8 @@ from worker.consumer import ManagedConsumer
 from worker.inbound import InboundBridge
 from worker.kafka import ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
+from worker.metrics import Metrics
+from worker.processes import ProcessTracker
 from worker.processor import NodeProcessor
 from worker.registry import NodeRegistry, default_registry
 from worker.retry import RetryForwarder
@@ -60,6 +62,7 @@ class Worker:
         self.consumers: list[ManagedConsumer] = []
         self.inbound: ManagedConsumer | None = None
         self.follower: CatalogFollower | None = None
+        self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
         self._owned_store = store is None
 
@@ -101,7 +104,9 @@ class Worker:
             limiter=self._limiter or await _build_limiter(settings),
             topics=topics,
             bootstrap_servers=bootstrap,
+            metrics=Metrics(),
         )
+        self.rt.metrics.watch_lag(self._lag)  # type: ignore[union-attr]
         names = self.node_names()
         to_deploy = list(deploy)
         if deploy_dir is not None:
@@ -111,7 +116,7 @@ class Worker:
         await ensure_topics(
             settings,
             bootstrap,
-            [topics.node(n) for n in self.registry.names()] + [topics.retry, topics.processes, *sinks, *inbound],
+            [topics.node(n) for n in self.registry.names()] + [topics.retry, topics.processes, topics.process_events, *sinks, *inbound],
         )
         await _ensure_control_topic(settings, bootstrap, topics.control)
         for tv in to_deploy:
@@ -123,9 +128,15 @@ class Worker:
         )
         await self.follower.start()
         self._build_consumers(names, bootstrap)
-        await asyncio.gather(*(c.start() for c in self.consumers))
+        self.tracker = ProcessTracker(
+            make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),
+            producer,
+            topics.processes,
+            topics.process_events,
+        )
+        await asyncio.gather(self.tracker.start(), *(c.start() for c in self.consumers))
         catalog.listeners.append(self._resubscribe_inbound)
-        await asyncio.gather(*(c.wait_assigned() for c in self.consumers))
+        await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.consumers))
         self.ready.set()
         log.info("worker ready", nodes=len(names), bootstrap_servers=bootstrap)
 
@@ -156,6 +167,7 @@ class Worker:
                 [rt.topics.retry],
                 forwarder.handle,
                 concurrency=RETRY_CONCURRENCY,
+                max_in_flight=RETRY_CONCURRENCY,
             )
         )
         bridge = InboundBridge(rt)
@@ -169,6 +181,9 @@ class Worker:
                 concurrency=50,
             )
             self.consumers.append(self.inbound)
+
+    def _lag(self) -> list[tuple[str, int]]:
+        return [(c.name, sum(c.lag().values())) for c in self.consumers]
 
     def _concurrency(self, node_name: str, default: int) -> int:
         """The highest concurrency any active topology asks of this node type."""
@@ -193,6 +208,8 @@ class Worker:
         await asyncio.gather(
             *(c.stop(0 if c.name == "retry" else timeout) for c in self.consumers), return_exceptions=True
         )
+        if self.tracker is not None:
+            await self.tracker.stop()
         if self.follower is not None:
             await self.follower.stop()
         if self.runtime is not None:

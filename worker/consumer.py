@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -23,6 +24,14 @@ log = structlog.get_logger("consumer")
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 COMMIT_INTERVAL_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class _KeySlot:
+    """The per-key semaphore and how many records use it, so idle keys are forgotten."""
+
+    semaphore: asyncio.Semaphore
+    users: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -49,18 +58,21 @@ class ManagedConsumer:
         *,
         concurrency: int = 10,
         ordered: bool = False,
+        max_in_flight: int = 1000,
     ) -> None:
         self.name = name
         self.consumer = consumer
         self.topics = topics
         self.handler = handler
-        self.concurrency = concurrency
+        #: Per key (install): ``concurrency`` records at once, 1 when ordered. Limiting per key, not
+        #: per consumer, means one e-shop waiting for its token's slots never holds up another's.
+        self.per_key = 1 if ordered else concurrency
         self.ordered = ordered
         self.assigned = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._key_slots: dict[bytes, _KeySlot] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_by_key: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -98,30 +110,23 @@ class ManagedConsumer:
                     self._spawn(tp, record)
 
     def _spawn(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        previous = None
-        key = (tp, record.key or b"")
-        if self.ordered and record.key is not None:
-            previous = self._last_by_key.get(key)
-        task = asyncio.create_task(self._handle(tp, record, previous))
+        key = record.key or b""
+        key_slot = self._key_slots.get(key)
+        if key_slot is None:
+            key_slot = self._key_slots[key] = _KeySlot(asyncio.Semaphore(self.per_key))
+        key_slot.users += 1
+        task = asyncio.create_task(self._handle(tp, record, key, key_slot))
         self._tasks.add(task)
-        if self.ordered and record.key is not None:
-            self._last_by_key[key] = task
-
-        def _done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if self._last_by_key.get(key) is t:
-                del self._last_by_key[key]
-
-        task.add_done_callback(_done)
+        task.add_done_callback(self._tasks.discard)
 
     async def _handle(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], previous: asyncio.Task[None] | None
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], key: bytes, key_slot: _KeySlot
     ) -> None:
+        # Semaphores wake waiters in FIFO order, so records of one key start in offset order: with
+        # per_key == 1 (ordered nodes) they also finish in order.
         try:
-            if previous is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(previous)
-            await self.handler(record)
+            async with key_slot.semaphore:
+                await self.handler(record)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -131,6 +136,9 @@ class ManagedConsumer:
             return
         finally:
             self._slots.release()
+            key_slot.users -= 1
+            if key_slot.users == 0:
+                self._key_slots.pop(key, None)
         offsets = self._offsets.get(tp)
         if offsets is not None:
             offsets.finished(record.offset)

@@ -6,6 +6,7 @@ into ``var/worker.json``), reads the topology catalog and can publish starts and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,7 +59,7 @@ class ControlClient:
     catalog: TopologyCatalog
     metrics: None = None
 
-    async def send(self, topic: str, message: Message) -> object:
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         return await self.producer.send(
             topic, message.encode_body(), key=message.key(), headers=message.kafka_headers()
         )

@@ -69,10 +69,18 @@ class MalformedMessage(ValueError):
 
 @dataclass(slots=True)
 class Message:
-    """One message between nodes: a JSON-compatible body and string headers."""
+    """One message between nodes: a JSON-compatible body and string headers.
+
+    The Kafka key is the ``user`` header unless ``partition_key`` says otherwise (the process
+    ledger is keyed by process, not by install).
+    """
 
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    partition_key: str | None = None
+
+    def with_key(self, key: str) -> Message:
+        return Message(body=self.body, headers=self.headers, partition_key=key)
 
     @property
     def user(self) -> str | None:
@@ -116,7 +124,8 @@ class Message:
     # -- Kafka wire format -------------------------------------------------------------------
 
     def key(self) -> bytes | None:
-        return self.user.encode() if self.user else None
+        key = self.partition_key or self.user
+        return key.encode() if key else None
 
     def encode_body(self) -> bytes:
         return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()

@@ -20,6 +20,7 @@ from applications.client import ShoptetClient
 from worker.envelope import H, MalformedMessage, Message, ResultCode
 from worker.errors import InstallDisabled, InstallNotFound, NodeError, RetryableError, StopError
 from worker.node import Batch, Connector, Node, NodeContext, Result
+from worker.processes import handled_record
 from worker.router import Outgoing, cursor_message, route
 from worker.runtime import Runtime
 from worker.store import Install, TrashEntry
@@ -30,6 +31,53 @@ log = structlog.get_logger("processor")
 #: A message whose topology version this worker has not seen yet (a deploy still on its way).
 UNKNOWN_VERSION_RETRY_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
+
+
+#: A batch's outputs are awaited in chunks of this many, so memory stays flat however many it emits.
+FLUSH_EVERY = 500
+
+
+class Delivery:
+    """Outputs of one input on their way to the broker, and how many went where (for the ledger)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.pending: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        self.node_outputs = 0
+        self.sink_outputs = 0
+        self.emitted = 0
+
+    async def send(self, out: Outgoing, *, counted: bool = True) -> None:
+        self.pending.append((out, await self.rt.send(out.topic, out.message)))
+        if not counted:
+            return
+        if out.topic.startswith(self.rt.topics.node_prefix) or out.topic == self.rt.topics.retry:
+            self.node_outputs += 1
+        else:
+            self.sink_outputs += 1
+        if len(self.pending) >= FLUSH_EVERY:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until the broker has every output; resend what failed until it does."""
+        pending, self.pending = self.pending, []
+        delay = 0.5
+        while pending:
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            failed = [out for (out, _), res in zip(pending, results, strict=True) if isinstance(res, BaseException)]
+            if not failed:
+                return
+            log.warning("broker did not acknowledge outputs; sending again", count=len(failed), delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            pending = []
+            for out in failed:
+                try:
+                    pending.append((out, await self.rt.send(out.topic, out.message)))
+                except KafkaError:
+                    failed_future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                    failed_future.set_exception(KafkaError("send failed"))
+                    pending.append((out, failed_future))
 
 
 def backoff_seconds(interval: float, hops: int) -> float:
@@ -71,36 +119,52 @@ class NodeProcessor:
         name = message.headers[H.TOPOLOGY_NAME]
         version = message.headers[H.TOPOLOGY_VERSION]
         tv = self.rt.catalog.get(name, version)
+        delivery = Delivery(self.rt)
         if tv is None:
             error = RetryableError(f"topology {name}@{version} is not known to this worker (yet)")
-            await self.retry(record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS)
+            await self.retry(record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS, delivery=delivery)
+            await self._ledger(message, "retry", delivery)
+            await delivery.flush()
             return "retry"
         node_id = message.headers[H.NODE_ID]
         spec = tv.topology.nodes.get(node_id)
         if spec is None or spec.node != self.node.name:
             missing = StopError(f"topology {name}@{version} has no node {node_id!r} of type {self.node.name!r}")
             await self.trash(record, message, missing)
+            await self._ledger(message, "trash", delivery)
+            await delivery.flush()
             return "trash"
-        outputs: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        outcome = "ok"
         try:
             ctx = await self._context(message, tv, node_id, spec)
-            result = await self._call(message, ctx, tv, node_id, outputs)
-            await self._route_result(message, ctx, tv, node_id, result, outputs)
-            await self._deliver(outputs)
+            result = await self._call(message, ctx, tv, node_id, delivery)
+            await self._route_result(message, ctx, tv, node_id, result, delivery)
         except RetryableError as exc:
-            await self._deliver(outputs)  # items a batch emitted before failing are not lost
-            await self.retry(record, message, spec, exc)
-            return "retry"
+            await self.retry(record, message, spec, exc, delivery=delivery)
+            outcome = "retry"
         except NodeError as exc:
-            await self._deliver(outputs)
             await self.trash(record, message, exc)
-            return "trash"
+            outcome = "trash"
         except Exception as exc:  # a bug in a node: keep the message for an operator, keep going
             log.exception("node raised an unexpected error")
-            await self._deliver(outputs)
             await self.trash(record, message, exc)
-            return "trash"
-        return "ok"
+            outcome = "trash"
+        # items a batch emitted before failing are delivered too: nothing is lost
+        await self._ledger(message, outcome, delivery)
+        await delivery.flush()
+        return outcome
+
+    async def _ledger(self, message: Message, outcome: str, delivery: Delivery) -> None:
+        """Queue the process-ledger record with the outputs, so both are acknowledged together."""
+        record = handled_record(
+            message,
+            outcome=outcome,
+            node_outputs=delivery.node_outputs,
+            sink_outputs=delivery.sink_outputs,
+            emitted=delivery.emitted,
+        )
+        ledger = Message(body=record, headers={H.USER: message.user or ""})
+        await delivery.send(Outgoing(self.rt.topics.processes, ledger.with_key(record["root"])), counted=False)
 
     # --- the node call -------------------------------------------------------------------------
     async def _context(self, message: Message, tv: TopologyVersion, node_id: str, spec: NodeSpec) -> NodeContext:
@@ -138,6 +202,7 @@ class NodeProcessor:
             install=install,
             limiter=self.rt.limiter,
             base_url=self.rt.settings.shoptet_api_url,
+            on_response=self.rt.metrics.shoptet_response if self.rt.metrics is not None else None,
         )
 
     async def _call(
@@ -146,7 +211,7 @@ class NodeProcessor:
         ctx: NodeContext,
         tv: TopologyVersion,
         node_id: str,
-        outputs: list[tuple[Outgoing, asyncio.Future[Any]]],
+        delivery: Delivery,
     ) -> Result:
         if isinstance(self.node, Connector):
             return await self.node.process(message, ctx)
@@ -154,10 +219,11 @@ class NodeProcessor:
 
         async def emit(body: Any) -> None:
             overrides = _install_headers(ctx)
+            delivery.emitted += 1
             for out in route(self.rt.topics, tv, node_id, message, body, new_process=True, overrides=overrides):
-                outputs.append((out, await self.rt.send(out.topic, out.message)))
-                if self.rt.metrics is not None:
-                    self.rt.metrics.items_emitted(self.node.name)
+                await delivery.send(out)
+            if self.rt.metrics is not None:
+                self.rt.metrics.items_emitted(self.node.name)
 
         return await self.node.process(message, ctx, emit)
 
@@ -168,7 +234,7 @@ class NodeProcessor:
         tv: TopologyVersion,
         node_id: str,
         result: Result,
-        outputs: list[tuple[Outgoing, asyncio.Future[Any]]],
+        delivery: Delivery,
     ) -> None:
         code = result.code
         if code in (ResultCode.REPEAT, ResultCode.LIMIT_EXCEEDED):
@@ -181,37 +247,14 @@ class NodeProcessor:
         if code in (ResultCode.BATCH_CURSOR_WITH_ITEMS, ResultCode.BATCH_CURSOR_ONLY):
             if result.cursor is None:
                 raise StopError(f"result {int(code)} without a cursor")
-            again = cursor_message(message, result)
-            outputs.append((Outgoing(self.topic, again), await self.rt.send(self.topic, again)))
+            await delivery.send(Outgoing(self.topic, cursor_message(message, result)))
             return
         if isinstance(self.node, Batch):
             return  # items were routed as they were emitted
         only = result.forward_to if code == ResultCode.FORWARD_TO else ()
         body = result.body if result.body is not None else message.body
         for out in route(self.rt.topics, tv, node_id, message, body, only=only, overrides=_install_headers(ctx)):
-            outputs.append((out, await self.rt.send(out.topic, out.message)))
-
-    async def _deliver(self, outputs: list[tuple[Outgoing, asyncio.Future[Any]]]) -> None:
-        """Wait until the broker has every output; resend what failed until it does."""
-        pending = outputs
-        delay = 0.5
-        while pending:
-            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-            failed = [out for (out, _), res in zip(pending, results, strict=True) if isinstance(res, BaseException)]
-            if not failed:
-                return
-            log.warning("broker did not acknowledge outputs; sending again", count=len(failed), delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            pending = []
-            for out in failed:
-                try:
-                    pending.append((out, await self.rt.send(out.topic, out.message)))
-                except KafkaError:
-                    loop_future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                    loop_future.set_exception(KafkaError("send failed"))
-                    pending.append((out, loop_future))
-        outputs.clear()
+            await delivery.send(out)
 
     # --- retry and trash -----------------------------------------------------------------------
     async def retry(
@@ -222,6 +265,7 @@ class NodeProcessor:
         error: RetryableError,
         *,
         interval: float | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         settings = self.rt.settings
         max_hops = spec.retry.max_hops if spec and spec.retry.max_hops is not None else settings.default_retry_max_hops
@@ -242,7 +286,12 @@ class NodeProcessor:
             result_code=str(int(ResultCode.REPEAT)),
             result_message=error.message[:500],
         )
-        await self._deliver([(Outgoing(self.rt.topics.retry, again), await self.rt.send(self.rt.topics.retry, again))])
+        if delivery is None:
+            delivery = Delivery(self.rt)
+            await delivery.send(Outgoing(self.rt.topics.retry, again))
+            await delivery.flush()
+        else:
+            await delivery.send(Outgoing(self.rt.topics.retry, again))
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = 1_000_000
     webhook_dedup_window_seconds: float = 600.0
     signature_key_grace_seconds: float = 3600.0
+    #: How long a webhook waits for the broker to acknowledge its starts before answering 503.
+    webhook_publish_timeout_seconds: float = 10.0
 
     # runtime -----------------------------------------------------------------------------------
     topology_dir: Path = Path("topology")

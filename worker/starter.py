@@ -6,10 +6,12 @@ through :func:`start_process`, so all of them produce the same headers.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
+from worker.processes import start_record
 from worker.router import start_headers
 from worker.topics import TopicNames
 from worker.topology import StartSpec, TopologyVersion
@@ -22,7 +24,7 @@ class Starter(Protocol):
     catalog: TopologyCatalog
     metrics: Any
 
-    async def send(self, topic: str, message: Message) -> object: ...
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]: ...
 
 
 class TopologyNotRunnable(LookupError):
@@ -55,8 +57,10 @@ async def start_process(
     node_id = tv.topology.start_node(start)
     message = Message(body=body, headers=start_headers(tv, node_id, user=user, application=application))
     spec = tv.topology.nodes[node_id]
+    record = start_record(message)
+    ledger = await rt.send(rt.topics.processes, Message(body=record).with_key(record["root"]))
     future = await rt.send(rt.topics.node(spec.node or ""), message)
-    await future  # type: ignore[misc]
+    await asyncio.gather(ledger, future)
     if rt.metrics is not None:
         rt.metrics.process_started(tv.name)
     return message

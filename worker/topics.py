@@ -11,8 +11,12 @@ from dataclasses import dataclass
 class TopicNames:
     prefix: str = "shoptet"
 
+    @property
+    def node_prefix(self) -> str:
+        return f"{self.prefix}.node."
+
     def node(self, node_name: str) -> str:
-        return f"{self.prefix}.node.{node_name}"
+        return f"{self.node_prefix}{node_name}"
 
     def group(self, node_name: str) -> str:
         return f"{self.prefix}-worker.{node_name}"
@@ -27,7 +31,13 @@ class TopicNames:
 
     @property
     def processes(self) -> str:
+        """The process ledger (one record per start and per handled message)."""
         return f"{self.prefix}.processes"
+
+    @property
+    def process_events(self) -> str:
+        """``process finished`` events with the counts, for other systems to consume."""
+        return f"{self.prefix}.process-events"
 
     def inbound_group(self, topic: str) -> str:
         return f"{self.prefix}-worker.inbound.{topic}"

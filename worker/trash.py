@@ -33,7 +33,7 @@ async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: 
     """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash)."""
     message = replay_message(entry, body)
     future = await sender.send(entry.topic, message)
-    await future  # type: ignore[misc]
+    await future
     if entry.id is not None:
         await store.remove_trash(entry.id)
     return message

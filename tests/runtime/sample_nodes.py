@@ -47,13 +47,13 @@ class Passthrough(Connector):
 
 
 class FlakyOnce(Connector):
-    """Fails retryably the first time it sees each body, then passes it on."""
+    """Fails retryably the first time it sees each body of a process, then passes it on."""
 
     name = "test-flaky-once"
     needs_install = False
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
-        key = repr(message.body)
+        key = f"{message.correlation_id}:{message.body!r}"
         if key not in _failed_once:
             _failed_once.add(key)
             raise RetryableError("first attempt fails", status=503)

@@ -163,3 +163,26 @@ async def test_killed_worker_loses_nothing_after_restart(worker_settings: Settin
     assert set(counts) == set(range(1000))
     duplicates = sum(c - 1 for c in counts.values())
     print(f"delivered {len(reader.messages)} for 1000 items after SIGKILL: {duplicates} duplicate(s), none missing")
+
+
+async def test_process_finished_event_carries_the_counts(worker_settings: Settings) -> None:
+    sink = f"{worker_settings.kafka_topic_prefix}.out"
+    worker = Worker(worker_settings, node_names=NODES)
+    tv = parse_topology(topology("counted", sink, "test-flaky-once"), registry=worker.registry)
+    await worker.start(deploy=[tv])
+    try:
+        start = await run_manual(worker.rt, "counted", user="shop-2", body={"count": 30, "per_page": 10})
+        events = await SinkReader(
+            worker_settings.kafka_bootstrap_servers, worker.rt.topics.process_events
+        ).collect_until(lambda ms: any(m.body.get("root") == start.process_id for m in ms), timeout=60)
+    finally:
+        await worker.stop()
+    [event] = [m.body for m in events if m.body["root"] == start.process_id]
+    assert event["event"] == "process finished"
+    assert event["topology"] == "counted"
+    assert event["emitted"] == 30
+    assert event["delivered"] == 30  # every item reached the sink
+    assert event["retries"] == 30  # test-flaky-once fails each item once
+    assert event["trashed"] == 0
+    assert event["in_flight"] == 0
+    assert event["handled"] == 3 + 30 * 2  # three batch hops, each item twice (fail, then pass)

@@ -1,12 +1,15 @@
-"""The worker's HTTP app: health and readiness now; webhooks, install callback, metrics grow here."""
+"""The worker's HTTP app: health, readiness, metrics, Shoptet webhooks, manual runs, install callback."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.app import Worker
+from worker.http.run import router as run_router
+from worker.http.webhooks import router as webhooks_router
 
 
 def create_http_app(worker: Worker) -> FastAPI:
@@ -20,6 +23,13 @@ def create_http_app(worker: Worker) -> FastAPI:
             app.state.settings = worker.runtime.settings
             app.state.http = worker.runtime.http
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if worker.runtime is None or worker.runtime.metrics is None:
+            return Response(status_code=503)
+        worker.runtime.metrics.trash_size.set(await worker.runtime.store.count_trash())
+        return Response(worker.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
@@ -31,6 +41,8 @@ def create_http_app(worker: Worker) -> FastAPI:
         response.status_code = 200 if ready else 503
         return {"ready": ready, "consumers": consumers}
 
+    app.include_router(webhooks_router)
+    app.include_router(run_router)
     try:
         from worker.http.install_callback import router as install_router
 

@@ -1,0 +1,14 @@
+"""shoptet-get-all-products: start a products snapshot job; output ``{jobId}``."""
+
+from __future__ import annotations
+
+from nodes import shoptet
+from nodes.snapshot import SnapshotConnector
+
+
+class ShoptetGetAllProducts(SnapshotConnector):
+    """GET /api/products/snapshot; sets ``lastRunListProductChanges``."""
+
+    name = "shoptet-get-all-products"
+    path = "/api/products/snapshot"
+    watermark_key = shoptet.LAST_RUN_PRODUCT_CHANGES

@@ -1,0 +1,54 @@
+"""shoptet-update-order-status: change an order's status, paid flag or billing method."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from nodes.shoptet import parse_body, path_segment
+from worker.envelope import Message
+from worker.node import Connector, NodeContext, Result
+
+
+class StatusData(BaseModel):
+    """Shoptet's ``data`` for PATCH /api/orders/{code}/status (no other fields are allowed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    statusId: int | None = None
+    paid: bool | None = None
+    billingMethodId: int | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> StatusData:
+        if not self.model_fields_set:
+            raise ValueError("needs at least one field to change")
+        return self
+
+
+class StatusBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: StatusData
+
+
+class UpdateOrderStatusInput(BaseModel):
+    """``{id, status: {data: {...}}}``: ``id`` is the order code."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    id: str
+    status: StatusBody
+
+
+class ShoptetUpdateOrderStatus(Connector):
+    """PATCH /api/orders/{id}/status with body = ``status``; output: the input unchanged.
+
+    Codes: 0; 404 (unknown order), 409 and 422 stop (trash); 423/429/5xx repeat. Ordered: the
+    updates of one e-shop are applied in the order they were sent.
+    """
+
+    name = "shoptet-update-order-status"
+    ordered = True
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        body = parse_body(UpdateOrderStatusInput, message.body, self.name)
+        payload = body.status.model_dump(exclude_unset=True)
+        await ctx.require_shoptet().request("PATCH", f"/api/orders/{path_segment(body.id)}/status", json=payload)
+        return Result(body=message.body)

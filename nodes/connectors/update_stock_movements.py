@@ -1,0 +1,85 @@
+"""shoptet-update-stock-movements: change product amounts in one stock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nodes.shoptet import parse_body
+from worker.envelope import Message, ResultCode
+from worker.errors import StopError
+from worker.node import Connector, NodeContext, Result
+
+#: Shoptet accepts at most 300 products/variants per call.
+MAX_ITEMS_PER_CALL = 300
+MISSING_PRODUCT = "Missing product in shoptet!"
+
+
+class Movement(BaseModel):
+    """``productCode`` plus exactly one of ``amountChange`` (relative), ``quantity`` or ``realStock``."""
+
+    model_config = ConfigDict(extra="forbid")
+    productCode: str = Field(min_length=1)
+    amountChange: int | float | None = None
+    quantity: int | float | None = None
+    realStock: int | float | None = None
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> Movement:
+        given = [k for k in ("amountChange", "quantity", "realStock") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("needs exactly one of amountChange, quantity, realStock")
+        return self
+
+
+class StockMovementsInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    stockId: int
+    data: list[Movement] = Field(min_length=1)
+
+
+class ShoptetUpdateStockMovements(Connector):
+    """PATCH /api/stocks/{stockId}/movements ``{data}``; output: Shoptet's response body.
+
+    Codes: 0 with the response body (``errors`` lists per-product failures Shoptet skipped);
+    1003 "Missing product in shoptet!" when Shoptet answers 400 (every product unknown: a business
+    no-op, not a failure); 422 and other 4xx stop; 423/429/5xx repeat.
+
+    Fix: inputs over 300 items are sent as several calls of at most 300. Their answers are merged
+    (``errors`` concatenated); a call answered 400 adds its errors, and only when every call was a
+    400 is the result 1003. Note: a retry after a later call failed re-sends the earlier calls too.
+    """
+
+    name = "shoptet-update-stock-movements"
+    ordered = True
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        body = parse_body(StockMovementsInput, message.body, self.name)
+        client = ctx.require_shoptet()
+        items = [m.model_dump(exclude_none=True) for m in body.data]
+        answers: list[dict[str, Any]] = []
+        missing = 0
+        for start in range(0, len(items), MAX_ITEMS_PER_CALL):
+            chunk = items[start : start + MAX_ITEMS_PER_CALL]
+            try:
+                answers.append(
+                    await client.request("PATCH", f"/api/stocks/{body.stockId}/movements", json={"data": chunk})
+                )
+            except StopError as exc:
+                if exc.status != 400:
+                    raise
+                missing += 1
+                answers.append(exc.body if isinstance(exc.body, dict) else {"data": None, "errors": None})
+        if missing == len(answers):
+            return Result(code=ResultCode.DO_NOT_CONTINUE, body=_merge(answers), message=MISSING_PRODUCT)
+        return Result(body=_merge(answers))
+
+
+def _merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One answer stays as Shoptet sent it; several become one with all their errors."""
+    if len(answers) == 1:
+        return answers[0]
+    errors = [e for a in answers for e in (a.get("errors") or [])]
+    data = next((a.get("data") for a in reversed(answers) if a.get("data") is not None), None)
+    return {"data": data, "errors": errors or None}

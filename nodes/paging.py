@@ -1,0 +1,175 @@
+"""Shared paging of Shoptet list endpoints (Orchesty's AShoptetList), with our fixes.
+
+A run lists every page of one endpoint from a start time T and emits every item as its own message:
+
+1. T = cursor ``dateFrom``, else input ``from``, else the stored last-run setting minus 60 s, else
+   the node's default. T is frozen for the whole run (it travels in the cursor between hops).
+2. Page 1 (or the cursor's page) tells ``paginator.pageCount``; the remaining pages are fetched in
+   parallel, at most ``page_concurrency`` at a time (default 3 = a token's connection budget; the
+   client's limiter enforces the per-token cap anyway). Items are emitted as pages arrive.
+3. With option ``max_pages_per_hop`` a run stops after that many pages and answers
+   BATCH_CURSOR_WITH_ITEMS with ``{page, dateFrom, startedAt}`` to go on in another hop.
+4. Only after the final page succeeded is the last-run setting written, atomically, and to the time
+   the run *started*: anything changed while we paged is listed again next time, nothing is skipped.
+   A failure or an empty first page leaves the watermark alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nodes import shoptet
+from worker.envelope import Message, ResultCode
+from worker.errors import NodeError, StopError
+from worker.node import Batch, Emit, NodeContext, Result
+
+DEFAULT_PAGE_CONCURRENCY = 3
+
+
+class ListInput(BaseModel):
+    """Input of a list batch: an optional explicit start time (``{"from": "..."}``)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    from_: str | None = Field(default=None, alias="from")
+
+
+class ListCursor(BaseModel):
+    """Orchesty's cursor ``{page, dateFrom}``; ``startedAt`` (ours) carries the run's watermark."""
+
+    model_config = ConfigDict(extra="ignore")
+    page: int = Field(default=1, ge=1)
+    dateFrom: str | None = None
+    startedAt: str | None = None
+
+
+class ListBatch(Batch):
+    """Base of the four list batches; subclasses only describe their endpoint."""
+
+    path: ClassVar[str]
+    #: Key of the item list inside ``data`` (``changes``, ``orders``, ``products``).
+    items_key: ClassVar[str]
+    #: Query parameter that takes T (``from`` for change feeds, ``creationTimeFrom`` for lists).
+    from_param: ClassVar[str]
+    last_run_key: ClassVar[str]
+    #: Shoptet clamps page sizes per endpoint; asking for more only hides the real page count.
+    items_per_page: ClassVar[int]
+    #: Result message for an empty first page (answered with DO_NOT_CONTINUE).
+    empty_message: ClassVar[str] = "Nothing to list."
+
+    def default_from(self, now: datetime) -> str | None:
+        """T when there is no cursor, no input and no stored watermark (None: list everything)."""
+        return None
+
+    async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
+        install = ctx.require_install()
+        body = shoptet.parse_body(ListInput, message.body, self.name)
+        cursor = self._cursor(message)
+        now = shoptet.utcnow()
+        started_at = cursor.startedAt or shoptet.format_time(now)
+        date_from = (
+            cursor.dateFrom
+            or (shoptet.normalize_time(body.from_) if body.from_ else None)
+            or shoptet.watermark_start(install, self.last_run_key)
+            or self.default_from(now)
+        )
+        first_page = cursor.page
+        first = await self._fetch(ctx, first_page, date_from)
+        items, page_count = self._items(first), self._page_count(first)
+        if first_page == 1 and not items:
+            return Result(code=ResultCode.DO_NOT_CONTINUE, message=self.empty_message)
+        emitting = asyncio.Lock()
+        await self._emit_all(emit, items, emitting)
+
+        last_page = page_count
+        max_pages = ctx.options.get("max_pages_per_hop")
+        if isinstance(max_pages, int) and max_pages > 0:
+            last_page = min(page_count, first_page + max_pages - 1)
+        if last_page > first_page:
+            await self._fetch_rest(ctx, emit, range(first_page + 1, last_page + 1), date_from, emitting)
+
+        if last_page < page_count:
+            next_cursor = ListCursor(page=last_page + 1, dateFrom=date_from, startedAt=started_at)
+            return Result(
+                code=ResultCode.BATCH_CURSOR_WITH_ITEMS,
+                cursor=next_cursor.model_dump(),
+                message=f"pages {first_page}-{last_page} of {page_count}",
+            )
+        await shoptet.save_watermark(ctx, self.last_run_key, started_at)
+        return Result(message=f"listed {page_count} page(s) from {date_from or 'the beginning'}")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _cursor(self, message: Message) -> ListCursor:
+        try:
+            raw = message.cursor
+        except ValueError as exc:
+            raise StopError(f"{self.name}: cursor header is not JSON: {exc}") from exc
+        return shoptet.parse_body(ListCursor, raw or {}, f"{self.name} cursor")
+
+    def _params(self, page: int, date_from: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"itemsPerPage": self.items_per_page, "page": page}
+        if date_from:
+            params[self.from_param] = date_from
+        return params
+
+    async def _fetch(self, ctx: NodeContext, page: int, date_from: str | None) -> dict[str, Any]:
+        client = ctx.require_shoptet()
+        data = shoptet.data_of(await client.request("GET", self.path, params=self._params(page, date_from)))
+        if not isinstance(data, dict):
+            raise StopError(f"{self.path}: data is not an object")
+        return data
+
+    def _items(self, data: dict[str, Any]) -> list[Any]:
+        items = data.get(self.items_key) or []
+        if not isinstance(items, list):
+            raise StopError(f"{self.path}: data.{self.items_key} is not a list")
+        return items
+
+    def _page_count(self, data: dict[str, Any]) -> int:
+        paginator = data.get("paginator") or {}
+        try:
+            return max(1, int(paginator.get("pageCount") or 1))
+        except (TypeError, ValueError) as exc:
+            raise StopError(f"{self.path}: bad paginator {paginator!r}") from exc
+
+    async def _emit_all(self, emit: Emit, items: list[Any], lock: asyncio.Lock) -> None:
+        async with lock:  # one page's items stay together and emit is never called concurrently
+            for item in items:
+                await emit(item)
+
+    async def _fetch_rest(
+        self, ctx: NodeContext, emit: Emit, pages: range, date_from: str | None, lock: asyncio.Lock
+    ) -> None:
+        """Fetch ``pages`` with a few workers; the first failure cancels the rest and is raised."""
+        todo: Iterator[int] = iter(pages)
+        concurrency = int(ctx.options.get("page_concurrency") or DEFAULT_PAGE_CONCURRENCY)
+
+        async def worker() -> None:
+            for page in todo:  # a shared iterator: each page is taken by exactly one worker
+                data = await self._fetch(ctx, page, date_from)
+                await self._emit_all(emit, self._items(data), lock)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(max(1, min(concurrency, len(pages)))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a failed page group: a node error if there is one."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        current = stack.pop(0)
+        if isinstance(current, BaseExceptionGroup):
+            stack[:0] = list(current.exceptions)
+        else:
+            leaves.append(current)
+    return next((e for e in leaves if isinstance(e, NodeError)), leaves[0])

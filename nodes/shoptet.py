@@ -1,0 +1,164 @@
+"""Shared helpers for the Shoptet nodes: dates, last-run watermarks, input validation, envelopes.
+
+Everything a node would otherwise copy lives here, so each node module only says what is specific
+to it (its request, its input model, its output).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel, ValidationError
+
+from worker.errors import StopError
+
+if TYPE_CHECKING:
+    from applications.client import ShoptetClient
+    from worker.envelope import Message
+    from worker.node import NodeContext
+    from worker.store import Install
+
+# -- install settings (Orchesty's names, kept) ------------------------------------------------
+
+LAST_RUN_ORDER_CHANGES = "lastRunListOrderChanges"
+LAST_RUN_PRODUCT_CHANGES = "lastRunListProductChanges"
+LAST_RUN_ORDERS = "lastRunListOrders"
+LAST_RUN_PRODUCTS = "lastRunListProducts"
+
+#: A stored watermark is read back this much earlier so that changes written while the previous
+#: run was starting are listed again rather than lost (Orchesty's ``lastRunOffset``).
+WATERMARK_OFFSET = timedelta(seconds=60)
+#: Shoptet's change feeds keep 30 days; older ``from`` values are pointless.
+CHANGE_FEED_RETENTION = timedelta(days=30)
+
+#: The application a node falls back to when neither the topology nor the headers name one.
+DEFAULT_APPLICATION = "shoptet-premium"
+
+# -- dates ------------------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    """The current time; tests patch this one function to freeze the clock of every node."""
+    return datetime.now(UTC)
+
+
+def format_time(when: datetime) -> str:
+    """UTC ``YYYY-MM-DDTHH:MM:SSZ``: Shoptet accepts it and it needs no URL encoding (no ``+``)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse Shoptet's ISO 8601 variants (``Z``, ``+0100``, ``+01:00``, naive = UTC)."""
+    text = value.strip().replace(" ", "T", 1)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    text = _COMPACT_OFFSET.sub(r"\1:\2", text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise StopError(f"not a date-time: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def normalize_time(value: str) -> str:
+    """Any accepted date-time as Shoptet's UTC form (input ``from`` values, job times)."""
+    return format_time(parse_time(value))
+
+
+# -- watermarks ----------------------------------------------------------------------------------
+
+
+def watermark_start(install: Install, key: str) -> str | None:
+    """The stored last-run setting minus :data:`WATERMARK_OFFSET`, or None when never run."""
+    stored = install.settings.get(key)
+    if not stored:
+        return None
+    return format_time(parse_time(str(stored)) - WATERMARK_OFFSET)
+
+
+async def save_watermark(ctx: NodeContext, key: str, value: str, install: Install | None = None) -> None:
+    """Write one last-run setting atomically (never the whole install) and keep ``ctx`` in step."""
+    target = install or ctx.require_install()
+    await ctx.store.set_setting(target.user, target.application, key, value)
+    target.settings[key] = value
+
+
+# -- input validation ------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], body: Any, node: str) -> M:
+    """Validate an input body; a bad one can never succeed, so it is a StopError (trash)."""
+    try:
+        return model.model_validate({} if body is None else body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors())
+        raise StopError(f"{node}: invalid input body: {problems}", body=body) from None
+
+
+def path_segment(value: str | int) -> str:
+    """One URL path segment: order codes may hold letters, dashes, even slashes."""
+    return quote(str(value), safe="")
+
+
+def data_of(envelope: dict[str, Any], *keys: str) -> Any:
+    """``envelope['data'][k1][k2]...``; a missing part means Shoptet answered something unexpected."""
+    value: Any = envelope.get("data")
+    path = "data"
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            raise StopError(f"Shoptet answer has no {path}.{key}", body=envelope)
+        value = value[key]
+        path = f"{path}.{key}"
+    if value is None:
+        raise StopError(f"Shoptet answer has no {path}", body=envelope)
+    return value
+
+
+# -- applications and clients ------------------------------------------------------------------
+
+
+def application_for(ctx: NodeContext, message: Message) -> str:
+    """The application a node without an install works for: topology option, header, default."""
+    configured = ctx.options.get("application")
+    if isinstance(configured, str) and configured:
+        return configured
+    return message.application or DEFAULT_APPLICATION
+
+
+class ClientFactory(Protocol):
+    """What the runtime puts in ``NodeContext.client_factory``: a ShoptetClient for an install.
+
+    Called by nodes that find their install themselves (shoptet-job-finished-webhook); the
+    runtime builds it with its shared httpx client, limiter, base URL and the install's application.
+    """
+
+    def __call__(self, install: Install) -> ShoptetClient: ...
+
+
+def client_for(ctx: NodeContext, install: Install) -> ShoptetClient:
+    """A client for an install a node found itself; also makes it the context's install/client."""
+    current = ctx.shoptet
+    if current is not None and (current.install.user, current.install.application) == (
+        install.user,
+        install.application,
+    ):
+        client = current
+    else:
+        factory: Callable[[Install], ShoptetClient] | None = ctx.client_factory
+        if factory is None:
+            raise StopError("the runtime gave this node no client_factory to call Shoptet with")
+        client = factory(install)
+    ctx.install = install
+    ctx.shoptet = client
+    return client

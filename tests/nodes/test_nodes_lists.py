@@ -1,0 +1,233 @@
+"""List batches: paging over several pages, cursors, watermarks (with the 60 s offset)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from nodes_fakes import Harness, envelope, error_body
+
+from nodes import shoptet
+from nodes.batches.order_changes_list import ShoptetGetOrderChangesList
+from nodes.batches.orders_list import ShoptetGetOrdersList
+from nodes.batches.product_changes_list import ShoptetGetProductChangesList
+from nodes.batches.products_list import ShoptetGetProductsList
+from worker.envelope import ResultCode
+from worker.errors import RetryableError, StopError
+
+NOW_TEXT = "2024-05-20T12:00:00Z"
+THIRTY_DAYS_AGO = "2024-04-20T12:00:00Z"
+
+
+def paged(key: str, pages: list[list[dict[str, Any]]], per_page: int) -> Callable[[httpx.Request], httpx.Response]:
+    """A respx side effect serving ``pages`` by the ``page`` query parameter."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "1"))
+        items = pages[page - 1] if page <= len(pages) else []
+        paginator = {
+            "totalCount": sum(len(p) for p in pages),
+            "page": page,
+            "pageCount": max(1, len(pages)),
+            "itemsOnPage": len(items),
+            "itemsPerPage": per_page,
+        }
+        return httpx.Response(200, json=envelope({key: items, "paginator": paginator}))
+
+    return answer
+
+
+def changes(*codes: str) -> list[dict[str, Any]]:
+    return [{"code": c, "changeTime": "2024-05-20T10:00:00+0200", "changeType": "edit"} for c in codes]
+
+
+def pages_requested(route: respx.Route) -> list[int]:
+    return sorted(int(call.request.url.params["page"]) for call in route.calls)
+
+
+async def test_order_changes_all_pages_default_from_and_watermark(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    pages = [changes("1", "2"), changes("3"), changes("4", "5")]
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=paged("changes", pages, 1000))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {})
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert sorted(item["code"] for item in run.emitted) == ["1", "2", "3", "4", "5"]
+    assert run.emitted[:2] == pages[0]  # page 1 first, then pages as they arrive
+    assert pages_requested(route) == [1, 2, 3]
+    for call in route.calls:  # T frozen for the whole run: now - 30 days (no watermark yet)
+        assert call.request.url.params["from"] == THIRTY_DAYS_AGO
+        assert call.request.url.params["itemsPerPage"] == "1000"
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+    assert len(harness.store.setting_writes) == 1
+
+
+async def test_stored_watermark_is_used_with_60_s_offset(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T08:30:00+0200"
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=paged("changes", [changes("9")], 1000))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), None)
+
+    assert run.emitted == changes("9")
+    assert route.calls.last.request.url.params["from"] == "2024-05-19T06:29:00Z"
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+
+
+async def test_input_from_wins_over_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    harness.install.settings[shoptet.LAST_RUN_PRODUCT_CHANGES] = "2024-05-19T08:30:00Z"
+    route = shoptet_api.get("/api/products/changes").mock(
+        side_effect=paged("changes", [[{"guid": "g-1", "changeTime": None, "changeType": "add"}]], 1000)
+    )
+
+    run = await harness.run(ShoptetGetProductChangesList(), {"from": "2024-05-01T00:00:00+02:00"})
+
+    assert run.emitted == [{"guid": "g-1", "changeTime": None, "changeType": "add"}]
+    assert route.calls.last.request.url.params["from"] == "2024-04-30T22:00:00Z"
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_PRODUCT_CHANGES) == NOW_TEXT
+
+
+async def test_empty_first_page_does_not_continue_and_keeps_watermark(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T08:30:00Z"
+    shoptet_api.get("/api/orders/changes").mock(side_effect=paged("changes", [], 1000))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {})
+
+    assert run.result.code == ResultCode.DO_NOT_CONTINUE
+    assert run.result.message == "No changes since last import."
+    assert run.emitted == []
+    assert harness.store.setting_writes == []
+
+
+async def test_orders_list_first_run_lists_everything_50_per_page(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    pages = [[{"code": str(n)} for n in range(p * 50, p * 50 + 50)] for p in range(4)]
+    route = shoptet_api.get("/api/orders").mock(side_effect=paged("orders", pages, 50))
+
+    run = await harness.run(ShoptetGetOrdersList(), {})
+
+    assert len(run.emitted) == 200
+    assert {o["code"] for o in run.emitted} == {str(n) for n in range(200)}
+    assert pages_requested(route) == [1, 2, 3, 4]
+    assert all("creationTimeFrom" not in c.request.url.params for c in route.calls)
+    assert all(c.request.url.params["itemsPerPage"] == "50" for c in route.calls)
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDERS) == NOW_TEXT
+
+
+async def test_products_list_with_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    harness.install.settings[shoptet.LAST_RUN_PRODUCTS] = "2024-05-18T00:00:30Z"
+    route = shoptet_api.get("/api/products").mock(
+        side_effect=paged("products", [[{"guid": "a"}], [{"guid": "b"}]], 1000)
+    )
+
+    run = await harness.run(ShoptetGetProductsList(), {})
+
+    assert sorted(p["guid"] for p in run.emitted) == ["a", "b"]
+    assert {c.request.url.params["creationTimeFrom"] for c in route.calls} == {"2024-05-17T23:59:30Z"}
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_PRODUCTS) == NOW_TEXT
+
+
+async def test_remaining_pages_are_fetched_in_parallel_at_most_3(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    pages = [changes(str(n)) for n in range(10)]
+    serve = paged("changes", pages, 1000)
+    running = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return serve(request)
+
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=slow)
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {})
+
+    assert pages_requested(route) == list(range(1, 11))
+    assert len(run.emitted) == 10
+    assert peak == 3
+
+
+async def test_failed_page_writes_no_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    serve = paged("changes", [changes("1"), changes("2"), changes("3")], 1000)
+
+    def fail_page_3(request: httpx.Request) -> httpx.Response:
+        if request.url.params["page"] == "3":
+            return httpx.Response(503, json=error_body("unavailable", "try later"))
+        return serve(request)
+
+    shoptet_api.get("/api/orders/changes").mock(side_effect=fail_page_3)
+
+    with pytest.raises(RetryableError):
+        await harness.run(ShoptetGetOrderChangesList(), {})
+    assert harness.store.setting_writes == []
+
+
+async def test_422_stops(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    shoptet_api.get("/api/orders/changes").mock(
+        return_value=httpx.Response(422, json=error_body("invalid-parameter", "bad from", "from"))
+    )
+    with pytest.raises(StopError):
+        await harness.run(ShoptetGetOrderChangesList(), {"from": "2024-05-01T00:00:00Z"})
+    assert harness.store.setting_writes == []
+
+
+async def test_max_pages_per_hop_returns_cursor_then_resumes(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
+    pages = [changes(str(n)) for n in range(5)]
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=paged("changes", pages, 1000))
+    node = ShoptetGetOrderChangesList()
+
+    first = await harness.run(node, {}, options={"max_pages_per_hop": 2})
+
+    assert first.result.code == ResultCode.BATCH_CURSOR_WITH_ITEMS
+    cursor = first.result.cursor
+    assert cursor == {"page": 3, "dateFrom": "2024-05-18T23:59:00Z", "startedAt": NOW_TEXT}
+    assert sorted(i["code"] for i in first.emitted) == ["0", "1"]
+    assert harness.store.setting_writes == []
+
+    # the next hop: a later clock and a newer watermark must not change the frozen T
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-20T11:00:00Z"
+    second = await harness.run(node, {}, cursor=cursor, options={"max_pages_per_hop": 2})
+    assert second.result.code == ResultCode.BATCH_CURSOR_WITH_ITEMS
+    assert second.result.cursor is not None and second.result.cursor["page"] == 5
+    third = await harness.run(node, {}, cursor=second.result.cursor, options={"max_pages_per_hop": 2})
+
+    assert third.result.code == ResultCode.SUCCESS
+    assert sorted(i["code"] for i in second.emitted + third.emitted) == ["2", "3", "4"]
+    assert pages_requested(route) == [1, 2, 3, 4, 5]
+    assert {c.request.url.params["from"] for c in route.calls} == {"2024-05-18T23:59:00Z"}
+    # the watermark is the time the run started, written once, after the last page
+    assert harness.store.setting_writes == [
+        (harness.install.user, harness.install.application, shoptet.LAST_RUN_ORDER_CHANGES, NOW_TEXT)
+    ]
+
+
+async def test_orchesty_cursor_without_started_at(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    route = shoptet_api.get("/api/orders/changes").mock(
+        side_effect=paged("changes", [changes("1"), changes("2")], 1000)
+    )
+    run = await harness.run(ShoptetGetOrderChangesList(), {}, cursor={"page": 2, "dateFrom": "2024-05-01T00:00:00Z"})
+    assert run.emitted == changes("2")
+    assert pages_requested(route) == [2]
+    assert route.calls.last.request.url.params["from"] == "2024-05-01T00:00:00Z"
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+
+
+async def test_bad_cursor_or_from_stops(harness: Harness) -> None:
+    with pytest.raises(StopError):
+        await harness.run(ShoptetGetOrderChangesList(), {"from": "yesterday"})
+    with pytest.raises(StopError):
+        await harness.run(ShoptetGetOrderChangesList(), {}, cursor={"page": 0})

@@ -1,0 +1,275 @@
+"""Snapshots: start the job, the job:finished webhook, streaming the gzipped JSON Lines result."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from nodes_fakes import API, Harness, envelope, error_body
+
+from nodes import shoptet
+from nodes.connectors import parse_json_lines
+from nodes.connectors.get_all_orders import ShoptetGetAllOrders
+from nodes.connectors.get_all_products import ShoptetGetAllProducts
+from nodes.connectors.job_finished_webhook import ShoptetJobFinishedWebhook
+from nodes.connectors.parse_json_lines import ShoptetParseJsonLines, gunzip, json_lines
+from worker.envelope import ResultCode
+from worker.errors import RetryableError, StopError
+from worker.node import NodeContext
+from worker.store import Install
+
+NOW_TEXT = "2024-05-20T12:00:00Z"
+RESULT_URL = "https://files.test.shoptet/api-results/3ax1844-lrmsrf0.json.gz"
+
+
+# -- get-all-orders / get-all-products ---------------------------------------------------------
+
+
+async def test_get_all_orders_from_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T10:00:00Z"
+    route = shoptet_api.get("/api/orders/snapshot").mock(
+        return_value=httpx.Response(202, json=envelope({"jobId": "ad24xod"}))
+    )
+
+    run = await harness.run(ShoptetGetAllOrders(), {})
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert run.result.body == {"jobId": "ad24xod"}
+    assert dict(route.calls.last.request.url.params) == {
+        "include": "shippingDetails,notes,surchargeParameters",
+        "creationTimeFrom": "2024-05-19T09:59:00Z",
+    }
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+
+
+async def test_get_all_orders_input_from_and_first_run(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    route = shoptet_api.get("/api/orders/snapshot").mock(
+        return_value=httpx.Response(202, json=envelope({"jobId": "j1"}))
+    )
+    await harness.run(ShoptetGetAllOrders(), {"from": "2024-01-01T00:00:00+0100"})
+    assert route.calls.last.request.url.params["creationTimeFrom"] == "2023-12-31T23:00:00Z"
+    harness.install.settings.clear()
+    await harness.run(ShoptetGetAllOrders(), None)
+    assert "creationTimeFrom" not in route.calls.last.request.url.params
+
+
+async def test_get_all_products_and_failure_keeps_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    route = shoptet_api.get("/api/products/snapshot").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(202, json=envelope({"jobId": "p1"})),
+        ]
+    )
+    with pytest.raises(RetryableError):
+        await harness.run(ShoptetGetAllProducts(), {})
+    assert harness.store.setting_writes == []
+
+    run = await harness.run(ShoptetGetAllProducts(), {})
+    assert run.result.body == {"jobId": "p1"}
+    assert dict(route.calls.last.request.url.params) == {}
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_PRODUCT_CHANGES) == NOW_TEXT
+
+
+# -- job-finished webhook ----------------------------------------------------------------------------
+
+
+def job(endpoint: str = "/api/orders/snapshot", status: str = "completed") -> dict[str, Any]:
+    return {
+        "jobId": "3ax1844",
+        "endpoint": endpoint,
+        "creationTime": "2024-05-20T11:00:00+0200",
+        "completionTime": "2024-05-20T11:05:00+0200",
+        "duration": "300.1",
+        "status": status,
+        "resultUrl": RESULT_URL,
+        "log": None,
+        "validUntil": "2024-05-21T11:05:00+0200",
+    }
+
+
+def webhook(event: str = "job:finished", eshop_id: int = 222651) -> dict[str, Any]:
+    return {"eshopId": eshop_id, "event": event, "eventCreated": "2024-05-20T11:05:01+0200", "eventInstance": "3ax1844"}
+
+
+def no_install_context(harness: Harness, **options: Any) -> NodeContext:
+    return harness.context(install=False, client_factory=harness.client, options=options)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "key"),
+    [
+        ("/api/orders/snapshot", shoptet.LAST_RUN_ORDER_CHANGES),
+        ("/api/products/snapshot", shoptet.LAST_RUN_PRODUCT_CHANGES),
+    ],
+)
+async def test_job_finished_finds_install_by_eshop_and_application(
+    harness: Harness, shoptet_api: respx.MockRouter, endpoint: str, key: str
+) -> None:
+    # another application's install of the same e-shop must not be picked
+    other = "shoptet" if harness.install.application == "shoptet-premium" else "shoptet-premium"
+    await harness.store.add_install(Install(user="other", application=other, eshop_id="222651"))
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(
+        return_value=httpx.Response(200, json=envelope({"job": job(endpoint)}))
+    )
+    ctx = no_install_context(harness)
+
+    run = await harness.run(
+        ShoptetJobFinishedWebhook(),
+        webhook(),
+        ctx=ctx,
+        headers={"user": "", "application": harness.install.application},
+    )
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert run.result.body == job(endpoint)
+    assert ctx.install is not None and ctx.install.user == harness.install.user  # the runtime stamps `user`
+    assert ctx.shoptet is not None and ctx.shoptet.install.user == harness.install.user
+    assert harness.store.setting(harness.install, key) == "2024-05-20T09:00:00Z"  # job creation, UTC
+
+
+async def test_job_finished_application_from_option(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=httpx.Response(200, json=envelope({"job": job()})))
+    ctx = no_install_context(harness, application=harness.install.application)
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=ctx, headers={"application": "unrelated"})
+    assert run.result.code == ResultCode.SUCCESS
+
+
+async def test_job_finished_endpoints_option_filters_other_jobs(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    answer = httpx.Response(200, json=envelope({"job": job("/api/products/snapshot")}))
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=answer)
+    ctx = no_install_context(harness, endpoints=["/api/orders/snapshot"])
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=ctx)
+    assert run.result.code == ResultCode.DO_NOT_CONTINUE
+    # the watermark still moves: the job finished whichever process follows it
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_PRODUCT_CHANGES) == "2024-05-20T09:00:00Z"
+
+
+async def test_job_finished_other_event_fails(harness: Harness) -> None:
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook("order:create"), ctx=no_install_context(harness))
+    assert run.result.code == ResultCode.STOP_AND_FAIL
+    assert run.result.message == "Event [event=order:create] is not supported"
+
+
+async def test_job_finished_unknown_or_disabled_eshop_does_not_continue(harness: Harness) -> None:
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(eshop_id=1), ctx=no_install_context(harness))
+    assert run.result.code == ResultCode.DO_NOT_CONTINUE
+    assert "eshopId [1] is not installed" in run.result.message
+
+    await harness.store.add_install(harness.install.model_copy(update={"enabled": False}))
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=no_install_context(harness))
+    assert run.result.code == ResultCode.DO_NOT_CONTINUE
+    assert "is disabled" in run.result.message
+
+
+async def test_job_finished_other_endpoint_sets_nothing_and_404_stops(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    route = shoptet_api.get("/api/system/jobs/3ax1844").mock(
+        side_effect=[
+            httpx.Response(200, json=envelope({"job": job("/api/products/images")})),
+            httpx.Response(404, json=error_body("job-not-found", "no such job")),
+        ]
+    )
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=no_install_context(harness))
+    assert run.result.code == ResultCode.SUCCESS
+    assert harness.store.setting_writes == []
+    with pytest.raises(StopError):
+        await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=no_install_context(harness))
+    assert route.call_count == 2
+
+
+async def test_job_finished_bad_payload_and_missing_factory(harness: Harness) -> None:
+    with pytest.raises(StopError, match="invalid input body"):
+        await harness.run(ShoptetJobFinishedWebhook(), {"event": "job:finished"}, ctx=no_install_context(harness))
+    with pytest.raises(StopError, match="client_factory"):
+        await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=harness.context(install=False))
+
+
+# -- parse-json-lines -------------------------------------------------------------------------------
+
+
+def jsonl(count: int) -> bytes:
+    return b"".join(json.dumps({"code": str(n), "items": []}).encode() + b"\n" for n in range(count))
+
+
+async def test_parse_json_lines_emits_lists_of_50(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    route = shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(120))))
+
+    run = await harness.run(ShoptetParseJsonLines(), job())
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert [len(batch) for batch in run.emitted] == [50, 50, 20]
+    assert [o["code"] for batch in run.emitted for o in batch] == [str(n) for n in range(120)]
+    assert route.call_count == 1
+
+
+async def test_parse_json_lines_not_completed(harness: Harness) -> None:
+    run = await harness.run(ShoptetParseJsonLines(), job(status="pending"))
+    assert run.result.code == ResultCode.STOP_AND_FAIL
+    assert run.result.message == "Job [jobId=3ax1844] from shoptet is not completed."
+    assert run.emitted == []
+
+
+async def test_parse_json_lines_expired_file_and_bad_files(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    shoptet_api.get(RESULT_URL).mock(
+        side_effect=[
+            httpx.Response(404),
+            httpx.Response(200, content=b"not gzip at all"),
+            httpx.Response(200, content=gzip.compress(b'{"ok": 1}\n{broken\n')),
+        ]
+    )
+    with pytest.raises(StopError):
+        await harness.run(ShoptetParseJsonLines(), job())
+    with pytest.raises(StopError, match="not valid gzip"):
+        await harness.run(ShoptetParseJsonLines(), job())
+    with pytest.raises(StopError, match="line 2 is not JSON"):
+        await harness.run(ShoptetParseJsonLines(), job())
+
+
+async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_gunzip_is_incremental_and_handles_members() -> None:
+    payload = jsonl(3000)
+    compressed = gzip.compress(payload[:70000]) + gzip.compress(payload[70000:])  # two gzip members
+    pieces = [piece async for piece in gunzip(chunks_of(compressed, 997))]
+    assert b"".join(pieces) == payload
+    assert max(len(p) for p in pieces) <= parse_json_lines.MAX_INFLATE_STEP
+
+
+async def test_memory_stays_flat_for_a_big_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A highly compressible 64 MiB file inflates in small steps, never whole."""
+    monkeypatch.setattr(parse_json_lines, "MAX_INFLATE_STEP", 64 * 1024)
+    line = json.dumps({"code": "x" * 1000}).encode() + b"\n"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    compressed = b"".join(compressor.compress(line * 1024) for _ in range(64)) + compressor.flush()
+    sizes: list[int] = []
+
+    async def measured(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for piece in source:
+            sizes.append(len(piece))
+            yield piece
+
+    lines = 0
+    async for item in json_lines(measured(gunzip(chunks_of(compressed, 65536)))):
+        lines += 1
+        assert item == {"code": "x" * 1000}
+    assert lines == 64 * 1024
+    assert sum(sizes) == 64 * 1024 * len(line)
+    assert max(sizes) <= 64 * 1024
+
+
+async def test_result_file_is_fetched_from_its_absolute_url(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(1))))
+    await harness.run(ShoptetParseJsonLines(), job())
+    assert not str(shoptet_api.calls.last.request.url).startswith(API)

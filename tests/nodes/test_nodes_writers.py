@@ -1,0 +1,157 @@
+"""Writers: status, remarks, stock movements; both applications (the harness is parametrised)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import respx
+from nodes_cases import Case, Exchange, play
+from nodes_fakes import Harness, envelope, error_body
+
+from nodes.connectors.update_order_status import ShoptetUpdateOrderStatus
+from nodes.connectors.update_remark_for_order import ShoptetUpdateRemarkForOrder
+from nodes.connectors.update_stock_movements import ShoptetUpdateStockMovements
+from worker.envelope import ResultCode
+from worker.errors import RetryableError, StopError
+
+STATUS_INPUT = {"id": "2024000123", "status": {"data": {"statusId": -2, "paid": True}}}
+NOTES_INPUT = {"id": 2024000124, "notes": {"data": {"trackingNumber": "DR1234", "eshopRemark": "sent"}}}
+MOVES = {"stockId": 1, "data": [{"productCode": "26/BIL", "amountChange": -2}, {"productCode": "9", "quantity": 5}]}
+STATUS_PATH = "/api/orders/2024000123/status"
+UNKNOWN = error_body("unknown-product", 'Product "82" does not exist. Skipped.', "82")
+
+CASES = [
+    Case(
+        "status",
+        ShoptetUpdateOrderStatus,
+        STATUS_INPUT,
+        [
+            Exchange(
+                "PATCH", "/api/orders/2024000123/status", response=envelope({"order": {}}), json=STATUS_INPUT["status"]
+            )
+        ],
+        STATUS_INPUT,
+    ),
+    Case(
+        "status-404",
+        ShoptetUpdateOrderStatus,
+        STATUS_INPUT,
+        [Exchange("PATCH", "/api/orders/2024000123/status", 404, error_body("order-not-found", "not found"))],
+        raises=StopError,
+    ),
+    Case(
+        "status-422-stops",
+        ShoptetUpdateOrderStatus,
+        STATUS_INPUT,
+        [Exchange("PATCH", "/api/orders/2024000123/status", 422, error_body("invalid-status", "no status -2"))],
+        raises=StopError,
+    ),
+    Case(
+        "status-423-repeats",
+        ShoptetUpdateOrderStatus,
+        STATUS_INPUT,
+        [Exchange("PATCH", "/api/orders/2024000123/status", 423, error_body("locked", "same request"))],
+        raises=RetryableError,
+    ),
+    Case("status-empty-data", ShoptetUpdateOrderStatus, {"id": "1", "status": {"data": {}}}, [], raises=StopError),
+    Case(
+        "status-unknown-field",
+        ShoptetUpdateOrderStatus,
+        {"id": "1", "status": {"data": {"statusId": 1, "colour": "red"}}},
+        [],
+        raises=StopError,
+    ),
+    Case("status-no-id", ShoptetUpdateOrderStatus, {"status": {"data": {"paid": True}}}, [], raises=StopError),
+    Case(
+        "remark",
+        ShoptetUpdateRemarkForOrder,
+        NOTES_INPUT,
+        [Exchange("PATCH", "/api/orders/2024000124/notes", response=envelope(None), json=NOTES_INPUT["notes"])],
+        NOTES_INPUT,
+    ),
+    Case(
+        "remark-422-stops",
+        ShoptetUpdateRemarkForOrder,
+        NOTES_INPUT,
+        [Exchange("PATCH", "/api/orders/2024000124/notes", 422, error_body("invalid", "bad"))],
+        raises=StopError,
+    ),
+    Case(
+        "remark-tracking-number-too-long",
+        ShoptetUpdateRemarkForOrder,
+        {"id": "1", "notes": {"data": {"trackingNumber": "x" * 33}}},
+        [],
+        raises=StopError,
+    ),
+    Case(
+        "stock-movements",
+        ShoptetUpdateStockMovements,
+        MOVES,
+        [Exchange("PATCH", "/api/stocks/1/movements", response=envelope(None), json={"data": MOVES["data"]})],
+        envelope(None),
+    ),
+    Case(
+        "stock-movements-400-is-a-business-no-op",
+        ShoptetUpdateStockMovements,
+        MOVES,
+        [Exchange("PATCH", "/api/stocks/1/movements", 400, UNKNOWN)],
+        output=UNKNOWN,
+        code=ResultCode.DO_NOT_CONTINUE,
+        message="Missing product in shoptet!",
+    ),
+    Case(
+        "stock-movements-422-stops",
+        ShoptetUpdateStockMovements,
+        MOVES,
+        [Exchange("PATCH", "/api/stocks/1/movements", 422, error_body("invalid", "bad"))],
+        raises=StopError,
+    ),
+    Case(
+        "stock-movements-two-amounts",
+        ShoptetUpdateStockMovements,
+        {"stockId": 1, "data": [{"productCode": "1", "amountChange": 1, "quantity": 2}]},
+        [],
+        raises=StopError,
+    ),
+    Case("stock-movements-empty", ShoptetUpdateStockMovements, {"stockId": 1, "data": []}, [], raises=StopError),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+async def test_writer(case: Case, harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    await play(case, harness, shoptet_api)
+
+
+def test_writers_are_ordered() -> None:
+    assert ShoptetUpdateOrderStatus.ordered
+    assert ShoptetUpdateRemarkForOrder.ordered
+    assert ShoptetUpdateStockMovements.ordered
+
+
+async def test_stock_movements_over_300_items_are_split(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(650)]
+    route = shoptet_api.patch("/api/stocks/3/movements").mock(
+        side_effect=[
+            httpx.Response(200, json=envelope(None, [UNKNOWN["errors"][0]])),
+            httpx.Response(400, json=UNKNOWN),
+            httpx.Response(200, json=envelope(None)),
+        ]
+    )
+
+    run = await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
+
+    sent = [json.loads(call.request.content)["data"] for call in route.calls]
+    assert [len(chunk) for chunk in sent] == [300, 300, 50]
+    assert [item for chunk in sent for item in chunk] == items
+    assert run.result.code == ResultCode.SUCCESS  # one chunk was a 400, the others went through
+    assert run.result.body == {"data": None, "errors": [UNKNOWN["errors"][0], UNKNOWN["errors"][0]]}
+
+
+async def test_stock_movements_all_chunks_400(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    items = [{"productCode": f"P{n}", "realStock": 0} for n in range(301)]
+    shoptet_api.patch("/api/stocks/3/movements").mock(return_value=httpx.Response(400, json=UNKNOWN))
+    run = await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
+    assert run.result.code == ResultCode.DO_NOT_CONTINUE
+    assert run.result.message == "Missing product in shoptet!"

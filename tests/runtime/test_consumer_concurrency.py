@@ -1,0 +1,67 @@
+"""Per-key concurrency of ManagedConsumer, without a broker: records are handed to it directly."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from worker.consumer import ManagedConsumer
+from worker.offsets import PartitionOffsets
+
+TP = TopicPartition("t", 0)
+
+
+def record(offset: int, key: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("t", 0, offset, 0, 0, key, b"{}", None, 0, 0, [])
+
+
+async def feed(consumer: ManagedConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    for r in records:
+        await consumer._slots.acquire()
+        consumer._offsets.setdefault(TP, PartitionOffsets()).started(r.offset)
+        consumer._spawn(TP, r)
+
+
+async def test_a_blocked_key_does_not_hold_up_other_keys() -> None:
+    release_a = asyncio.Event()
+    done: list[int] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        if r.key == b"a":
+            await release_a.wait()
+        done.append(r.offset)
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, concurrency=2)  # type: ignore[arg-type]
+    await feed(consumer, [record(0, b"a"), record(1, b"a"), record(2, b"a"), record(3, b"b"), record(4, b"b")])
+    await asyncio.sleep(0.05)
+    assert done == [3, 4]  # key a holds its 2 slots (and one waits); key b is not delayed
+    assert consumer._offsets[TP].committable() == 0  # nothing committable past the running offset 0
+    release_a.set()
+    await asyncio.gather(*consumer._tasks)
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    assert consumer._offsets[TP].committable() == 5
+    assert consumer._key_slots == {}
+
+
+async def test_ordered_consumer_runs_one_record_per_key_in_offset_order() -> None:
+    running: dict[bytes, int] = {}
+    peak: dict[bytes, int] = {}
+    order: list[Any] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        key = r.key or b""
+        running[key] = running.get(key, 0) + 1
+        peak[key] = max(peak.get(key, 0), running[key])
+        await asyncio.sleep(0.001 * (5 - r.offset % 5))  # later records are faster: order must still hold
+        order.append((key, r.offset))
+        running[key] -= 1
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, concurrency=10, ordered=True)  # type: ignore[arg-type]
+    await feed(consumer, [record(i, b"a" if i % 2 else b"b") for i in range(20)])
+    await asyncio.gather(*consumer._tasks)
+    assert peak == {b"a": 1, b"b": 1}
+    assert [o for k, o in order if k == b"a"] == list(range(1, 20, 2))
+    assert [o for k, o in order if k == b"b"] == list(range(0, 20, 2))

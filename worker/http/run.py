@@ -1,0 +1,72 @@
+"""``POST /topologies/{name}/run``: an operator starts a process by hand over HTTP.
+
+Starting processes is a write into every e-shop the worker serves, so the endpoint is closed
+unless ``API_KEY`` is configured, and the key is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.http.webhooks import runtime_of
+from worker.starter import TopologyNotRunnable, run_manual
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter()
+
+
+class RunRequest(BaseModel):
+    """Whose process (``user``, the install; the Kafka key) and its first message's body."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1)
+    body: Any = None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"status": "error", "message": message})
+
+
+def require_api_key(request: Request, x_api_key: str | None = Header(default=None)) -> None:
+    """403 when no key is configured (endpoint disabled), 401 for a missing or wrong key.
+
+    A dependency, so that it is checked before the body is validated: callers without the key
+    learn nothing about the endpoint's input.
+    """
+    settings = runtime_of(request).settings
+    configured = settings.api_key.get_secret_value() if settings.api_key else ""
+    if not configured:
+        log.warning("manual run refused", reason="no API key configured", status=403)
+        raise HTTPException(403, "manual runs over HTTP are disabled: set API_KEY to enable them")
+    if not x_api_key or not hmac.compare_digest(configured.encode(), x_api_key.encode()):
+        log.warning("manual run refused", reason="missing or invalid X-Api-Key", status=401)
+        raise HTTPException(401, "missing or invalid X-Api-Key")
+
+
+@router.post("/topologies/{name}/run", status_code=202, dependencies=[Depends(require_api_key)])
+async def run_topology(name: str, run: RunRequest, request: Request) -> JSONResponse:
+    """202 ``{process-id, correlation-id}`` once the broker acknowledged the first message.
+
+    401/403 key; 404 unknown, disabled or without a manual start; 422 bad body; 503 broker failed.
+    """
+    rt = runtime_of(request)
+    try:
+        message = await run_manual(rt, name, user=run.user, body=run.body)
+    except TopologyNotRunnable as exc:
+        log.warning("manual run refused", topology=name, reason=str(exc), status=404)
+        return _error(404, str(exc))
+    except Exception as exc:
+        log.error("manual run failed", topology=name, reason=f"{type(exc).__name__}: {exc}", status=503)
+        return _error(503, "could not start the process; retry later")
+    log.info("manual run started", topology=name, user=run.user, process_id=message.process_id)
+    return JSONResponse(
+        status_code=202,
+        content={"process-id": message.process_id, "correlation-id": message.correlation_id},
+    )

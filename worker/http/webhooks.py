@@ -1,0 +1,189 @@
+"""``POST /webhooks/shoptet/{application}``: Shoptet's webhook calls, verified, de-duplicated, started.
+
+The answer tells Shoptet whether to deliver again, so it follows one rule: 200 only when nothing is
+left to do (the event's processes are acknowledged by the broker, or the call is a duplicate or
+for an e-shop we do not serve); 503 when the broker failed, so Shoptet's retry is not lost; 4xx
+for calls that will never be valid. Every rejection is logged with its reason, never with a key
+or the signature.
+
+Expects ``request.app.state.worker`` (a started :class:`worker.app.Worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.lifecycle import ADDON_EVENTS, apply_addon_event
+from worker.runtime import Runtime
+from worker.starter import find_start, start_process
+from worker.store import Install
+from worker.topology import StartSpec, TopologyVersion
+from worker.webhook_keys import SIGNATURE_HEADER, has_signature_key, verify_signature
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter()
+
+#: Applications with a webhook URL; a deployment may add others through ``rt.applications``.
+KNOWN_APPLICATIONS = frozenset({"shoptet-premium", "shoptet"})
+
+
+class WebhookPayload(BaseModel):
+    """Shoptet's notification body. ``eshopId`` arrives as a number; it is compared as a string."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    eshopId: str = Field(min_length=1)
+    event: str = Field(min_length=1)
+    eventCreated: str = Field(min_length=1)
+    eventInstance: str = Field(min_length=1)
+
+    def dedup_key(self, application: str) -> str:
+        """What makes two deliveries the same notification (Shoptet may deliver one twice)."""
+        return f"webhook:{application}:{self.eshopId}:{self.event}:{self.eventInstance}:{self.eventCreated}"
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit."""
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The started worker's runtime; 503 while the worker is still starting."""
+    worker = request.app.state.worker
+    if worker.runtime is None:
+        raise HTTPException(status_code=503, detail="worker is starting")
+    runtime: Runtime = worker.runtime
+    return runtime
+
+
+def _answer(status: int, state: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"status": state, "message": message, **extra})
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The raw body (the bytes the signature covers), refusing to buffer more than ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_payload(body: bytes) -> tuple[WebhookPayload, dict[str, Any]]:
+    """The validated payload and the JSON object as sent (which is what the process receives)."""
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("the body is not a JSON object")
+    return WebhookPayload.model_validate(data), data
+
+
+def listeners(rt: Runtime, application: str, event: str) -> list[tuple[TopologyVersion, StartSpec]]:
+    """Every active topology of this application (or of none) that starts on ``event``."""
+    found = []
+    for tv in rt.catalog.active_all():
+        if tv.topology.application not in (None, application):
+            continue
+        start = find_start(tv, "webhook", event)
+        if start is not None:
+            found.append((tv, start))
+    return found
+
+
+async def publish_event(rt: Runtime, install: Install, body: dict[str, Any], event: str) -> list[str]:
+    """Start every listening process; returns once the broker acknowledged all of them."""
+    targets = listeners(rt, install.application, event)
+    started = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                start_process(rt, tv, start, user=install.user, body=body, application=install.application)
+                for tv, start in targets
+            )
+        ),
+        timeout=rt.settings.webhook_publish_timeout_seconds,
+    )
+    return [message.process_id for message in started]
+
+
+@router.post("/webhooks/shoptet/{application}")
+async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
+    """Verify, de-duplicate and start the processes that listen to the event.
+
+    200 accepted / duplicate / ignored (unknown or disabled e-shop); 400 malformed; 401 bad,
+    missing or unverifiable signature; 404 unknown application; 413 too large; 503 broker failed.
+    """
+    rt = runtime_of(request)
+    settings = rt.settings
+    bound = log.bind(application=application)
+    if application not in KNOWN_APPLICATIONS and application not in rt.applications:
+        bound.warning("webhook rejected", reason="unknown application", status=404)
+        return _answer(404, "error", f"unknown application {application!r}")
+    try:
+        raw = await read_limited(request, settings.webhook_max_body_bytes)
+    except BodyTooLarge:
+        bound.warning("webhook rejected", reason="body too large", limit=settings.webhook_max_body_bytes, status=413)
+        return _answer(413, "error", f"body over {settings.webhook_max_body_bytes} bytes")
+    try:
+        payload, body = parse_payload(raw)
+    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+        reason = _reason(exc)
+        bound.warning("webhook rejected", reason=reason, status=400)
+        return _answer(400, "error", reason)
+
+    bound = bound.bind(eshop_id=payload.eshopId, webhook_event=payload.event, event_instance=payload.eventInstance)
+    install = await rt.store.find_by_eshop(payload.eshopId, application)
+    if install is None:
+        bound.warning("webhook ignored", reason="unknown e-shop")
+        return _answer(200, "ignored", "unknown e-shop")
+    bound = bound.bind(user=install.user)
+    if not has_signature_key(install):
+        bound.warning("webhook rejected", reason="signature key missing for the install", status=401)
+        return _answer(401, "error", "signature cannot be verified")
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not verify_signature(raw, signature, install, datetime.now(UTC), settings.signature_key_grace_seconds):
+        reason = "signature mismatch" if signature else "signature missing"
+        bound.warning("webhook rejected", reason=reason, status=401)
+        return _answer(401, "error", "invalid signature")
+
+    lease, owner = payload.dedup_key(application), f"ingress:{uuid.uuid4().hex}"
+    if not await rt.store.acquire_lease(lease, owner, settings.webhook_dedup_window_seconds):
+        bound.info("webhook duplicate", reason="already received within the dedup window")
+        return _answer(200, "duplicate", "already received")
+    is_addon_event = payload.event in ADDON_EVENTS
+    if not install.enabled and not is_addon_event:
+        bound.warning("webhook ignored", reason="install disabled")
+        return _answer(200, "ignored", "install disabled")
+    try:
+        # publish before applying: an uninstall removes the install these processes are keyed by
+        process_ids = await publish_event(rt, install, body, payload.event)
+        if is_addon_event:
+            await apply_addon_event(rt.store, application, payload.eshopId, payload.event)
+    except Exception as exc:
+        await rt.store.release_lease(lease, owner)  # Shoptet's retry must not be taken for a duplicate
+        bound.error("webhook failed", reason=f"{type(exc).__name__}: {exc}", status=503)
+        return _answer(503, "error", "could not hand the event over; retry later")
+    bound.info("webhook accepted", processes=len(process_ids))
+    return _answer(200, "accepted", f"{len(process_ids)} process(es) started", processIds=process_ids)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        return f"{field}: {first['msg']}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON: {exc.msg}"
+    return str(exc)

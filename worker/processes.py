@@ -1,0 +1,265 @@
+"""Process tracking: how far each process (one start) has got, and when it is finished.
+
+Every start and every handled message writes a small ledger record to the ``processes`` topic,
+keyed by the root process id (batch items keep their root), so one partition holds a process's
+whole story. A message "in flight" is one published to a node topic and not yet handled:
+
+    in_flight = starts + outputs to node topics (followers, cursors, retries) - messages handled
+
+When it reaches zero and stays there for a quiet period, the process is finished (the quiet period
+covers a follower's record landing in the ledger just before the record of the message that fed
+it, since the two are written by different hops). The tracker then publishes a ``process finished`` event
+with the counts to the ``process-events`` topic, and a marker into the ledger so that a tracker
+that replays the ledger after a restart does not announce it twice. Counting is at-least-once like
+the pipeline: a crash can count a redelivered message twice, never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from worker.envelope import H, Message
+
+log = structlog.get_logger("processes")
+
+
+@dataclass(slots=True)
+class ProcessCounts:
+    root: str
+    topology: str = ""
+    version: str = ""
+    user: str = ""
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    starts: int = 0
+    handled: int = 0
+    node_outputs: int = 0
+    emitted: int = 0
+    done: int = 0
+    retries: int = 0
+    trashed: int = 0
+    delivered: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.starts + self.node_outputs - self.handled
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["in_flight"] = self.in_flight
+        return data
+
+
+def start_record(message: Message) -> dict[str, Any]:
+    return {"kind": "start", **_ids(message), "at": time.time()}
+
+
+def handled_record(
+    message: Message, *, outcome: str, node_outputs: int, sink_outputs: int, emitted: int
+) -> dict[str, Any]:
+    return {
+        "kind": "handled",
+        **_ids(message),
+        "outcome": outcome,
+        "node_outputs": node_outputs,
+        "sink_outputs": sink_outputs,
+        "emitted": emitted,
+        "at": time.time(),
+    }
+
+
+def root_of(message: Message) -> str:
+    return message.headers.get(H.ROOT_PROCESS_ID) or message.process_id
+
+
+def _ids(message: Message) -> dict[str, str]:
+    return {
+        "root": root_of(message),
+        "topology": message.headers.get(H.TOPOLOGY_NAME, ""),
+        "version": message.headers.get(H.TOPOLOGY_VERSION, ""),
+        "user": message.user or "",
+    }
+
+
+@dataclass
+class ProcessBook:
+    """Pure aggregation of ledger records; used by the tracker and by ``shoptet-worker status``."""
+
+    processes: dict[str, ProcessCounts] = field(default_factory=dict)
+
+    #: Local time each process last changed, for the quiet period.
+    touched: dict[str, float] = field(default_factory=dict)
+
+    def apply(self, record: dict[str, Any], received_at: float | None = None) -> None:
+        root = str(record.get("root") or "")
+        if not root:
+            return
+        p = self.processes.get(root)
+        if p is None:
+            p = self.processes[root] = ProcessCounts(root=root, started_at=float(record.get("at") or 0))
+        p.topology = p.topology or str(record.get("topology", ""))
+        p.version = p.version or str(record.get("version", ""))
+        p.user = p.user or str(record.get("user", ""))
+        p.updated_at = float(record.get("at") or p.updated_at)
+        self.touched[root] = time.monotonic() if received_at is None else received_at
+        kind = record.get("kind")
+        if kind == "finished":
+            p.finished_at = float(record.get("at") or time.time())
+            return
+        if kind == "start":
+            p.starts += 1
+            p.started_at = min(p.started_at or p.updated_at, p.updated_at)
+        elif kind == "handled":
+            p.handled += 1
+            p.node_outputs += int(record.get("node_outputs", 0))
+            p.emitted += int(record.get("emitted", 0))
+            p.delivered += int(record.get("sink_outputs", 0))
+            outcome = record.get("outcome")
+            if outcome == "retry":
+                p.retries += 1
+            elif outcome == "trash":
+                p.trashed += 1
+            elif int(record.get("node_outputs", 0)) == 0:
+                p.done += 1
+
+    def settled(self, quiet_seconds: float, now: float | None = None) -> list[ProcessCounts]:
+        """Unfinished processes with nothing in flight and no change for ``quiet_seconds``."""
+        now = time.monotonic() if now is None else now
+        return [
+            p
+            for root, p in self.processes.items()
+            if not p.finished and p.starts and p.in_flight == 0 and now - self.touched.get(root, now) >= quiet_seconds
+        ]
+
+
+class _Replay(ConsumerRebalanceListener):
+    def __init__(self, tracker: ProcessTracker) -> None:
+        self.tracker = tracker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # State lives in memory: rebuild it from the start of the ledger, announcing nothing that
+        # was already in the ledger when we got the partition.
+        consumer = self.tracker.consumer
+        if assigned:
+            await consumer.seek_to_beginning(*assigned)
+            ends = await consumer.end_offsets(assigned)
+            self.tracker.replay_until.update(ends)
+        self.tracker.assigned.set()
+
+
+class ProcessTracker:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        ledger_topic: str,
+        events_topic: str,
+        *,
+        quiet_seconds: float = 2.0,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.ledger_topic = ledger_topic
+        self.events_topic = events_topic
+        self.book = ProcessBook()
+        self.quiet_seconds = quiet_seconds
+        self.replay_until: dict[TopicPartition, int] = {}
+        self.assigned = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.subscribe([self.ledger_topic], listener=_Replay(self))
+        self._task = asyncio.create_task(self._run(), name="process-tracker")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batches = await self.consumer.getmany(timeout_ms=500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ledger read failed; retrying", error=str(exc))
+                await asyncio.sleep(1)
+                continue
+            replaying = False
+            for tp, records in batches.items():
+                for r in records:
+                    with contextlib.suppress(ValueError):
+                        self.book.apply(json.loads(r.value or b"{}"))
+                    replaying = replaying or r.offset < self.replay_until.get(tp, 0) - 1
+            if replaying:
+                # what the ledger held when we got the partition was announced by our predecessor
+                for p in self.book.settled(0.0):
+                    p.finished_at = p.updated_at
+                continue
+            for process in self.book.settled(self.quiet_seconds):
+                process.finished_at = time.time()
+                await self._announce(process)
+
+    async def _announce(self, process: ProcessCounts) -> None:
+        event = {"event": "process finished", **process.summary()}
+        key = process.root.encode()
+        await self.producer.send_and_wait(self.events_topic, json.dumps(event).encode(), key=key)
+        marker = {"kind": "finished", "root": process.root, "at": process.finished_at}
+        await self.producer.send_and_wait(self.ledger_topic, json.dumps(marker).encode(), key=key)
+        log.info(
+            "process finished",
+            root=process.root,
+            topology=process.topology,
+            emitted=process.emitted,
+            done=process.done,
+            trashed=process.trashed,
+        )
+        # finished processes stay in the book (status shows recent ones); cap memory
+        if len(self.book.processes) > 10_000:
+            for root in [r for r, p in self.book.processes.items() if p.finished][:5_000]:
+                del self.book.processes[root]
+                self.book.touched.pop(root, None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+
+
+async def read_book(consumer: AIOKafkaConsumer, topic: str) -> ProcessBook:
+    """Read the whole ledger once (no group) into a book: what ``status`` shows."""
+    book = ProcessBook()
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return book
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for r in records:
+                    with contextlib.suppress(ValueError):
+                        book.apply(json.loads(r.value or b"{}"))
+    finally:
+        await consumer.stop()
+    return book

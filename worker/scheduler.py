@@ -1,0 +1,166 @@
+"""Cron starts: each tick fires every due cron start once per enabled install, across all workers.
+
+Every worker process runs a scheduler; they agree through leases in the install store rather than
+by electing a leader. Each firing (topology, start, minute, install) takes its own lease first, so
+exactly one process publishes it, and nothing depends on one process staying alive: if a process
+dies, the others still tick and take the leases it would have taken. Minutes are evaluated in UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from croniter import croniter
+
+from worker.runtime import Runtime
+from worker.starter import start_process
+from worker.store import Install
+from worker.topology import StartSpec, TopologyVersion
+
+log = structlog.get_logger(__name__)
+
+#: A tick's lease outlives any clock skew or catch-up between workers; afterwards it may expire.
+LEASE_TTL_SECONDS = 86_400.0
+#: After a stall (suspended laptop, long GC, overloaded loop) at most this many missed minutes are fired.
+MAX_CATCH_UP_MINUTES = 5
+#: Starts published at once within a tick.
+START_CONCURRENCY = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One process a tick should start."""
+
+    tv: TopologyVersion
+    start_index: int
+    start: StartSpec
+    minute: datetime
+    install: Install | None
+
+    @property
+    def lease_name(self) -> str:
+        who = f"{self.install.application}:{self.install.user}" if self.install else "-"
+        return f"cron:{self.tv.name}:{self.start_index}:{self.minute.isoformat()}:{who}"
+
+
+def minute_of(now: datetime) -> datetime:
+    """The UTC minute ``now`` falls in (naive datetimes are taken as UTC)."""
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def due_starts(tvs: list[TopologyVersion], minute: datetime) -> Iterator[tuple[TopologyVersion, int, StartSpec]]:
+    for tv in tvs:
+        for index, start in enumerate(tv.topology.start):
+            if start.cron and croniter.match(start.cron, minute):
+                yield tv, index, start
+
+
+class Scheduler:
+    """Fires cron starts; ``tick`` is the unit (testable with any ``now``), ``run`` the loop.
+
+    A topology with an ``application`` starts once per enabled install of it (keyed by the
+    install's user); a topology without one starts once per tick with no user.
+    """
+
+    def __init__(self, runtime: Runtime, owner_id: str) -> None:
+        self.rt = runtime
+        self.owner_id = owner_id
+        self._task: asyncio.Task[None] | None = None
+        self._last_minute: datetime | None = None
+
+    async def tick(self, now: datetime) -> int:
+        """Fire every cron start due in the minute of ``now``; returns how many processes this
+        scheduler started (those another scheduler already fired are not counted)."""
+        minute = minute_of(now)
+        firings: list[Firing] = []
+        installs: dict[str, list[Install]] = {}
+        for tv, index, start in due_starts(self.rt.catalog.active_all(), minute):
+            application = tv.topology.application
+            if application is None:
+                firings.append(Firing(tv, index, start, minute, None))
+                continue
+            if application not in installs:
+                installs[application] = await self.rt.store.list_installs(application, enabled_only=True)
+            firings.extend(Firing(tv, index, start, minute, install) for install in installs[application])
+        if not firings:
+            return 0
+        limit = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def fire_limited(firing: Firing) -> bool:
+            async with limit:
+                return await self._fire(firing)
+
+        fired = await asyncio.gather(*(fire_limited(f) for f in firings))
+        count = sum(fired)
+        log.info("cron tick", minute=minute.isoformat(), due=len(firings), started=count, owner=self.owner_id)
+        return count
+
+    async def _fire(self, firing: Firing) -> bool:
+        # a fresh owner per firing: re-ticking a minute in this process must not renew our own lease
+        owner = f"{self.owner_id}:{uuid.uuid4().hex}"
+        if not await self.rt.store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS):
+            return False
+        install = firing.install
+        try:
+            await start_process(
+                self.rt,
+                firing.tv,
+                firing.start,
+                user=install.user if install else None,
+                body={},
+                application=install.application if install else None,
+            )
+        except Exception as exc:
+            # give the firing back so that another scheduler (or this one's catch-up) may take it
+            await self.rt.store.release_lease(firing.lease_name, owner)
+            log.error(
+                "cron start failed",
+                topology=firing.tv.name,
+                user=install.user if install else None,
+                minute=firing.minute.isoformat(),
+                reason=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        return True
+
+    # the loop -----------------------------------------------------------------------------------
+    def minutes_to_fire(self, now: datetime) -> list[datetime]:
+        """The current minute, plus missed ones since the last tick (at most MAX_CATCH_UP_MINUTES)."""
+        current = minute_of(now)
+        if self._last_minute is None:
+            return [current]
+        missed = int((current - self._last_minute) / timedelta(minutes=1))
+        count = max(0, min(missed, MAX_CATCH_UP_MINUTES))
+        return [current - timedelta(minutes=count - 1 - i) for i in range(count)]
+
+    async def run(self) -> None:
+        """Tick at every minute boundary until cancelled; a failing tick is logged, never fatal."""
+        while True:
+            now = datetime.now(UTC)
+            for minute in self.minutes_to_fire(now):
+                try:
+                    await self.tick(minute)
+                except Exception:
+                    log.exception("cron tick failed", minute=minute.isoformat())
+                self._last_minute = minute
+            now = datetime.now(UTC)
+            next_minute = minute_of(now) + timedelta(minutes=1)
+            await asyncio.sleep(max(0.0, (next_minute - now).total_seconds()) + 0.01)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=f"scheduler:{self.owner_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
