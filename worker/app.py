@@ -113,11 +113,9 @@ class Worker:
             to_deploy += load_topology_dir(deploy_dir, self.registry)
         sinks = {s.sink for tv in to_deploy for s in tv.topology.nodes.values() if s.sink}
         inbound = {s.topic for tv in to_deploy for s in tv.topology.start if s.topic}
-        await ensure_topics(
-            settings,
-            bootstrap,
-            [topics.node(n) for n in self.registry.names()] + [topics.retry, topics.processes, topics.process_events, *sinks, *inbound],
-        )
+        node_topics = [topics.node(n) for n in self.registry.names()]
+        runtime_topics = [topics.retry, topics.processes, topics.process_events]
+        await ensure_topics(settings, bootstrap, [*node_topics, *runtime_topics, *sinks, *inbound])
         await _ensure_control_topic(settings, bootstrap, topics.control)
         for tv in to_deploy:
             await publish_deployment(producer, topics.control, tv)

@@ -1,0 +1,156 @@
+"""Creating installs: the steps shared by the CLI and the addon's install callback.
+
+Each flow verifies with Shoptet first and writes to the store last, so a refused token or a failed
+code exchange leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import BaseModel, SecretStr
+
+from applications.addon import (
+    ESHOP_URL_SETTING,
+    OAUTH_SERVER_SETTING,
+    OAUTH_TOKEN_SECRET,
+    AddonApplication,
+    access_token_key,
+)
+from applications.oauth import exchange_code
+from applications.premium import TOKEN_SECRET, PremiumApplication, verify_premium_token
+from worker.settings import Settings
+from worker.store import Install, InstallStore
+
+#: Short names operators type (``install add premium``) for the applications' real names.
+ALIASES = {
+    "premium": PremiumApplication.name,
+    PremiumApplication.name: PremiumApplication.name,
+    "addon": AddonApplication.name,
+    AddonApplication.name: AddonApplication.name,
+}
+
+
+def application_name(value: str) -> str:
+    """``premium``/``addon`` or a full name to the application's name; ValueError otherwise."""
+    try:
+        return ALIASES[value]
+    except KeyError:
+        raise ValueError(f"unknown application {value!r}: use premium or addon") from None
+
+
+def _eshop_id_setting(eshop_id: str) -> int | str:
+    """Shoptet's eshopId is a number; keep it one in plain settings when it looks like one."""
+    return int(eshop_id) if eshop_id.isdigit() else eshop_id
+
+
+async def install_premium(
+    store: InstallStore, http: httpx.AsyncClient, *, api_url: str, user: str, token: str
+) -> Install:
+    """Verify ``token`` against ``GET /api/eshop`` and store it with the e-shop's id.
+
+    Raises :class:`applications.premium.InvalidPremiumToken` (Shoptet's message) and stores nothing
+    when Shoptet refuses the token.
+    """
+    identity = await verify_premium_token(http, api_url, token)
+    settings: dict[str, object] = {"eshopId": _eshop_id_setting(identity.eshop_id)}
+    if identity.url:
+        settings[ESHOP_URL_SETTING] = identity.url
+    install = Install(
+        user=user,
+        application=PremiumApplication.name,
+        eshop_id=identity.eshop_id,
+        settings=settings,
+        secrets={TOKEN_SECRET: token},
+    )
+    await store.add_install(install)
+    return install
+
+
+class AddonNotConfigured(Exception):
+    """The addon's client credentials or OAuth server are missing from settings."""
+
+
+class AddonConfig(BaseModel):
+    """What the code exchange needs: the addon's client credentials and its OAuth server."""
+
+    client_id: str
+    client_secret: SecretStr
+    redirect_url: str
+    oauth_server_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AddonConfig:
+        values = {
+            "SHOPTET_OAUTH_CLIENT_ID": settings.shoptet_oauth_client_id,
+            "SHOPTET_OAUTH_CLIENT_SECRET": settings.shoptet_oauth_client_secret,
+            "SHOPTET_OAUTH_REDIRECT_URL": settings.shoptet_oauth_redirect_url,
+            "SHOPTET_OAUTH_SERVER_URL": settings.shoptet_oauth_server_url,
+        }
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise AddonNotConfigured(f"the Shoptet addon is not configured: set {', '.join(missing)}")
+        assert settings.shoptet_oauth_client_secret is not None
+        return cls(
+            client_id=str(settings.shoptet_oauth_client_id),
+            client_secret=settings.shoptet_oauth_client_secret,
+            redirect_url=str(settings.shoptet_oauth_redirect_url),
+            oauth_server_url=str(settings.shoptet_oauth_server_url),
+        )
+
+
+async def install_addon_from_code(
+    store: InstallStore, http: httpx.AsyncClient, config: AddonConfig, code: str
+) -> Install:
+    """Exchange the install ``code`` for the OAuth token and store the install (user = eshopId).
+
+    Raises :class:`applications.oauth.OAuthError` and stores nothing when the exchange fails.
+    """
+    installed = await exchange_code(
+        http,
+        config.oauth_server_url,
+        code=code,
+        client_id=config.client_id,
+        client_secret=config.client_secret.get_secret_value(),
+        redirect_uri=config.redirect_url,
+    )
+    return await install_addon_with_token(
+        store,
+        user=installed.eshop_id,
+        eshop_id=installed.eshop_id,
+        oauth_token=installed.oauth_token.get_secret_value(),
+        eshop_url=installed.eshop_url,
+        contact_email=installed.contact_email,
+    )
+
+
+async def install_addon_with_token(
+    store: InstallStore,
+    *,
+    user: str,
+    eshop_id: str,
+    oauth_token: str,
+    eshop_url: str | None = None,
+    contact_email: str | None = None,
+    oauth_server_url: str | None = None,
+) -> Install:
+    """Store an addon install whose OAuth token is already known (e.g. installed elsewhere).
+
+    A re-install replaces the install and drops the access token cached for the old OAuth token.
+    """
+    settings: dict[str, object] = {"eshopId": _eshop_id_setting(eshop_id)}
+    if eshop_url:
+        settings[ESHOP_URL_SETTING] = eshop_url
+    if contact_email:
+        settings["contactEmail"] = contact_email
+    if oauth_server_url:
+        settings[OAUTH_SERVER_SETTING] = oauth_server_url
+    install = Install(
+        user=user,
+        application=AddonApplication.name,
+        eshop_id=eshop_id,
+        settings=settings,
+        secrets={OAUTH_TOKEN_SECRET: oauth_token},
+    )
+    await store.add_install(install)
+    await store.delete_token(access_token_key(user, AddonApplication.name))
+    return install

@@ -1,0 +1,82 @@
+"""shoptet-premium: a private API token per e-shop, sent as ``Shoptet-Private-API-Token``.
+
+The token never expires and cannot be refreshed, so this application is only a header; absolute URLs
+(snapshot job result files) are handled by :meth:`applications.client.ShoptetClient.url`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+from pydantic import BaseModel
+
+from applications.base import Application
+from worker.errors import StopError
+from worker.store import Install
+
+TOKEN_HEADER = "Shoptet-Private-API-Token"
+#: Name of the secret that holds the token in the install store.
+TOKEN_SECRET = "token"
+
+
+def token_fingerprint(token: str) -> str:
+    """A stable, non-reversible id of a token: safe in limiter keys, metrics and logs."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+class PremiumApplication(Application):
+    name = "shoptet-premium"
+
+    async def auth_headers(self, install: Install) -> dict[str, str]:
+        return {TOKEN_HEADER: self._token(install)}
+
+    def limiter_key(self, install: Install) -> str:
+        # Shoptet limits connections per token: two installs with one token share the slots.
+        return f"{self.name}:{token_fingerprint(self._token(install))}"
+
+    @staticmethod
+    def _token(install: Install) -> str:
+        token = install.secrets.get(TOKEN_SECRET)
+        if not token:
+            raise StopError(f"{install} has no premium token")
+        return token
+
+
+class EshopIdentity(BaseModel):
+    """What ``GET /api/eshop`` tells about the token's e-shop (only what we store)."""
+
+    eshop_id: str
+    name: str | None = None
+    url: str | None = None
+
+
+class InvalidPremiumToken(Exception):
+    """Shoptet refused the token; the message is Shoptet's own."""
+
+
+async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str) -> EshopIdentity:
+    """Ask ``GET /api/eshop`` who the token belongs to; refuse a token Shoptet does not accept."""
+    try:
+        response = await http.get(
+            f"{api_url.rstrip('/')}/api/eshop",
+            headers={TOKEN_HEADER: token, "Content-Type": "application/vnd.shoptet.v1.0"},
+        )
+    except httpx.HTTPError as exc:
+        raise InvalidPremiumToken(f"Shoptet API not reachable at {api_url} ({type(exc).__name__})") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        raise InvalidPremiumToken(_shoptet_message(body) or f"Shoptet answered HTTP {response.status_code}")
+    info = (body.get("data") or {}).get("contactInformation") or {}
+    if info.get("eshopId") is None:
+        raise InvalidPremiumToken("Shoptet's /api/eshop answer has no eshopId")
+    return EshopIdentity(eshop_id=str(info["eshopId"]), name=info.get("eshopName"), url=info.get("url"))
+
+
+def _shoptet_message(body: object) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return ""
+    return "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in body["errors"] if isinstance(e, dict))

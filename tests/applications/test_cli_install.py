@@ -1,0 +1,91 @@
+"""``shoptet-worker install ...`` end to end on a SQLite store, with Shoptet mocked by respx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import respx
+from typer.testing import CliRunner
+
+from worker.cli.install import install_app
+from worker.settings import get_settings
+from worker.store.crypto import SecretBox
+
+API = "https://api.test"
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    db = tmp_path / "cli.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SECRET_KEY", SecretBox.generate_key())
+    monkeypatch.setenv("SHOPTET_API_URL", API)
+    get_settings.cache_clear()
+    yield db
+    get_settings.cache_clear()
+
+
+def _listed() -> list[dict[str, object]]:
+    result = runner.invoke(install_app, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines()]
+
+
+def test_premium_install_list_disable_enable_remove(env: Path) -> None:
+    with respx.mock:
+        respx.get(f"{API}/api/eshop").respond(
+            200, json={"data": {"contactInformation": {"eshopId": 5, "url": "https://s.test/"}}}
+        )
+        result = runner.invoke(install_app, ["add", "premium", "--user", "shop5", "--token", "tok-secret-5"])
+    assert result.exit_code == 0, result.output
+    assert "eshopId 5" in result.output
+
+    text = runner.invoke(install_app, ["list"]).output
+    assert "shop5" in text and "tok-secret-5" not in text
+    assert _listed() == [
+        {
+            "user": "shop5",
+            "application": "shoptet-premium",
+            "eshopId": "5",
+            "enabled": True,
+            "settings": {"eshopId": 5, "eshopUrl": "https://s.test/"},
+            "secrets": ["token"],
+        }
+    ]
+    assert b"tok-secret-5" not in env.read_bytes()
+
+    assert runner.invoke(install_app, ["disable", "shop5"]).exit_code == 0
+    assert _listed()[0]["enabled"] is False
+    assert runner.invoke(install_app, ["enable", "shop5", "-a", "premium"]).exit_code == 0
+    assert _listed()[0]["enabled"] is True
+    assert runner.invoke(install_app, ["remove", "shop5"]).exit_code == 0
+    assert _listed() == []
+    missing = runner.invoke(install_app, ["remove", "shop5"])
+    assert missing.exit_code == 1 and "no install shop5" in missing.output
+
+
+def test_invalid_premium_token_is_refused(env: Path) -> None:
+    with respx.mock:
+        respx.get(f"{API}/api/eshop").respond(
+            401, json={"data": None, "errors": [{"errorCode": "invalid-token", "message": "Invalid token."}]}
+        )
+        result = runner.invoke(install_app, ["add", "premium", "--user", "x", "--token", "bad"])
+    assert result.exit_code == 1
+    assert "invalid-token: Invalid token." in result.output
+    assert _listed() == []
+
+
+def test_addon_install_with_known_oauth_token(env: Path) -> None:
+    result = runner.invoke(
+        install_app,
+        ["add", "addon", "--user", "u9", "--eshop-id", "9", "--oauth-token", "perm", "--eshop-url", "https://9.test"],
+    )
+    assert result.exit_code == 0, result.output
+    assert _listed()[0]["secrets"] == ["oauthToken"]
+    assert _listed()[0]["settings"] == {"eshopId": 9, "eshopUrl": "https://9.test"}
+    ambiguous_user = runner.invoke(install_app, ["disable", "u9", "-a", "nonsense"])
+    assert ambiguous_user.exit_code == 1 and "unknown application" in ambiguous_user.output

@@ -1,0 +1,97 @@
+"""GET /shoptet/install: code in, install stored, then 200; a failed exchange stores nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from worker.http.install_callback import router
+from worker.settings import Settings
+from worker.store.sql import SqlInstallStore
+
+OAUTH = "https://oauth.test"
+TOKEN_URL = f"{OAUTH}/action/ApiOAuthServer/token"
+
+
+def _settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "shoptet_oauth_client_id": "cid",
+        "shoptet_oauth_client_secret": SecretStr("csecret"),
+        "shoptet_oauth_redirect_url": "https://worker.test/shoptet/install",
+        "shoptet_oauth_server_url": OAUTH,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def app(store: SqlInstallStore, http: httpx.AsyncClient) -> FastAPI:
+    app = FastAPI()
+    app.include_router(router)
+    app.state.store, app.state.http, app.state.settings = store, http, _settings()
+    return app
+
+
+@pytest.fixture
+async def worker(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client:
+        yield client
+
+
+async def test_code_to_stored_install(worker: httpx.AsyncClient, shoptet: respx.Router, store: SqlInstallStore) -> None:
+    route = shoptet.post(TOKEN_URL).respond(
+        200,
+        json={
+            "access_token": "perm-oauth",
+            "eshopId": 42,
+            "eshopUrl": "https://shop.test/",
+            "contactEmail": "a@shop.test",
+        },
+    )
+    response = await worker.get("/shoptet/install", params={"code": "c" * 255})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "installed", "eshopId": "42", "user": "42"}
+    assert parse_qs(route.calls.last.request.content.decode())["redirect_uri"] == [
+        "https://worker.test/shoptet/install"
+    ]
+    stored = await store.find_by_eshop("42", "shoptet")
+    assert stored is not None and stored.enabled
+    assert stored.settings == {"eshopId": 42, "eshopUrl": "https://shop.test/", "contactEmail": "a@shop.test"}
+    assert stored.secrets == {"oauthToken": "perm-oauth"}
+    assert "perm-oauth" not in response.text
+
+
+async def test_refused_code_answers_400_and_stores_nothing(
+    worker: httpx.AsyncClient, shoptet: respx.Router, store: SqlInstallStore
+) -> None:
+    shoptet.post(TOKEN_URL).respond(400, json={"error": "invalid_grant", "error_description": "Code already used"})
+    response = await worker.get("/shoptet/install", params={"code": "used"})
+    assert response.status_code == 400
+    assert "Code already used" in response.json()["message"]
+    assert await store.list_installs() == []
+
+
+async def test_oauth_outage_answers_502(
+    worker: httpx.AsyncClient, shoptet: respx.Router, store: SqlInstallStore
+) -> None:
+    shoptet.post(TOKEN_URL).mock(side_effect=httpx.ConnectTimeout("slow"))
+    response = await worker.get("/shoptet/install", params={"code": "x"})
+    assert response.status_code == 502
+    assert await store.list_installs() == []
+
+
+async def test_missing_code_and_missing_configuration(
+    worker: httpx.AsyncClient, app: FastAPI, store: SqlInstallStore
+) -> None:
+    assert (await worker.get("/shoptet/install")).status_code == 400
+    app.state.settings = _settings(shoptet_oauth_client_secret=None)
+    response = await worker.get("/shoptet/install", params={"code": "x"})
+    assert response.status_code == 503
+    assert "SHOPTET_OAUTH_CLIENT_SECRET" in response.json()["message"]
+    assert await store.list_installs() == []

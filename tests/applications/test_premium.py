@@ -1,0 +1,72 @@
+"""shoptet-premium: header, limiter key, and token verification at install."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import respx
+
+from applications.client import ShoptetClient
+from applications.installs import install_premium
+from applications.premium import InvalidPremiumToken, PremiumApplication
+from worker.errors import StopError
+from worker.limiter import LocalLimiter
+from worker.store import Install
+from worker.store.sql import SqlInstallStore
+
+API = "https://api.test"
+ESHOP = {"data": {"contactInformation": {"eshopId": 777, "eshopName": "Shop", "url": "https://shop.test/"}}}
+
+
+def _install(token: str = "premium-token") -> Install:
+    return Install(user="u", application="shoptet-premium", eshop_id="777", secrets={"token": token})
+
+
+async def test_headers_and_absolute_urls(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
+    app = PremiumApplication()
+    api = shoptet.get(f"{API}/api/orders").respond(200, json={"data": {"orders": []}, "errors": None})
+    result_file = shoptet.get("https://files.test/job/1.jsonl.gz").respond(200, content=b"x")
+    client = ShoptetClient(http=http, application=app, install=_install(), limiter=LocalLimiter(), base_url=API)
+
+    assert await client.request("GET", "/api/orders") == {"data": {"orders": []}, "errors": None}
+    assert api.calls.last.request.headers["Shoptet-Private-API-Token"] == "premium-token"
+    async with client.stream("https://files.test/job/1.jsonl.gz") as response:
+        assert await response.aread() == b"x"
+    assert result_file.calls.last.request.headers["Shoptet-Private-API-Token"] == "premium-token"
+
+
+def test_limiter_key_is_shared_per_token_and_hides_it() -> None:
+    app = PremiumApplication()
+    key = app.limiter_key(_install())
+    assert "premium-token" not in key
+    assert key == app.limiter_key(_install().model_copy(update={"user": "other"}))
+    assert key != app.limiter_key(_install("another-token"))
+
+
+async def test_missing_token_is_a_stop_error() -> None:
+    with pytest.raises(StopError):
+        await PremiumApplication().auth_headers(Install(user="u", application="shoptet-premium"))
+
+
+async def test_install_verifies_the_token_and_stores_the_eshop_id(
+    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore
+) -> None:
+    route = shoptet.get(f"{API}/api/eshop").respond(200, json=ESHOP)
+    await install_premium(store, http, api_url=API, user="u", token="premium-token")
+    assert route.calls.last.request.headers["Shoptet-Private-API-Token"] == "premium-token"
+    stored = await store.get_install("u", "shoptet-premium")
+    assert stored is not None
+    assert stored.eshop_id == "777" and stored.settings["eshopId"] == 777
+    assert stored.secrets == {"token": "premium-token"}
+
+
+async def test_invalid_token_is_refused_with_shoptets_message_and_nothing_stored(
+    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore
+) -> None:
+    shoptet.get(f"{API}/api/eshop").respond(
+        401,
+        json={"data": None, "errors": [{"errorCode": "invalid-token", "message": "Invalid access token."}]},
+    )
+    with pytest.raises(InvalidPremiumToken, match=r"invalid-token: Invalid access token\."):
+        await install_premium(store, http, api_url=API, user="u", token="bad")
+    assert await store.list_installs() == []

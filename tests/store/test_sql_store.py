@@ -1,0 +1,212 @@
+"""The SQL install store, run on SQLite and PostgreSQL alike (see conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, text
+
+from worker.store import Install, TrashEntry, WebhookRegistration
+from worker.store import schema as t
+from worker.store.keys import token_key_prefix
+from worker.store.migrations import latest_version
+from worker.store.sql import SqlInstallStore
+
+SECRET = "super-secret-premium-token-123456"
+Factory = Callable[[], Awaitable[SqlInstallStore]]
+
+
+def _install(user: str = "u1", application: str = "shoptet-premium", **kw: object) -> Install:
+    data: dict[str, object] = {
+        "user": user,
+        "application": application,
+        "eshop_id": "111",
+        "settings": {"eshopId": 111, "watermark": "2024-01-01T00:00:00+0100", "nested": {"a": [1, 2]}},
+        "secrets": {"token": SECRET},
+    }
+    data.update(kw)
+    return Install.model_validate(data)
+
+
+async def test_install_round_trip(store: SqlInstallStore) -> None:
+    await store.add_install(_install())
+    await store.add_install(_install("u2", "shoptet", eshop_id="222", secrets={}, settings={}))
+
+    got = await store.get_install("u1", "shoptet-premium")
+    assert got == _install()
+    assert SECRET not in repr(got) and SECRET not in str(got)
+    assert (await store.find_by_eshop("222", "shoptet")).user == "u2"  # type: ignore[union-attr]
+    assert await store.find_by_eshop("222", "shoptet-premium") is None
+    assert await store.get_install("nobody", "shoptet") is None
+    assert [i.user for i in await store.list_installs()] == ["u1", "u2"]
+    assert [i.user for i in await store.list_installs("shoptet")] == ["u2"]
+
+
+async def test_add_install_replaces_the_whole_install(store: SqlInstallStore) -> None:
+    await store.add_install(_install())
+    await store.add_install(_install(settings={"only": True}, secrets={"other": "x"}, enabled=False))
+    got = await store.get_install("u1", "shoptet-premium")
+    assert got is not None
+    assert got.settings == {"only": True}
+    assert got.secrets == {"other": "x"}
+    assert got.enabled is False
+
+
+async def test_set_setting_and_secret_touch_one_key(store: SqlInstallStore) -> None:
+    await store.add_install(_install())
+    await store.set_setting("u1", "shoptet-premium", "watermark", "2025-05-05T00:00:00+0200")
+    await store.set_setting("u1", "shoptet-premium", "new", 5)
+    await store.set_secret("u1", "shoptet-premium", "token", "rotated")
+    got = await store.get_install("u1", "shoptet-premium")
+    assert got is not None
+    assert got.settings == {
+        "eshopId": 111,
+        "watermark": "2025-05-05T00:00:00+0200",
+        "nested": {"a": [1, 2]},
+        "new": 5,
+    }
+    assert got.secrets == {"token": "rotated"}
+
+
+async def test_concurrent_updates_of_two_settings_both_survive(store_factory: Factory) -> None:
+    """Two 'workers' (separate engines) write different settings of one install at the same time."""
+    one, two = await store_factory(), await store_factory()
+    await one.add_install(_install())
+
+    async def writer(store: SqlInstallStore, key: str) -> None:
+        for i in range(30):
+            await store.set_setting("u1", "shoptet-premium", key, i)
+
+    await asyncio.gather(writer(one, "ordersWatermark"), writer(two, "productsWatermark"))
+    got = await one.get_install("u1", "shoptet-premium")
+    assert got is not None
+    assert got.settings["ordersWatermark"] == 29
+    assert got.settings["productsWatermark"] == 29
+    assert got.settings["watermark"] == "2024-01-01T00:00:00+0100"
+
+
+async def test_secrets_are_not_readable_in_the_raw_rows(store: SqlInstallStore) -> None:
+    await store.add_install(_install())
+    await store.put_token("shoptet/u1/access", "access-token-plaintext-xyz", datetime.now(UTC))
+    async with store._engine.connect() as conn:
+        dumped = ""
+        for table in (t.installs, t.install_settings, t.token_cache):
+            for row in (await conn.execute(select(table))).all():
+                dumped += repr(tuple(row))
+    assert "token" in dumped  # the key name is visible, the value is not
+    assert SECRET not in dumped
+    assert "access-token-plaintext-xyz" not in dumped
+    assert "2024-01-01T00:00:00+0100" in dumped  # plain settings stay plain
+
+
+async def test_enable_disable_and_remove(store: SqlInstallStore) -> None:
+    await store.add_install(_install())
+    await store.add_install(_install("u2"))
+    hook = WebhookRegistration(
+        user="u1", application="shoptet-premium", event="order:create", webhook_id=7, url="http://x"
+    )
+    await store.add_webhook(hook)
+    await store.put_token(token_key_prefix("u1", "shoptet-premium") + "access", "t1", datetime.now(UTC))
+    await store.put_token(token_key_prefix("u2", "shoptet-premium") + "access", "t2", datetime.now(UTC))
+
+    assert await store.set_enabled("u1", "shoptet-premium", False) is True
+    assert await store.set_enabled("nobody", "shoptet-premium", False) is False
+    assert [i.user for i in await store.list_installs(enabled_only=True)] == ["u2"]
+
+    assert await store.remove_install("u1", "shoptet-premium") is True
+    assert await store.remove_install("u1", "shoptet-premium") is False
+    assert await store.get_install("u1", "shoptet-premium") is None
+    assert await store.list_webhooks("u1", "shoptet-premium") == []
+    assert await store.get_token("shoptet-premium/u1/access") is None
+    assert await store.get_token("shoptet-premium/u2/access") is not None
+    async with store._engine.connect() as conn:
+        left = (await conn.execute(select(t.install_settings.c.user).distinct())).scalars().all()
+    assert left == ["u2"]
+
+
+async def test_webhooks(store: SqlInstallStore) -> None:
+    first = WebhookRegistration(
+        user="u1", application="shoptet", event="order:create", webhook_id=2, url="http://a", topology="t"
+    )
+    second = first.model_copy(update={"webhook_id": 1, "event": "job:finished", "topology": None})
+    await store.add_webhook(first)
+    await store.add_webhook(second)
+    await store.add_webhook(first.model_copy(update={"url": "http://b"}))  # upsert, no duplicate
+    assert await store.list_webhooks("u1", "shoptet") == [second, first.model_copy(update={"url": "http://b"})]
+    await store.remove_webhook("u1", "shoptet", 1)
+    assert [w.webhook_id for w in await store.list_webhooks("u1", "shoptet")] == [2]
+
+
+async def test_token_cache(store: SqlInstallStore) -> None:
+    expires = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    await store.put_token("k", "one", expires)
+    assert await store.get_token("k") == ("one", expires)
+    await store.delete_token("k", token="other")  # not the cached one: kept
+    assert await store.get_token("k") == ("one", expires)
+    await store.put_token("k", "two", expires + timedelta(seconds=5))
+    await store.delete_token("k", token="one")
+    assert await store.get_token("k") == ("two", expires + timedelta(seconds=5))
+    await store.delete_token("k", token="two")
+    assert await store.get_token("k") is None
+    await store.put_token("k", "three", expires)
+    await store.delete_token("k")
+    assert await store.get_token("k") is None
+
+
+async def test_leases(store: SqlInstallStore) -> None:
+    assert await store.acquire_lease("refresh", "a", 30) is True
+    assert await store.acquire_lease("refresh", "b", 30) is False
+    assert await store.acquire_lease("refresh", "a", 30) is True  # renewal by the owner
+    await store.release_lease("refresh", "b")  # not b's: nothing happens
+    assert await store.acquire_lease("refresh", "b", 30) is False
+    await store.release_lease("refresh", "a")
+    assert await store.acquire_lease("refresh", "b", 0.05) is True
+    await asyncio.sleep(0.1)
+    assert await store.acquire_lease("refresh", "c", 30) is True  # expired: anyone may take it
+
+
+async def test_concurrent_lease_has_one_winner(store_factory: Factory) -> None:
+    stores = [await store_factory() for _ in range(3)]
+    results = await asyncio.gather(*(stores[i % 3].acquire_lease("one", f"owner-{i}", 30) for i in range(15)))
+    assert results.count(True) == 1
+
+
+async def test_trash(store: SqlInstallStore) -> None:
+    entry = TrashEntry(
+        topic="shoptet.node.detail",
+        partition=2,
+        offset=40,
+        user="u1",
+        attempts=3,
+        error_class="StopError",
+        error_message="GET /api/orders/1 -> 404",
+        http_status=404,
+        error_body={"errors": [{"errorCode": "not-found"}]},
+        headers={"correlation-id": "c1"},
+        body={"code": "1", "items": [1, 2]},
+    )
+    first = await store.add_trash(entry)
+    second = await store.add_trash(entry.model_copy(update={"body": None, "raw_body": "{not json"}))
+    assert second > first
+    assert await store.count_trash() == 2
+    got = await store.get_trash(first)
+    assert got is not None and got.created_at is not None
+    assert got.model_dump(exclude={"id", "created_at"}) == entry.model_dump(exclude={"id", "created_at"})
+    assert [e.id for e in await store.list_trash()] == [first, second]
+    assert [e.id for e in await store.list_trash(limit=1)] == [first]
+    assert await store.remove_trash(first) is True
+    assert await store.remove_trash(first) is False
+    assert await store.get_trash(first) is None
+    assert await store.count_trash() == 1
+
+
+async def test_schema_is_versioned_and_migrating_again_is_a_no_op(store_factory: Factory) -> None:
+    store = await store_factory()
+    again = await store_factory()  # opening a migrated database runs nothing
+    async with again._engine.connect() as conn:
+        versions = (await conn.execute(text("SELECT version FROM schema_version"))).scalars().all()
+    assert versions == [latest_version()]
+    await store.add_install(_install())
+    assert await again.get_install("u1", "shoptet-premium") is not None
