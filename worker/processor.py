@@ -122,10 +122,13 @@ class NodeProcessor:
         delivery = Delivery(self.rt)
         if tv is None:
             error = RetryableError(f"topology {name}@{version} is not known to this worker (yet)")
-            await self.retry(record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS, delivery=delivery)
-            await self._ledger(message, "retry", delivery)
+            retried = await self.retry(
+                record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS, delivery=delivery
+            )
+            outcome = "retry" if retried else "trash"
+            await self._ledger(message, outcome, delivery)
             await delivery.flush()
-            return "retry"
+            return outcome
         node_id = message.headers[H.NODE_ID]
         spec = tv.topology.nodes.get(node_id)
         if spec is None or spec.node != self.node.name:
@@ -140,8 +143,8 @@ class NodeProcessor:
             result = await self._call(message, ctx, tv, node_id, delivery)
             await self._route_result(message, ctx, tv, node_id, result, delivery)
         except RetryableError as exc:
-            await self.retry(record, message, spec, exc, delivery=delivery)
-            outcome = "retry"
+            retried = await self.retry(record, message, spec, exc, delivery=delivery)
+            outcome = "retry" if retried else "trash"
         except NodeError as exc:
             await self.trash(record, message, exc)
             outcome = "trash"
@@ -266,7 +269,8 @@ class NodeProcessor:
         *,
         interval: float | None = None,
         delivery: Delivery | None = None,
-    ) -> None:
+    ) -> bool:
+        """Schedule another attempt; past max hops, trash instead and return False."""
         settings = self.rt.settings
         max_hops = spec.retry.max_hops if spec and spec.retry.max_hops is not None else settings.default_retry_max_hops
         base = interval or (spec.retry.interval if spec and spec.retry.interval else None)
@@ -274,7 +278,7 @@ class NodeProcessor:
         hops = message.hops
         if hops >= max_hops:
             await self.trash(record, message, error, note=f"gave up after {hops} retries")
-            return
+            return False
         delay = error.retry_after if error.retry_after is not None else backoff_seconds(base, hops)
         log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
         again = message.with_headers(
@@ -294,6 +298,7 @@ class NodeProcessor:
             await delivery.send(Outgoing(self.rt.topics.retry, again))
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
+        return True
 
     async def trash(
         self,
