@@ -1,7 +1,7 @@
 """Inbound topics: another system (an ERP) writes to a topic, and each record starts a process.
 
-The record's key is the install's ``user``; its value is the JSON body for the start node. A record
-without a key or with a body that is not JSON goes to trash with the reason.
+The install's ``user`` is the record's ``user`` header, else its key; the value is the JSON body for
+the start node. A record with neither, or with a body that is not JSON, goes to trash with the reason.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ class InboundBridge:
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         reason = None
         body = None
-        if not record.key:
-            reason = "inbound record has no key; the key must be the install's user"
+        headers = dict(record.headers or ())
+        user_header = headers.get("user", b"").decode(errors="replace")
+        user = user_header or (record.key or b"").decode(errors="replace")
+        if not user:
+            reason = "inbound record names no install: set the `user` header or the key to the install's user"
         else:
             try:
                 body = json.loads(record.value or b"")
@@ -38,7 +41,6 @@ class InboundBridge:
         if reason is not None:
             await self._trash(record, reason)
             return
-        user = (record.key or b"").decode()
         started = 0
         for tv in self.rt.catalog.active_all():
             start = find_start(tv, "topic", record.topic)

@@ -41,6 +41,13 @@ def create_http_app(worker: Worker) -> FastAPI:
         response.status_code = 200 if ready else 503
         return {"ready": ready, "consumers": consumers}
 
+    @app.get("/asyncapi.json")
+    async def asyncapi() -> dict[str, Any]:
+        """AsyncAPI 3.0 document of the topics and messages this worker uses (see worker/asyncapi.py)."""
+        from worker.asyncapi import worker_asyncapi
+
+        return worker_asyncapi(worker)
+
     app.include_router(webhooks_router)
     app.include_router(run_router)
     try:

@@ -1,0 +1,132 @@
+"""Each shipped topology from its start to its sink, against the simulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.runtime.helpers import SinkReader
+from worker.envelope import H, Message
+from worker.starter import find_start, run_manual, start_process
+
+from .conftest import ORDERS, Stack
+
+pytestmark = pytest.mark.e2e
+
+
+async def from_sink(stack: Stack, topic: str, start: Message, done: Callable[[list[Message]], bool]) -> list[Message]:
+    """Messages of one process (same correlation id) on a sink shared by the whole module."""
+    reader = SinkReader(stack.settings.kafka_bootstrap_servers, topic)
+
+    def mine(ms: list[Message]) -> list[Message]:
+        return [m for m in ms if m.correlation_id == start.correlation_id]
+
+    await reader.collect_until(lambda ms: done(mine(ms)), timeout=120)
+    return mine(reader.messages)
+
+
+async def eventually(probe: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.2)
+
+
+async def test_order_import_delivers_every_order_detail(stack: Stack) -> None:
+    start = await run_manual(stack.worker.rt, "order-import", user=stack.install.user, body={})
+    messages = await from_sink(stack, "shoptet.orders", start, lambda ms: len({m.body["code"] for m in ms}) >= ORDERS)
+    codes = {m.body["code"] for m in messages}
+    assert codes == set(stack.sim.state.eshops[0].orders)
+    sample = messages[0].body
+    assert {"code", "status", "items", "price"} <= set(sample)  # the detail, not the list item
+    assert all(m.headers[H.PARENT_ID] == start.process_id for m in messages)
+    watermark = (await stack.worker.rt.store.get_install(stack.install.user, "shoptet-premium")).settings  # type: ignore[union-attr]
+    assert "lastRunListOrders" in watermark
+
+
+async def test_order_sync_cron_start_delivers_changed_orders(stack: Stack) -> None:
+    rt = stack.worker.rt
+    tv = rt.catalog.active("order-sync")
+    assert tv is not None
+    cron = find_start(tv, "cron")
+    assert cron is not None
+    start = await start_process(rt, tv, cron, user=stack.install.user, body={})
+    messages = await from_sink(stack, "shoptet.orders", start, lambda ms: len({m.body["code"] for m in ms}) >= ORDERS)
+    assert {m.body["code"] for m in messages} == set(stack.sim.state.eshops[0].orders)
+    install = await rt.store.get_install(stack.install.user, "shoptet-premium")
+    assert install is not None and "lastRunListOrderChanges" in install.settings
+
+
+async def test_product_sync_delivers_product_details(stack: Stack) -> None:
+    rt = stack.worker.rt
+    tv = rt.catalog.active("product-sync")
+    assert tv is not None
+    cron = find_start(tv, "cron")
+    assert cron is not None
+    start = await start_process(rt, tv, cron, user=stack.install.user, body={})
+    products = set(stack.sim.state.eshops[0].products)
+    messages = await from_sink(stack, "shoptet.products", start, lambda ms: {m.body["guid"] for m in ms} >= products)
+    assert {m.body["guid"] for m in messages} == products
+
+
+async def test_eshop_reference_data_publishes_four_documents(stack: Stack) -> None:
+    start = await run_manual(stack.worker.rt, "eshop-reference-data", user=stack.install.user, body={})
+    messages = await from_sink(stack, "shoptet.reference", start, lambda ms: len(ms) >= 4)
+    nodes = sorted(m.headers[H.PREVIOUS_NODE_ID] for m in messages)
+    assert nodes == ["info", "payments", "shipping", "stocks"]
+    by_node = {m.headers[H.PREVIOUS_NODE_ID]: m.body for m in messages}
+    assert "stocks" in by_node["stocks"]
+    assert "data" in by_node["payments"] and "errors" in by_node["payments"]  # Orchesty's whole-body quirk
+
+
+async def produce(stack: Stack, topic: str, body: Any) -> None:
+    future = await stack.worker.rt.producer.send(
+        topic,
+        json.dumps(body).encode(),
+        key=stack.install.user.encode(),
+        headers=[("user", stack.install.user.encode())],
+    )
+    await future
+
+
+async def test_stock_update_applies_movements_the_simulator_then_reports(stack: Stack) -> None:
+    eshop = stack.sim.state.eshops[0]
+    stock_id = eshop.default_stock_id
+    code = next(code for (sid, code) in eshop.stock_amounts if sid == stock_id)
+    before = eshop.stock_amounts[(stock_id, code)]
+    await produce(
+        stack, "shoptet.stock-movements", {"stockId": stock_id, "data": [{"productCode": code, "amountChange": 7}]}
+    )
+    await eventually(lambda: eshop.stock_amounts[(stock_id, code)] == before + 7)
+
+
+async def test_order_status_update_changes_the_order(stack: Stack) -> None:
+    eshop = stack.sim.state.eshops[0]
+    code, order = next(iter(eshop.orders.items()))
+    new_status = next(s["id"] for s in eshop.statuses if s["id"] != order["status"]["id"])
+    await produce(stack, "shoptet.order-status-updates", {"id": code, "status": {"data": {"statusId": new_status}}})
+    await eventually(lambda: eshop.orders[code]["status"]["id"] == new_status)
+
+
+async def test_webhooks_subscribe_registers_the_deployed_events(stack: Stack) -> None:
+    rt = stack.worker.rt
+    await run_manual(rt, "webhooks-subscribe", user=stack.install.user, body={})
+    expected = set(rt.catalog.webhook_events())
+
+    async def registered() -> set[str]:
+        return {w.event for w in await rt.store.list_webhooks(stack.install.user, "shoptet-premium")}
+
+    deadline = time.monotonic() + 60
+    while await registered() != expected:
+        assert time.monotonic() < deadline, f"registered {await registered()} != {expected}"
+        await asyncio.sleep(0.2)
+    assert expected >= {"order:create", "order:update", "job:finished"}
