@@ -1,0 +1,139 @@
+"""Orders: list, detail, change feed, snapshot, and the status and notes writes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from simulator.envelope import envelope_response
+from simulator.mutations import change_order, get_order
+from simulator.routes.deps import (
+    current_eshop,
+    filter_by_time,
+    get_state,
+    int_param,
+    paginate,
+    read_body,
+    time_param,
+)
+from simulator.routes.snapshots import start_snapshot
+from simulator.state import SimState
+from simulator.store import Entity, EshopData
+from simulator.timefmt import shoptet_time
+from simulator.views import includes, order_detail, order_list_item
+
+router = APIRouter()
+
+ORDERS_PER_PAGE = 50  # default and maximum
+CHANGES_DEFAULT, CHANGES_MAX = 20, 1000
+
+
+def filter_orders(request: Request, eshop: EshopData) -> list[Entity]:
+    """The filters of ``GET /api/orders`` (and its snapshot) that the nodes use."""
+    orders = filter_by_time(request, list(eshop.orders.values()))
+    status_id = int_param(request, "statusId")
+    if status_id is not None:
+        orders = [o for o in orders if o["status"]["id"] == status_id]
+    email = request.query_params.get("email")
+    if email:
+        orders = [o for o in orders if o["email"] == email]
+    codes = request.query_params.get("orderCodes")
+    if codes:
+        wanted = set(codes.split(","))
+        orders = [o for o in orders if o["code"] in wanted]
+    return orders
+
+
+@router.get("/api/orders")
+async def list_orders(request: Request, eshop: EshopData = Depends(current_eshop)) -> Response:
+    page, paginator = paginate(request, filter_orders(request, eshop), ORDERS_PER_PAGE, ORDERS_PER_PAGE)
+    return envelope_response({"orders": [order_list_item(o) for o in page], "paginator": paginator})
+
+
+@router.get("/api/orders/changes")
+async def order_changes(request: Request, eshop: EshopData = Depends(current_eshop)) -> Response:
+    start = time_param(request, "from", required=True)
+    assert start is not None
+    entries = eshop.order_changes.since(start, request.query_params.get("changeType") or None)
+    page, paginator = paginate(request, entries, CHANGES_DEFAULT, CHANGES_MAX)
+    changes = [{"code": code, "changeTime": shoptet_time(when), "changeType": kind} for code, when, kind in page]
+    return envelope_response({"changes": changes, "paginator": paginator})
+
+
+@router.get("/api/orders/snapshot")
+async def order_snapshot(
+    request: Request, eshop: EshopData = Depends(current_eshop), state: SimState = Depends(get_state)
+) -> Response:
+    orders = filter_orders(request, eshop)
+    wanted = includes(request.query_params.get("include"))
+    codes = [o["code"] for o in orders]
+
+    def build() -> list[Entity]:
+        return [order_detail(eshop.orders[c], wanted) for c in codes if c in eshop.orders]
+
+    return start_snapshot(state, eshop, "/api/orders/snapshot", build)
+
+
+@router.get("/api/orders/{code}")
+async def order_detail_route(code: str, request: Request, eshop: EshopData = Depends(current_eshop)) -> Response:
+    order = get_order(eshop, code)
+    return envelope_response({"order": order_detail(order, includes(request.query_params.get("include")))})
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statusId: int | None = None
+    paid: bool | None = None
+    billingMethodId: int | None = None
+
+
+class StatusBody(BaseModel):
+    data: StatusChange
+
+
+@router.patch("/api/orders/{code}/status")
+async def update_status(
+    code: str, request: Request, eshop: EshopData = Depends(current_eshop), state: SimState = Depends(get_state)
+) -> Response:
+    body = await read_body(request, StatusBody)
+    order = get_order(eshop, code)
+    change = body.data
+    change_order(
+        state, eshop, order, status_id=change.statusId, paid=change.paid, billing_method_id=change.billingMethodId
+    )
+    return envelope_response({"order": order_detail(order, set())})
+
+
+class AdditionalField(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: Literal[1, 2, 3, 4, 5, 6]
+    text: str | None
+
+
+class NotesChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customerRemark: str | None = None
+    eshopRemark: str | None = None
+    trackingNumber: str | None = Field(default=None, max_length=32)
+    additionalFields: list[AdditionalField] | None = Field(default=None, min_length=1)
+
+
+class NotesBody(BaseModel):
+    data: NotesChange
+
+
+@router.patch("/api/orders/{code}/notes")
+async def update_notes(
+    code: str, request: Request, eshop: EshopData = Depends(current_eshop), state: SimState = Depends(get_state)
+) -> Response:
+    body = await read_body(request, NotesBody)
+    order = get_order(eshop, code)
+    fields = body.data.model_dump(include=body.data.model_fields_set)
+    change_order(state, eshop, order, fields=fields)
+    return envelope_response(None)
