@@ -1,9 +1,11 @@
 """Cron starts: each tick fires every due cron start once per enabled install, across all workers.
 
 Every worker process runs a scheduler; they agree through leases in the install store rather than
-by electing a leader. Each firing (topology, start, minute, install) takes its own lease first, so
-exactly one process publishes it, and nothing depends on one process staying alive: if a process
-dies, the others still tick and take the leases it would have taken. Minutes are evaluated in UTC.
+by electing a leader, so nothing depends on one process staying alive. Each firing (topology,
+start, minute, install) is claimed with a short lease, published, and only then confirmed with a
+long one. A process that dies between claim and confirm leaves a claim that expires; every loop
+also re-checks the last few minutes, so another process fires it, a little late, instead of never.
+Minutes are evaluated in UTC.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from worker.topology import StartSpec, TopologyVersion
 
 log = structlog.get_logger(__name__)
 
-#: A tick's lease outlives any clock skew or catch-up between workers; afterwards it may expire.
+#: A confirmed firing's lease outlives any clock skew or re-check between workers.
 LEASE_TTL_SECONDS = 86_400.0
-#: After a stall (suspended laptop, long GC, overloaded loop) at most this many missed minutes are fired.
+#: A claim's lease: longer than a start may take (``START_TIMEOUT_SECONDS``), shorter than a minute.
+CLAIM_TTL_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 10.0
+#: Minutes before the current one that every loop checks again (firings whose claimer died).
+RECHECK_MINUTES = 2
+#: After a stall (suspended laptop, overloaded loop) at most this many minutes back are fired.
 MAX_CATCH_UP_MINUTES = 5
 #: Starts published at once within a tick.
 START_CONCURRENCY = 50
@@ -69,9 +76,20 @@ class Scheduler:
     install's user); a topology without one starts once per tick with no user.
     """
 
-    def __init__(self, runtime: Runtime, owner_id: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        owner_id: str,
+        *,
+        claim_ttl_seconds: float = CLAIM_TTL_SECONDS,
+        start_timeout_seconds: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        if start_timeout_seconds >= claim_ttl_seconds:
+            raise ValueError("a start must time out before its claim expires")
         self.rt = runtime
         self.owner_id = owner_id
+        self.claim_ttl_seconds = claim_ttl_seconds
+        self.start_timeout_seconds = start_timeout_seconds
         self._task: asyncio.Task[None] | None = None
         self._last_minute: datetime | None = None
 
@@ -99,27 +117,33 @@ class Scheduler:
 
         fired = await asyncio.gather(*(fire_limited(f) for f in firings))
         count = sum(fired)
-        log.info("cron tick", minute=minute.isoformat(), due=len(firings), started=count, owner=self.owner_id)
+        if count:  # re-checks of past minutes usually start nothing: no log line for those
+            log.info("cron tick", minute=minute.isoformat(), due=len(firings), started=count, owner=self.owner_id)
         return count
 
     async def _fire(self, firing: Firing) -> bool:
+        """Claim, publish, confirm. False when another scheduler has it or publishing failed."""
         # a fresh owner per firing: re-ticking a minute in this process must not renew our own lease
         owner = f"{self.owner_id}:{uuid.uuid4().hex}"
-        if not await self.rt.store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS):
+        store = self.rt.store
+        if not await store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds):
             return False
         install = firing.install
         try:
-            await start_process(
-                self.rt,
-                firing.tv,
-                firing.start,
-                user=install.user if install else None,
-                body={},
-                application=install.application if install else None,
+            await asyncio.wait_for(
+                start_process(
+                    self.rt,
+                    firing.tv,
+                    firing.start,
+                    user=install.user if install else None,
+                    body={},
+                    application=install.application if install else None,
+                ),
+                timeout=self.start_timeout_seconds,
             )
         except Exception as exc:
-            # give the firing back so that another scheduler (or this one's catch-up) may take it
-            await self.rt.store.release_lease(firing.lease_name, owner)
+            # give the firing back so that a re-check (here or in another process) fires it
+            await store.release_lease(firing.lease_name, owner)
             log.error(
                 "cron start failed",
                 topology=firing.tv.name,
@@ -128,17 +152,19 @@ class Scheduler:
                 reason=f"{type(exc).__name__}: {exc}",
             )
             return False
+        await store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS)
         return True
 
     # the loop -----------------------------------------------------------------------------------
     def minutes_to_fire(self, now: datetime) -> list[datetime]:
-        """The current minute, plus missed ones since the last tick (at most MAX_CATCH_UP_MINUTES)."""
+        """The current minute and the ones before it that may still hold unfired starts: the last
+        RECHECK_MINUTES always, missed ones since the last tick up to MAX_CATCH_UP_MINUTES."""
         current = minute_of(now)
-        if self._last_minute is None:
-            return [current]
-        missed = int((current - self._last_minute) / timedelta(minutes=1))
-        count = max(0, min(missed, MAX_CATCH_UP_MINUTES))
-        return [current - timedelta(minutes=count - 1 - i) for i in range(count)]
+        back = RECHECK_MINUTES
+        if self._last_minute is not None:
+            missed = int((current - self._last_minute) / timedelta(minutes=1)) - 1
+            back = max(back, min(missed, MAX_CATCH_UP_MINUTES))
+        return [current - timedelta(minutes=k) for k in range(back, -1, -1)]
 
     async def run(self) -> None:
         """Tick at every minute boundary until cancelled; a failing tick is logged, never fatal."""
@@ -149,7 +175,7 @@ class Scheduler:
                     await self.tick(minute)
                 except Exception:
                     log.exception("cron tick failed", minute=minute.isoformat())
-                self._last_minute = minute
+            self._last_minute = minute_of(now)
             now = datetime.now(UTC)
             next_minute = minute_of(now) + timedelta(minutes=1)
             await asyncio.sleep(max(0.0, (next_minute - now).total_seconds()) + 0.01)

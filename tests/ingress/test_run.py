@@ -1,0 +1,69 @@
+"""``POST /topologies/{name}/run`` on a real broker: the key guards it, the 202 means published."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from worker.app import Worker
+from worker.envelope import H
+
+from .conftest import API_KEY
+from .helpers import TopicWatch
+
+pytestmark = pytest.mark.e2e
+
+KEY = {"X-Api-Key": API_KEY}
+
+
+async def test_run_starts_the_process_and_answers_its_ids(client: httpx.AsyncClient, watch: TopicWatch) -> None:
+    response = await client.post("/topologies/wh-premium/run", json={"user": "shop-7", "body": {"n": 7}}, headers=KEY)
+
+    assert response.status_code == 202, response.text
+    ids = response.json()
+    [(key, message)] = await watch.new("test-passthrough")
+    assert key == b"shop-7"
+    assert message.body == {"n": 7}
+    assert ids == {"process-id": message.process_id, "correlation-id": message.correlation_id}
+    assert message.headers[H.TOPOLOGY_NAME] == "wh-premium"
+    assert message.headers[H.APPLICATION] == "shoptet-premium"
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Api-Key": "wrong"}, {"X-Api-Key": API_KEY + "x"}])
+async def test_missing_or_wrong_key_is_401(
+    client: httpx.AsyncClient, watch: TopicWatch, headers: dict[str, str]
+) -> None:
+    response = await client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=headers)
+
+    assert response.status_code == 401
+    await watch.assert_nothing_new()
+
+
+async def test_key_is_checked_before_the_body(client: httpx.AsyncClient) -> None:
+    response = await client.post("/topologies/wh-premium/run", json={"nope": 1})
+
+    assert response.status_code == 401
+
+
+async def test_no_key_configured_disables_the_endpoint(
+    worker: Worker, client: httpx.AsyncClient, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker.rt, "settings", worker.rt.settings.model_copy(update={"api_key": None}))
+    response = await client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=KEY)
+
+    assert response.status_code == 403
+    assert "API_KEY" in response.json()["detail"]
+    await watch.assert_nothing_new()
+
+
+@pytest.mark.parametrize("name", ["no-such-topology", "wh-any"])  # wh-any has no manual start
+async def test_unknown_or_not_runnable_topology_is_404(client: httpx.AsyncClient, name: str) -> None:
+    response = await client.post(f"/topologies/{name}/run", json={"user": "shop-7"}, headers=KEY)
+
+    assert response.status_code == 404
+
+
+async def test_missing_user_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("/topologies/wh-premium/run", json={"body": {}}, headers=KEY)
+
+    assert response.status_code == 422

@@ -1,0 +1,298 @@
+"""The webhook endpoint on a real broker: what is published, and what never is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from worker.app import Worker
+from worker.envelope import H
+from worker.http.app import create_http_app
+from worker.ingress import IngressWorker
+from worker.store import Install
+from worker.webhook_keys import CURRENT_KEY, PREVIOUS_KEY, ROTATED_AT, SIGNATURE_HEADER, sign
+
+from .conftest import SIGNATURE_KEY
+from .helpers import TopicWatch, signed, webhook_body
+
+pytestmark = pytest.mark.e2e
+
+URL = "/webhooks/shoptet/shoptet-premium"
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+def _rejections(logs: Sequence[Mapping[str, Any]], event: str = "webhook rejected") -> list[str]:
+    return [entry["reason"] for entry in logs if entry["event"] == event]
+
+
+async def test_verified_webhook_starts_every_listening_topology_once(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    body = webhook_body(eshop_id)
+    response = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "accepted"
+    [(key, message)] = await watch.new("test-passthrough")  # wh-premium
+    assert key == install.user.encode()
+    assert message.body == {
+        "eshopId": eshop_id,
+        "event": "order:create",
+        "eventCreated": "2024-05-02T10:15:30+0200",
+        "eventInstance": "2024000123",
+    }
+    assert message.headers[H.USER] == install.user
+    assert message.headers[H.APPLICATION] == "shoptet-premium"
+    assert message.headers[H.TOPOLOGY_NAME] == "wh-premium"
+    assert message.headers[H.NODE_ID] == "first"
+    active = worker.rt.catalog.active("wh-premium")
+    assert active is not None and message.headers[H.TOPOLOGY_VERSION] == active.version
+    [(key_any, any_app)] = await watch.new("test-flaky-once")  # wh-any: a topology of no application
+    assert key_any == install.user.encode()
+    assert any_app.headers[H.TOPOLOGY_NAME] == "wh-any"
+    assert any_app.headers[H.APPLICATION] == "shoptet-premium"
+    assert await watch.new("test-explode") == []  # wh-addon belongs to the other application
+    assert sorted(response.json()["processIds"]) == sorted([message.process_id, any_app.process_id])
+
+
+async def test_same_delivery_twice_is_published_once(
+    client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    body = webhook_body(eshop_id)
+    first = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    again = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert (first.status_code, first.json()["status"]) == (200, "accepted")
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert len(await watch.new("test-passthrough")) == 1
+    # another instance of the same event is another notification
+    other = webhook_body(eshop_id, instance="2024000124")
+    assert (await client.post(URL, content=other, headers=signed(other, SIGNATURE_KEY))).json()["status"] == "accepted"
+    assert len(await watch.new("test-passthrough")) == 2
+
+
+@pytest.mark.parametrize("where", ["body", "signature"])
+async def test_one_flipped_byte_is_401_and_nothing_reaches_kafka(
+    client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch, where: str
+) -> None:
+    body = webhook_body(eshop_id)
+    signature = sign(SIGNATURE_KEY, body)
+    if where == "body":
+        body = _flip(body, body.index(b"2024000123") + 9)  # "...123" -> "...122": valid JSON, same e-shop
+    else:
+        signature = _flip(signature.encode(), 7).decode()
+    with capture_logs() as logs:
+        response = await client.post(URL, content=body, headers={SIGNATURE_HEADER: signature})
+
+    assert response.status_code == 401
+    await watch.assert_nothing_new()
+    assert _rejections(logs) == ["signature mismatch"]
+    assert SIGNATURE_KEY not in repr(logs) and signature not in repr(logs)
+
+
+async def test_missing_signature_is_401(
+    client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    body = webhook_body(eshop_id)
+    with capture_logs() as logs:
+        response = await client.post(URL, content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 401
+    assert _rejections(logs) == ["signature missing"]
+    await watch.assert_nothing_new()
+
+
+async def test_install_without_a_key_is_401_and_says_the_key_is_missing(
+    worker: Worker, client: httpx.AsyncClient, eshop_id: int, watch: TopicWatch
+) -> None:
+    keyless = Install(user=f"shop-{eshop_id}", application="shoptet-premium", eshop_id=str(eshop_id))
+    await worker.rt.store.add_install(keyless)
+    body = webhook_body(eshop_id)
+    with capture_logs() as logs:
+        response = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert response.status_code == 401
+    assert _rejections(logs) == ["signature key missing for the install"]
+    await watch.assert_nothing_new()
+
+
+async def test_unknown_eshop_is_acknowledged_and_not_published(
+    client: httpx.AsyncClient, install: Install, watch: TopicWatch
+) -> None:
+    body = webhook_body(999_999)
+    with capture_logs() as logs:
+        response = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    assert _rejections(logs, "webhook ignored") == ["unknown e-shop"]
+    await watch.assert_nothing_new()
+
+
+async def test_eshop_installed_for_another_application_is_unknown(
+    client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    body = webhook_body(eshop_id)
+    response = await client.post("/webhooks/shoptet/shoptet", content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    await watch.assert_nothing_new()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"eshopId": 1, "event": "order:create", "eventCreated": "2024-05-02T10:15:30+0200"}', "eventInstance"),
+        (b'{"eshopId": 1, "eventCreated": "x", "eventInstance": "1"}', "event"),
+        (b'{"eshopId": null, "event": "order:create", "eventCreated": "x", "eventInstance": "1"}', "eshopId"),
+    ],
+)
+async def test_malformed_body_is_400(client: httpx.AsyncClient, watch: TopicWatch, body: bytes, reason: str) -> None:
+    with capture_logs() as logs:
+        response = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert response.status_code == 400
+    [logged] = _rejections(logs)
+    assert reason in logged
+    await watch.assert_nothing_new()
+
+
+async def test_body_over_the_limit_is_413(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    limit = worker.rt.settings.webhook_max_body_bytes
+    body = b'{"eshopId": %d, "pad": "' % eshop_id + b"x" * limit + b'"}'
+    with capture_logs() as logs:
+        response = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert response.status_code == 413
+    assert _rejections(logs) == ["body too large"]
+    await watch.assert_nothing_new()
+
+
+async def test_streamed_body_over_the_limit_is_413(worker: Worker, client: httpx.AsyncClient) -> None:
+    """No Content-Length (chunked): the limit holds while reading, nothing is buffered past it."""
+    limit = worker.rt.settings.webhook_max_body_bytes
+
+    async def chunks() -> Any:
+        for _ in range(limit // 65_536 + 2):
+            yield b"x" * 65_536
+
+    response = await client.post(URL, content=chunks(), headers={SIGNATURE_HEADER: "00"})
+
+    assert response.status_code == 413
+
+
+async def test_unknown_application_is_404(client: httpx.AsyncClient, eshop_id: int) -> None:
+    body = webhook_body(eshop_id)
+    response = await client.post("/webhooks/shoptet/nope", content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert response.status_code == 404
+
+
+async def test_previous_key_is_accepted_only_during_the_grace_period(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    store, grace = worker.rt.store, worker.rt.settings.signature_key_grace_seconds
+    user, app = install.user, install.application
+    await store.set_secret(user, app, PREVIOUS_KEY, "old-key")
+    await store.set_secret(user, app, CURRENT_KEY, "new-key")
+    await store.set_setting(user, app, ROTATED_AT, (datetime.now(UTC) - timedelta(seconds=grace / 2)).isoformat())
+    within = webhook_body(eshop_id, instance="1")
+    assert (await client.post(URL, content=within, headers=signed(within, "old-key"))).status_code == 200
+
+    await store.set_setting(user, app, ROTATED_AT, (datetime.now(UTC) - timedelta(seconds=grace + 60)).isoformat())
+    after = webhook_body(eshop_id, instance="2")
+    assert (await client.post(URL, content=after, headers=signed(after, "old-key"))).status_code == 401
+    assert (await client.post(URL, content=after, headers=signed(after, "new-key"))).status_code == 200
+    assert [m.body["eventInstance"] for _, m in await watch.new("test-passthrough")] == ["1", "2"]
+
+
+async def test_broker_failure_is_503_and_the_retry_is_not_taken_for_a_duplicate(
+    worker: Worker,
+    client: httpx.AsyncClient,
+    install: Install,
+    eshop_id: int,
+    watch: TopicWatch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broker_down(topic: str, message: object) -> object:
+        raise ConnectionError("broker unreachable")
+
+    body = webhook_body(eshop_id)
+    with monkeypatch.context() as patched, capture_logs() as logs:
+        patched.setattr(worker.rt, "send", broker_down)
+        failed = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    assert failed.status_code == 503
+    assert _rejections(logs, "webhook failed") == ["ConnectionError: broker unreachable"]
+    await watch.assert_nothing_new()
+
+    retried = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    assert (retried.status_code, retried.json()["status"]) == (200, "accepted")
+    assert len(await watch.new("test-passthrough")) == 1
+
+
+async def test_disabled_install_is_acknowledged_but_not_started(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    await worker.rt.store.set_enabled(install.user, install.application, False)
+    body = webhook_body(eshop_id)
+    response = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    await watch.assert_nothing_new()
+
+
+async def test_addon_lifecycle_events_update_the_install(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    store = worker.rt.store
+
+    async def deliver(event: str) -> httpx.Response:
+        body = webhook_body(eshop_id, event=event, instance=str(eshop_id))
+        return await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    async def enabled() -> bool | None:
+        found = await store.get_install(install.user, install.application)
+        return None if found is None else found.enabled
+
+    assert (await deliver("addon:suspend")).status_code == 200
+    assert await enabled() is False
+    assert (await deliver("addon:approve")).status_code == 200
+    assert await enabled() is True
+    assert await watch.new("test-passthrough") == []  # no topology listens to those two
+
+    assert (await deliver("addon:uninstall")).status_code == 200
+    assert await enabled() is None
+    [(key, message)] = await watch.new("test-passthrough")  # wh-premium listens to uninstall
+    assert key == install.user.encode() and message.body["event"] == "addon:uninstall"
+
+
+async def test_standalone_ingress_follows_the_deployed_topologies(
+    worker: Worker, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    """``shoptet-worker ingress``: no consumers, the workers' catalog, the same answers."""
+    ingress = IngressWorker(worker.settings, node_names=[])
+    await ingress.start()
+    try:
+        assert ingress.consumers == [] and ingress.rt.catalog.active("wh-premium") is not None
+        transport = httpx.ASGITransport(app=create_http_app(ingress))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress.test") as http:
+            assert (await http.get("/readyz")).status_code == 200
+            body = webhook_body(eshop_id)
+            response = await http.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    finally:
+        await ingress.stop()
+
+    assert (response.status_code, response.json()["status"]) == (200, "accepted")
+    [(key, _)] = await watch.new("test-passthrough")
+    assert key == install.user.encode()

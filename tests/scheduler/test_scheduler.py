@@ -1,0 +1,238 @@
+"""Cron starts on a real broker: one firing per tick per enabled install, however many schedulers.
+
+Two schedulers over one SQLite store, each with its own connection (as two worker processes
+would have), tick the same minutes concurrently; the start node's topic shows what was fired.
+Minutes are passed to ``tick`` directly: no test waits for the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import pytest
+
+from tests.ingress.helpers import TopicWatch
+from worker.app import Worker
+from worker.envelope import H
+from worker.runtime import Runtime
+from worker.scheduler import Firing, Scheduler, minute_of
+from worker.settings import Settings
+from worker.store import Install, open_store
+
+pytestmark = pytest.mark.e2e
+
+CRON = """\
+name: cron-premium
+application: shoptet-premium
+imports: [tests.runtime.sample_nodes]
+start:
+  - cron: "*/5 * * * *"
+  - manual: true
+nodes:
+  first: {node: test-passthrough, next: [out]}
+  out: {sink: cron.out}
+"""
+#: A topology of no application fires once per tick, with no user.
+CRON_NO_APP = """\
+name: cron-plain
+imports: [tests.runtime.sample_nodes]
+start:
+  - cron: "0 * * * *"
+nodes:
+  first: {node: test-flaky-once, next: [out]}
+  out: {sink: cron.out}
+"""
+USERS = ["shop-a", "shop-b", "shop-c"]
+DUE = datetime(2024, 5, 2, 10, 5, 17, tzinfo=UTC)  # */5 is due in this minute; 0 * * * * is not
+HOUR = datetime(2024, 5, 2, 11, 0, 3, tzinfo=UTC)  # both are due
+
+
+@pytest.fixture(scope="module")
+def cron_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    tmp = tmp_path_factory.mktemp("cron")
+    return Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+        kafka_partitions=3,
+        database_url=f"sqlite:///{tmp / 'store.sqlite3'}",
+        secret_key_file=tmp / "secret.key",
+        graceful_timeout_seconds=5,
+        kafka_session_timeout_ms=6000,
+    )
+
+
+@pytest.fixture(scope="module")
+async def worker(cron_settings: Settings) -> AsyncIterator[Worker]:
+    from worker.topology import parse_topology
+
+    started = Worker(cron_settings, node_names=[])
+    tvs = [parse_topology(source, registry=started.registry) for source in (CRON, CRON_NO_APP)]
+    await started.start(deploy=tvs)
+    for user in USERS:
+        await started.rt.store.add_install(Install(user=user, application="shoptet-premium", eshop_id=user[-1]))
+    await started.rt.store.add_install(Install(user="shop-off", application="shoptet-premium", enabled=False))
+    await started.rt.store.add_install(Install(user="addon-shop", application="shoptet"))  # another application
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+@pytest.fixture(scope="module")
+async def other_process(worker: Worker, cron_settings: Settings) -> AsyncIterator[Runtime]:
+    """The same runtime with its own store connection: the second worker process's view."""
+    store = await open_store(cron_settings)
+    try:
+        yield dataclasses.replace(worker.rt, store=store)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def watch(worker: Worker) -> TopicWatch:
+    topics = {node: worker.rt.topics.node(node) for node in ("test-passthrough", "test-flaky-once")}
+    return await TopicWatch.begin(worker.rt.bootstrap_servers, topics)
+
+
+def _minute(base: datetime, days: int) -> datetime:
+    """Each test ticks its own day, so the firings' leases never meet another test's."""
+    return base + timedelta(days=days)
+
+
+async def test_two_schedulers_fire_once_per_tick_per_install(
+    worker: Worker, other_process: Runtime, watch: TopicWatch
+) -> None:
+    one, two = Scheduler(worker.rt, "worker-1"), Scheduler(other_process, "worker-2")
+    tick_1, tick_2 = _minute(DUE, 1), _minute(DUE, 1) + timedelta(minutes=5)
+
+    first = await asyncio.gather(one.tick(tick_1), two.tick(tick_1), one.tick(tick_1), two.tick(tick_1))
+    assert sum(first) == len(USERS)
+    second = await asyncio.gather(two.tick(tick_2), one.tick(tick_2 + timedelta(seconds=30)))
+    assert sum(second) == len(USERS)
+
+    started = await watch.new("test-passthrough")
+    assert collections.Counter(key for key, _ in started) == {user.encode(): 2 for user in USERS}
+    for key, message in started:
+        assert message.headers[H.USER] == key.decode()  # type: ignore[union-attr]
+        assert message.headers[H.APPLICATION] == "shoptet-premium"
+        assert message.headers[H.TOPOLOGY_NAME] == "cron-premium"
+        assert message.body == {}
+    assert await watch.new("test-flaky-once") == []  # cron-plain is not due at :05
+
+
+async def test_minutes_that_are_not_due_fire_nothing(worker: Worker, watch: TopicWatch) -> None:
+    scheduler = Scheduler(worker.rt, "worker-1")
+    minute = _minute(DUE, 2)
+
+    assert await scheduler.tick(minute + timedelta(minutes=1)) == 0
+    assert await scheduler.tick(minute - timedelta(minutes=1)) == 0
+    await watch.assert_nothing_new()
+
+
+async def test_topology_without_application_fires_once_with_no_user(
+    worker: Worker, other_process: Runtime, watch: TopicWatch
+) -> None:
+    hour = _minute(HOUR, 3)
+    counts = await asyncio.gather(Scheduler(worker.rt, "w1").tick(hour), Scheduler(other_process, "w2").tick(hour))
+
+    assert sum(counts) == len(USERS) + 1
+    [(key, message)] = await watch.new("test-flaky-once")
+    assert key is None and H.USER not in message.headers
+    assert message.headers[H.TOPOLOGY_NAME] == "cron-plain"
+
+
+async def test_a_disabled_topology_does_not_fire(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker.rt.catalog.current["cron-premium"], "enabled", False)
+
+    assert await Scheduler(worker.rt, "w1").tick(_minute(DUE, 4)) == 0
+    await watch.assert_nothing_new()
+
+
+async def test_a_firing_whose_claimer_died_is_fired_by_another_scheduler(
+    worker: Worker, other_process: Runtime, watch: TopicWatch
+) -> None:
+    """The dead process claimed shop-a's firing and never published: its claim expires, and the
+    re-check of that minute by a live scheduler fires it; shop-a is fired once, not zero times."""
+    minute = minute_of(_minute(DUE, 5))
+    tv = worker.rt.catalog.active("cron-premium")
+    assert tv is not None
+    shop_a = await worker.rt.store.get_install("shop-a", "shoptet-premium")
+    lease = Firing(tv, 0, tv.topology.start[0], minute, shop_a).lease_name
+    claim_ttl = 0.5
+    assert await other_process.store.acquire_lease(lease, "dead-worker:1", claim_ttl)
+    live = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=claim_ttl, start_timeout_seconds=0.4)
+
+    assert await live.tick(minute) == len(USERS) - 1  # shop-a is still claimed
+    await asyncio.sleep(claim_ttl + 0.1)  # let the claim expire (expiry is the store's wall clock)
+    assert await live.tick(minute) == 1
+    assert await live.tick(minute) == 0
+
+    started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
+    assert started == {user.encode(): 1 for user in USERS}
+
+
+async def test_failed_start_gives_the_firing_back(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = Scheduler(worker.rt, "worker-1")
+    minute = _minute(DUE, 6)
+
+    async def broker_down(topic: str, message: object) -> object:
+        raise ConnectionError("broker unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt, "send", broker_down)
+        assert await scheduler.tick(minute) == 0
+    assert await scheduler.tick(minute) == len(USERS)
+    assert len(await watch.new("test-passthrough")) == len(USERS)
+
+
+def test_minutes_to_fire_rechecks_recent_and_catches_up_missed() -> None:
+    scheduler = Scheduler(cast(Runtime, None), "worker-1")
+    now = datetime(2024, 5, 2, 10, 7, 30, tzinfo=UTC)
+    at = [datetime(2024, 5, 2, 10, m, tzinfo=UTC) for m in range(60)]
+
+    assert scheduler.minutes_to_fire(now) == [at[5], at[6], at[7]]
+    scheduler._last_minute = at[6]
+    assert scheduler.minutes_to_fire(now) == [at[5], at[6], at[7]]
+    scheduler._last_minute = at[0]  # stalled: six minutes missed, five are caught up
+    assert scheduler.minutes_to_fire(now) == [at[2], at[3], at[4], at[5], at[6], at[7]]
+
+
+def test_minute_of_is_utc() -> None:
+    from zoneinfo import ZoneInfo
+
+    prague = datetime(2024, 5, 2, 12, 5, 59, 999, tzinfo=ZoneInfo("Europe/Prague"))
+    assert minute_of(prague) == datetime(2024, 5, 2, 10, 5, tzinfo=UTC)
+    assert minute_of(datetime(2024, 5, 2, 10, 5, 1)) == datetime(2024, 5, 2, 10, 5, tzinfo=UTC)
+
+
+async def test_run_ticks_the_current_and_recent_minutes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = Scheduler(cast(Runtime, None), "worker-1")
+    ticked: list[datetime] = []
+    first_round = asyncio.Event()
+
+    async def record(now: datetime) -> int:
+        ticked.append(now)
+        if len(ticked) == 3:
+            first_round.set()
+        return 0
+
+    monkeypatch.setattr(scheduler, "tick", record)
+    before = minute_of(datetime.now(UTC))
+    scheduler.start()
+    await asyncio.wait_for(first_round.wait(), 5)
+    await scheduler.stop()
+
+    current = ticked[2]  # `before`, or the next minute if the clock crossed a boundary meanwhile
+    assert current >= before
+    assert ticked[:3] == [current - timedelta(minutes=2), current - timedelta(minutes=1), current]
+    assert scheduler._task is None
