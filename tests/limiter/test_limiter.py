@@ -1,0 +1,228 @@
+"""Behaviour both limiters share, run against LocalLimiter and RedisLimiter (real Redis).
+
+Concurrency is measured in the test (all holders run on this event loop); the cross-process case
+with a real second process is in ``test_redis_processes.py``. Wall-clock bounds are generous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from worker.errors import RetryableError
+from worker.limiter import Limiter, Pacing
+from worker.redis_limiter import RedisLimiter
+
+from .conftest import LimiterKit
+
+
+class Gauge:
+    """Holders inside a slot right now, and the most ever seen at once."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.peak = 0
+        self.done = 0
+
+    async def hold(self, limiter: Limiter, key: str, seconds: float) -> None:
+        async with limiter.slot(key):
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                self.active -= 1
+        self.done += 1
+
+
+async def test_twenty_holders_of_one_key_never_exceed_three(kit: LimiterKit) -> None:
+    first, second = kit.pair()
+    gauge = Gauge()
+    holders = [gauge.hold(first if i % 2 else second, "token-a", 0.05) for i in range(20)]
+    await asyncio.wait_for(asyncio.gather(*holders), 30)
+    assert gauge.done == 20
+    assert gauge.peak == 3
+
+
+async def test_host_cap_of_fifty_holds(kit: LimiterKit) -> None:
+    first, second = kit.pair()
+    gauge = Gauge()
+    # 40 tokens x 3 holders: every token slot is free, so only the host cap can hold them back.
+    holders = [gauge.hold(first if i % 2 else second, f"token-{i % 40}", 0.3) for i in range(120)]
+    await asyncio.wait_for(asyncio.gather(*holders), 60)
+    assert gauge.done == 120
+    assert gauge.peak == 50
+
+
+async def test_saturated_key_does_not_delay_another_key(kit: LimiterKit) -> None:
+    limiter = kit.new()
+    release = asyncio.Event()
+    three_in = asyncio.Event()
+    entered = 0
+
+    async def hold_a() -> None:
+        nonlocal entered
+        async with limiter.slot("token-a"):
+            entered += 1
+            if entered == 3:
+                three_in.set()
+            await release.wait()
+
+    holders = [asyncio.create_task(hold_a()) for _ in range(4)]
+    await asyncio.wait_for(three_in.wait(), 5)
+    await asyncio.sleep(0.2)
+    assert entered == 3  # the fourth is waiting for token-a
+
+    started = time.monotonic()
+    async with asyncio.timeout(2):
+        async with limiter.slot("token-b"):
+            waited = time.monotonic() - started
+    assert waited < 0.5
+    assert entered == 3
+
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*holders), 10)
+    assert entered == 4
+
+
+async def test_cancelled_holder_and_waiter_free_their_slots(kit: LimiterKit) -> None:
+    """Cancellation releases at once (Redis: long before the lease TTL would)."""
+    limiter = kit.new(per_token=1)
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with limiter.slot("token-a"):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    holder = asyncio.create_task(hold())
+    await asyncio.wait_for(entered.wait(), 5)
+    waiter = asyncio.create_task(hold())
+    await asyncio.sleep(0.1)
+    waiter.cancel()
+    holder.cancel()
+    for task in (waiter, holder):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    async with asyncio.timeout(2):
+        async with limiter.slot("token-a"):
+            pass
+
+
+async def test_pacing_from_bucket_filling(kit: LimiterKit) -> None:
+    """190/200 makes the token's next slot wait ~the drain time; 10/200 does not; other tokens never."""
+    waits: list[tuple[str, float]] = []
+    # Drain 50/s so (190 + 1 - 140) drops take ~1 s instead of 5.1 s; the default numbers are
+    # covered exactly in test_pacing.py.
+    limiter = kit.new(pacing=Pacing(drain_per_second=50), on_wait=lambda k, s: waits.append((k, s)))
+    expected = (190 + 1 - 140) / 50
+
+    async with limiter.slot("token-a"):
+        pass
+    limiter.observe("token-a", {"X-RateLimit-Bucket-Filling": "190/200"})
+
+    started = time.monotonic()
+    async with limiter.slot("token-b"):
+        pass
+    assert time.monotonic() - started < 0.5
+
+    started = time.monotonic()
+    async with limiter.slot("token-a"):
+        pass
+    elapsed = time.monotonic() - started
+    assert expected * 0.7 <= elapsed <= expected + 2
+    assert waits[-1][0] == "token-a"
+    assert expected * 0.7 <= waits[-1][1] <= expected + 2
+
+    limiter.observe("token-a", {"X-RateLimit-Bucket-Filling": "10/200"})
+    started = time.monotonic()
+    async with limiter.slot("token-a"):
+        pass
+    assert time.monotonic() - started < 0.5
+    assert waits[-1][1] < 0.5
+
+
+async def test_pacing_is_shared_between_processes(redis_url: str, prefix: str) -> None:
+    first = RedisLimiter.from_url(redis_url, prefix=prefix, pacing=Pacing(drain_per_second=50))
+    second = RedisLimiter.from_url(redis_url, prefix=prefix, pacing=Pacing(drain_per_second=50))
+    try:
+        first.observe("token-a", {"X-RateLimit-Bucket-Filling": "190/200"})
+        async with first.slot("token-b"):  # lets first's pace write land (it runs as a task)
+            pass
+        started = time.monotonic()
+        async with second.slot("token-a"):
+            pass
+        assert 0.5 <= time.monotonic() - started <= 3
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_dead_instance_lease_expires(redis_url: str, prefix: str) -> None:
+    """An instance that stops renewing (its process died) frees its slots after the lease TTL."""
+    dead = RedisLimiter.from_url(redis_url, prefix=prefix, lease_ttl=1.0)
+    alive = RedisLimiter.from_url(redis_url, prefix=prefix, lease_ttl=1.0)
+    held = [dead.slot("token-a") for _ in range(3)]
+    try:
+        for cm in held:
+            await cm.__aenter__()
+        assert dead._renewer is not None
+        dead._renewer.cancel()  # the process "dies": no renewal, no release
+
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                async with alive.slot("token-a"):
+                    pass
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            async with alive.slot("token-a"):
+                pass
+        assert time.monotonic() - started <= 1.0 + 1.0
+    finally:
+        for cm in held:
+            await cm.__aexit__(None, None, None)
+        await dead.close()
+        await alive.close()
+
+
+async def test_held_lease_is_renewed_past_its_ttl(redis_url: str, prefix: str) -> None:
+    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
+    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
+    try:
+        async with holder.slot("token-a"):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(1.8):  # three TTLs
+                    async with other.slot("token-a"):
+                        pass
+        async with asyncio.timeout(2):
+            async with other.slot("token-a"):
+                pass
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_nothing_token_like_reaches_redis(redis_url: str, prefix: str) -> None:
+    limiter = RedisLimiter.from_url(redis_url, prefix=prefix)
+    try:
+        async with limiter.slot("secret-token-value"):
+            limiter.observe("secret-token-value", {"X-RateLimit-Bucket-Filling": "190/200"})
+        async with limiter.slot("other"):
+            pass
+        keys = [k.decode() async for k in limiter._redis.scan_iter(match=f"{prefix}*")]
+        assert keys
+        assert all("secret" not in k for k in keys)
+    finally:
+        await limiter.close()
+
+
+async def test_redis_down_is_retryable() -> None:
+    limiter = RedisLimiter.from_url("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(RetryableError):
+            async with limiter.slot("token-a"):
+                pass
+    finally:
+        await limiter.close()

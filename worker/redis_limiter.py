@@ -1,0 +1,349 @@
+"""Redis-backed limiter: one per-token (and per-host) cap shared by every worker process on every node.
+
+Shoptet counts connections per token no matter which process opens them, so the in-process
+:class:`~worker.limiter.LocalLimiter` is only right for a single worker process.
+
+Semaphore: a sorted set per key whose members are lease ids scored by their expiry time (Redis
+server time, so clock skew between nodes does not matter). An atomic Lua script drops expired
+leases and adds ours only while fewer than the limit remain. A held lease has a short TTL that a
+background task renews while the request runs, and is released on exit (also on cancellation).
+A process that dies stops renewing, so its slots come free after at most ``lease_ttl`` seconds.
+Waiters poll with jitter (and are woken early when this process releases a slot of that key);
+that is not fair under heavy contention, but it is simple and every waiter gets its turn in practice.
+
+Pacing: :meth:`RedisLimiter.observe` turns ``X-RateLimit-Bucket-Filling`` into a delay with
+:class:`~worker.limiter.Pacing` (the same arithmetic as the local limiter) and raises a per-key
+"not before" timestamp in Redis; every process's next slot for that key waits until then.
+
+Keys (``prefix`` defaults to ``shoptet-worker:limiter:``): ``<prefix>token:{<hash>}`` (leases),
+``<prefix>pace:{<hash>}`` (not-before, ms), ``<prefix>host`` (host leases). The limiter key is
+hashed again, so nothing token-like ever ends up in Redis; the hash tag keeps a token's two keys
+in one Redis Cluster slot. The host cap is global across nodes: conservative when nodes have
+different IPs, exact when they share one egress IP.
+
+Redis errors while waiting for a slot become :class:`~worker.errors.RetryableError` (a Redis blip
+should retry the message, not trash it); errors while renewing or releasing are logged, since the
+lease expires on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from worker.errors import RetryableError
+from worker.limiter import OnWait, Pacing
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PREFIX = "shoptet-worker:limiter:"
+
+# Shared Lua prelude: Redis server time in milliseconds, and "keep the key alive at least this long".
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+"""
+
+# KEYS[1] lease set, KEYS[2] (optional) pace key; ARGV limit, ttl ms, lease id.
+# Returns -1 when full, else the pacing wait left in ms (0 when none). Idempotent per lease id, so a
+# retried call whose first attempt did run cannot count our own lease against us.
+_ACQUIRE = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+keep(KEYS[1], 2 * ttl)
+if KEYS[2] then
+  local nb = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if nb > now then return nb - now end
+end
+return 0
+"""
+)
+
+# KEYS[1] lease set; ARGV ttl ms, lease id. 1 renewed, 0 lease gone (expired and taken, or released).
+_RENEW = (
+    _NOW
+    + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+keep(KEYS[1], 2 * tonumber(ARGV[1]))
+return 1
+"""
+)
+
+# KEYS[1] pace key; ARGV delay ms. Raises "not before" to now + delay (never lowers it).
+_PACE = (
+    _NOW
+    + """
+local delay = tonumber(ARGV[1])
+local nb = now + delay
+if nb > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], string.format('%d', nb), 'PX', delay + 1000)
+end
+return 0
+"""
+)
+
+# KEYS[1] pace key. Pacing wait left in ms.
+_PACE_LEFT = (
+    _NOW
+    + """
+local nb = tonumber(redis.call('GET', KEYS[1]) or '0')
+if nb > now then return nb - now end
+return 0
+"""
+)
+
+
+def _digest(key: str) -> str:
+    """Hash the (already opaque) limiter key again: nothing token-like may reach Redis."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class _Wakeups:
+    """Wake this process's waiters on a key as soon as this process releases a slot of it.
+
+    Other processes' releases are only seen by polling; this just trims latency for the common
+    case of many messages of one token in one process.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, tuple[asyncio.Event, int]] = {}
+
+    async def wait(self, key: str, timeout: float) -> None:
+        event, waiters = self._events.get(key, (asyncio.Event(), 0))
+        self._events[key] = (event, waiters + 1)
+        try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            current = self._events.get(key)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._events[key]
+                else:
+                    self._events[key] = (event, current[1] - 1)
+
+    def notify(self, key: str) -> None:
+        current = self._events.pop(key, None)
+        if current is not None:
+            current[0].set()
+
+
+class RedisLimiter:
+    """Per-token and per-host lease semaphores in Redis, plus shared pacing. See the module doc.
+
+    ``on_wait(key, seconds)`` is called once per slot with the total wait (see :mod:`worker.limiter`).
+    ``lease_ttl`` bounds how long a dead process's slots stay taken; ``poll_interval`` is the
+    longest pause between two attempts of a waiter (jittered, starting much shorter).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        per_token: int = 3,
+        per_host: int = 50,
+        prefix: str = DEFAULT_PREFIX,
+        lease_ttl: float = 10.0,
+        poll_interval: float = 0.2,
+        pacing: Pacing | None = None,
+        on_wait: OnWait | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        self._redis = redis
+        self._per_token = per_token
+        self._per_host = per_host
+        self._prefix = prefix
+        self._ttl_ms = max(1, int(lease_ttl * 1000))
+        self._renew_every = lease_ttl / 3
+        self._poll_interval = poll_interval
+        self._pacing = pacing or Pacing()
+        self._on_wait = on_wait
+        self._owns_client = owns_client
+        self._acquire_script = redis.register_script(_ACQUIRE)
+        self._renew_script = redis.register_script(_RENEW)
+        self._pace_script = redis.register_script(_PACE)
+        self._pace_left_script = redis.register_script(_PACE_LEFT)
+        self._held: dict[str, str] = {}  # lease id -> lease set key
+        self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._observing: dict[str, set[asyncio.Task[None]]] = {}  # key hash -> pending pace writes
+        self._wakeups = _Wakeups()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        per_token: int = 3,
+        per_host: int = 50,
+        prefix: str = DEFAULT_PREFIX,
+        **options: Any,
+    ) -> RedisLimiter:
+        """A limiter with its own Redis client (closed by :meth:`close`); ``options`` go to ``__init__``."""
+        client = Redis.from_url(url)
+        return cls(client, per_token=per_token, per_host=per_host, prefix=prefix, owns_client=True, **options)
+
+    # --- Limiter ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[None]:
+        digest = _digest(key)
+        token_key = f"{self._prefix}token:{{{digest}}}"
+        pace_key = f"{self._prefix}pace:{{{digest}}}"
+        host_key = f"{self._prefix}host"
+        await self._settle_observations(digest)
+        started = time.monotonic()
+        token_lease, pace = await self._acquire(token_key, self._per_token, pace_key)
+        try:
+            # Pacing while holding the token slot costs nothing: the token may not send anyway.
+            while pace > 0:
+                await asyncio.sleep(pace)
+                pace = await self._pace_left(pace_key)
+            host_lease, _ = await self._acquire(host_key, self._per_host, None)
+            try:
+                if self._on_wait is not None:
+                    self._on_wait(key, time.monotonic() - started)
+                yield
+            finally:
+                await self._release(host_key, host_lease)
+        finally:
+            await self._release(token_key, token_lease)
+
+    def observe(self, key: str, headers: Mapping[str, str]) -> None:
+        delay = self._pacing.delay(headers)
+        if delay <= 0:
+            return
+        digest = _digest(key)
+        try:
+            task = asyncio.get_running_loop().create_task(self._push_pace(digest, delay))
+        except RuntimeError:  # no loop: nothing to pace
+            return
+        pending = self._observing.setdefault(digest, set())
+        pending.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            pending.discard(t)
+            if not pending and self._observing.get(digest) is pending:
+                del self._observing[digest]
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Stop renewing, flush pace writes, release whatever is still held, close an owned client."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        pending = [t for tasks in self._observing.values() for t in tasks] + list(self._background)
+        if pending:
+            await asyncio.wait(pending)
+        for lease, lease_key in list(self._held.items()):
+            await self._zrem(lease_key, lease)
+        self._held.clear()
+        if self._owns_client:
+            await self._redis.aclose()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    async def _acquire(self, lease_key: str, limit: int, pace_key: str | None) -> tuple[str, float]:
+        """Take a lease on ``lease_key``, waiting as long as it takes; returns (lease id, pacing wait s)."""
+        lease = uuid.uuid4().hex
+        keys = [lease_key] if pace_key is None else [lease_key, pace_key]
+        attempt = 0
+        while True:
+            try:
+                result = int(await self._acquire_script(keys=keys, args=[limit, self._ttl_ms, lease]))
+            except BaseException as exc:
+                # The script may have run before we were cancelled or lost the connection.
+                self._spawn(self._zrem(lease_key, lease))
+                if isinstance(exc, RedisError):
+                    raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
+                raise
+            if result >= 0:
+                self._held[lease] = lease_key
+                self._ensure_renewer()
+                return lease, result / 1000
+            await self._wakeups.wait(lease_key, self._poll_delay(attempt))
+            attempt += 1
+
+    def _poll_delay(self, attempt: int) -> float:
+        """Short first, then up to ``poll_interval``; jitter keeps processes from polling in lockstep."""
+        return min(self._poll_interval, 0.005 * 2**attempt) * random.uniform(0.5, 1.0)
+
+    async def _pace_left(self, pace_key: str) -> float:
+        try:
+            return int(await self._pace_left_script(keys=[pace_key])) / 1000
+        except RedisError as exc:
+            raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
+
+    async def _push_pace(self, digest: str, delay: float) -> None:
+        try:
+            await self._pace_script(keys=[f"{self._prefix}pace:{{{digest}}}"], args=[max(1, int(delay * 1000))])
+        except RedisError as exc:
+            log.warning("limiter.pace_write_failed", error=type(exc).__name__)
+
+    async def _settle_observations(self, digest: str) -> None:
+        """Let this process's pending pace writes for the key land before it asks for a slot."""
+        pending = self._observing.get(digest)
+        if pending:
+            # wait(), not gather(): if this caller is cancelled, the writes must still land.
+            await asyncio.wait(list(pending))
+
+    async def _release(self, lease_key: str, lease: str) -> None:
+        """Release even when the holder is being cancelled: the ZREM runs to completion regardless."""
+        self._held.pop(lease, None)
+        await asyncio.shield(self._spawn(self._zrem(lease_key, lease)))
+
+    async def _zrem(self, lease_key: str, lease: str) -> None:
+        try:
+            await self._redis.zrem(lease_key, lease)
+        except RedisError as exc:
+            log.warning("limiter.release_failed", error=type(exc).__name__)  # the lease expires anyway
+        finally:
+            self._wakeups.notify(lease_key)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        """Every third of the TTL, push every held lease's expiry forward; stop when none are held."""
+        while self._held:
+            await asyncio.sleep(self._renew_every)
+            held = list(self._held.items())
+            results = await asyncio.gather(*(self._renew(k, lease) for lease, k in held), return_exceptions=True)
+            for (lease, _), ok in zip(held, results, strict=True):
+                if isinstance(ok, BaseException):
+                    log.warning("limiter.renew_failed", error=type(ok).__name__)
+                elif not ok and self._held.pop(lease, None) is not None:
+                    log.warning("limiter.lease_lost")  # expired (Redis or this process stalled)
+
+    async def _renew(self, lease_key: str, lease: str) -> bool:
+        return bool(await self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease]))
