@@ -368,10 +368,14 @@ def _inbound(doc: _Doc, tvs: list[TopologyVersion]) -> None:
             f"inbound.{topic}",
             title=f"{topic} record",
             description="Written by another system: each record starts a process with its body as the start "
-            "node's input. No key or a body that is not JSON goes to trash.",
-            headers={"type": "object", "description": "Not read.", "properties": {}},
+            "node's input, for the install named by the `user` header, else by the key. A record naming no "
+            "install, or with a body that is not JSON, goes to trash.",
+            headers={
+                "type": "object",
+                "properties": {H.USER: _string("The install the process runs for; wins over the key.")},
+            },
             payload={"$ref": "#/components/schemas/AnyJson"},
-            bindings=_key("user: the install the process runs for (required)"),
+            bindings=_key("user: the install, when the `user` header is not set"),
         )
         doc.channel(f"inbound.{topic}", topic, f"Starts: {'; '.join(targets)}.", [message], ("receive",), managed=False)
 
