@@ -84,29 +84,9 @@ class Worker:
         if not bootstrap:
             self.broker = EmbeddedBroker()
             bootstrap = await asyncio.to_thread(self.broker.start)
-        store = self._store or await _open_store(settings)
-        http = httpx.AsyncClient(
-            timeout=settings.shoptet_timeout_seconds,
-            limits=httpx.Limits(max_connections=settings.shoptet_max_connections_per_host * 2),
-        )
-        topics = TopicNames(settings.kafka_topic_prefix)
-        producer = make_producer(settings, bootstrap)
-        await producer.start()
-        catalog = TopologyCatalog(self.registry)
-        self.runtime = Runtime(
-            settings=settings,
-            store=store,
-            registry=self.registry,
-            catalog=catalog,
-            producer=producer,
-            http=http,
-            applications=_build_applications(settings, store, http),
-            limiter=self._limiter or await _build_limiter(settings),
-            topics=topics,
-            bootstrap_servers=bootstrap,
-            metrics=Metrics(),
-        )
-        self.rt.metrics.watch_lag(self._lag)  # type: ignore[union-attr]
+        await self._start_runtime(bootstrap)
+        rt = self.rt
+        producer, topics, catalog = rt.producer, rt.topics, rt.catalog
         names = self.node_names()
         to_deploy = list(deploy)
         if deploy_dir is not None:
@@ -137,6 +117,33 @@ class Worker:
         await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.consumers))
         self.ready.set()
         log.info("worker ready", nodes=len(names), bootstrap_servers=bootstrap)
+
+    async def _start_runtime(self, bootstrap: str) -> Runtime:
+        """What every process that talks to the pipeline needs: store, HTTP, producer, catalog."""
+        settings = self.settings
+        store = self._store or await open_configured_store(settings)
+        http = httpx.AsyncClient(
+            timeout=settings.shoptet_timeout_seconds,
+            limits=httpx.Limits(max_connections=settings.shoptet_max_connections_per_host * 2),
+        )
+        producer = make_producer(settings, bootstrap)
+        await producer.start()
+        metrics = Metrics()
+        self.runtime = Runtime(
+            settings=settings,
+            store=store,
+            registry=self.registry,
+            catalog=TopologyCatalog(self.registry),
+            producer=producer,
+            http=http,
+            applications=configured_applications(settings, store, http),
+            limiter=self._limiter or build_limiter(settings, metrics),
+            topics=TopicNames(settings.kafka_topic_prefix),
+            bootstrap_servers=bootstrap,
+            metrics=metrics,
+        )
+        metrics.watch_lag(self._lag)
+        return self.runtime
 
     def _build_consumers(self, names: list[str], bootstrap: str) -> None:
         rt = self.rt
@@ -211,9 +218,13 @@ class Worker:
         if self.follower is not None:
             await self.follower.stop()
         if self.runtime is not None:
-            with contextlib.suppress(Exception):
-                await self.runtime.producer.stop()
+            with contextlib.suppress(Exception):  # bounded: a broker that is gone must not hang the exit
+                await asyncio.wait_for(self.runtime.producer.stop(), timeout)
             await self.runtime.http.aclose()
+            close = getattr(self.runtime.limiter, "close", None)
+            if close is not None and self._limiter is None:
+                with contextlib.suppress(Exception):
+                    await close()  # frees slots held in Redis now rather than after their TTL
             if self._owned_store:
                 await self.runtime.store.close()
         if self.broker is not None:
@@ -226,19 +237,22 @@ async def _ensure_control_topic(settings: Settings, bootstrap: str, topic: str) 
     await ensure_topics(one_partition, bootstrap, [topic])
 
 
-async def _open_store(settings: Settings) -> InstallStore:
+async def open_configured_store(settings: Settings) -> InstallStore:
     from worker.store import open_store
 
     return await open_store(settings)
 
 
-def _build_applications(settings: Settings, store: InstallStore, http: httpx.AsyncClient) -> Mapping[str, Application]:
+def configured_applications(
+    settings: Settings, store: InstallStore, http: httpx.AsyncClient
+) -> Mapping[str, Application]:
     from applications.registry import build_applications
 
     return build_applications(settings, store, http)
 
 
-async def _build_limiter(settings: Settings) -> Limiter:
+def build_limiter(settings: Settings, metrics: Metrics | None = None) -> Limiter:
+    on_wait = metrics.limiter_waited if metrics is not None else None
     if settings.redis_url:
         from worker.redis_limiter import RedisLimiter
 
@@ -246,5 +260,8 @@ async def _build_limiter(settings: Settings) -> Limiter:
             settings.redis_url,
             per_token=settings.shoptet_max_connections_per_token,
             per_host=settings.shoptet_max_connections_per_host,
+            on_wait=on_wait,
         )
-    return LocalLimiter(settings.shoptet_max_connections_per_token, settings.shoptet_max_connections_per_host)
+    return LocalLimiter(
+        settings.shoptet_max_connections_per_token, settings.shoptet_max_connections_per_host, on_wait=on_wait
+    )

@@ -73,6 +73,8 @@ class ManagedConsumer:
         self._key_slots: dict[bytes, _KeySlot] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Tasks inside the handler (holding their key's slot), as opposed to queued behind it.
+        self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -124,8 +126,11 @@ class ManagedConsumer:
     ) -> None:
         # Semaphores wake waiters in FIFO order, so records of one key start in offset order: with
         # per_key == 1 (ordered nodes) they also finish in order.
+        task = asyncio.current_task()
         try:
             async with key_slot.semaphore:
+                if task is not None:
+                    self._running.add(task)
                 await self.handler(record)
         except asyncio.CancelledError:
             raise
@@ -135,6 +140,8 @@ class ManagedConsumer:
             log.exception("handler failed; record left uncommitted", name=self.name, offset=record.offset)
             return
         finally:
+            if task is not None:
+                self._running.discard(task)
             self._slots.release()
             key_slot.users -= 1
             if key_slot.users == 0:
@@ -166,6 +173,9 @@ class ManagedConsumer:
             self._offsets[tp].committed = position
 
     async def _drain_and_commit(self, wait_seconds: float | None = None) -> None:
+        """Let running records finish, give queued ones back (uncommitted, so they are read again)."""
+        for task in self._tasks - self._running:
+            task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=wait_seconds)
         await self.commit()

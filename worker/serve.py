@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 
 import structlog
 import uvicorn
@@ -14,6 +16,7 @@ import uvicorn
 from worker.app import Worker
 from worker.control import STATE_FILE, write_state
 from worker.http.app import create_http_app
+from worker.scheduler import Scheduler
 from worker.settings import Settings
 
 log = structlog.get_logger("serve")
@@ -34,8 +37,11 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
 
     worker = Worker(settings)
     server_task: asyncio.Task[None] | None = None
+    scheduler: Scheduler | None = None
     try:
         await worker.start(deploy_dir=settings.topology_dir)
+        scheduler = Scheduler(worker.rt, f"{socket.gethostname()}:{os.getpid()}")
+        scheduler.start()
         write_state(
             bootstrap_servers=worker.rt.bootstrap_servers,
             http=f"http://{settings.http_host}:{settings.http_port}",
@@ -52,6 +58,8 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
         await stop.wait()
         log.info("stopping: finishing in-flight messages", graceful_timeout=settings.graceful_timeout_seconds)
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
         if server_task is not None:
             server_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     kafka_partitions: int = 6
     kafka_replication_factor: int = 1
     #: A group join takes about half of this on the embedded broker; failover after a crash takes all of it.
-    kafka_session_timeout_ms: int = 10_000
+    kafka_session_timeout_ms: int = 6_000
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None

@@ -1,4 +1,4 @@
-"""One simulated shop, one worker with every node and every shipped topology, for the module.
+"""A simulated shop and a worker with every node and every shipped topology.
 
 Real parts only: the embedded (or configured) Kafka broker, the simulator over HTTP, a SQLite store.
 """
@@ -6,10 +6,13 @@ Real parts only: the embedded (or configured) Kafka broker, the simulator over H
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from applications.installs import install_premium
 from simulator.config import SimulatorConfig
@@ -17,7 +20,7 @@ from simulator.server import SimulatorServer
 from worker.app import Worker
 from worker.settings import Settings
 from worker.store import Install
-from worker.topology import load_topology_dir
+from worker.topology import TopologyVersion, load_topology_dir, parse_topology
 
 TOPOLOGY_DIR = Path(__file__).parents[2] / "topology"
 ORDERS = 500
@@ -31,27 +34,48 @@ class Stack:
     settings: Settings
 
 
-@pytest.fixture(scope="module")
-async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    config = SimulatorConfig(orders=ORDERS, products=40, bucket_size=100_000, job_delay_seconds=0.2)
+def fast_retries(tv: TopologyVersion, interval: float = 0.2, max_hops: int | None = None) -> TopologyVersion:
+    """The same topology with short retry intervals, so fault tests do not wait minutes."""
+    data: dict[str, Any] = yaml.safe_load(tv.source)
+    for spec in data["nodes"].values():
+        if "node" in spec:
+            retry = spec.setdefault("retry", {})
+            retry["interval"] = interval
+            if max_hops is not None:
+                retry["max_hops"] = max_hops
+    return parse_topology(yaml.safe_dump(data, sort_keys=False), f"{tv.name} (fast retries)")
+
+
+@asynccontextmanager
+async def running_stack(
+    kafka_bootstrap: str, tmp: Path, config: SimulatorConfig, *, max_hops: int | None = None, **settings: Any
+) -> AsyncIterator[Stack]:
     async with SimulatorServer(config) as sim:
-        settings = Settings(
+        worker_settings = Settings(
             kafka_bootstrap_servers=kafka_bootstrap,
-            kafka_topic_prefix=f"e2e{tmp.name[-6:]}",
+            kafka_topic_prefix=f"e2e{tmp.name[-8:]}",
             kafka_partitions=3,
             kafka_session_timeout_ms=6000,
             database_url=f"sqlite:///{tmp / 'store.sqlite3'}",
             secret_key_file=tmp / "secret.key",
             shoptet_api_url=sim.url,
             default_retry_interval_seconds=0.2,
+            **settings,
         )
-        worker = Worker(settings)
-        await worker.start(deploy=load_topology_dir(TOPOLOGY_DIR, worker.registry))
+        worker = Worker(worker_settings)
+        topologies = [fast_retries(tv, max_hops=max_hops) for tv in load_topology_dir(TOPOLOGY_DIR, worker.registry)]
+        await worker.start(deploy=topologies)
         try:
             install = await install_premium(
                 worker.rt.store, worker.rt.http, api_url=sim.url, user="shop-e2e", token=sim.premium_token(0)
             )
-            yield Stack(sim, worker, install, settings)
+            yield Stack(sim, worker, install, worker_settings)
         finally:
             await worker.stop()
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    config = SimulatorConfig(orders=ORDERS, products=40, bucket_size=100_000, job_delay_seconds=0.2)
+    async with running_stack(kafka_bootstrap, tmp_path_factory.mktemp("e2e"), config) as running:
+        yield running

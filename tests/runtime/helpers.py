@@ -19,13 +19,15 @@ from worker.envelope import Message
 
 @dataclass
 class SinkReader:
-    """Collects every message of a topic (from the beginning) until told to stop."""
+    """Every message of a topic, read from the beginning on each call (so counts are exact)."""
 
     bootstrap: str
     topic: str
     messages: list[Message] = field(default_factory=list)
 
     async def collect_until(self, predicate: Any, timeout: float = 120.0) -> list[Message]:
+        """Read the topic from its beginning until ``predicate(messages)`` holds; returns all read."""
+        self.messages = []
         consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None
         )
@@ -57,7 +59,7 @@ from worker.settings import Settings
 from worker.topology import load_topology_file
 
 async def main() -> None:
-    configure_logging("console", "WARNING")
+    configure_logging("console", os.environ.get("LOG_LEVEL", "WARNING"))
     settings = Settings()
     worker = Worker(settings, node_names=sys.argv[2].split(","))
     stop = asyncio.Event()
@@ -94,6 +96,7 @@ def settings_env(settings: Any) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
         "KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "DATABASE_URL": settings.database_url,
         "SECRET_KEY_FILE": str(settings.secret_key_file),
         "DEFAULT_RETRY_INTERVAL_SECONDS": str(settings.default_retry_interval_seconds),

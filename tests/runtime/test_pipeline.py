@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from worker.app import Worker
+from worker.control import control_client
 from worker.envelope import H
 from worker.settings import Settings
 from worker.starter import run_manual
@@ -128,31 +129,30 @@ async def test_malformed_record_goes_to_trash_and_the_consumer_keeps_going(worke
         await worker.stop()
 
 
+ITEMS = 10_000
+
+
 async def test_killed_worker_loses_nothing_after_restart(worker_settings: Settings, tmp_path: Path) -> None:
-    """SIGKILL in the middle of a 1,000-item run, restart: every item reaches the sink."""
+    """SIGKILL in the middle of a 10,000-item fan-out, restart: every item reaches the sink."""
     sink = f"{worker_settings.kafka_topic_prefix}.out"
     file = tmp_path / "crash.yaml"
-    file.write_text(topology("crash", sink, options="{delay: 0.02}"))
+    file.write_text(topology("crash", sink, options="{delay: 0.002}"))
     env = settings_env(worker_settings)
     first = spawn_worker(env, file, NODES[:2])
     try:
         await wait_ready(first)
-        worker = Worker(worker_settings, node_names=[])
-        await worker.start()
-        try:
-            await run_manual(worker.rt, "crash", user="shop-1", body={"count": 1000, "per_page": 100})
-        finally:
-            await worker.stop()
+        async with control_client(worker_settings) as control:  # like `shoptet-worker run`: no consumer group
+            await run_manual(control, "crash", user="shop-1", body={"count": ITEMS, "per_page": 1000})
         reader = SinkReader(worker_settings.kafka_bootstrap_servers, sink)
-        await reader.collect_until(lambda ms: len(ms) >= 150)
+        await reader.collect_until(lambda ms: len(ms) >= 1500)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         seen_before_restart = len(distinct_items(reader.messages))
-        assert seen_before_restart < 1000, "the crash came too late to test anything"
+        assert seen_before_restart < ITEMS, "the crash came too late to test anything"
         second = spawn_worker(env, file, NODES[:2])
         try:
             await wait_ready(second)
-            await reader.collect_until(lambda ms: len(distinct_items(ms)) >= 1000, timeout=180)
+            await reader.collect_until(lambda ms: len(distinct_items(ms)) >= ITEMS, timeout=240)
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(60)
@@ -160,9 +160,42 @@ async def test_killed_worker_loses_nothing_after_restart(worker_settings: Settin
         if first.poll() is None:
             first.kill()
     counts = collections.Counter(int(m.body["n"]) for m in reader.messages)
-    assert set(counts) == set(range(1000))
+    assert set(counts) == set(range(ITEMS))
     duplicates = sum(c - 1 for c in counts.values())
-    print(f"delivered {len(reader.messages)} for 1000 items after SIGKILL: {duplicates} duplicate(s), none missing")
+    print(f"delivered {len(reader.messages)} for {ITEMS} items after SIGKILL: {duplicates} duplicate(s), none missing")
+
+
+async def test_sigterm_finishes_in_flight_and_restart_has_no_duplicates(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    sink = f"{worker_settings.kafka_topic_prefix}.out"
+    file = tmp_path / "graceful.yaml"
+    file.write_text(topology("graceful", sink, options="{delay: 0.3}"))
+    env = settings_env(worker_settings)
+    first = spawn_worker(env, file, NODES[:2])
+    try:
+        await wait_ready(first)
+        async with control_client(worker_settings) as control:
+            await run_manual(control, "graceful", user="shop-1", body={"count": 300})
+        reader = SinkReader(worker_settings.kafka_bootstrap_servers, sink)
+        await reader.collect_until(lambda ms: len(ms) >= 20)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        assert first.stdout is not None and first.stdout.read().strip() == "STOPPED"
+        assert len(distinct_items(reader.messages)) < 300, "the stop came too late to test anything"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = spawn_worker(env, file, NODES[:2])
+    try:
+        await wait_ready(second)
+        await reader.collect_until(lambda ms: len(distinct_items(ms)) >= 300, timeout=120)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    counts = collections.Counter(int(m.body["n"]) for m in reader.messages)
+    assert set(counts) == set(range(300))
+    assert max(counts.values()) == 1, f"duplicates after a graceful stop: {[n for n, c in counts.items() if c > 1]}"
 
 
 async def test_process_finished_event_carries_the_counts(worker_settings: Settings) -> None:

@@ -49,6 +49,14 @@ def up(
 
 
 @app.command()
+def ingress() -> None:
+    """Serve only the HTTP ingress (webhooks, manual runs, install callback) against KAFKA_BOOTSTRAP_SERVERS."""
+    from worker.ingress import serve_ingress
+
+    asyncio.run(serve_ingress(settings_from_env()))
+
+
+@app.command()
 def nodes() -> None:
     """Every registered node type with its kind."""
     from worker.registry import default_registry
@@ -116,3 +124,10 @@ def main() -> None:
 
 
 __all__ = ["Path", "app", "main"]
+
+# operator tooling (issue 8); imported here, after `app` exists, because status reads settings_from_env
+from worker.cli.docs import docs_command  # noqa: E402
+from worker.cli.status import status_command  # noqa: E402
+
+app.command("status")(status_command)
+app.command("docs")(docs_command)
