@@ -39,6 +39,7 @@ class TopologyCatalog:
     current: dict[str, Deployment] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)
     listeners: list[Callable[[], None]] = field(default_factory=list)
+    _events: frozenset[str] | None = None
 
     # queries -----------------------------------------------------------------------------------
     def get(self, name: str, version: str) -> TopologyVersion | None:
@@ -59,10 +60,14 @@ class TopologyCatalog:
         return [tv for name in sorted(self.current) if (tv := self.active(name)) is not None]
 
     def webhook_events(self) -> frozenset[str]:
-        return frozenset(e for tv in self.active_all() for e in tv.topology.webhook_events())
+        """Events the active topologies start on; computed once per catalog change, read per message."""
+        if self._events is None:
+            self._events = frozenset(e for tv in self.active_all() for e in tv.topology.webhook_events())
+        return self._events
 
     # applying control records ------------------------------------------------------------------
     def apply(self, key: str, value: bytes | None) -> None:
+        self._events = None
         kind, _, rest = key.partition(":")
         if value is None:
             return

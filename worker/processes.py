@@ -102,6 +102,8 @@ class ProcessBook:
 
     #: Local time each process last changed, for the quiet period.
     touched: dict[str, float] = field(default_factory=dict)
+    #: Unfinished processes with nothing in flight: the only ones ``settled`` needs to look at.
+    idle: set[str] = field(default_factory=set)
 
     def apply(self, record: dict[str, Any], received_at: float | None = None) -> None:
         root = str(record.get("root") or "")
@@ -118,6 +120,7 @@ class ProcessBook:
         kind = record.get("kind")
         if kind == "finished":
             p.finished_at = float(record.get("at") or time.time())
+            self.idle.discard(root)
             return
         if kind == "start":
             p.starts += 1
@@ -134,15 +137,16 @@ class ProcessBook:
                 p.trashed += 1
             elif int(record.get("node_outputs", 0)) == 0:
                 p.done += 1
+        if p.starts and p.in_flight == 0 and not p.finished:
+            self.idle.add(root)
+        else:
+            self.idle.discard(root)
 
     def settled(self, quiet_seconds: float, now: float | None = None) -> list[ProcessCounts]:
         """Unfinished processes with nothing in flight and no change for ``quiet_seconds``."""
         now = time.monotonic() if now is None else now
-        return [
-            p
-            for root, p in self.processes.items()
-            if not p.finished and p.starts and p.in_flight == 0 and now - self.touched.get(root, now) >= quiet_seconds
-        ]
+        ready = [self.processes[root] for root in self.idle if now - self.touched.get(root, now) >= quiet_seconds]
+        return [p for p in ready if not p.finished and p.starts and p.in_flight == 0]
 
 
 class _Replay(ConsumerRebalanceListener):
@@ -208,9 +212,11 @@ class ProcessTracker:
                 # what the ledger held when we got the partition was announced by our predecessor
                 for p in self.book.settled(0.0):
                     p.finished_at = p.updated_at
+                    self.book.idle.discard(p.root)
                 continue
             for process in self.book.settled(self.quiet_seconds):
                 process.finished_at = time.time()
+                self.book.idle.discard(process.root)
                 await self._announce(process)
 
     async def _announce(self, process: ProcessCounts) -> None:

@@ -185,7 +185,7 @@ class NodeProcessor:
         application = message.application or tv.topology.application_of(node_id, self.node.application)
         if not message.user or not application:
             raise InstallNotFound("message has no `user`/`application` header; the node needs an install")
-        install = await self.rt.store.get_install(message.user, application)
+        install = await self.rt.installs.get(message.user, application)
         if install is None:
             raise InstallNotFound(f"no install for user {message.user!r} and application {application!r}")
         if not install.enabled and not self.node.accepts_disabled_install:

@@ -16,6 +16,7 @@ from worker.limiter import Limiter
 from worker.registry import NodeRegistry
 from worker.settings import Settings
 from worker.store import InstallStore
+from worker.store.cache import InstallCache
 from worker.topics import TopicNames
 
 if TYPE_CHECKING:
@@ -36,7 +37,10 @@ class Runtime:
     topics: TopicNames
     bootstrap_servers: str
     metrics: Metrics | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    installs: InstallCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.installs = InstallCache(self.store)
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         """Queue one message; the returned future resolves when the broker acknowledged it."""

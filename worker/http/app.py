@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -13,15 +15,17 @@ from worker.http.webhooks import router as webhooks_router
 
 
 def create_http_app(worker: Worker) -> FastAPI:
-    app = FastAPI(title="shoptet-worker", version="0.1.0")
-    app.state.worker = worker
-
-    @app.on_event("startup")
-    async def _bind_runtime() -> None:  # runtime exists once the worker started
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the install callback reads these; the runtime exists once the worker has started
         if worker.runtime is not None:
             app.state.store = worker.runtime.store
             app.state.settings = worker.runtime.settings
             app.state.http = worker.runtime.http
+        yield
+
+    app = FastAPI(title="shoptet-worker", version="0.1.0", lifespan=lifespan)
+    app.state.worker = worker
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -1,0 +1,86 @@
+"""`topology deploy` refuses a bad file and keeps the running version; /readyz waits for consumers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from worker.app import Worker
+from worker.cli import app
+from worker.control import control_client
+from worker.http.app import create_http_app
+from worker.settings import Settings
+
+runner = CliRunner()
+
+GOOD = """\
+name: deployable
+imports: [tests.runtime.sample_nodes]
+start:
+  - manual: true
+nodes:
+  emit: {node: test-emit-items, next: [out]}
+  out: {sink: deployable.out}
+"""
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+        "DATABASE_URL": settings.database_url,
+        "SECRET_KEY_FILE": str(settings.secret_key_file),
+    }
+
+
+async def _current_version(settings: Settings) -> str | None:
+    async with control_client(settings) as control:
+        deployment = control.catalog.current.get("deployable")
+        return deployment.version if deployment else None
+
+
+async def test_bad_file_is_refused_with_its_line_and_the_running_version_stays(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(GOOD)
+    bad.write_text(GOOD.replace("next: [out]", "next: [nowhere]"))
+    env = _env(worker_settings)
+
+    deployed = await asyncio.to_thread(runner.invoke, app, ["topology", "deploy", str(good)], env=env)
+    assert deployed.exit_code == 0, deployed.output
+    version = await _current_version(worker_settings)
+    assert version is not None and f"deployable@{version}" in deployed.output
+
+    refused = await asyncio.to_thread(runner.invoke, app, ["topology", "deploy", str(good), str(bad)], env=env)
+    assert refused.exit_code == 1
+    assert f"{bad}:6: node 'emit' has an edge to missing node 'nowhere'" in refused.output
+    assert await _current_version(worker_settings) == version  # nothing deployed, not even the good file
+
+    listed = await asyncio.to_thread(runner.invoke, app, ["topology", "list"], env=env)
+    assert listed.exit_code == 0 and "deployable" in listed.output and version in listed.output
+
+
+async def test_readiness_is_true_only_once_every_consumer_has_joined(worker_settings: Settings) -> None:
+    worker = Worker(worker_settings, node_names=["test-emit-items", "test-passthrough"])
+    http_app = create_http_app(worker)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app), base_url="http://w") as client:
+        before = await client.get("/readyz")
+        assert before.status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+        from worker.registry import default_registry
+        from worker.topology import parse_topology
+
+        await worker.start(deploy=[parse_topology(GOOD, registry=default_registry())])
+        try:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            consumers = ready.json()["consumers"]
+            assert {"test-emit-items", "test-passthrough", "retry"} <= set(consumers)
+            assert all(consumers.values())
+            assert all(c.consumer.assignment() for c in worker.consumers)  # each has its partitions
+        finally:
+            await worker.stop()
