@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.e2e
 TOPOLOGIES = Path(__file__).parents[2] / "topology"
 NODES = [
     "shoptet-get-all-orders",
+    "shoptet-get-all-products",
     "shoptet-job-finished-webhook",
     "shoptet-parse-json-lines",
     "shoptet-subscribe-webhooks",
@@ -79,12 +81,28 @@ async def _eventually(probe: Any, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
-def _order_codes(messages: list[Message], user: str) -> set[str]:
-    return {order["code"] for m in messages if m.user == user for order in m.body}
+@dataclass(frozen=True)
+class Chain:
+    """What differs between the order and the product snapshot chains."""
+
+    topology: str
+    sink: str
+    id_field: str
+    watermark: str
+
+    def ids(self, messages: list[Message], user: str) -> set[str]:
+        return {entity[self.id_field] for m in messages if m.user == user for entity in m.body}
 
 
-async def test_snapshot_orders_reach_the_sink_through_the_webhook(kafka_bootstrap: str, tmp_path: Path) -> None:
-    config = SimulatorConfig(orders=ORDERS, products=10, job_delay_seconds=0.2, bucket_size=100_000)
+ORDERS_CHAIN = Chain("order-snapshot", "shoptet.orders", "code", shoptet.LAST_RUN_ORDER_CHANGES)
+PRODUCTS_CHAIN = Chain("product-snapshot", "shoptet.products", "guid", shoptet.LAST_RUN_PRODUCT_CHANGES)
+
+
+@pytest.mark.parametrize("chain", [ORDERS_CHAIN, PRODUCTS_CHAIN], ids=["orders", "products"])
+async def test_snapshot_reaches_the_sink_through_the_webhook(
+    kafka_bootstrap: str, tmp_path: Path, chain: Chain
+) -> None:
+    config = SimulatorConfig(orders=ORDERS, products=ORDERS, job_delay_seconds=0.2, bucket_size=100_000)
     sock = _free_socket()
     user = f"shop-{uuid.uuid4().hex[:8]}"
     async with SimulatorServer(config) as sim:
@@ -103,7 +121,7 @@ async def test_snapshot_orders_reach_the_sink_through_the_webhook(kafka_bootstra
         worker = Worker(settings, node_names=NODES)
         deploy = [
             load_topology_file(TOPOLOGIES / f"{n}.yaml", worker.registry)
-            for n in ("order-snapshot", "webhooks-subscribe")
+            for n in (chain.topology, "webhooks-subscribe")
         ]
         await worker.start(deploy=deploy)
         try:
@@ -118,9 +136,7 @@ async def test_snapshot_orders_reach_the_sink_through_the_webhook(kafka_bootstra
             )
             await renew_signature_key(client, rt.store, install)
             assert install.secrets[CURRENT_KEY] == sim.state.eshops[0].signature_key
-            await rt.store.set_setting(
-                user, "shoptet-premium", shoptet.LAST_RUN_ORDER_CHANGES, shoptet.format_time(OLD_WATERMARK)
-            )
+            await rt.store.set_setting(user, "shoptet-premium", chain.watermark, shoptet.format_time(OLD_WATERMARK))
             eshop_id = sim.state.eshops[0].eshop_id
 
             async with _serve(create_http_app(worker), sock):
@@ -133,20 +149,21 @@ async def test_snapshot_orders_reach_the_sink_through_the_webhook(kafka_bootstra
                 [hook] = [w for w in sim.state.webhooks.registered(eshop_id) if w.event == "job:finished"]
                 assert hook.url == f"{settings.public_base_url}/webhooks/shoptet/shoptet-premium"
 
-                await run_manual(rt, "order-snapshot", user=user, body={})
-                reader = SinkReader(kafka_bootstrap, "shoptet.orders")
-                messages = await reader.collect_until(lambda ms: len(_order_codes(ms, user)) >= ORDERS, timeout=90)
+                await run_manual(rt, chain.topology, user=user, body={})
+                reader = SinkReader(kafka_bootstrap, chain.sink)
+                messages = await reader.collect_until(lambda ms: len(chain.ids(ms, user)) >= ORDERS, timeout=90)
 
-                expected = set(sim.state.eshops[0].orders)
+                eshop = sim.state.eshops[0]
+                expected = set(eshop.orders if chain is ORDERS_CHAIN else eshop.products)
                 deliveries = [d for d in sim.state.webhooks.deliveries if d.url == hook.url]
                 assert deliveries and all(d.statuses == [200] for d in deliveries), [d.statuses for d in deliveries]
         finally:
             await worker.stop()
 
     assert len(expected) == ORDERS
-    assert _order_codes(messages, user) == expected
+    assert chain.ids(messages, user) == expected
     stored = await _install_settings(settings, user)
-    assert shoptet.parse_time(stored[shoptet.LAST_RUN_ORDER_CHANGES]) > OLD_WATERMARK
+    assert shoptet.parse_time(stored[chain.watermark]) > OLD_WATERMARK
 
 
 async def _install_settings(settings: Settings, user: str) -> dict[str, Any]:
