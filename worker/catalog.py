@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
+from worker.kafka import read_from_start
 from worker.registry import NodeRegistry
 from worker.topology import TopologyError, TopologyVersion, parse_topology
 
@@ -127,22 +129,19 @@ class CatalogFollower:
 
     async def start(self) -> None:
         await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(self.topic) or {0}
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        end = await self.consumer.end_offsets(tps)
         # catch up before the worker starts consuming, so every in-flight version is known
-        while [tp for tp in tps if await self.consumer.position(tp) < end[tp]]:
-            await self._poll(500)
+        await read_from_start(self.consumer, self.topic, self._apply_record, default_partitions=[0])
         self._task = asyncio.create_task(self._follow(), name="catalog-follower")
+
+    def _apply_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.key is not None:
+            self.catalog.apply(record.key.decode(), record.value)
 
     async def _poll(self, timeout_ms: int) -> None:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms)
         for records in batches.values():
             for record in records:
-                if record.key is not None:
-                    self.catalog.apply(record.key.decode(), record.value)
+                self._apply_record(record)
 
     async def _follow(self) -> None:
         while True:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 
 from worker.settings import Settings
 
@@ -58,6 +59,33 @@ def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, grou
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
     )
+
+
+async def read_from_start(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    handle: Callable[[ConsumerRecord[bytes, bytes]], None],
+    *,
+    default_partitions: Iterable[int] = (),
+) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` (no group), read it from the start up to its current end.
+
+    The consumer must be started. Returns the partitions, assigned and positioned at the end, so a
+    caller can go on following the topic.
+    """
+    partitions = consumer.partitions_for_topic(topic) or set(default_partitions)
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    if not tps:
+        return tps
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    ends = await consumer.end_offsets(tps)
+    while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+        batches = await consumer.getmany(timeout_ms=500)
+        for records in batches.values():
+            for record in records:
+                handle(record)
+    return tps
 
 
 async def ensure_topics(settings: Settings, bootstrap_servers: str, topics: Iterable[str]) -> None:

@@ -25,8 +25,10 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H, Message
+from worker.kafka import read_from_start
 
 log = structlog.get_logger("processes")
 
@@ -251,21 +253,14 @@ class ProcessTracker:
 async def read_book(consumer: AIOKafkaConsumer, topic: str) -> ProcessBook:
     """Read the whole ledger once (no group) into a book: what ``status`` shows."""
     book = ProcessBook()
+
+    def apply(record: ConsumerRecord[bytes, bytes]) -> None:
+        with contextlib.suppress(ValueError):
+            book.apply(json.loads(record.value or b"{}"))
+
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return book
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for r in records:
-                    with contextlib.suppress(ValueError):
-                        book.apply(json.loads(r.value or b"{}"))
+        await read_from_start(consumer, topic, apply)
     finally:
         await consumer.stop()
     return book

@@ -134,9 +134,14 @@ async def run_two_workers(kafka_bootstrap: str, tmp_path: Path, prefix: str, red
                 return codes
 
             reader = SinkReader(kafka_bootstrap, "shoptet.orders")
-            messages = await reader.collect_until(
-                lambda ms: all(len(c) >= ORDERS for c in delivered(ms).values()), timeout=90
-            )
+            try:
+                messages = await reader.collect_until(
+                    lambda ms: all(len(c) >= ORDERS for c in delivered(ms).values()), timeout=90
+                )
+            except TimeoutError:
+                counts = {user: len(codes) for user, codes in delivered(reader.messages).items()}
+                tails = "\n".join(c.log()[-2000:] for c in children)
+                raise AssertionError(f"delivered {counts}; sim {sim.state.stats.snapshot()}\n{tails}") from None
             outputs = [c.stop() for c in children]
         finally:
             for c in children:

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from worker.store import InstallStore
 
 trash_app = typer.Typer(help="Messages that could not be processed.", no_args_is_help=True)
 
 
-async def _store() -> Any:
+@asynccontextmanager
+async def _opened_store() -> AsyncIterator[InstallStore]:
     from worker.cli import settings_from_env
     from worker.store import open_store
 
-    return await open_store(settings_from_env())
+    store = await open_store(settings_from_env())
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @trash_app.command("list")
@@ -23,11 +33,10 @@ def list_(
     limit: int = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Newest first: id, node, topology, user, error."""
+    """Oldest first: id, node, topology, user, error."""
 
     async def _list() -> None:
-        store = await _store()
-        try:
+        async with _opened_store() as store:
             for entry in await store.list_trash(limit):
                 if as_json:
                     typer.echo(entry.model_dump_json())
@@ -37,8 +46,6 @@ def list_(
                         f"{entry.id:>6}  {when}  {entry.node_name or entry.topic:34} "
                         f"{entry.topology_name or '-':20} {entry.user or '-':12} {entry.error_message[:80]}"
                     )
-        finally:
-            await store.close()
 
     asyncio.run(_list())
 
@@ -48,15 +55,12 @@ def show(entry_id: int) -> None:
     """Everything kept about one entry, as JSON."""
 
     async def _show() -> None:
-        store = await _store()
-        try:
+        async with _opened_store() as store:
             entry = await store.get_trash(entry_id)
             if entry is None:
                 typer.echo(f"no trash entry {entry_id}", err=True)
                 raise typer.Exit(1)
             typer.echo(entry.model_dump_json(indent=2))
-        finally:
-            await store.close()
 
     asyncio.run(_show())
 
@@ -80,8 +84,7 @@ def replay(
         from worker.trash import NothingToReplay
         from worker.trash import replay as do_replay
 
-        store = await _store()
-        try:
+        async with _opened_store() as store:
             entry = await store.get_trash(entry_id)
             if entry is None:
                 typer.echo(f"no trash entry {entry_id}", err=True)
@@ -93,8 +96,6 @@ def replay(
                     typer.echo(str(exc), err=True)
                     raise typer.Exit(1) from exc
             typer.echo(f"replayed {entry_id} to {entry.topic}")
-        finally:
-            await store.close()
 
     asyncio.run(_replay())
 
@@ -104,13 +105,10 @@ def discard(entry_id: int) -> None:
     """Delete an entry for good."""
 
     async def _discard() -> None:
-        store = await _store()
-        try:
+        async with _opened_store() as store:
             if not await store.remove_trash(entry_id):
                 typer.echo(f"no trash entry {entry_id}", err=True)
                 raise typer.Exit(1)
             typer.echo(f"discarded {entry_id}")
-        finally:
-            await store.close()
 
     asyncio.run(_discard())
