@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from types import TracebackType
 
 import structlog
 
 log = structlog.get_logger("broker")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the worker dies, even by SIGKILL, so a
+    killed worker or test run never leaves a broker behind. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -44,6 +57,7 @@ class EmbeddedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches the worker, which stops us in order
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
