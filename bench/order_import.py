@@ -39,7 +39,7 @@ def import_result(name: str, run: ImportRun, target: float, detail_concurrency: 
         f"(L = {run.latency_ms:g} ms, limit = {run.eshops} x 3 / L)",
         f"429 from the simulator: {run.served429}; max concurrency per token: {run.max_concurrency_per_token}",
         "simulator leaky bucket disabled (200 drops at 10/s would cap the import at 10 req/s); 3-connection cap on",
-        f"detail concurrency: {detail_concurrency or 'as in topology/order-import.yaml (3)'}; "
+        f"detail concurrency: {detail_concurrency or 'as in topology/order-import.yaml'}; "
         f"simulator in a {run.sim_mode}",
     ]
     if run.finished_events:

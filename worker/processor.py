@@ -91,6 +91,7 @@ class NodeProcessor:
         self.rt = runtime
         self.node = node
         self.topic = runtime.topics.node(node.name)
+        self.log = log.bind(node_name=node.name)  # bound once: binding per message showed in profiles
 
     # --- entry point ---------------------------------------------------------------------------
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -125,18 +126,13 @@ class NodeProcessor:
             retried = await self.retry(
                 record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS, delivery=delivery
             )
-            outcome = "retry" if retried else "trash"
-            await self._ledger(message, outcome, delivery)
-            await delivery.flush()
-            return outcome
+            return await self._finish(message, "retry" if retried else "trash", delivery)
         node_id = message.headers[H.NODE_ID]
         spec = tv.topology.nodes.get(node_id)
         if spec is None or spec.node != self.node.name:
             missing = StopError(f"topology {name}@{version} has no node {node_id!r} of type {self.node.name!r}")
             await self.trash(record, message, missing)
-            await self._ledger(message, "trash", delivery)
-            await delivery.flush()
-            return "trash"
+            return await self._finish(message, "trash", delivery)
         outcome = "ok"
         try:
             ctx = await self._context(message, tv, node_id, spec)
@@ -153,12 +149,10 @@ class NodeProcessor:
             await self.trash(record, message, exc)
             outcome = "trash"
         # items a batch emitted before failing are delivered too: nothing is lost
-        await self._ledger(message, outcome, delivery)
-        await delivery.flush()
-        return outcome
+        return await self._finish(message, outcome, delivery)
 
-    async def _ledger(self, message: Message, outcome: str, delivery: Delivery) -> None:
-        """Queue the process-ledger record with the outputs, so both are acknowledged together."""
+    async def _finish(self, message: Message, outcome: str, delivery: Delivery) -> str:
+        """Queue the process-ledger record with the outputs and wait until the broker has both."""
         record = handled_record(
             message,
             outcome=outcome,
@@ -168,6 +162,8 @@ class NodeProcessor:
         )
         ledger = Message(body=record, headers={H.USER: message.user or ""})
         await delivery.send(Outgoing(self.rt.topics.processes, ledger.with_key(record["root"])), counted=False)
+        await delivery.flush()
+        return outcome
 
     # --- the node call -------------------------------------------------------------------------
     async def _context(self, message: Message, tv: TopologyVersion, node_id: str, spec: NodeSpec) -> NodeContext:
@@ -177,7 +173,7 @@ class NodeProcessor:
             node_id=node_id,
             options=spec.options,
             webhook_events=self.rt.catalog.webhook_events(),
-            log=log.bind(node_name=self.node.name),
+            log=self.log,
             client_factory=self._client_for,
         )
         if not self.node.needs_install:

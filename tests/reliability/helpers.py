@@ -79,7 +79,8 @@ class Child:
             self.log_file.close()
 
     def log(self) -> str:
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
 

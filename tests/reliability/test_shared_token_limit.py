@@ -82,7 +82,15 @@ class Outcome:
     logs: list[str]
 
 
-async def run_two_workers(kafka_bootstrap: str, tmp_path: Path, prefix: str, redis_url: str) -> Outcome:
+async def run_two_workers(
+    kafka_bootstrap: str, tmp_path: Path, prefix: str, redis_url: str, *, stop_after_429s: int | None = None
+) -> Outcome:
+    """Run order-import for two users (one token) on two worker processes.
+
+    Waits until every order of both users reached the sink, or with ``stop_after_429s`` only until the
+    simulator refused that many requests for the token (a run without a shared limiter may not finish
+    quickly: see the control test).
+    """
     config = SimulatorConfig(orders=ORDERS, latency_ms=30, bucket_size=1_000_000, seed=random.randrange(1 << 30))
     users = users_on(USER_PARTITIONS)
     async with SimulatorServer(config) as sim:
@@ -134,14 +142,21 @@ async def run_two_workers(kafka_bootstrap: str, tmp_path: Path, prefix: str, red
                 return codes
 
             reader = SinkReader(kafka_bootstrap, "shoptet.orders")
-            try:
-                messages = await reader.collect_until(
-                    lambda ms: all(len(c) >= ORDERS for c in delivered(ms).values()), timeout=90
-                )
-            except TimeoutError:
-                counts = {user: len(codes) for user, codes in delivered(reader.messages).items()}
-                tails = "\n".join(c.log()[-2000:] for c in children)
-                raise AssertionError(f"delivered {counts}; sim {sim.state.stats.snapshot()}\n{tails}") from None
+            messages: list[Message] = []
+            if stop_after_429s is not None:
+                for _ in range(225):  # at most 45 s
+                    if sim.state.stats.rate_limited["token"] >= stop_after_429s:
+                        break
+                    await asyncio.sleep(0.2)
+            else:
+                try:
+                    messages = await reader.collect_until(
+                        lambda ms: all(len(c) >= ORDERS for c in delivered(ms).values()), timeout=90
+                    )
+                except TimeoutError:
+                    counts = {user: len(codes) for user, codes in delivered(reader.messages).items()}
+                    tails = "\n".join(c.log()[-2000:] for c in children)
+                    raise AssertionError(f"delivered {counts}; sim {sim.state.stats.snapshot()}\n{tails}") from None
             outputs = [c.stop() for c in children]
         finally:
             for c in children:
@@ -198,15 +213,13 @@ async def test_two_processes_without_redis_exceed_the_token_limit(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     """The control: in-process limiters only, so the Redis test above can fail."""
-    outcome = await run_two_workers(kafka_bootstrap, tmp_path, topic_prefix, redis_url="")
+    outcome = await run_two_workers(kafka_bootstrap, tmp_path, topic_prefix, redis_url="", stop_after_429s=50)
     stats = outcome.stats
     token = outcome.token
     print(
         f"no redis: detail requests per process {outcome.requests_per_child}, "
         f"max per token {stats['maxConcurrencyPerToken'].get(token)}, 429s {stats['rateLimitedByReason']}"
     )
-    for user, codes in outcome.delivered.items():  # 429s are retried: still nothing lost
-        assert codes == outcome.orders, f"{user}: {len(codes)} of {len(outcome.orders)} orders"
-    assert all(n >= 100 for n in outcome.requests_per_child), outcome.requests_per_child
-    over = stats["maxConcurrencyPerToken"][token] > 3 or stats["rateLimitedByReason"].get("token", 0) > 0
-    assert over, stats
+    # both processes called Shoptet, each within its own limit of 3, and together they went over
+    assert all(n >= 20 for n in outcome.requests_per_child), outcome.requests_per_child
+    assert stats["maxConcurrencyPerToken"][token] > 3 or stats["rateLimitedByReason"].get("token", 0) >= 50, stats
