@@ -260,6 +260,7 @@ def build_limiter(settings: Settings, metrics: Metrics | None = None) -> Limiter
             settings.redis_url,
             per_token=settings.shoptet_max_connections_per_token,
             per_host=settings.shoptet_max_connections_per_host,
+            prefix=settings.redis_limiter_prefix,
             on_wait=on_wait,
         )
     return LocalLimiter(

@@ -24,6 +24,7 @@ log = structlog.get_logger("consumer")
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 COMMIT_INTERVAL_SECONDS = 0.5
+COMMIT_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -165,9 +166,11 @@ class ManagedConsumer:
         if not to_commit:
             return
         try:
-            await self.consumer.commit(dict(to_commit))
-        except (CommitFailedError, KafkaError) as exc:
-            log.warning("commit failed; will retry", name=self.name, error=str(exc))
+            # bounded: aiokafka retries some errors forever (a partition gone after the broker came
+            # back empty); the next round retries with fresh positions instead of hanging here
+            await asyncio.wait_for(self.consumer.commit(dict(to_commit)), COMMIT_TIMEOUT_SECONDS)
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
+            log.warning("commit failed; will retry", name=self.name, error=str(exc) or type(exc).__name__)
             return
         for tp, position in to_commit.items():
             self._offsets[tp].committed = position

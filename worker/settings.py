@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     secret_key_file: Path = Path("var/secret.key")
     #: Shared per-token limiter across worker processes; empty means in-process.
     redis_url: str = ""
+    #: Namespace of the limiter's keys, so several deployments can share one Redis.
+    redis_limiter_prefix: str = "shoptet-worker:limiter:"
 
     # Shoptet -----------------------------------------------------------------------------------
     shoptet_api_url: str = "https://api.myshoptet.com"
