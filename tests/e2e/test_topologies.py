@@ -30,6 +30,14 @@ async def from_sink(stack: Stack, topic: str, start: Message, done: Callable[[li
     return mine(reader.messages)
 
 
+async def finished(stack: Stack, start: Message) -> dict[str, Any]:
+    """The ``process finished`` event of the process ``start`` began."""
+    events = SinkReader(stack.settings.kafka_bootstrap_servers, stack.worker.rt.topics.process_events)
+    await events.collect_until(lambda ms: any(m.body.get("root") == start.process_id for m in ms), timeout=60)
+    [event] = [m.body for m in events.messages if m.body.get("root") == start.process_id]
+    return event
+
+
 async def eventually(probe: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -130,3 +138,55 @@ async def test_webhooks_subscribe_registers_the_deployed_events(stack: Stack) ->
         assert time.monotonic() < deadline, f"registered {await registered()} != {expected}"
         await asyncio.sleep(0.2)
     assert expected >= {"order:create", "order:update", "job:finished"}
+
+
+async def test_order_remarks_inbound_sets_the_tracking_number(stack: Stack) -> None:
+    eshop = stack.sim.state.eshops[0]
+    code = list(eshop.orders)[1]
+    await produce(stack, "shoptet.order-remarks", {"id": code, "notes": {"data": {"trackingNumber": "TRK-42"}}})
+    await eventually(lambda: eshop.orders[code]["notes"].get("trackingNumber") == "TRK-42")
+
+
+async def test_webhooks_unsubscribe_removes_what_subscribe_registered(stack: Stack) -> None:
+    rt = stack.worker.rt
+    eshop_id = stack.sim.state.eshops[0].eshop_id
+    subscribed = await run_manual(rt, "webhooks-subscribe", user=stack.install.user, body={})
+    await finished(stack, subscribed)  # node types run independently: wait before unsubscribing
+    assert stack.sim.state.webhooks.registered(eshop_id)
+    await run_manual(rt, "webhooks-unsubscribe", user=stack.install.user, body={})
+    await eventually(lambda: not stack.sim.state.webhooks.registered(eshop_id))
+    deadline = time.monotonic() + 30
+    while await rt.store.list_webhooks(stack.install.user, "shoptet-premium"):
+        assert time.monotonic() < deadline, "the store still lists webhooks Shoptet no longer has"
+        await asyncio.sleep(0.2)
+
+
+async def test_disabled_topology_starts_nothing_and_enabled_runs_again(stack: Stack) -> None:
+    from worker.catalog import publish_enabled
+    from worker.starter import TopologyNotRunnable
+
+    rt = stack.worker.rt
+    deployment = rt.catalog.current["eshop-reference-data"]
+    await publish_enabled(rt.producer, rt.topics.control, deployment, False)
+    await eventually(lambda: rt.catalog.active("eshop-reference-data") is None)
+    with pytest.raises(TopologyNotRunnable, match="disabled"):
+        await run_manual(rt, "eshop-reference-data", user=stack.install.user, body={})
+    await publish_enabled(rt.producer, rt.topics.control, deployment, True)
+    await eventually(lambda: rt.catalog.active("eshop-reference-data") is not None)
+    start = await run_manual(rt, "eshop-reference-data", user=stack.install.user, body={})
+    assert len(await from_sink(stack, "shoptet.reference", start, lambda ms: len(ms) >= 4)) == 4
+
+
+async def test_metrics_count_messages_and_shoptet_requests(stack: Stack) -> None:
+    import httpx
+
+    from worker.http.app import create_http_app
+
+    app = create_http_app(stack.worker)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as client:
+        text = (await client.get("/metrics")).text
+    assert 'shoptet_worker_messages_total{node="shoptet-get-order-detail",outcome="ok"}' in text
+    assert 'shoptet_api_requests_total{endpoint="/api/orders/{id}",method="GET",status="200"}' in text
+    assert "shoptet_worker_trash_size 0.0" in text
+    assert "shoptet_limiter_wait_seconds_count" in text
+    assert 'shoptet_worker_consumer_lag{consumer="shoptet-get-order-detail"}' in text
