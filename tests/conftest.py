@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import settings_for_test
 from worker.broker import EmbeddedBroker
 from worker.settings import Settings
 from worker.store import InstallStore
@@ -56,15 +57,8 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def worker_settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_partitions=3,
-        database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
-        secret_key_file=tmp_path / "secret.key",
-        default_retry_interval_seconds=0.2,
-        graceful_timeout_seconds=10,
-        kafka_session_timeout_ms=6000,
+    return settings_for_test(
+        kafka_bootstrap, tmp_path, prefix=topic_prefix, default_retry_interval_seconds=0.2, graceful_timeout_seconds=10
     )
 
 

@@ -17,6 +17,7 @@ import yaml
 from applications.installs import install_premium
 from simulator.config import SimulatorConfig
 from simulator.server import SimulatorServer
+from tests.support import settings_for_test
 from worker.app import Worker
 from worker.settings import Settings
 from worker.store import Install
@@ -51,13 +52,10 @@ async def running_stack(
     kafka_bootstrap: str, tmp: Path, config: SimulatorConfig, *, max_hops: int | None = None, **settings: Any
 ) -> AsyncIterator[Stack]:
     async with SimulatorServer(config) as sim:
-        worker_settings = Settings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            kafka_topic_prefix=f"e2e{tmp.name[-8:]}",
-            kafka_partitions=3,
-            kafka_session_timeout_ms=6000,
-            database_url=f"sqlite:///{tmp / 'store.sqlite3'}",
-            secret_key_file=tmp / "secret.key",
+        worker_settings = settings_for_test(
+            kafka_bootstrap,
+            tmp,
+            prefix=f"e2e{tmp.name[-8:]}",
             shoptet_api_url=sim.url,
             default_retry_interval_seconds=0.2,
             **settings,

@@ -10,13 +10,13 @@ and user and looks only at the records written since it began (``watch``).
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests.support import settings_for_test
 from worker.app import Worker
 from worker.http.app import create_http_app
 from worker.settings import Settings
@@ -71,14 +71,10 @@ _eshop_ids = itertools.count(300_001)
 @pytest.fixture(scope="module")
 def ingress_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("ingress")
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:10]}",
-        kafka_partitions=3,
-        database_url=f"sqlite:///{tmp / 'store.sqlite3'}",
-        secret_key_file=tmp / "secret.key",
+    return settings_for_test(
+        kafka_bootstrap,
+        tmp,
         graceful_timeout_seconds=5,
-        kafka_session_timeout_ms=6000,
         api_key=SecretStr(API_KEY),
         webhook_publish_timeout_seconds=5.0,
     )

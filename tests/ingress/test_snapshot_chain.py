@@ -28,6 +28,7 @@ from nodes import shoptet
 from simulator.config import SimulatorConfig
 from simulator.server import SimulatorServer
 from tests.runtime.helpers import SinkReader
+from tests.support import settings_for_test
 from worker.app import Worker
 from worker.envelope import Message
 from worker.http.app import create_http_app
@@ -106,13 +107,9 @@ async def test_snapshot_reaches_the_sink_through_the_webhook(
     sock = _free_socket()
     user = f"shop-{uuid.uuid4().hex[:8]}"
     async with SimulatorServer(config) as sim:
-        settings = Settings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            kafka_topic_prefix=f"t{uuid.uuid4().hex[:10]}",
-            kafka_partitions=3,
-            kafka_session_timeout_ms=6000,
-            database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
-            secret_key_file=tmp_path / "secret.key",
+        settings = settings_for_test(
+            kafka_bootstrap,
+            tmp_path,
             shoptet_api_url=sim.url,
             public_base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
             default_retry_interval_seconds=0.2,

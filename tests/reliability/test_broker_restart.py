@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.helpers import SinkReader, distinct_items, settings_env
+from tests.support import settings_for_test
 from worker.broker import EmbeddedBroker, free_port
 from worker.catalog import publish_deployment
 from worker.control import control_client
@@ -57,14 +58,8 @@ async def test_worker_recovers_when_the_broker_comes_back_empty(tmp_path: Path, 
     port = free_port()
     broker = EmbeddedBroker(port)
     await asyncio.to_thread(broker.start)
-    settings = Settings(
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        kafka_topic_prefix=topic_prefix,
-        kafka_partitions=3,
-        kafka_session_timeout_ms=6000,
-        database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
-        secret_key_file=tmp_path / "secret.key",
-        default_retry_interval_seconds=0.2,
+    settings = settings_for_test(
+        broker.bootstrap_servers, tmp_path, prefix=topic_prefix, default_retry_interval_seconds=0.2
     )
     sink = f"{topic_prefix}.out"
     source = topology(sink)

@@ -26,10 +26,10 @@ from applications.premium import PremiumApplication, token_fingerprint
 from simulator.config import SimulatorConfig
 from simulator.server import SimulatorServer
 from tests.runtime.helpers import SinkReader, settings_env
+from tests.support import settings_for_test
 from worker.control import control_client
 from worker.envelope import Message
 from worker.redis_limiter import DEFAULT_PREFIX, _digest
-from worker.settings import Settings
 from worker.starter import run_manual
 from worker.store import open_store
 
@@ -95,13 +95,11 @@ async def run_two_workers(
     users = users_on(USER_PARTITIONS)
     async with SimulatorServer(config) as sim:
         token = sim.premium_token(0)
-        settings = Settings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            kafka_topic_prefix=prefix,
+        settings = settings_for_test(
+            kafka_bootstrap,
+            tmp_path,
+            prefix=prefix,
             kafka_partitions=PARTITIONS,
-            kafka_session_timeout_ms=6000,
-            database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
-            secret_key_file=tmp_path / "secret.key",
             shoptet_api_url=sim.url,
             default_retry_interval_seconds=0.2,
             redis_url=redis_url,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -18,6 +17,7 @@ from typing import cast
 import pytest
 
 from tests.ingress.helpers import TopicWatch
+from tests.support import settings_for_test
 from worker.app import Worker
 from worker.envelope import H
 from worker.runtime import Runtime
@@ -56,15 +56,7 @@ HOUR = datetime(2024, 5, 2, 11, 0, 3, tzinfo=UTC)  # both are due
 @pytest.fixture(scope="module")
 def cron_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("cron")
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:10]}",
-        kafka_partitions=3,
-        database_url=f"sqlite:///{tmp / 'store.sqlite3'}",
-        secret_key_file=tmp / "secret.key",
-        graceful_timeout_seconds=5,
-        kafka_session_timeout_ms=6000,
-    )
+    return settings_for_test(kafka_bootstrap, tmp, graceful_timeout_seconds=5)
 
 
 @pytest.fixture(scope="module")
