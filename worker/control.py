@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.catalog import CatalogFollower, TopologyCatalog
 from worker.envelope import Message
-from worker.kafka import make_consumer, make_producer
+from worker.kafka import make_consumer, make_producer, send_message
 from worker.registry import NodeRegistry, default_registry
 from worker.settings import Settings
 from worker.topics import TopicNames
@@ -60,9 +60,7 @@ class ControlClient:
     metrics: None = None
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
-        return await self.producer.send(
-            topic, message.encode_body(), key=message.key(), headers=message.kafka_headers()
-        )
+        return await send_message(self.producer, topic, message)
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
-from worker.store import TrashEntry
+from worker.trash import record_entry
 
 log = structlog.get_logger("inbound")
 
@@ -51,16 +51,5 @@ class InboundBridge:
             log.info("no active topology starts on this topic", topic=record.topic)
 
     async def _trash(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        await self.rt.store.add_trash(
-            TrashEntry(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key.decode(errors="replace") if record.key else None,
-                error_class="MalformedMessage",
-                error_message=reason,
-                headers={k: v.decode(errors="replace") for k, v in (record.headers or ())},
-                raw_body=(record.value or b"").decode(errors="replace")[:100_000],
-            )
-        )
+        await self.rt.store.add_trash(record_entry(record, error_class="MalformedMessage", error_message=reason))
         log.warning("inbound record moved to trash", reason=reason)

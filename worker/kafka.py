@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -12,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 
+from worker.envelope import Message
 from worker.settings import Settings
 
 log = structlog.get_logger("kafka")
@@ -59,6 +61,11 @@ def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, grou
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
     )
+
+
+async def send_message(producer: AIOKafkaProducer, topic: str, message: Message) -> asyncio.Future[Any]:
+    """Queue one message; the returned future resolves when the broker acknowledged it."""
+    return await producer.send(topic, message.encode_body(), key=message.key(), headers=message.kafka_headers())
 
 
 async def read_from_start(

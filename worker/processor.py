@@ -23,8 +23,9 @@ from worker.node import Batch, Connector, Node, NodeContext, Result
 from worker.processes import handled_record
 from worker.router import Outgoing, cursor_message, route
 from worker.runtime import Runtime
-from worker.store import Install, TrashEntry
+from worker.store import Install
 from worker.topology import NodeSpec, TopologyVersion
+from worker.trash import record_entry, record_headers
 
 log = structlog.get_logger("processor")
 
@@ -305,12 +306,12 @@ class NodeProcessor:
         reason_class: str | None = None,
         note: str = "",
     ) -> None:
-        headers = message.headers if message else _raw_headers(record)
+        headers = message.headers if message else record_headers(record)
         text = getattr(error, "message", None) or str(error) or type(error).__name__
-        entry = TrashEntry(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
+        entry = record_entry(
+            record,
+            headers=headers,
+            keep_raw=message is None,
             node_id=headers.get(H.NODE_ID),
             node_name=self.node.name,
             topology_name=headers.get(H.TOPOLOGY_NAME),
@@ -323,10 +324,7 @@ class NodeProcessor:
             error_message=f"{text} ({note})" if note else text,
             http_status=getattr(error, "status", None),
             error_body=getattr(error, "body", None),
-            headers=headers,
-            key=record.key.decode(errors="replace") if record.key else None,
             body=message.body if message else None,
-            raw_body=None if message else (record.value or b"").decode(errors="replace")[:100_000],
         )
         entry_id = await self.rt.store.add_trash(entry)
         log.warning(
@@ -344,7 +342,3 @@ def _install_headers(ctx: NodeContext) -> dict[str, str]:
     if ctx.install is None:
         return {}
     return {H.USER: ctx.install.user, H.APPLICATION: ctx.install.application}
-
-
-def _raw_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
-    return {k: v.decode(errors="replace") for k, v in (record.headers or ())}

@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H
 from worker.runtime import Runtime
-from worker.store import TrashEntry
+from worker.trash import record_entry, record_headers
 
 log = structlog.get_logger("retry")
 
@@ -25,24 +25,17 @@ class RetryForwarder:
         self.rt = runtime
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        headers = record_headers(record)
         target = headers.get(H.RETRY_TARGET_TOPIC)
         try:
             due = float(headers.get(H.RETRY_DUE_AT, "0"))
         except ValueError:
             due = 0.0
         if not target:
-            await self.rt.store.add_trash(
-                TrashEntry(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    error_class="MalformedMessage",
-                    error_message="retry record without a target topic",
-                    headers=headers,
-                    raw_body=(record.value or b"").decode(errors="replace")[:100_000],
-                )
+            entry = record_entry(
+                record, error_class="MalformedMessage", error_message="retry record without a target topic"
             )
+            await self.rt.store.add_trash(entry)
             return
         await asyncio.sleep(max(0.0, due - time.time()))
         headers.pop(H.RETRY_TARGET_TOPIC, None)

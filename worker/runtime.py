@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
+from worker.kafka import send_message
 from worker.limiter import Limiter
 from worker.registry import NodeRegistry
 from worker.settings import Settings
@@ -43,7 +44,4 @@ class Runtime:
         self.installs = InstallCache(self.store)
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
-        """Queue one message; the returned future resolves when the broker acknowledged it."""
-        return await self.producer.send(
-            topic, message.encode_body(), key=message.key(), headers=message.kafka_headers()
-        )
+        return await send_message(self.producer, topic, message)

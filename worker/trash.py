@@ -4,12 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
+
 from worker.envelope import H, Message
 from worker.starter import Starter
 from worker.store import InstallStore, TrashEntry
 
 #: Bookkeeping of the failed attempt that must not follow the message back.
 _RESET = (H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT)
+
+
+#: Undecodable record values are kept as text up to this many characters.
+RAW_BODY_LIMIT = 100_000
+
+
+def record_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+
+
+def record_entry(
+    record: ConsumerRecord[bytes, bytes],
+    *,
+    error_class: str,
+    error_message: str,
+    headers: dict[str, str] | None = None,
+    keep_raw: bool = True,
+    **fields: Any,
+) -> TrashEntry:
+    """A trash entry that says where the record came from; ``keep_raw`` keeps its bytes as text
+    (for records that did not decode, so an operator can see what arrived)."""
+    return TrashEntry(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key.decode(errors="replace") if record.key else None,
+        headers=record_headers(record) if headers is None else headers,
+        raw_body=(record.value or b"").decode(errors="replace")[:RAW_BODY_LIMIT] if keep_raw else None,
+        error_class=error_class,
+        error_message=error_message,
+        **fields,
+    )
 
 
 class NothingToReplay(ValueError):
