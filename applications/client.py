@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from applications.base import Application
+from applications.transport import POOL_KEY
 from worker.errors import RetryableError, StopError
 from worker.limiter import Limiter
 from worker.store import Install
@@ -147,7 +148,12 @@ class ShoptetClient:
             try:
                 async with self.limiter.slot(key):
                     response = await self.http.request(
-                        method, self.url(path), params=params, json=json, headers=headers
+                        method,
+                        self.url(path),
+                        params=params,
+                        json=json,
+                        headers=headers,
+                        extensions={POOL_KEY: key},
                     )
             except httpx.TimeoutException as exc:
                 raise RetryableError(f"{method} {path}: timeout ({type(exc).__name__})") from exc
@@ -168,7 +174,8 @@ class ShoptetClient:
         key = self.application.limiter_key(self.install)
         headers = await self.application.auth_headers(self.install)
         try:
-            async with self.limiter.slot(key), self.http.stream("GET", self.url(url), headers=headers) as resp:
+            stream = self.http.stream("GET", self.url(url), headers=headers, extensions={POOL_KEY: key})
+            async with self.limiter.slot(key), stream as resp:
                 self.limiter.observe(key, resp.headers)
                 if resp.status_code >= 300:
                     await resp.aread()

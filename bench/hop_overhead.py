@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from bench.common import BenchResult, bench_settings, env_int, throughput_result
 from bench.offsets import RecordCounter
 from bench.passthrough_nodes import CHAIN
-from worker.app import Worker
+from worker.app import Worker, tune_garbage_collector
 from worker.broker import EmbeddedBroker
 from worker.envelope import Message
 from worker.kafka import ensure_topics, make_consumer, make_producer
@@ -183,6 +183,7 @@ async def run(
             bootstrap = broker.bootstrap_servers
             settings = bench_settings(bootstrap, Path(tmp), redis_url="")
             probe = parse_topology(chain_topology(sizes.concurrency), origin=TOPOLOGY)
+            tune_garbage_collector()  # the worker tunes it when it starts; the raw loop gets the same
             raw = await run_raw(settings, bootstrap, start_messages(probe, sizes), timeout)
             worker_rate, delivered = await run_worker(settings, sizes, timeout)
     result = throughput_result(NAME, worker_rate, "msg/s", raw, TARGET)

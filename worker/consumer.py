@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -22,17 +25,25 @@ from worker.offsets import PartitionOffsets
 
 log = structlog.get_logger("consumer")
 
-Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+#: Handles one record. It returns when the record no longer needs the handler's attention, with
+#: ``None`` if its fate is already recorded, or a future that is done once it is (outputs still on
+#: their way to the broker). The record's offset is committable only after that.
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable["asyncio.Future[None] | None"]]
 COMMIT_INTERVAL_SECONDS = 0.5
 COMMIT_TIMEOUT_SECONDS = 10.0
+#: Read-ahead bounds of one consumer: enough for ten e-shops' worth of queued detail requests.
+DEFAULT_MAX_IN_FLIGHT = 10_000
+DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+#: A runner whose node never waits gives the event loop a turn after this many records.
+YIELD_EVERY = 32
 
 
 @dataclass(slots=True)
-class _KeySlot:
-    """The per-key semaphore and how many records use it, so idle keys are forgotten."""
+class _KeyQueue:
+    """Records of one key waiting their turn, and how many runners work through them."""
 
-    semaphore: asyncio.Semaphore
-    users: int = 0
+    records: deque[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]] = field(default_factory=deque)
+    runners: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -50,6 +61,14 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class ManagedConsumer:
+    """Fetches records into one FIFO queue per key; up to ``per_key`` runners drain each queue.
+
+    Records are read ahead of the ones running (up to ``max_in_flight`` records or
+    ``max_in_flight_bytes`` of values), so that one e-shop with thousands of records ahead of
+    another's in a partition does not leave the other's token idle. Queued records cost a deque
+    entry, not a task.
+    """
+
     def __init__(
         self,
         name: str,
@@ -59,7 +78,8 @@ class ManagedConsumer:
         *,
         concurrency: int = 10,
         ordered: bool = False,
-        max_in_flight: int = 1000,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -69,20 +89,26 @@ class ManagedConsumer:
         #: per consumer, means one e-shop waiting for its token's slots never holds up another's.
         self.per_key = 1 if ordered else concurrency
         self.ordered = ordered
+        self.max_in_flight = max_in_flight
+        self.max_in_flight_bytes = max_in_flight_bytes
         self.assigned = asyncio.Event()
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._key_slots: dict[bytes, _KeySlot] = {}
+        self._held = 0
+        self._held_bytes = 0
+        self._room = asyncio.Event()
+        self._queues: dict[bytes, _KeyQueue] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        #: Runner tasks, one per key and concurrency slot that has records to work on.
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Tasks inside the handler (holding their key's slot), as opposed to queued behind it.
-        self._running: set[asyncio.Task[None]] = set()
+        #: Handled records whose outputs are still on their way to the broker.
+        self._recording: set[asyncio.Future[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        """Records read and not finished yet: running or queued behind their key."""
+        return self._held
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -105,51 +131,90 @@ class ManagedConsumer:
                 continue
             for tp, records in batches.items():
                 for record in records:
-                    await self._slots.acquire()
+                    while self._held >= self.max_in_flight or self._held_bytes >= self.max_in_flight_bytes:
+                        self._room.clear()
+                        await self._room.wait()
                     if self._stopping:
-                        self._slots.release()
                         return
                     self._offsets.setdefault(tp, PartitionOffsets()).started(record.offset)
-                    self._spawn(tp, record)
+                    self._enqueue(tp, record)
 
-    def _spawn(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._held += 1
+        self._held_bytes += max(record.serialized_value_size, 0)
         key = record.key or b""
-        key_slot = self._key_slots.get(key)
-        if key_slot is None:
-            key_slot = self._key_slots[key] = _KeySlot(asyncio.Semaphore(self.per_key))
-        key_slot.users += 1
-        task = asyncio.create_task(self._handle(tp, record, key, key_slot))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _KeyQueue()
+        queue.records.append((tp, record))
+        if queue.runners < self.per_key:
+            queue.runners += 1
+            task = asyncio.create_task(self._drain(key, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _handle(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], key: bytes, key_slot: _KeySlot
-    ) -> None:
-        # Semaphores wake waiters in FIFO order, so records of one key start in offset order: with
-        # per_key == 1 (ordered nodes) they also finish in order.
-        task = asyncio.current_task()
-        try:
-            async with key_slot.semaphore:
-                if task is not None:
-                    self._running.add(task)
-                await self.handler(record)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The handler promises not to raise; if it does anyway, the offset stays uncommitted
-            # and the record comes back after a restart instead of being skipped.
-            log.exception("handler failed; record left uncommitted", name=self.name, offset=record.offset)
-            return
-        finally:
-            if task is not None:
-                self._running.discard(task)
-            self._slots.release()
-            key_slot.users -= 1
-            if key_slot.users == 0:
-                self._key_slots.pop(key, None)
+    def _release(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._held -= 1
+        self._held_bytes -= max(record.serialized_value_size, 0)
+        self._room.set()
+
+    def _finished(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         offsets = self._offsets.get(tp)
         if offsets is not None:
             offsets.finished(record.offset)
+        self._release(record)
+
+    def _recorded(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], recorded: asyncio.Future[None]
+    ) -> None:
+        self._recording.discard(recorded)
+        if recorded.cancelled():
+            self._release(record)  # left uncommitted: read again after a restart
+        else:
+            self._finished(tp, record)
+
+    async def _drain(self, key: bytes, queue: _KeyQueue) -> None:
+        # One deque per key, popped from the left: records of a key start in offset order, and
+        # with per_key == 1 (ordered nodes) they also finish in order.
+        handled = 0
+        try:
+            while queue.records:
+                tp, record = queue.records.popleft()
+                try:
+                    recorded = await self.handler(record)
+                except BaseException as exc:
+                    self._release(record)
+                    if not isinstance(exc, Exception):
+                        raise
+                    # The handler promises not to raise; if it does anyway, the offset stays
+                    # uncommitted and the record comes back after a restart instead of being skipped.
+                    log.exception("handler failed; record left uncommitted", name=self.name, offset=record.offset)
+                    continue
+                if recorded is None or recorded.done():
+                    self._finished(tp, record)
+                elif self.ordered:
+                    # the key's next record waits: a resent output must not land after a later one
+                    try:
+                        await recorded
+                    except BaseException:
+                        self._release(record)
+                        raise
+                    self._finished(tp, record)
+                else:
+                    # the node takes the next record while these outputs are on their way
+                    self._recording.add(recorded)
+                    recorded.add_done_callback(partial(self._recorded, tp, record))
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        finally:
+            queue.runners -= 1
+            if queue.runners == 0 and self._queues.get(key) is queue:
+                # records still queued here (a cancelled runner) stay uncommitted and are read again
+                for _, record in queue.records:
+                    self._release(record)
+                queue.records.clear()
+                del self._queues[key]
 
     async def _commit_loop(self) -> None:
         while True:
@@ -177,10 +242,16 @@ class ManagedConsumer:
 
     async def _drain_and_commit(self, wait_seconds: float | None = None) -> None:
         """Let running records finish, give queued ones back (uncommitted, so they are read again)."""
-        for task in self._tasks - self._running:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=wait_seconds)
+        for queue in self._queues.values():
+            for _, record in queue.records:
+                self._release(record)
+            queue.records.clear()
+        deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+        # runners first (they may hand over more outputs), then the outputs still on their way
+        for waiting in (self._tasks, self._recording):
+            if waiting:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.wait(set(waiting), timeout=left)
         await self.commit()
 
     async def stop(self, graceful_timeout: float = 30.0) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+import orjson
+
 
 class ResultCode(IntEnum):
     """Orchesty's result codes; the values are part of the contract and never change."""
@@ -57,6 +59,14 @@ class H:
 
 #: Headers every message on a node topic must carry; anything less is malformed and goes to trash.
 REQUIRED_HEADERS = (H.CORRELATION_ID, H.PROCESS_ID, H.TOPOLOGY_NAME, H.TOPOLOGY_VERSION, H.NODE_ID)
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; what orjson cannot encode (integers past 64 bits) falls back to json."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def new_id() -> str:
@@ -128,7 +138,7 @@ class Message:
         return key.encode() if key else None
 
     def encode_body(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        return encode_json(self.body)
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         return [(k, v.encode()) for k, v in self.headers.items()]
@@ -153,7 +163,7 @@ class Message:
         if value is None:
             raise MalformedMessage("empty record value (tombstone)")
         try:
-            body = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
             raise MalformedMessage(f"body is not JSON: {exc}") from exc
         return cls(body=body, headers=decoded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,6 +12,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import Message
@@ -37,12 +39,38 @@ def client_options(settings: Settings, bootstrap_servers: str) -> dict[str, Any]
     return options
 
 
+#: Keys whose hash is remembered before the memo starts over (e-shops and process ids).
+KEY_HASH_MEMO_SIZE = 100_000
+_key_hashes: dict[bytes, int] = {}
+
+
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioning hash (murmur2, positive), remembered per key.
+
+    aiokafka's murmur2 is pure Python and ran once per record; the keys repeat (one per e-shop).
+    """
+    value = _key_hashes.get(key)
+    if value is None:
+        if len(_key_hashes) >= KEY_HASH_MEMO_SIZE:
+            _key_hashes.clear()
+        value = _key_hashes[key] = murmur2(key) & 0x7FFFFFFF
+    return value
+
+
+def partition_for_key(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's ``DefaultPartitioner`` with the hash remembered: the same key, the same partition."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[key_hash(key) % len(all_partitions)]
+
+
 def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProducer:
     # acks=all: an output counts as delivered only when the cluster has it; the input's offset is
     # committed after that, which is what makes the pipeline at-least-once.
     return AIOKafkaProducer(
         **client_options(settings, bootstrap_servers),
         acks="all",
+        partitioner=partition_for_key,
         linger_ms=2,
         max_batch_size=1 << 20,
         request_timeout_ms=30_000,

@@ -1,15 +1,34 @@
 """structlog set-up: readable in a terminal, JSON in production, context bound per message.
 
-The consumer binds ``correlation_id``, ``process_id``, ``topology``, ``node`` and ``user`` with
-contextvars, so every line a node or the client logs while handling a message carries them.
+The processor binds ``correlation_id``, ``process_id``, ``topology``, ``node`` and ``user`` with
+:func:`bind_message`, so every line a node or the client logs while handling a message carries
+them. One context variable holds all of them: structlog's ``bind_contextvars`` keeps one variable
+per key and ``clear_contextvars`` walks the whole context, which showed in per-message profiles.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
+
+_MESSAGE_FIELDS: ContextVar[Mapping[str, Any] | None] = ContextVar("shoptet_worker_message_fields", default=None)
+
+
+def bind_message(**fields: Any) -> None:
+    """Log fields of the message this task is handling now (replaces the previous message's)."""
+    _MESSAGE_FIELDS.set(fields or None)
+
+
+def _merge_message_fields(_: object, __: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
+    for key, value in (_MESSAGE_FIELDS.get() or {}).items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
 
 _SECRET_KEYS = {"token", "secret", "password", "authorization", "access_token", "signature_key", "code"}
 
@@ -30,6 +49,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _merge_message_fields,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _drop_secrets,

@@ -1,8 +1,9 @@
 """Process tracking: how far each process (one start) has got, and when it is finished.
 
-Every start and every handled message writes a small ledger record to the ``processes`` topic,
-keyed by the root process id (batch items keep their root), so one partition holds a process's
-whole story. A message "in flight" is one published to a node topic and not yet handled:
+Every start and every handled message is counted in the ``processes`` topic: a start record keyed
+by the root process id (batch items keep their root), and handled messages summed per process into
+batch records by :mod:`worker.ledger`, in the partition the root id hashes to, so one partition
+holds a process's whole story. A message "in flight" is one published to a node topic and not yet handled:
 
     in_flight = starts + outputs to node topics (followers, cursors, retries) - messages handled
 
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -69,18 +70,75 @@ def start_record(message: Message) -> dict[str, Any]:
     return {"kind": "start", **_ids(message), "at": time.time()}
 
 
+@dataclass(slots=True)
+class HandledTally:
+    """Messages of one process handled by this worker, summed into one ledger record."""
+
+    root: str
+    topology: str = ""
+    version: str = ""
+    user: str = ""
+    handled: int = 0
+    node_outputs: int = 0
+    sink_outputs: int = 0
+    emitted: int = 0
+    retries: int = 0
+    trashed: int = 0
+    done: int = 0
+
+    @classmethod
+    def of(cls, message: Message, *, outcome: str, node_outputs: int, sink_outputs: int, emitted: int) -> HandledTally:
+        """One handled message: ``outcome`` is ``ok``, ``retry`` or ``trash``."""
+        return cls(
+            **_ids(message),
+            handled=1,
+            node_outputs=node_outputs,
+            sink_outputs=sink_outputs,
+            emitted=emitted,
+            retries=int(outcome == "retry"),
+            trashed=int(outcome == "trash"),
+            done=int(outcome == "ok" and node_outputs == 0),
+        )
+
+    def merge(self, other: HandledTally) -> None:
+        self.handled += other.handled
+        self.node_outputs += other.node_outputs
+        self.sink_outputs += other.sink_outputs
+        self.emitted += other.emitted
+        self.retries += other.retries
+        self.trashed += other.trashed
+        self.done += other.done
+
+    def copy(self) -> HandledTally:
+        return replace(self)
+
+    def record(self) -> dict[str, Any]:
+        # by hand: dataclasses.asdict deep-copies every field and showed in per-hop profiles
+        return {
+            "kind": "handled",
+            "root": self.root,
+            "topology": self.topology,
+            "version": self.version,
+            "user": self.user,
+            "handled": self.handled,
+            "node_outputs": self.node_outputs,
+            "sink_outputs": self.sink_outputs,
+            "emitted": self.emitted,
+            "retries": self.retries,
+            "trashed": self.trashed,
+            "done": self.done,
+            "at": time.time(),
+        }
+
+
 def handled_record(
     message: Message, *, outcome: str, node_outputs: int, sink_outputs: int, emitted: int
 ) -> dict[str, Any]:
-    return {
-        "kind": "handled",
-        **_ids(message),
-        "outcome": outcome,
-        "node_outputs": node_outputs,
-        "sink_outputs": sink_outputs,
-        "emitted": emitted,
-        "at": time.time(),
-    }
+    """The ledger record of one handled message (the writer sums many into one)."""
+    tally = HandledTally.of(
+        message, outcome=outcome, node_outputs=node_outputs, sink_outputs=sink_outputs, emitted=emitted
+    )
+    return tally.record()
 
 
 def root_of(message: Message) -> str:
@@ -128,21 +186,27 @@ class ProcessBook:
             p.starts += 1
             p.started_at = min(p.started_at or p.updated_at, p.updated_at)
         elif kind == "handled":
-            p.handled += 1
+            p.handled += int(record.get("handled", 0))
             p.node_outputs += int(record.get("node_outputs", 0))
             p.emitted += int(record.get("emitted", 0))
             p.delivered += int(record.get("sink_outputs", 0))
-            outcome = record.get("outcome")
-            if outcome == "retry":
-                p.retries += 1
-            elif outcome == "trash":
-                p.trashed += 1
-            elif int(record.get("node_outputs", 0)) == 0:
-                p.done += 1
+            p.retries += int(record.get("retries", 0))
+            p.trashed += int(record.get("trashed", 0))
+            p.done += int(record.get("done", 0))
         if p.starts and p.in_flight == 0 and not p.finished:
             self.idle.add(root)
         else:
             self.idle.discard(root)
+
+    def apply_value(self, value: bytes | None, received_at: float | None = None) -> None:
+        """A ledger record as read from Kafka: one JSON object, or a list (a writer's batch)."""
+        try:
+            data = json.loads(value or b"{}")
+        except ValueError:
+            return
+        for record in data if isinstance(data, list) else [data]:
+            if isinstance(record, dict):
+                self.apply(record, received_at)
 
     def settled(self, quiet_seconds: float, now: float | None = None) -> list[ProcessCounts]:
         """Unfinished processes with nothing in flight and no change for ``quiet_seconds``."""
@@ -207,8 +271,7 @@ class ProcessTracker:
             replaying = False
             for tp, records in batches.items():
                 for r in records:
-                    with contextlib.suppress(ValueError):
-                        self.book.apply(json.loads(r.value or b"{}"))
+                    self.book.apply_value(r.value)
                     replaying = replaying or r.offset < self.replay_until.get(tp, 0) - 1
             if replaying:
                 # what the ledger held when we got the partition was announced by our predecessor
@@ -255,8 +318,7 @@ async def read_book(consumer: AIOKafkaConsumer, topic: str) -> ProcessBook:
     book = ProcessBook()
 
     def apply(record: ConsumerRecord[bytes, bytes]) -> None:
-        with contextlib.suppress(ValueError):
-            book.apply(json.loads(record.value or b"{}"))
+        book.apply_value(record.value)
 
     await consumer.start()
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 import structlog
@@ -19,8 +21,9 @@ from aiokafka.structs import ConsumerRecord
 from applications.client import ShoptetClient
 from worker.envelope import H, MalformedMessage, Message, ResultCode
 from worker.errors import InstallDisabled, InstallNotFound, NodeError, RetryableError, StopError
+from worker.logging import bind_message
 from worker.node import Batch, Connector, Node, NodeContext, Result
-from worker.processes import handled_record
+from worker.processes import HandledTally
 from worker.router import Outgoing, cursor_message, route
 from worker.runtime import Runtime
 from worker.store import Install
@@ -48,10 +51,8 @@ class Delivery:
         self.sink_outputs = 0
         self.emitted = 0
 
-    async def send(self, out: Outgoing, *, counted: bool = True) -> None:
+    async def send(self, out: Outgoing) -> None:
         self.pending.append((out, await self.rt.send(out.topic, out.message)))
-        if not counted:
-            return
         if out.topic.startswith(self.rt.topics.node_prefix) or out.topic == self.rt.topics.retry:
             self.node_outputs += 1
         else:
@@ -59,26 +60,86 @@ class Delivery:
         if len(self.pending) >= FLUSH_EVERY:
             await self.flush()
 
+    def settled(self, also: asyncio.Future[None]) -> asyncio.Future[None]:
+        """A future done once the broker has every output and ``also`` is done.
+
+        Nothing is awaited here, so the consumer can hand the next record to the node while these
+        outputs are on their way; outputs the broker refused are sent again in the background.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        pending, self.pending = self.pending, []
+        failed: list[Outgoing] = []
+        waiting = len(pending) + 1
+
+        def arrived(out: Outgoing | None, future: asyncio.Future[Any]) -> None:
+            nonlocal waiting
+            if out is not None and (future.cancelled() or future.exception() is not None):
+                failed.append(out)
+            waiting -= 1
+            if waiting:
+                return
+            if failed:
+                _background(self._resend(failed), done)
+            elif not done.done():
+                done.set_result(None)
+
+        for out, future in pending:
+            future.add_done_callback(partial(arrived, out))
+        also.add_done_callback(partial(arrived, None))
+        return done
+
+    async def _resend(self, failed: list[Outgoing]) -> None:
+        log.warning("broker did not acknowledge outputs; sending again", count=len(failed))
+        await asyncio.sleep(0.5)
+        for out in failed:
+            self.pending.append((out, await _send_or_failed(self.rt, out)))
+        await self.flush()
+
     async def flush(self) -> None:
         """Wait until the broker has every output; resend what failed until it does."""
         pending, self.pending = self.pending, []
         delay = 0.5
         while pending:
-            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-            failed = [out for (out, _), res in zip(pending, results, strict=True) if isinstance(res, BaseException)]
+            failed = []
+            for out, future in pending:  # all are on their way already: awaiting in turn costs no time
+                try:
+                    await future
+                except Exception:  # KafkaError subclasses: timeouts, leader changes, broker gone
+                    failed.append(out)
             if not failed:
                 return
             log.warning("broker did not acknowledge outputs; sending again", count=len(failed), delay=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-            pending = []
-            for out in failed:
-                try:
-                    pending.append((out, await self.rt.send(out.topic, out.message)))
-                except KafkaError:
-                    failed_future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                    failed_future.set_exception(KafkaError("send failed"))
-                    pending.append((out, failed_future))
+            pending = [(out, await _send_or_failed(self.rt, out)) for out in failed]
+
+
+async def _send_or_failed(rt: Runtime, out: Outgoing) -> asyncio.Future[Any]:
+    """The acknowledgement future of ``out``; a failed one if it could not even be queued."""
+    try:
+        return await rt.send(out.topic, out.message)
+    except KafkaError as exc:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
+
+
+#: Background resends, referenced until done (the loop keeps only weak references to tasks).
+_resending: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None], done: asyncio.Future[None]) -> None:
+    """Run ``work``, then resolve ``done``; ``done`` stays pending if the work is cancelled (shutdown)."""
+
+    def finished(task: asyncio.Task[None]) -> None:
+        _resending.discard(task)
+        if not task.cancelled() and task.exception() is None and not done.done():
+            done.set_result(None)
+
+    task = asyncio.get_running_loop().create_task(work)
+    _resending.add(task)
+    task.add_done_callback(finished)
 
 
 def backoff_seconds(interval: float, hops: int) -> float:
@@ -95,14 +156,15 @@ class NodeProcessor:
         self.log = log.bind(node_name=node.name)  # bound once: binding per message showed in profiles
 
     # --- entry point ---------------------------------------------------------------------------
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        structlog.contextvars.clear_contextvars()
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None] | None:
+        """Run the node on one record; the returned future is done when its fate is recorded."""
+        bind_message()
         try:
             message = Message.decode(record.value, record.headers)
         except MalformedMessage as exc:
             await self.trash(record, None, exc, reason_class="MalformedMessage")
-            return
-        structlog.contextvars.bind_contextvars(
+            return None
+        bind_message(
             correlation_id=message.correlation_id,
             process_id=message.process_id,
             topology=message.headers.get(H.TOPOLOGY_NAME),
@@ -110,14 +172,17 @@ class NodeProcessor:
             user=message.user,
         )
         started = time.perf_counter()
-        outcome = "ok"
+        outcome = "error"
         try:
-            outcome = await self._process(record, message)
+            outcome, recorded = await self._process(record, message)
         finally:
             if self.rt.metrics is not None:
                 self.rt.metrics.observe_message(self.node.name, outcome, time.perf_counter() - started)
+        return recorded
 
-    async def _process(self, record: ConsumerRecord[bytes, bytes], message: Message) -> str:
+    async def _process(
+        self, record: ConsumerRecord[bytes, bytes], message: Message
+    ) -> tuple[str, asyncio.Future[None]]:
         name = message.headers[H.TOPOLOGY_NAME]
         version = message.headers[H.TOPOLOGY_VERSION]
         tv = self.rt.catalog.get(name, version)
@@ -127,13 +192,13 @@ class NodeProcessor:
             retried = await self.retry(
                 record, message, None, error, interval=UNKNOWN_VERSION_RETRY_SECONDS, delivery=delivery
             )
-            return await self._finish(message, "retry" if retried else "trash", delivery)
+            return self._finish(message, "retry" if retried else "trash", delivery)
         node_id = message.headers[H.NODE_ID]
         spec = tv.topology.nodes.get(node_id)
         if spec is None or spec.node != self.node.name:
             missing = StopError(f"topology {name}@{version} has no node {node_id!r} of type {self.node.name!r}")
             await self.trash(record, message, missing)
-            return await self._finish(message, "trash", delivery)
+            return self._finish(message, "trash", delivery)
         outcome = "ok"
         try:
             ctx = await self._context(message, tv, node_id, spec)
@@ -150,21 +215,19 @@ class NodeProcessor:
             await self.trash(record, message, exc)
             outcome = "trash"
         # items a batch emitted before failing are delivered too: nothing is lost
-        return await self._finish(message, outcome, delivery)
+        return self._finish(message, outcome, delivery)
 
-    async def _finish(self, message: Message, outcome: str, delivery: Delivery) -> str:
-        """Queue the process-ledger record with the outputs and wait until the broker has both."""
-        record = handled_record(
+    def _finish(self, message: Message, outcome: str, delivery: Delivery) -> tuple[str, asyncio.Future[None]]:
+        """Count the message in the process ledger; its fate is recorded when the broker has the
+        outputs and the ledger record (at-least-once: the ledger may count a redelivery twice)."""
+        tally = HandledTally.of(
             message,
             outcome=outcome,
             node_outputs=delivery.node_outputs,
             sink_outputs=delivery.sink_outputs,
             emitted=delivery.emitted,
         )
-        ledger = Message(body=record, headers={H.USER: message.user or ""})
-        await delivery.send(Outgoing(self.rt.topics.processes, ledger.with_key(record["root"])), counted=False)
-        await delivery.flush()
-        return outcome
+        return outcome, delivery.settled(self.rt.ledger.add(tally))
 
     # --- the node call -------------------------------------------------------------------------
     async def _context(self, message: Message, tv: TopologyVersion, node_id: str, spec: NodeSpec) -> NodeContext:

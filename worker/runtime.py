@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
 from worker.kafka import send_message
+from worker.ledger import LedgerWriter
 from worker.limiter import Limiter
 from worker.registry import NodeRegistry
 from worker.settings import Settings
@@ -39,9 +40,11 @@ class Runtime:
     bootstrap_servers: str
     metrics: Metrics | None = None
     installs: InstallCache = field(init=False)
+    ledger: LedgerWriter = field(init=False)
 
     def __post_init__(self) -> None:
         self.installs = InstallCache(self.store)
+        self.ledger = LedgerWriter(self.producer, self.topics.processes)
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         return await send_message(self.producer, topic, message)

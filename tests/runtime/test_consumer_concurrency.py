@@ -20,9 +20,8 @@ def record(offset: int, key: bytes) -> ConsumerRecord[bytes, bytes]:
 
 async def feed(consumer: ManagedConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
     for r in records:
-        await consumer._slots.acquire()
         consumer._offsets.setdefault(TP, PartitionOffsets()).started(r.offset)
-        consumer._spawn(TP, r)
+        consumer._enqueue(TP, r)
 
 
 async def test_a_blocked_key_does_not_hold_up_other_keys() -> None:
@@ -43,7 +42,8 @@ async def test_a_blocked_key_does_not_hold_up_other_keys() -> None:
     await asyncio.gather(*consumer._tasks)
     assert sorted(done) == [0, 1, 2, 3, 4]
     assert consumer._offsets[TP].committable() == 5
-    assert consumer._key_slots == {}
+    assert consumer._queues == {}
+    assert consumer.in_flight == 0
 
 
 async def test_ordered_consumer_runs_one_record_per_key_in_offset_order() -> None:
@@ -65,3 +65,55 @@ async def test_ordered_consumer_runs_one_record_per_key_in_offset_order() -> Non
     assert peak == {b"a": 1, b"b": 1}
     assert [o for k, o in order if k == b"a"] == list(range(1, 20, 2))
     assert [o for k, o in order if k == b"b"] == list(range(0, 20, 2))
+
+
+class _OneBatch:
+    """Stands in for AIOKafkaConsumer: one fetch returns ``records``, later fetches nothing."""
+
+    def __init__(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        self.batches = [{TP: records}]
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.batches:
+            return self.batches.pop()
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+
+async def _run_with_read_ahead(max_in_flight: int) -> list[int]:
+    """Five records of a blocked key ahead of one record of another key, read ahead up to a bound."""
+    release_a, all_done = asyncio.Event(), asyncio.Event()
+    done: list[int] = []
+    records = [record(i, b"a") for i in range(5)] + [record(5, b"b")]
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        if r.key == b"a":
+            await release_a.wait()
+        done.append(r.offset)
+        if len(done) == len(records):
+            all_done.set()
+
+    fake = _OneBatch(records)
+    consumer = ManagedConsumer("n", fake, ["t"], handler, concurrency=2, max_in_flight=max_in_flight)  # type: ignore[arg-type]
+    loop_task = asyncio.create_task(consumer._run())
+    await asyncio.sleep(0.05)
+    seen_while_blocked = list(done)
+    release_a.set()
+    await asyncio.wait_for(all_done.wait(), 5)
+    await asyncio.gather(*consumer._tasks)
+    assert consumer.in_flight == 0
+    consumer._stopping = True
+    loop_task.cancel()
+    assert sorted(done) == list(range(6))
+    assert consumer._offsets[TP].committable() == 6
+    return seen_while_blocked
+
+
+async def test_records_behind_a_busy_key_are_read_ahead_and_run() -> None:
+    # key a's five records (two running, three queued) do not keep key b's record from running
+    assert await _run_with_read_ahead(max_in_flight=100) == [5]
+
+
+async def test_read_ahead_stops_at_max_in_flight() -> None:
+    # with room for three records only, key b's record is not read until key a's free some room
+    assert await _run_with_read_ahead(max_in_flight=3) == []

@@ -172,10 +172,7 @@ async def watch_ledger(
                 batches = await consumer.getmany(timeout_ms=int(interval * 1000))
                 for records in batches.values():
                     for record in records:
-                        try:
-                            book.apply(json.loads(record.value or b"{}"))
-                        except ValueError:
-                            continue
+                        book.apply_value(record.value)
                 live.update(view(), refresh=True)
                 tick += 1
     finally:

@@ -1,0 +1,43 @@
+"""The message envelope on the wire: what decodes, what is refused and why, and what encodes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.envelope import REQUIRED_HEADERS, MalformedMessage, Message, encode_json
+
+HEADERS = [(name, b"x") for name in REQUIRED_HEADERS]
+
+
+def test_a_body_survives_the_round_trip_through_kafka_bytes() -> None:
+    body = {"code": "2024000001", "name": "Žluťoučký kůň", "items": [1, 2.5, None, True]}
+    message = Message(body=body, headers={name: "x" for name in REQUIRED_HEADERS})
+    encoded = message.encode_body()
+    assert "Žluťoučký".encode() in encoded  # UTF-8, not \\u escapes
+    assert b" " not in encoded.replace("Žluťoučký kůň".encode(), b"")  # compact
+    assert Message.decode(encoded, message.kafka_headers()).body == body
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "body is not JSON"),
+        (b"\xff\xfe", "body is not JSON"),
+        (None, "empty record value"),
+    ],
+)
+def test_bad_bodies_are_refused_with_the_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        Message.decode(value, HEADERS)
+
+
+def test_missing_headers_are_named() -> None:
+    with pytest.raises(MalformedMessage, match="missing header\\(s\\): process-id"):
+        Message.decode(b"{}", [h for h in HEADERS if h[0] != "process-id"])
+
+
+def test_what_the_fast_encoder_cannot_take_is_still_encoded() -> None:
+    huge = 2**70  # past 64 bits: orjson refuses, json does not
+    assert json.loads(encode_json({"n": huge, 1: "int key"})) == {"n": huge, "1": "int key"}

@@ -1,0 +1,46 @@
+"""Log lines carry the ids of the message being handled, and no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from worker.logging import bind_message, configure_logging
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The production JSON set-up, printing into a buffer instead of stderr."""
+    saved = structlog.get_config()
+    configure_logging("json", "INFO")
+    buffer = io.StringIO()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer))
+    try:
+        yield buffer
+    finally:
+        bind_message()
+        structlog.configure(**saved)
+
+
+def test_lines_logged_while_handling_a_message_carry_its_ids(json_logs: io.StringIO) -> None:
+    log = structlog.get_logger("test")
+    bind_message(correlation_id="corr-1", process_id="proc-1", node="detail", user="shop-1")
+    log.info("calling shoptet", access_token="s3cret")
+    bind_message()  # the next message: nothing of the previous one may stick
+    log.info("idle")
+    first, second = (json.loads(line) for line in json_logs.getvalue().splitlines())
+    assert first["correlation_id"] == "corr-1"
+    assert first["process_id"] == "proc-1"
+    assert (first["node"], first["user"]) == ("detail", "shop-1")
+    assert first["access_token"] == "***"
+    assert "correlation_id" not in second and "user" not in second
+
+
+def test_a_field_given_on_the_line_wins_over_the_message_field(json_logs: io.StringIO) -> None:
+    bind_message(node="detail")
+    structlog.get_logger("test").info("routed", node="list")
+    assert json.loads(json_logs.getvalue())["node"] == "list"
