@@ -20,9 +20,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from applications.base import Application
 from applications.transport import POOL_KEY
+from worker.envelope import encode_json
 from worker.errors import RetryableError, StopError
 from worker.limiter import Limiter
 from worker.store import Install
@@ -57,7 +59,7 @@ def _error_summary(body: Any) -> str:
 
 def _json_or_text(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return orjson.loads(response.content)
     except ValueError:
         return response.text[:2000]
 
@@ -134,7 +136,10 @@ class ShoptetClient:
         raise_for_status(response)
         if response.status_code == 204 or not response.content:
             return {"data": None, "errors": None}
-        body = response.json()
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise StopError(f"{method} {path}: answer is not JSON ({exc})", status=response.status_code) from exc
         if not isinstance(body, dict):
             raise StopError(f"{method} {path}: expected a JSON object, got {type(body).__name__}")
         return body
@@ -151,7 +156,7 @@ class ShoptetClient:
                         method,
                         self.url(path),
                         params=params,
-                        json=json,
+                        content=None if json is None else encode_json(json),
                         headers=headers,
                         extensions={POOL_KEY: key},
                     )

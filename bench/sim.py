@@ -146,7 +146,7 @@ def count_ok(stats: dict[str, Any], *endpoints: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from simulator.app import create_app
+    from simulator.app import create_app, freeze_seeded_data
 
     parser = argparse.ArgumentParser(prog="python -m bench.sim", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-bucket", action="store_true")
     args = parser.parse_args(argv)
     app = create_app(config(args.orders, args.eshops, args.latency_ms, not args.no_bucket, args.port))
+    freeze_seeded_data()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, backlog=2048)
 
 

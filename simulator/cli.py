@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from simulator.app import create_app
+from simulator.app import create_app, freeze_seeded_data
 from simulator.config import SimulatorConfig
 
 
@@ -30,6 +30,7 @@ def run_simulator(
         public_url=f"http://{public_host}:{port}",
     )
     app = create_app(config)
+    freeze_seeded_data()
     print(f"Shoptet API simulator on http://{public_host}:{port} (admin: /_sim/, docs: /_sim/docs)", flush=True)
     print(f"OAuth client_id={config.oauth_client_id} client_secret={config.oauth_client_secret}", flush=True)
     for eshop in app.state.sim.eshops:

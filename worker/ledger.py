@@ -58,7 +58,10 @@ class LedgerWriter:
         self._partitions_at = 0.0
 
     def add(self, tally: HandledTally) -> asyncio.Future[None]:
-        """Count ``tally`` in the next batch; the future resolves when the broker has it."""
+        """Count ``tally`` in the next batch; the future resolves when the broker has it.
+
+        The writer takes ``tally`` over (it may add later tallies of the same process to it).
+        """
         loop = asyncio.get_running_loop()
         batch = self._open
         if batch is None:
@@ -66,7 +69,7 @@ class LedgerWriter:
             self._timer = loop.call_later(self.linger, self._send_open)
         known = batch.tallies.get(tally.root)
         if known is None:
-            batch.tallies[tally.root] = tally.copy()
+            batch.tallies[tally.root] = tally
         else:
             known.merge(tally)
         waiter = loop.create_future()

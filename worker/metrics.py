@@ -49,6 +49,9 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+        self._message_counters: dict[tuple[str, str], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._emitted: dict[str, Counter] = {}
         self.emitted = Counter("shoptet_worker_batch_items", "Items emitted by batch nodes", ["node"], registry=r)
         self.retries = Counter("shoptet_worker_retries", "Messages sent to the retry path", ["node"], registry=r)
         self.trash = Counter("shoptet_worker_trashed", "Messages moved to trash", ["node"], registry=r)
@@ -68,11 +71,21 @@ class Metrics:
         )
 
     def observe_message(self, node: str, outcome: str, seconds: float) -> None:
-        self.messages.labels(node, outcome).inc()
-        self.duration.labels(node).observe(seconds)
+        # children looked up once per (node, outcome): ``labels()`` takes a lock and validates
+        counter = self._message_counters.get((node, outcome))
+        if counter is None:
+            counter = self._message_counters[(node, outcome)] = self.messages.labels(node, outcome)
+        histogram = self._durations.get(node)
+        if histogram is None:
+            histogram = self._durations[node] = self.duration.labels(node)
+        counter.inc()
+        histogram.observe(seconds)
 
     def items_emitted(self, node: str) -> None:
-        self.emitted.labels(node).inc()
+        counter = self._emitted.get(node)
+        if counter is None:
+            counter = self._emitted[node] = self.emitted.labels(node)
+        counter.inc()
 
     def retried(self, node: str) -> None:
         self.retries.labels(node).inc()

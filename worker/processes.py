@@ -21,14 +21,14 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from worker.envelope import H, Message
+from worker.envelope import H, Message, encode_json
 from worker.kafka import read_from_start
 
 log = structlog.get_logger("processes")
@@ -109,9 +109,6 @@ class HandledTally:
         self.trashed += other.trashed
         self.done += other.done
 
-    def copy(self) -> HandledTally:
-        return replace(self)
-
     def record(self) -> dict[str, Any]:
         # by hand: dataclasses.asdict deep-copies every field and showed in per-hop profiles
         return {
@@ -162,8 +159,9 @@ class ProcessBook:
 
     #: Local time each process last changed, for the quiet period.
     touched: dict[str, float] = field(default_factory=dict)
-    #: Unfinished processes with nothing in flight: the only ones ``settled`` needs to look at.
-    idle: set[str] = field(default_factory=set)
+    #: Unfinished processes with nothing in flight, the least recently touched first: the only
+    #: ones ``settled`` needs to look at, and it can stop at the first that is not quiet yet.
+    idle: dict[str, None] = field(default_factory=dict)
 
     def apply(self, record: dict[str, Any], received_at: float | None = None) -> None:
         root = str(record.get("root") or "")
@@ -177,10 +175,10 @@ class ProcessBook:
         p.user = p.user or str(record.get("user", ""))
         p.updated_at = float(record.get("at") or p.updated_at)
         self.touched[root] = time.monotonic() if received_at is None else received_at
+        self.idle.pop(root, None)
         kind = record.get("kind")
         if kind == "finished":
             p.finished_at = float(record.get("at") or time.time())
-            self.idle.discard(root)
             return
         if kind == "start":
             p.starts += 1
@@ -194,9 +192,7 @@ class ProcessBook:
             p.trashed += int(record.get("trashed", 0))
             p.done += int(record.get("done", 0))
         if p.starts and p.in_flight == 0 and not p.finished:
-            self.idle.add(root)
-        else:
-            self.idle.discard(root)
+            self.idle[root] = None  # re-inserted: the most recently touched is last
 
     def apply_value(self, value: bytes | None, received_at: float | None = None) -> None:
         """A ledger record as read from Kafka: one JSON object, or a list (a writer's batch)."""
@@ -211,7 +207,11 @@ class ProcessBook:
     def settled(self, quiet_seconds: float, now: float | None = None) -> list[ProcessCounts]:
         """Unfinished processes with nothing in flight and no change for ``quiet_seconds``."""
         now = time.monotonic() if now is None else now
-        ready = [self.processes[root] for root in self.idle if now - self.touched.get(root, now) >= quiet_seconds]
+        ready = []
+        for root in self.idle:
+            if now - self.touched.get(root, now) < quiet_seconds:
+                break  # touched in order: every later one is younger still
+            ready.append(self.processes[root])
         return [p for p in ready if not p.finished and p.starts and p.in_flight == 0]
 
 
@@ -277,27 +277,41 @@ class ProcessTracker:
                 # what the ledger held when we got the partition was announced by our predecessor
                 for p in self.book.settled(0.0):
                     p.finished_at = p.updated_at
-                    self.book.idle.discard(p.root)
+                    self.book.idle.pop(p.root, None)
                 continue
-            for process in self.book.settled(self.quiet_seconds):
+            finished = self.book.settled(self.quiet_seconds)
+            for process in finished:
                 process.finished_at = time.time()
-                self.book.idle.discard(process.root)
-                await self._announce(process)
+                self.book.idle.pop(process.root, None)
+            if finished:
+                try:
+                    await self._announce(finished)
+                except Exception as exc:  # the broker is away: announce them on a later round
+                    log.warning("could not announce finished processes", count=len(finished), error=repr(exc))
+                    for process in finished:
+                        process.finished_at = None
+                        self.book.idle[process.root] = None
 
-    async def _announce(self, process: ProcessCounts) -> None:
-        event = {"event": "process finished", **process.summary()}
-        key = process.root.encode()
-        await self.producer.send_and_wait(self.events_topic, json.dumps(event).encode(), key=key)
-        marker = {"kind": "finished", "root": process.root, "at": process.finished_at}
-        await self.producer.send_and_wait(self.ledger_topic, json.dumps(marker).encode(), key=key)
-        log.info(
-            "process finished",
-            root=process.root,
-            topology=process.topology,
-            emitted=process.emitted,
-            done=process.done,
-            trashed=process.trashed,
-        )
+    async def _announce(self, processes: list[ProcessCounts]) -> None:
+        """Publish a ``process finished`` event per process, then mark them finished in the ledger."""
+        acks = []
+        for process in processes:
+            event = {"event": "process finished", **process.summary()}
+            acks.append(await self.producer.send(self.events_topic, encode_json(event), key=process.root.encode()))
+        await asyncio.gather(*acks)
+        acks = []
+        for process in processes:
+            marker = {"kind": "finished", "root": process.root, "at": process.finished_at}
+            acks.append(await self.producer.send(self.ledger_topic, encode_json(marker), key=process.root.encode()))
+            log.info(
+                "process finished",
+                root=process.root,
+                topology=process.topology,
+                emitted=process.emitted,
+                done=process.done,
+                trashed=process.trashed,
+            )
+        await asyncio.gather(*acks)
         # finished processes stay in the book (status shows recent ones); cap memory
         if len(self.book.processes) > 10_000:
             for root in [r for r, p in self.book.processes.items() if p.finished][:5_000]:

@@ -6,6 +6,7 @@ import math
 import operator
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -63,12 +64,19 @@ TIME_FILTERS = (
 )
 
 
+@lru_cache(maxsize=500_000)
+def _parse_time(value: str) -> datetime:
+    """Entity times parsed once: a list page filters every order of the shop, and ``strptime`` on
+    10,000 orders per page made the simulator, not Shoptet's latency, the benchmarks' bottleneck."""
+    return datetime.strptime(value, SHOPTET_TIME)
+
+
 def filter_by_time(request: Request, entities: list[Entity]) -> list[Entity]:
     """``creationTimeFrom/To`` and ``changeTimeFrom/To``, inclusive, as orders and products accept them."""
     for name, field, keep in TIME_FILTERS:
         bound = time_param(request, name)
         if bound is not None:
-            entities = [e for e in entities if keep(datetime.strptime(e[field], SHOPTET_TIME), bound)]
+            entities = [e for e in entities if keep(_parse_time(e[field]), bound)]
     return entities
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from worker.store import Install
@@ -35,3 +36,18 @@ async def test_reads_the_store_once_per_ttl_and_hands_out_copies() -> None:
     cache.forget("u", "a")
     await cache.get("u", "a")
     assert store.reads == 4
+
+
+async def test_messages_arriving_together_share_one_read() -> None:
+
+    class SlowStore(CountingStore):
+        async def get_install(self, user: str, application: str) -> Install | None:
+            await asyncio.sleep(0.01)
+            return await super().get_install(user, application)
+
+    store: Any = SlowStore()
+    cache = InstallCache(store, ttl=2.0)
+    installs = await asyncio.gather(*(cache.get("u", "a") for _ in range(10)))
+    assert store.reads == 1
+    assert all(i is not None and i.user == "u" for i in installs)
+    assert len({id(i) for i in installs}) == 10  # each caller still gets its own copy
