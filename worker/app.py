@@ -168,6 +168,8 @@ class Worker:
                     processor.handle,
                     concurrency=concurrency,
                     ordered=cls.ordered,
+                    max_in_flight=self.settings.consumer_read_ahead_records,
+                    max_in_flight_bytes=self.settings.consumer_read_ahead_bytes,
                 )
             )
         forwarder = RetryForwarder(rt)

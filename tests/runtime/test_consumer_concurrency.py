@@ -117,3 +117,59 @@ async def test_records_behind_a_busy_key_are_read_ahead_and_run() -> None:
 async def test_read_ahead_stops_at_max_in_flight() -> None:
     # with room for three records only, key b's record is not read until key a's free some room
     assert await _run_with_read_ahead(max_in_flight=3) == []
+
+
+async def test_the_next_record_runs_while_outputs_are_on_their_way_but_the_offset_waits() -> None:
+    acks: dict[int, asyncio.Future[None]] = {}
+    started: list[int] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None]:
+        started.append(r.offset)
+        acks[r.offset] = asyncio.get_running_loop().create_future()
+        return acks[r.offset]
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, concurrency=1)  # type: ignore[arg-type]
+    await feed(consumer, [record(i, b"a") for i in range(3)])
+    await asyncio.gather(*consumer._tasks)
+    assert started == [0, 1, 2]  # one runner, and it did not wait for any acknowledgement
+    assert consumer._offsets[TP].committable() == 0 and consumer.in_flight == 3
+    acks[1].set_result(None)
+    acks[2].set_result(None)
+    await asyncio.sleep(0)
+    assert consumer._offsets[TP].committable() == 0  # offset 0 is still on its way
+    acks[0].set_result(None)
+    await asyncio.sleep(0)
+    assert consumer._offsets[TP].committable() == 3 and consumer.in_flight == 0
+
+
+async def test_an_ordered_consumer_waits_for_the_outputs_before_the_next_record() -> None:
+    acks: dict[int, asyncio.Future[None]] = {}
+    started: list[int] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None]:
+        started.append(r.offset)
+        acks[r.offset] = asyncio.get_running_loop().create_future()
+        return acks[r.offset]
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, ordered=True)  # type: ignore[arg-type]
+    await feed(consumer, [record(i, b"a") for i in range(2)])
+    await asyncio.sleep(0.01)
+    assert started == [0]
+    acks[0].set_result(None)
+    await asyncio.sleep(0.01)
+    assert started == [0, 1]
+    acks[1].set_result(None)
+    await asyncio.gather(*consumer._tasks)
+    assert consumer._offsets[TP].committable() == 2
+
+
+async def test_a_handled_record_whose_outputs_never_arrive_is_never_committed() -> None:
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()  # the broker never answers
+
+    consumer = ManagedConsumer("n", None, ["t"], handler)  # type: ignore[arg-type]
+    await feed(consumer, [record(0, b"a")])
+    await asyncio.gather(*consumer._tasks)
+    await asyncio.wait(set(consumer._recording), timeout=0.05)
+    assert consumer._offsets[TP].committable() == 0  # position 0: the record is read again after a restart
+    assert consumer.in_flight == 1

@@ -1,0 +1,73 @@
+"""The ledger writer sums handled messages per process into one record per partition, in the
+partition Kafka's default partitioner gives the process's start records, and never gives up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
+
+from worker.ledger import LedgerWriter
+from worker.processes import HandledTally, ProcessBook
+
+
+class FakeProducer:
+    """Records what was sent; the first ``fail`` sends are not acknowledged."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.sent: list[tuple[int, list[dict[str, Any]]]] = []
+        self.fail = fail
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3, 4, 5}
+
+    async def send(self, topic: str, value: bytes, *, partition: int) -> asyncio.Future[None]:
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            self.fail -= 1
+            ack.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append((partition, json.loads(value)))
+            ack.set_result(None)
+        return ack
+
+
+def tally(root: str, **counts: int) -> HandledTally:
+    return HandledTally(root=root, topology="t", version="1", user="shop", handled=1, **counts)
+
+
+async def test_handled_messages_are_summed_per_process_in_the_roots_partition() -> None:
+    producer = FakeProducer()
+    writer = LedgerWriter(producer, "ledger", linger=0.001)  # type: ignore[arg-type]
+    waiters = [writer.add(tally("root-a", node_outputs=1)) for _ in range(3)]
+    waiters.append(writer.add(tally("root-b", done=1)))
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    records = {r["root"]: (partition, r) for partition, batch in producer.sent for r in batch}
+    assert records["root-a"][1]["handled"] == 3 and records["root-a"][1]["node_outputs"] == 3
+    assert records["root-b"][1]["done"] == 1
+    for root, (partition, _) in records.items():
+        assert partition == DefaultPartitioner()(root.encode(), list(range(6)), list(range(6)))
+    assert len(producer.sent) == len({p for p, _ in records.values()})  # one record per partition
+
+
+async def test_a_record_the_broker_did_not_take_is_sent_again_before_anyone_is_told() -> None:
+    producer = FakeProducer(fail=1)
+    writer = LedgerWriter(producer, "ledger", linger=0.001)  # type: ignore[arg-type]
+    waiter = writer.add(tally("root-a"))
+    await asyncio.sleep(0.1)
+    assert not waiter.done() and producer.sent == []  # backing off after the failure
+    await asyncio.wait_for(waiter, 2)
+    assert [r["root"] for _, batch in producer.sent for r in batch] == ["root-a"]
+
+
+def test_the_book_reads_batches_and_single_records_alike() -> None:
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    book.apply_value(json.dumps([tally("r", node_outputs=2).record(), tally("r", done=1).record()]).encode())
+    book.apply_value(b"not json")
+    process = book.processes["r"]
+    assert (process.starts, process.handled, process.node_outputs, process.done) == (1, 2, 2, 1)
+    assert process.in_flight == 1
