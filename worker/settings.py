@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     graceful_timeout_seconds: float = 30.0
     #: Records each node consumer reads ahead of the ones running (queued per install, so one
     #: e-shop's backlog does not leave another's token idle), and the bytes they may hold.
-    consumer_read_ahead_records: int = Field(default=10_000, ge=1)
+    consumer_read_ahead_records: int = Field(default=50_000, ge=1)
     consumer_read_ahead_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     #: Run only these node types in this process (comma separated); empty runs all.
     nodes: str = ""

@@ -119,7 +119,8 @@ async def test_read_ahead_stops_at_max_in_flight() -> None:
     assert await _run_with_read_ahead(max_in_flight=3) == []
 
 
-async def test_the_next_record_runs_while_outputs_are_on_their_way_but_the_offset_waits() -> None:
+def acks_by_hand() -> tuple[dict[int, asyncio.Future[None]], list[int], Any]:
+    """A handler whose records' outputs are acknowledged when the test says so."""
     acks: dict[int, asyncio.Future[None]] = {}
     started: list[int] = []
 
@@ -128,6 +129,11 @@ async def test_the_next_record_runs_while_outputs_are_on_their_way_but_the_offse
         acks[r.offset] = asyncio.get_running_loop().create_future()
         return acks[r.offset]
 
+    return acks, started, handler
+
+
+async def test_the_next_record_runs_while_outputs_are_on_their_way_but_the_offset_waits() -> None:
+    acks, started, handler = acks_by_hand()
     consumer = ManagedConsumer("n", None, ["t"], handler, concurrency=1)  # type: ignore[arg-type]
     await feed(consumer, [record(i, b"a") for i in range(3)])
     await asyncio.gather(*consumer._tasks)
@@ -143,14 +149,7 @@ async def test_the_next_record_runs_while_outputs_are_on_their_way_but_the_offse
 
 
 async def test_an_ordered_consumer_waits_for_the_outputs_before_the_next_record() -> None:
-    acks: dict[int, asyncio.Future[None]] = {}
-    started: list[int] = []
-
-    async def handler(r: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None]:
-        started.append(r.offset)
-        acks[r.offset] = asyncio.get_running_loop().create_future()
-        return acks[r.offset]
-
+    acks, started, handler = acks_by_hand()
     consumer = ManagedConsumer("n", None, ["t"], handler, ordered=True)  # type: ignore[arg-type]
     await feed(consumer, [record(i, b"a") for i in range(2)])
     await asyncio.sleep(0.01)
