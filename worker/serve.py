@@ -36,6 +36,7 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
         settings = await demo_env.start()
 
     worker = Worker(settings)
+    server: uvicorn.Server | None = None
     server_task: asyncio.Task[None] | None = None
     scheduler: Scheduler | None = None
     try:
@@ -60,10 +61,13 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
     finally:
         if scheduler is not None:
             await scheduler.stop()
-        if server_task is not None:
-            server_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server_task
+        if server is not None and server_task is not None:
+            # uvicorn's own shutdown (lifespan included); cancelling it logged a CancelledError traceback
+            server.should_exit = True
+            try:
+                await asyncio.wait_for(server_task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                server_task.cancel()
         await worker.stop()
         if demo_env is not None:
             await demo_env.stop()
