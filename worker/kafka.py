@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
@@ -19,6 +19,8 @@ from worker.envelope import Message
 from worker.settings import Settings
 
 log = structlog.get_logger("kafka")
+
+T = TypeVar("T")
 
 
 def client_options(settings: Settings, bootstrap_servers: str) -> dict[str, Any]:
@@ -94,6 +96,48 @@ def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, grou
 async def send_message(producer: AIOKafkaProducer, topic: str, message: Message) -> asyncio.Future[Any]:
     """Queue one message; the returned future resolves when the broker acknowledged it."""
     return await producer.send(topic, message.encode_body(), key=message.key(), headers=message.kafka_headers())
+
+
+#: Queues one item for the broker and returns the future of its acknowledgement.
+Send = Callable[[T], Awaitable["asyncio.Future[Any]"]]
+
+
+async def unacknowledged(pending: Iterable[tuple[T, asyncio.Future[Any]]]) -> list[T]:
+    """Wait for every acknowledgement; the items the broker did not take."""
+    failed = []
+    for item, ack in pending:  # all are on their way already: awaiting in turn costs no time
+        try:
+            await ack
+        except Exception:  # KafkaError subclasses: timeouts, leader changes, broker gone
+            failed.append(item)
+    return failed
+
+
+async def send_all(items: Iterable[T], send: Send[T]) -> list[tuple[T, asyncio.Future[Any]]]:
+    """Queue every item; one that cannot even be queued gets a failed acknowledgement."""
+    pending = []
+    for item in items:
+        try:
+            ack = await send(item)
+        except KafkaError as exc:
+            ack = asyncio.get_running_loop().create_future()
+            ack.set_exception(exc)
+        pending.append((item, ack))
+    return pending
+
+
+async def resend_until_acknowledged(failed: list[T], send: Send[T], *, what: str) -> None:
+    """Send ``failed`` again, backing off from 0.5 s to 10 s, until the broker has all of them.
+
+    At-least-once needs this: an output or ledger record the broker never took must not let the
+    input's offset move, and giving up would lose it.
+    """
+    delay = 0.5
+    while failed:
+        log.warning(f"broker did not acknowledge {what}; sending again", count=len(failed), delay=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+        failed = await unacknowledged(await send_all(failed, send))
 
 
 async def read_from_start(

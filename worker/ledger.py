@@ -8,8 +8,8 @@ process, and the futures resolve once the broker has acknowledged every one of t
 record the broker did not take is sent again (with backoff) until it is; the futures never fail.
 
 A process's records must stay in one partition (the tracker that owns the partition sees its whole
-story), so the partition is chosen here from the root process id exactly as Kafka's default
-partitioner chooses it for the start records keyed by that id.
+story), so the partition is chosen here from the root process id with the producer's own
+partitioner (:func:`worker.kafka.partition_for_key`), as for the start records keyed by that id.
 """
 
 from __future__ import annotations
@@ -17,25 +17,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import structlog
 from aiokafka import AIOKafkaProducer
 
 from worker.envelope import encode_json
-from worker.kafka import key_hash
+from worker.kafka import partition_for_key, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import HandledTally
-
-log = structlog.get_logger("ledger")
 
 #: How long a batch stays open for more handlers before it is sent.
 LINGER_SECONDS = 0.003
 #: How long the topic's partition count is trusted before it is looked up again.
 PARTITIONS_TTL_SECONDS = 30.0
-
-
-def partition_for(root: str, partitions: list[int]) -> int:
-    """The partition Kafka's default partitioner picks for records keyed by ``root``."""
-    return partitions[key_hash(root.encode()) % len(partitions)]
 
 
 @dataclass
@@ -89,29 +82,18 @@ class LedgerWriter:
         partitions = await self._partition_list()
         records: dict[int, list[dict[str, object]]] = {}
         for tally in batch.tallies.values():
-            records.setdefault(partition_for(tally.root, partitions), []).append(tally.record())
-        unsent = {partition: encode_json(values) for partition, values in records.items()}
-        delay = 0.5
-        while unsent:
-            acks = []
-            for partition, value in unsent.items():
-                try:
-                    acks.append((partition, await self.producer.send(self.topic, value, partition=partition)))
-                except Exception as exc:  # KafkaError subclasses: timeouts, leader changes, broker gone
-                    log.warning("ledger record not sent; sending again", error=repr(exc), delay=delay)
-            for partition, ack in acks:
-                try:
-                    await ack
-                except Exception as exc:
-                    log.warning("ledger record not acknowledged; sending again", error=repr(exc), delay=delay)
-                else:
-                    del unsent[partition]
-            if unsent:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+            partition = partition_for_key(tally.root.encode(), partitions, partitions)
+            records.setdefault(partition, []).append(tally.record())
+        values = [(partition, encode_json(batch_records)) for partition, batch_records in records.items()]
+        failed = await unacknowledged(await send_all(values, self._send_one))
+        await resend_until_acknowledged(failed, self._send_one, what="ledger records")
         for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def _send_one(self, item: tuple[int, bytes]) -> asyncio.Future[Any]:
+        partition, value = item
+        return await self.producer.send(self.topic, value, partition=partition)
 
     async def _partition_list(self) -> list[int]:
         now = time.monotonic()

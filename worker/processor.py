@@ -15,12 +15,12 @@ from functools import partial
 from typing import Any
 
 import structlog
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from applications.client import ShoptetClient
 from worker.envelope import H, MalformedMessage, Message, ResultCode
 from worker.errors import InstallDisabled, InstallNotFound, NodeError, RetryableError, StopError
+from worker.kafka import resend_until_acknowledged, unacknowledged
 from worker.logging import bind_message
 from worker.node import Batch, Connector, Node, NodeContext, Result
 from worker.processes import HandledTally
@@ -52,7 +52,7 @@ class Delivery:
         self.emitted = 0
 
     async def send(self, out: Outgoing) -> None:
-        self.pending.append((out, await self.rt.send(out.topic, out.message)))
+        self.pending.append((out, await self._send_one(out)))
         if out.topic.startswith(self.rt.topics.node_prefix) or out.topic == self.rt.topics.retry:
             self.node_outputs += 1
         else:
@@ -89,40 +89,16 @@ class Delivery:
         also.add_done_callback(partial(arrived, None))
         return done
 
-    async def _resend(self, failed: list[Outgoing]) -> None:
-        log.warning("broker did not acknowledge outputs; sending again", count=len(failed))
-        await asyncio.sleep(0.5)
-        for out in failed:
-            self.pending.append((out, await _send_or_failed(self.rt, out)))
-        await self.flush()
-
     async def flush(self) -> None:
         """Wait until the broker has every output; resend what failed until it does."""
         pending, self.pending = self.pending, []
-        delay = 0.5
-        while pending:
-            failed = []
-            for out, future in pending:  # all are on their way already: awaiting in turn costs no time
-                try:
-                    await future
-                except Exception:  # KafkaError subclasses: timeouts, leader changes, broker gone
-                    failed.append(out)
-            if not failed:
-                return
-            log.warning("broker did not acknowledge outputs; sending again", count=len(failed), delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            pending = [(out, await _send_or_failed(self.rt, out)) for out in failed]
+        await self._resend(await unacknowledged(pending))
 
+    async def _resend(self, failed: list[Outgoing]) -> None:
+        await resend_until_acknowledged(failed, self._send_one, what="outputs")
 
-async def _send_or_failed(rt: Runtime, out: Outgoing) -> asyncio.Future[Any]:
-    """The acknowledgement future of ``out``; a failed one if it could not even be queued."""
-    try:
-        return await rt.send(out.topic, out.message)
-    except KafkaError as exc:
-        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        failed.set_exception(exc)
-        return failed
+    async def _send_one(self, out: Outgoing) -> asyncio.Future[Any]:
+        return await self.rt.send(out.topic, out.message)
 
 
 #: Background resends, referenced until done (the loop keeps only weak references to tasks).
