@@ -159,6 +159,12 @@ class ManagedConsumer:
         self._held_bytes -= max(record.serialized_value_size, 0)
         self._room.set()
 
+    def _give_back(self, queue: _KeyQueue) -> None:
+        """Drop the queue's records unhandled: uncommitted, they are read again (restart, rebalance)."""
+        for _, record in queue.records:
+            self._release(record)
+        queue.records.clear()
+
     def _finished(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         offsets = self._offsets.get(tp)
         if offsets is not None:
@@ -211,10 +217,7 @@ class ManagedConsumer:
         finally:
             queue.runners -= 1
             if queue.runners == 0 and self._queues.get(key) is queue:
-                # records still queued here (a cancelled runner) stay uncommitted and are read again
-                for _, record in queue.records:
-                    self._release(record)
-                queue.records.clear()
+                self._give_back(queue)  # records still queued behind a cancelled runner
                 del self._queues[key]
 
     async def _commit_loop(self) -> None:
@@ -244,9 +247,7 @@ class ManagedConsumer:
     async def _drain_and_commit(self, wait_seconds: float | None = None) -> None:
         """Let running records finish, give queued ones back (uncommitted, so they are read again)."""
         for queue in self._queues.values():
-            for _, record in queue.records:
-                self._release(record)
-            queue.records.clear()
+            self._give_back(queue)
         deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
         # runners first (they may hand over more outputs), then the outputs still on their way
         for waiting in (self._tasks, self._recording):

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+M = TypeVar("M", Counter, Histogram)
 
 _ID_SEGMENT = re.compile(r"^(?=.*\d)[\w.-]+$|^[0-9a-f-]{16,}$")
 
@@ -49,9 +52,7 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
-        self._message_counters: dict[tuple[str, str], Counter] = {}
-        self._durations: dict[str, Histogram] = {}
-        self._emitted: dict[str, Counter] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.emitted = Counter("shoptet_worker_batch_items", "Items emitted by batch nodes", ["node"], registry=r)
         self.retries = Counter("shoptet_worker_retries", "Messages sent to the retry path", ["node"], registry=r)
         self.trash = Counter("shoptet_worker_trashed", "Messages moved to trash", ["node"], registry=r)
@@ -70,22 +71,21 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
 
+    def _child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` takes a lock and validates, and
+        the per-message metrics ran it on every message."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_message(self, node: str, outcome: str, seconds: float) -> None:
-        # children looked up once per (node, outcome): ``labels()`` takes a lock and validates
-        counter = self._message_counters.get((node, outcome))
-        if counter is None:
-            counter = self._message_counters[(node, outcome)] = self.messages.labels(node, outcome)
-        histogram = self._durations.get(node)
-        if histogram is None:
-            histogram = self._durations[node] = self.duration.labels(node)
-        counter.inc()
-        histogram.observe(seconds)
+        self._child(self.messages, node, outcome).inc()
+        self._child(self.duration, node).observe(seconds)
 
     def items_emitted(self, node: str) -> None:
-        counter = self._emitted.get(node)
-        if counter is None:
-            counter = self._emitted[node] = self.emitted.labels(node)
-        counter.inc()
+        self._child(self.emitted, node).inc()
 
     def retried(self, node: str) -> None:
         self.retries.labels(node).inc()

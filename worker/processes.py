@@ -128,16 +128,6 @@ class HandledTally:
         }
 
 
-def handled_record(
-    message: Message, *, outcome: str, node_outputs: int, sink_outputs: int, emitted: int
-) -> dict[str, Any]:
-    """The ledger record of one handled message (the writer sums many into one)."""
-    tally = HandledTally.of(
-        message, outcome=outcome, node_outputs=node_outputs, sink_outputs=sink_outputs, emitted=emitted
-    )
-    return tally.record()
-
-
 def root_of(message: Message) -> str:
     return message.headers.get(H.ROOT_PROCESS_ID) or message.process_id
 
@@ -288,8 +278,11 @@ class ProcessTracker:
                     await self._announce(finished)
                 except Exception as exc:  # the broker is away: announce them on a later round
                     log.warning("could not announce finished processes", count=len(finished), error=repr(exc))
+                    now = time.monotonic()
                     for process in finished:
                         process.finished_at = None
+                        # touched now, so ``idle`` stays ordered by touch time for ``settled``
+                        self.book.touched[process.root] = now
                         self.book.idle[process.root] = None
 
     async def _announce(self, processes: list[ProcessCounts]) -> None:

@@ -1,5 +1,5 @@
 """``shoptet-worker status`` against a real broker, on ledger records written the way the runtime
-writes them (``start_record``/``handled_record`` keyed by the root process id)."""
+writes them (``start_record``, ``HandledTally`` records in the root process id's partition)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from worker.cli import app
 from worker.cli.status import watch_ledger
 from worker.envelope import H, Message
 from worker.kafka import ensure_topics, make_producer
-from worker.processes import handled_record, start_record
+from worker.processes import HandledTally, start_record
 from worker.router import route, start_headers
 from worker.settings import Settings
 from worker.topics import TopicNames
@@ -58,12 +58,12 @@ def _scenario() -> tuple[list[dict[str, Any]], dict[str, str]]:
     items = [_follower(imp, a) for _ in range(3)]
     records = [
         start_record(a),
-        handled_record(a, outcome="ok", node_outputs=3, sink_outputs=0, emitted=3),
-        handled_record(items[0], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0),
-        handled_record(items[1], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0),
-        handled_record(items[2], outcome="retry", node_outputs=1, sink_outputs=0, emitted=0),
+        HandledTally.of(a, outcome="ok", node_outputs=3, sink_outputs=0, emitted=3).record(),
+        HandledTally.of(items[0], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0).record(),
+        HandledTally.of(items[1], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0).record(),
+        HandledTally.of(items[2], outcome="retry", node_outputs=1, sink_outputs=0, emitted=0).record(),
         start_record(b),
-        handled_record(b, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0),
+        HandledTally.of(b, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0).record(),
     ]
     records.append({"kind": "finished", "root": b.process_id, "at": records[-1]["at"] + 2, "user": ""})
     c = _start(imp, "shop-c")
