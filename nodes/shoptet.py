@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from worker.errors import StopError
 
@@ -95,6 +95,18 @@ async def save_watermark(ctx: NodeContext, key: str, value: str, install: Instal
 # -- input validation ------------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class PatchData(BaseModel):
+    """Shoptet's ``data`` of a PATCH: only the fields Shoptet knows, and at least one of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PatchData:
+        if not self.model_fields_set:
+            raise ValueError("needs at least one field to change")
+        return self
 
 
 def parse_body(model: type[M], body: Any, node: str) -> M:

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 
-from nodes.shoptet import parse_body, path_segment
+from nodes.shoptet import PatchData, parse_body, path_segment
 from worker.envelope import Message
 from worker.node import Connector, NodeContext, Result
 
 
-class StatusData(BaseModel):
+class StatusData(PatchData):
     """Shoptet's ``data`` for PATCH /api/orders/{code}/status (no other fields are allowed)."""
 
-    model_config = ConfigDict(extra="forbid")
     statusId: int | None = None
     paid: bool | None = None
     billingMethodId: int | None = None
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> StatusData:
-        if not self.model_fields_set:
-            raise ValueError("needs at least one field to change")
-        return self
 
 
 class StatusBody(BaseModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from nodes.shoptet import parse_body, path_segment
+from nodes.shoptet import PatchData, parse_body, path_segment
 from worker.envelope import Message
 from worker.node import Connector, NodeContext, Result
 
@@ -15,20 +15,13 @@ class AdditionalField(BaseModel):
     text: str | None
 
 
-class NotesData(BaseModel):
+class NotesData(PatchData):
     """Shoptet's ``data`` for PATCH /api/orders/{code}/notes (no other fields are allowed)."""
 
-    model_config = ConfigDict(extra="forbid")
     trackingNumber: str | None = Field(default=None, max_length=32)
     eshopRemark: str | None = None
     customerRemark: str | None = None
     additionalFields: list[AdditionalField] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> NotesData:
-        if not self.model_fields_set:
-            raise ValueError("needs at least one field to change")
-        return self
 
 
 class NotesBody(BaseModel):
