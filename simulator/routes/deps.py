@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
 
-from simulator.envelope import ShoptetError, parse_json_body
+from simulator.envelope import ShoptetError, envelope_response, parse_json_body
 from simulator.gateway import ESHOP_SCOPE_KEY
 from simulator.state import SimState
-from simulator.store import Entity, EshopData
-from simulator.timefmt import parse_query_time
+from simulator.store import ChangeFeed, Entity, EshopData
+from simulator.timefmt import parse_query_time, shoptet_time
 
 Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
@@ -78,6 +79,16 @@ def filter_by_time(request: Request, entities: list[Entity]) -> list[Entity]:
         if bound is not None:
             entities = [e for e in entities if keep(_parse_time(e[field]), bound)]
     return entities
+
+
+def changes_response(request: Request, feed: ChangeFeed, id_name: str, default: int, maximum: int) -> Response:
+    """``GET /api/{orders,products}/changes``: one page of the feed since ``from`` (``changeType`` filters)."""
+    start = time_param(request, "from", required=True)
+    assert start is not None
+    entries = feed.since(start, request.query_params.get("changeType") or None)
+    page, paginator = paginate(request, entries, default, maximum)
+    changes = [{id_name: key, "changeTime": shoptet_time(when), "changeType": kind} for key, when, kind in page]
+    return envelope_response({"changes": changes, "paginator": paginator})
 
 
 def paginate(request: Request, items: Sequence[T], default: int, maximum: int) -> tuple[list[T], dict[str, int]]:

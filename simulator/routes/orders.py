@@ -11,18 +11,17 @@ from starlette.responses import Response
 from simulator.envelope import envelope_response
 from simulator.mutations import change_order, get_order
 from simulator.routes.deps import (
+    changes_response,
     current_eshop,
     filter_by_time,
     get_state,
     int_param,
     paginate,
     read_body,
-    time_param,
 )
 from simulator.routes.snapshots import start_snapshot
 from simulator.state import SimState
 from simulator.store import Entity, EshopData
-from simulator.timefmt import shoptet_time
 from simulator.views import includes, order_detail, order_list_item
 
 router = APIRouter()
@@ -55,12 +54,7 @@ async def list_orders(request: Request, eshop: EshopData = Depends(current_eshop
 
 @router.get("/api/orders/changes")
 async def order_changes(request: Request, eshop: EshopData = Depends(current_eshop)) -> Response:
-    start = time_param(request, "from", required=True)
-    assert start is not None
-    entries = eshop.order_changes.since(start, request.query_params.get("changeType") or None)
-    page, paginator = paginate(request, entries, CHANGES_DEFAULT, CHANGES_MAX)
-    changes = [{"code": code, "changeTime": shoptet_time(when), "changeType": kind} for code, when, kind in page]
-    return envelope_response({"changes": changes, "paginator": paginator})
+    return changes_response(request, eshop.order_changes, "code", CHANGES_DEFAULT, CHANGES_MAX)
 
 
 @router.get("/api/orders/snapshot")

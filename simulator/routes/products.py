@@ -6,11 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from simulator.envelope import envelope_response, not_found
-from simulator.routes.deps import current_eshop, filter_by_time, get_state, paginate, time_param
+from simulator.routes.deps import changes_response, current_eshop, filter_by_time, get_state, paginate
 from simulator.routes.snapshots import start_snapshot
 from simulator.state import SimState
 from simulator.store import Entity, EshopData
-from simulator.timefmt import shoptet_time
 from simulator.views import includes, product_detail, product_list_item
 
 router = APIRouter()
@@ -27,7 +26,8 @@ def filter_products(request: Request, eshop: EshopData) -> list[Entity]:
             products = [p for p in products if p[name] == wanted]
     guids = request.query_params.get("productGuids")
     if guids:
-        products = [p for p in products if p["guid"] in set(guids.split(","))]
+        wanted_guids = set(guids.split(","))
+        products = [p for p in products if p["guid"] in wanted_guids]
     codes = request.query_params.get("productCodes")
     if codes:
         wanted_codes = set(codes.split(","))
@@ -43,12 +43,7 @@ async def list_products(request: Request, eshop: EshopData = Depends(current_esh
 
 @router.get("/api/products/changes")
 async def product_changes(request: Request, eshop: EshopData = Depends(current_eshop)) -> Response:
-    start = time_param(request, "from", required=True)
-    assert start is not None
-    entries = eshop.product_changes.since(start, request.query_params.get("changeType") or None)
-    page, paginator = paginate(request, entries, CHANGES_PER_PAGE, CHANGES_PER_PAGE)
-    changes = [{"guid": guid, "changeTime": shoptet_time(when), "changeType": kind} for guid, when, kind in page]
-    return envelope_response({"changes": changes, "paginator": paginator})
+    return changes_response(request, eshop.product_changes, "guid", CHANGES_PER_PAGE, CHANGES_PER_PAGE)
 
 
 @router.get("/api/products/snapshot")
