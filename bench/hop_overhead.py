@@ -15,7 +15,6 @@ Target: worker messages/s >= 0.7 x raw messages/s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from worker.kafka import ensure_topics, make_consumer, make_producer
 from worker.processes import start_record
 from worker.router import start_headers
 from worker.settings import Settings
+from worker.tasks import cancel_and_wait
 from worker.topology import TopologyVersion, parse_topology
 
 NAME = "hop-overhead"
@@ -136,10 +136,7 @@ async def run_raw(settings: Settings, bootstrap: str, messages: list[Message], t
         await sink.wait_for(len(messages), timeout, started, what="raw messages")
         return len(messages) / (time.perf_counter() - started)
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await sink.close()
         await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
         await producer.stop()

@@ -26,6 +26,7 @@ from bench.sim import BenchSimulator, count_ok
 from worker.app import Worker
 from worker.broker import EmbeddedBroker
 from worker.starter import run_manual
+from worker.tasks import cancel_and_wait
 from worker.topology import TopologyVersion, parse_topology
 
 TOPOLOGY = "order-import"
@@ -172,8 +173,5 @@ class _EventCollector:
         return True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.consumer.stop()

@@ -8,10 +8,11 @@ one), so ``end_offsets`` cannot tell how many messages arrived.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from worker.tasks import cancel_and_wait
 
 
 class RecordCounter:
@@ -60,8 +61,5 @@ class RecordCounter:
         return self.count
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.consumer.stop()

@@ -9,7 +9,6 @@ start and follow it while running: a deploy reaches every worker without a resta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.kafka import read_from_start
 from worker.registry import NodeRegistry
+from worker.tasks import cancel_and_wait
 from worker.topology import TopologyError, TopologyVersion, parse_topology
 
 log = structlog.get_logger("catalog")
@@ -154,8 +154,5 @@ class CatalogFollower:
                 await asyncio.sleep(1)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.consumer.stop()

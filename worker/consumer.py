@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from worker.offsets import PartitionOffsets
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger("consumer")
 
@@ -259,11 +260,7 @@ class ManagedConsumer:
     async def stop(self, graceful_timeout: float = 30.0) -> None:
         """Stop fetching, let in-flight records finish (up to the timeout), commit, leave the group."""
         self._stopping = True
-        for task in (self._loop_task, self._commit_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._loop_task, self._commit_task)
         with contextlib.suppress(Exception):
             await self._drain_and_commit(graceful_timeout)
         for task in list(self._tasks):

@@ -30,6 +30,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H, Message, encode_json
 from worker.kafka import read_from_start
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger("processes")
 
@@ -312,10 +313,7 @@ class ProcessTracker:
                 self.book.touched.pop(root, None)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await self.consumer.stop()
 

@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from worker.errors import RetryableError
 from worker.limiter import OnWait, Pacing
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -251,9 +252,7 @@ class RedisLimiter:
     async def close(self) -> None:
         """Stop renewing, flush pace writes, release whatever is still held, close an owned client."""
         if self._renewer is not None:
-            self._renewer.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._renewer
+            await cancel_and_wait(self._renewer)
             self._renewer = None
         pending = [t for tasks in self._observing.values() for t in tasks] + list(self._background)
         if pending:

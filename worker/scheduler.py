@@ -11,7 +11,6 @@ Minutes are evaluated in UTC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from croniter import croniter
 from worker.runtime import Runtime
 from worker.starter import start_process
 from worker.store import Install
+from worker.tasks import cancel_and_wait
 from worker.topology import StartSpec, TopologyVersion
 
 log = structlog.get_logger(__name__)
@@ -185,8 +185,5 @@ class Scheduler:
             self._task = asyncio.create_task(self.run(), name=f"scheduler:{self.owner_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
