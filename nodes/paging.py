@@ -173,3 +173,16 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         else:
             leaves.append(current)
     return next((e for e in leaves if isinstance(e, NodeError)), leaves[0])
+
+
+class ChangeFeedBatch(ListBatch):
+    """A change feed (``/api/{orders,products}/changes``): ``from`` is required and the feed keeps
+    30 days, so without a watermark the list starts 30 days back."""
+
+    items_key = "changes"
+    from_param = "from"
+    items_per_page = 1000
+    empty_message = "No changes since last import."
+
+    def default_from(self, now: datetime) -> str | None:
+        return shoptet.format_time(now - shoptet.CHANGE_FEED_RETENTION)
