@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from nodes.shoptet import data_of
-from worker.envelope import Message
-from worker.node import Connector, NodeContext, Result
+from nodes.reference import ReferenceDataReader
 
 
-class ShoptetGetListOfStocks(Connector):
+class ShoptetGetListOfStocks(ReferenceDataReader):
     """Output: ``data`` = ``{stocks[], defaultStockId}``; runs for a disabled install too."""
 
     name = "shoptet-get-list-of-stocks"
-    accepts_disabled_install = True
-
-    async def process(self, message: Message, ctx: NodeContext) -> Result:
-        envelope = await ctx.require_shoptet().request("GET", "/api/stocks")
-        return Result(body=data_of(envelope))
+    path = "/api/stocks"
