@@ -23,7 +23,6 @@ import httpx
 import orjson
 
 from applications.base import Application
-from applications.transport import POOL_KEY
 from worker.envelope import encode_json
 from worker.errors import RetryableError, StopError
 from worker.limiter import Limiter
@@ -70,6 +69,17 @@ def is_expired_token(response: httpx.Response) -> bool:
     body = _json_or_text(response)
     errors = body.get("errors") if isinstance(body, dict) else None
     return any(isinstance(e, dict) and e.get("errorCode") == "expired-token" for e in errors or [])
+
+
+def transport_failed(what: str, exc: httpx.TransportError) -> RetryableError:
+    """No answer at all (refused, reset, timed out): worth another try later.
+
+    The transport's own text says which (aiohttp's "Cannot connect to host ..." arrives as an
+    httpx ``ConnectTimeout``, so the class name alone would mislead).
+    """
+    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
+    detail = str(exc)
+    return RetryableError(f"{what}: {kind} ({type(exc).__name__}{': ' + detail if detail else ''})")
 
 
 def raise_for_status(response: httpx.Response) -> None:
@@ -158,12 +168,9 @@ class ShoptetClient:
                         params=params,
                         content=None if json is None else encode_json(json),
                         headers=headers,
-                        extensions={POOL_KEY: key},
                     )
-            except httpx.TimeoutException as exc:
-                raise RetryableError(f"{method} {path}: timeout ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
-                raise RetryableError(f"{method} {path}: connection error ({type(exc).__name__})") from exc
+                raise transport_failed(f"{method} {path}", exc) from exc
             self.limiter.observe(key, response.headers)
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)
@@ -179,14 +186,12 @@ class ShoptetClient:
         key = self.application.limiter_key(self.install)
         headers = await self.application.auth_headers(self.install)
         try:
-            stream = self.http.stream("GET", self.url(url), headers=headers, extensions={POOL_KEY: key})
+            stream = self.http.stream("GET", self.url(url), headers=headers)
             async with self.limiter.slot(key), stream as resp:
                 self.limiter.observe(key, resp.headers)
                 if resp.status_code >= 300:
                     await resp.aread()
                     raise_for_status(resp)
                 yield resp
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"GET {url}: timeout ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise RetryableError(f"GET {url}: connection error ({type(exc).__name__})") from exc
+            raise transport_failed(f"GET {url}", exc) from exc

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 import structlog
 
-from applications.transport import PerTokenTransport
+from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
 from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
 from worker.consumer import ManagedConsumer
@@ -125,13 +125,7 @@ class Worker:
         """What every process that talks to the pipeline needs: store, HTTP, producer, catalog."""
         settings = self.settings
         store = self._store or await open_configured_store(settings)
-        http = httpx.AsyncClient(
-            timeout=settings.shoptet_timeout_seconds,
-            transport=PerTokenTransport(
-                per_token=settings.shoptet_max_connections_per_token,
-                default_limits=httpx.Limits(max_connections=settings.shoptet_max_connections_per_host),
-            ),
-        )
+        http = shoptet_http_client(settings)
         producer = make_producer(settings, bootstrap)
         await producer.start()
         metrics = Metrics()

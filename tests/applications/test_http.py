@@ -1,0 +1,151 @@
+"""The worker's HTTP client (httpx over aiohttp) with real sockets against a small local server:
+JSON round trips, the limiter's 3 requests per token, streamed bodies, and transport failures
+turned into retryable node errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from applications.client import ShoptetClient
+from applications.http import shoptet_http_client
+from applications.premium import PremiumApplication
+from worker.errors import RetryableError
+from worker.limiter import LocalLimiter
+from worker.settings import Settings
+from worker.store import Install
+
+
+class Server:
+    """Answers each request after ``delay`` seconds: an echo of the request as JSON, or (for
+    ``/big``) a chunked body of ``BIG`` bytes. Counts requests in flight per token header."""
+
+    BIG = 3 * 1024 * 1024
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                request_line, *header_lines = head.strip().split("\r\n")
+                method, target, _ = request_line.split(" ")
+                headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                token = headers.get("shoptet-private-api-token", "")
+                self.in_flight[token] = self.in_flight.get(token, 0) + 1
+                self.peak[token] = max(self.peak.get(token, 0), self.in_flight[token])
+                await asyncio.sleep(self.delay)
+                self.in_flight[token] -= 1
+                if target == "/big":
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    chunk = b"x" * 65536
+                    for _ in range(self.BIG // len(chunk)):
+                        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        await writer.drain()
+                    writer.write(b"0\r\n\r\n")
+                else:
+                    echo = json.dumps({"data": {"method": method, "target": target, "body": body.decode()}}).encode()
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(echo), echo)
+                    )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    serving = Server(delay=0.05)
+    serving.server = await asyncio.start_server(serving.handle, "127.0.0.1", 0)
+    async with serving.server:
+        yield serving
+
+
+def _settings(tmp_path: Path, **values: object) -> Settings:
+    return Settings.model_validate({"database_url": f"sqlite:///{tmp_path / 's.sqlite3'}", **values})
+
+
+def _client(
+    http: httpx.AsyncClient, base_url: str, token: str = "token-a", limiter: LocalLimiter | None = None
+) -> ShoptetClient:
+    install = Install(user=token, application="shoptet-premium", eshop_id="1", secrets={"token": token})
+    return ShoptetClient(
+        http=http,
+        application=PremiumApplication(),
+        install=install,
+        limiter=limiter or LocalLimiter(),
+        base_url=base_url,
+    )
+
+
+async def test_json_round_trip_with_query_and_body(server: Server, tmp_path: Path) -> None:
+    async with shoptet_http_client(_settings(tmp_path)) as http:
+        answer = await _client(http, server.url).request(
+            "PATCH", "/api/orders/1/status", params={"a": "b c"}, json={"statusId": -2}
+        )
+    assert answer["data"] == {
+        "method": "PATCH",
+        "target": "/api/orders/1/status?a=b+c",
+        "body": '{"statusId":-2}',
+    }
+
+
+async def test_each_token_has_three_requests_in_flight_and_connections_are_reused(
+    server: Server, tmp_path: Path
+) -> None:
+    async with shoptet_http_client(_settings(tmp_path)) as http:
+        limiter = LocalLimiter()  # the worker's one limiter, shared by every client
+        clients = [_client(http, server.url, token, limiter) for token in ("token-a", "token-b")]
+        calls = [client.request("GET", f"/api/orders/{i}") for i in range(12) for client in clients]
+        answers = await asyncio.gather(*calls)
+    assert len(answers) == 24
+    assert server.peak == {"token-a": 3, "token-b": 3}  # the limiter's cap, reached and not passed
+    assert server.connections == 6  # 24 requests over kept-alive connections
+
+
+async def test_a_large_body_is_streamed_in_chunks(server: Server, tmp_path: Path) -> None:
+    async with shoptet_http_client(_settings(tmp_path)) as http:
+        client = _client(http, server.url)
+        async with client.stream("/big") as response:
+            sizes = [len(chunk) async for chunk in response.aiter_bytes()]
+        assert sum(sizes) == Server.BIG
+        assert len(sizes) > 1  # arrived piece by piece, not as one buffer
+        assert (await client.request("GET", "/api/eshop"))["data"]["target"] == "/api/eshop"  # pool still usable
+
+
+async def test_a_refused_connection_is_retryable(tmp_path: Path) -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    async with shoptet_http_client(_settings(tmp_path)) as http:
+        with pytest.raises(RetryableError, match=r"Cannot connect to host 127\.0\.0\.1"):
+            await _client(http, f"http://127.0.0.1:{port}").request("GET", "/api/eshop")
+
+
+async def test_a_slow_answer_is_a_retryable_timeout(server: Server, tmp_path: Path) -> None:
+    server.delay = 1.0
+    async with shoptet_http_client(_settings(tmp_path, shoptet_timeout_seconds=0.2)) as http:
+        with pytest.raises(RetryableError, match="timeout"):
+            await _client(http, server.url).request("GET", "/api/eshop")
