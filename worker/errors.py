@@ -24,6 +24,9 @@ class RetryableError(NodeError):
     """Worth trying again later: 429, 423, 408, 5xx, timeouts, connection errors, 401 after refresh.
 
     ``retry_after`` (seconds) overrides the node's interval when the server said when to come back.
+    ``resume`` is for a node that failed part-way through work it cannot safely repeat (stock
+    movements sent in chunks): the retried message carries it as its ``cursor`` header, so the
+    next attempt starts where this one stopped.
     """
 
     def __init__(
@@ -33,9 +36,11 @@ class RetryableError(NodeError):
         status: int | None = None,
         body: Any = None,
         retry_after: float | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
+        self.resume = resume
 
 
 class StopError(NodeError):

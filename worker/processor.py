@@ -18,7 +18,7 @@ import structlog
 from aiokafka.structs import ConsumerRecord
 
 from applications.client import ShoptetClient
-from worker.envelope import H, MalformedMessage, Message, ResultCode
+from worker.envelope import H, MalformedMessage, Message, ResultCode, encode_json
 from worker.errors import InstallDisabled, InstallNotFound, NodeError, RetryableError, StopError
 from worker.kafka import resend_until_acknowledged, unacknowledged
 from worker.logging import bind_message
@@ -318,6 +318,8 @@ class NodeProcessor:
         delay = error.retry_after if error.retry_after is not None else backoff_seconds(base, hops)
         log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
         again = message.with_headers(
+            # a node that stopped part-way says where to go on; otherwise a batch keeps its page
+            cursor=encode_json(error.resume).decode() if error.resume is not None else message.headers.get(H.CURSOR),
             repeat_hops=str(hops + 1),
             repeat_max_hops=str(max_hops),
             repeat_interval=str(int(base * 1000)),

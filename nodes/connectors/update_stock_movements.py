@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nodes.shoptet import parse_body
 from worker.envelope import Message, ResultCode
-from worker.errors import StopError
+from worker.errors import RetryableError, StopError
 from worker.node import Connector, NodeContext, Result
 
 #: Shoptet accepts at most 300 products/variants per call.
@@ -33,6 +33,15 @@ class Movement(BaseModel):
         return self
 
 
+class Resume(BaseModel):
+    """Where a retried input goes on: ``sent`` items already applied, and what Shoptet answered."""
+
+    model_config = ConfigDict(extra="ignore")
+    sent: int = Field(default=0, ge=0)
+    missing: int = Field(default=0, ge=0)
+    answers: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class StockMovementsInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
     stockId: int
@@ -48,7 +57,10 @@ class ShoptetUpdateStockMovements(Connector):
 
     Fix: inputs over 300 items are sent as several calls of at most 300. Their answers are merged
     (``errors`` concatenated); a call answered 400 adds its errors, and only when every call was a
-    400 is the result 1003. Note: a retry after a later call failed re-sends the earlier calls too.
+    400 is the result 1003. ``amountChange`` is relative, so a call that went through must never be
+    sent again: when a later call fails retryably, the retry resumes after the calls already made
+    (:class:`Resume`, carried in the retried message's cursor). A later call that stops (422) goes
+    to trash whole; replaying it from trash sends every call again.
     """
 
     name = "shoptet-update-stock-movements"
@@ -58,9 +70,9 @@ class ShoptetUpdateStockMovements(Connector):
         body = parse_body(StockMovementsInput, message.body, self.name)
         client = ctx.require_shoptet()
         items = [m.model_dump(exclude_none=True) for m in body.data]
-        answers: list[dict[str, Any]] = []
-        missing = 0
-        for start in range(0, len(items), MAX_ITEMS_PER_CALL):
+        resume = parse_body(Resume, message.cursor or {}, self.name)
+        answers, missing = resume.answers, resume.missing
+        for start in range(resume.sent, len(items), MAX_ITEMS_PER_CALL):
             chunk = items[start : start + MAX_ITEMS_PER_CALL]
             try:
                 answers.append(
@@ -71,6 +83,10 @@ class ShoptetUpdateStockMovements(Connector):
                     raise
                 missing += 1
                 answers.append(exc.body if isinstance(exc.body, dict) else {"data": None, "errors": None})
+            except RetryableError as exc:
+                if start > 0:
+                    exc.resume = Resume(sent=start, missing=missing, answers=answers).model_dump()
+                raise
         if missing == len(answers):
             return Result(code=ResultCode.DO_NOT_CONTINUE, body=_merge(answers), message=MISSING_PRODUCT)
         return Result(body=_merge(answers))

@@ -155,3 +155,39 @@ async def test_stock_movements_all_chunks_400(harness: Harness, shoptet_api: res
     run = await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
     assert run.result.code == ResultCode.DO_NOT_CONTINUE
     assert run.result.message == "Missing product in shoptet!"
+
+
+async def test_stock_movements_retry_resumes_after_the_calls_that_went_through(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(650)]
+    route = shoptet_api.patch("/api/stocks/3/movements").mock(
+        side_effect=[
+            httpx.Response(200, json=envelope(None, [UNKNOWN["errors"][0]])),
+            httpx.Response(503, json=error_body("unavailable", "try later")),
+            httpx.Response(200, json=envelope(None)),
+            httpx.Response(200, json=envelope(None)),
+        ]
+    )
+    node = ShoptetUpdateStockMovements()
+
+    with pytest.raises(RetryableError) as failed:
+        await harness.run(node, {"stockId": 3, "data": items})
+    assert failed.value.resume is not None and failed.value.resume["sent"] == 300
+    run = await harness.run(node, {"stockId": 3, "data": items}, cursor=failed.value.resume)
+
+    sent = [json.loads(call.request.content)["data"] for call in route.calls]
+    assert [len(chunk) for chunk in sent] == [300, 300, 300, 50]  # the failed chunk again, never the first
+    assert sent[1] == sent[2] == items[300:600] and sent[3] == items[600:]
+    assert run.result.code == ResultCode.SUCCESS
+    assert run.result.body == {"data": None, "errors": [UNKNOWN["errors"][0]]}  # the first call's answer kept
+
+
+async def test_stock_movements_first_call_failing_needs_no_resume(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    shoptet_api.patch("/api/stocks/3/movements").mock(return_value=httpx.Response(503, json={}))
+    items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(301)]
+    with pytest.raises(RetryableError) as failed:
+        await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
+    assert failed.value.resume is None

@@ -46,8 +46,13 @@ class Passthrough(Connector):
         return Result(body=body)
 
 
+def _n(body: Any) -> Any:
+    return body.get("n") if isinstance(body, dict) else None
+
+
 class FlakyOnce(Connector):
-    """Fails retryably the first time it sees each body of a process, then passes it on."""
+    """Fails retryably the first time it sees each body of a process, saying where to resume; the
+    retry passes the body on with the resume point it was handed (``resumed_from``)."""
 
     name = "test-flaky-once"
     needs_install = False
@@ -56,8 +61,10 @@ class FlakyOnce(Connector):
         key = f"{message.correlation_id}:{message.body!r}"
         if key not in _failed_once:
             _failed_once.add(key)
-            raise RetryableError("first attempt fails", status=503)
-        return Result(body=message.body)
+            raise RetryableError("first attempt fails", status=503, resume={"done": _n(message.body)})
+        if not isinstance(message.body, dict):
+            return Result(body=message.body)
+        return Result(body={**message.body, "resumed_from": message.cursor})
 
 
 class Explode(Connector):

@@ -69,6 +69,9 @@ async def test_retryable_failure_is_retried_without_loss_and_stop_goes_to_trash(
         )
         assert distinct_items(messages) == set(range(20))
         assert all(m.headers.get(H.REPEAT_HOPS) is None for m in messages)
+        # each retry started from the resume point its failed attempt gave; followers never see it
+        assert all(m.body["resumed_from"] == {"done": m.body["n"]} for m in messages)
+        assert all(H.CURSOR not in m.headers for m in messages)
         assert await worker.rt.store.count_trash() == 0
 
         await run_manual(worker.rt, "explode", user="shop-1", body={"count": 1})
