@@ -11,6 +11,7 @@ Minutes are evaluated in UTC.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ RECHECK_MINUTES = 2
 MAX_CATCH_UP_MINUTES = 5
 #: Starts published at once within a tick.
 START_CONCURRENCY = 50
+#: How often each scheduler deletes expired leases (its own firings' and the webhook dedup ones).
+PURGE_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ class Scheduler:
         self.start_timeout_seconds = start_timeout_seconds
         self._task: asyncio.Task[None] | None = None
         self._last_minute: datetime | None = None
+        self._next_purge = 0.0
 
     async def tick(self, now: datetime) -> int:
         """Fire every cron start due in the minute of ``now``; returns how many processes this
@@ -176,9 +180,23 @@ class Scheduler:
                 except Exception:
                     log.exception("cron tick failed", minute=minute.isoformat())
             self._last_minute = minute_of(now)
+            await self.purge_leases()
             now = datetime.now(UTC)
             next_minute = minute_of(now) + timedelta(minutes=1)
             await asyncio.sleep(max(0.0, (next_minute - now).total_seconds()) + 0.01)
+
+    async def purge_leases(self) -> None:
+        """Every ``PURGE_INTERVAL_SECONDS``: every worker does it, and deleting twice is harmless."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+        try:
+            purged = await self.rt.store.purge_expired_leases()
+        except Exception:
+            log.exception("purging expired leases failed")
+            return
+        if purged:
+            log.info("expired leases purged", count=purged)
 
     def start(self) -> None:
         if self._task is None or self._task.done():

@@ -228,3 +228,17 @@ async def test_run_ticks_the_current_and_recent_minutes_until_stopped(monkeypatc
     assert current >= before
     assert ticked[:3] == [current - timedelta(minutes=2), current - timedelta(minutes=1), current]
     assert scheduler._task is None
+
+
+async def test_the_scheduler_purges_expired_leases_once_an_interval(worker: Worker) -> None:
+    store = worker.rt.store
+    scheduler = Scheduler(worker.rt, "w1")
+    await store.acquire_lease("webhook:x", "a", 0.01)
+    await asyncio.sleep(0.05)
+    await scheduler.purge_leases()
+    assert await store.purge_expired_leases() == 0  # the scheduler deleted it already
+
+    await store.acquire_lease("webhook:y", "a", 0.01)
+    await asyncio.sleep(0.05)
+    await scheduler.purge_leases()  # within the interval: left for the next purge
+    assert await store.purge_expired_leases() == 1

@@ -167,6 +167,16 @@ async def test_leases(store: SqlInstallStore) -> None:
     assert await store.acquire_lease("refresh", "c", 30) is True  # expired: anyone may take it
 
 
+async def test_expired_leases_are_purged_and_live_ones_kept(store: SqlInstallStore) -> None:
+    assert await store.acquire_lease("webhook:old", "a", 0.05)
+    assert await store.acquire_lease("cron:live", "a", 60)
+    await asyncio.sleep(0.1)
+    assert await store.purge_expired_leases() == 1
+    assert await store.purge_expired_leases() == 0
+    assert await store.acquire_lease("cron:live", "b", 60) is False  # still held by a
+    assert await store.acquire_lease("webhook:old", "b", 60) is True
+
+
 async def test_concurrent_lease_has_one_winner(store_factory: Factory) -> None:
     stores = [await store_factory() for _ in range(3)]
     results = await asyncio.gather(*(stores[i % 3].acquire_lease("one", f"owner-{i}", 30) for i in range(15)))

@@ -106,6 +106,10 @@ class InstallStore(Protocol):
 
     async def release_lease(self, name: str, owner: str) -> None: ...
 
+    async def purge_expired_leases(self) -> int:
+        """Delete expired leases; returns how many. An expired lease means nothing any more (anyone
+        may take it), but without this one row per webhook and per cron firing stays forever."""
+
     # trash --------------------------------------------------------------------------------------
     async def add_trash(self, entry: TrashEntry) -> int: ...
 

@@ -232,6 +232,11 @@ class SqlInstallStore:
         async with self._tx() as conn:
             await conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.owner == owner))
 
+    async def purge_expired_leases(self) -> int:
+        async with self._tx() as conn:
+            result = await conn.execute(delete(t.leases).where(t.leases.c.expires_at < _now()))
+        return int(result.rowcount or 0)
+
     # trash --------------------------------------------------------------------------------------
     async def add_trash(self, entry: TrashEntry) -> int:
         row = entry.model_dump(exclude={"id"})
