@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,9 @@ from nodes import shoptet
 from worker.envelope import Message, ResultCode
 from worker.errors import NodeError, StopError
 from worker.node import Batch, Emit, NodeContext, Result
+
+if TYPE_CHECKING:
+    from applications.client import ShoptetClient
 
 DEFAULT_PAGE_CONCURRENCY = 3
 
@@ -131,11 +134,7 @@ class ListBatch(Batch):
         return items
 
     def _page_count(self, data: dict[str, Any]) -> int:
-        paginator = data.get("paginator") or {}
-        try:
-            return max(1, int(paginator.get("pageCount") or 1))
-        except (TypeError, ValueError) as exc:
-            raise StopError(f"{self.path}: bad paginator {paginator!r}") from exc
+        return page_count(data, self.path)
 
     async def _emit_all(self, emit: Emit, items: list[Any], lock: asyncio.Lock) -> None:
         async with lock:  # one page's items stay together and emit is never called concurrently
@@ -160,6 +159,31 @@ class ListBatch(Batch):
                     group.create_task(worker())
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
+
+
+def page_count(data: dict[str, Any], path: str) -> int:
+    """``paginator.pageCount`` of a list answer's ``data`` (at least 1)."""
+    paginator = data.get("paginator") or {}
+    try:
+        return max(1, int(paginator.get("pageCount") or 1))
+    except (TypeError, ValueError) as exc:
+        raise StopError(f"{path}: bad paginator {paginator!r}") from exc
+
+
+async def read_all(client: ShoptetClient, path: str, items_key: str, *, items_per_page: int) -> list[Any]:
+    """Every item of a short list (webhooks, stocks), page after page: for reading state, where a
+    batch's parallel paging and per-item messages would be more than the job needs."""
+    items: list[Any] = []
+    page, pages = 1, 1
+    while page <= pages:
+        answer = await client.request("GET", path, params={"itemsPerPage": items_per_page, "page": page})
+        data = shoptet.data_of(answer)
+        if not isinstance(data, dict) or not isinstance(data.get(items_key) or [], list):
+            raise StopError(f"{path}: data.{items_key} is not a list")
+        items += data.get(items_key) or []
+        pages = page_count(data, path)
+        page += 1
+    return items
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes import shoptet
+from nodes.paging import read_all
 from worker.envelope import Message, ResultCode
 from worker.errors import StopError
 from worker.node import Batch, Emit, NodeContext, Result
@@ -27,11 +28,15 @@ def wanted_events(ctx: NodeContext) -> list[str]:
 
 
 class ShoptetSubscribeWebhooks(Batch):
-    """POST /api/webhooks ``{data: [{event, url}]}`` for the events not yet registered.
+    """POST /api/webhooks ``{data: [{event, url}]}`` for the wanted events Shoptet does not have yet.
 
-    Registered = stored for this (user, application); every returned webhook id is stored, so
-    shoptet-unsubscribe-webhooks can remove it. Emits nothing. Codes: 0; 1003 when every event is
-    already registered (or none is wanted); 409/422 stop (trash).
+    Fix: Orchesty (and we, before) judged "registered" by its own records only, so a webhook removed
+    on Shoptet's side was never registered again, and a lost record made the POST fail as a
+    duplicate. This node first reads what Shoptet has (GET /api/webhooks) for this install and our
+    URL, and brings the store in line: ids Shoptet no longer has are forgotten, ones it has and we
+    did not record are adopted. Every id is stored, so shoptet-unsubscribe-webhooks can remove it.
+    Emits nothing. Codes: 0; 1003 when every wanted event is registered (or none is wanted);
+    409/422 stop (trash).
     """
 
     name = "shoptet-subscribe-webhooks"
@@ -40,8 +45,10 @@ class ShoptetSubscribeWebhooks(Batch):
         install = ctx.require_install()
         client = ctx.require_shoptet()
         url = webhook_url(ctx, install.application)
-        known = {w.event for w in await ctx.store.list_webhooks(install.user, install.application)}
-        missing = [event for event in wanted_events(ctx) if event not in known]
+        on_shoptet = await read_all(client, "/api/webhooks", "webhooks", items_per_page=500)
+        await _reconcile(ctx, install.user, install.application, on_shoptet, url)
+        registered = {str(w["event"]) for w in on_shoptet if w.get("url") == url}
+        missing = [event for event in wanted_events(ctx) if event not in registered]
         if not missing:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message="All webhooks are already registered.")
         envelope = await client.request(
@@ -50,12 +57,33 @@ class ShoptetSubscribeWebhooks(Batch):
         created: list[dict[str, Any]] = shoptet.data_of(envelope, "webhooks")
         for webhook in created:
             await ctx.store.add_webhook(
-                WebhookRegistration(
-                    user=install.user,
-                    application=install.application,
-                    event=str(webhook["event"]),
-                    webhook_id=int(webhook["id"]),
-                    url=str(webhook.get("url") or url),
-                )
+                _registration(user=install.user, application=install.application, webhook=webhook)
             )
         return Result(message=f"registered {', '.join(str(w['event']) for w in created)}")
+
+
+def _registration(*, user: str, application: str, webhook: dict[str, Any]) -> WebhookRegistration:
+    return WebhookRegistration(
+        user=user,
+        application=application,
+        event=str(webhook["event"]),
+        webhook_id=int(webhook["id"]),
+        url=str(webhook.get("url") or ""),
+    )
+
+
+async def _reconcile(ctx: NodeContext, user: str, application: str, on_shoptet: list[dict[str, Any]], url: str) -> None:
+    """Forget stored ids Shoptet no longer has; adopt the ones it has for our URL that we did not
+    record. Webhooks for other URLs are never adopted: with a private token they may belong to
+    another integration, and unsubscribing would delete them."""
+    stored = {w.webhook_id: w for w in await ctx.store.list_webhooks(user, application)}
+    live = {int(w["id"]): w for w in on_shoptet}
+    for webhook_id in stored.keys() - live.keys():
+        ctx.log.info(
+            "webhook gone from Shoptet; forgotten", webhook_id=webhook_id, webhook_event=stored[webhook_id].event
+        )
+        await ctx.store.remove_webhook(user, application, webhook_id)
+    for webhook_id in live.keys() - stored.keys():
+        if live[webhook_id].get("url") == url:
+            ctx.log.info("webhook on Shoptet but not recorded; adopted", webhook_id=webhook_id)
+            await ctx.store.add_webhook(_registration(user=user, application=application, webhook=live[webhook_id]))

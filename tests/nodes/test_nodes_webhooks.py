@@ -1,8 +1,10 @@
-"""Webhook subscription: register only what is missing, remember ids, 404 on delete = gone."""
+"""Webhook subscription: register only what Shoptet is missing, keep the stored ids in line with
+Shoptet's, 404 on delete = gone."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,12 +19,28 @@ from worker.errors import RetryableError, StopError
 from worker.store import WebhookRegistration
 
 
-def created(*pairs: tuple[int, str], url: str) -> dict[str, Any]:
-    hooks = [
+def hooks(*pairs: tuple[int, str], url: str) -> list[dict[str, Any]]:
+    return [
         {"id": i, "event": e, "url": url, "created": "2024-05-20T12:00:00+0200", "updated": None, "sendPayload": None}
         for i, e in pairs
     ]
-    return envelope({"webhooks": hooks})
+
+
+def created(*pairs: tuple[int, str], url: str) -> dict[str, Any]:
+    return envelope({"webhooks": hooks(*pairs, url=url)})
+
+
+def listed(*pages: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+    """GET /api/webhooks answered page by page."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        items = pages[page - 1] if page <= len(pages) else []
+        paginator = {"totalCount": sum(map(len, pages)), "page": page, "pageCount": max(1, len(pages))}
+        paginator |= {"itemsOnPage": len(items), "itemsPerPage": int(request.url.params["itemsPerPage"])}
+        return httpx.Response(200, json=envelope({"webhooks": items, "paginator": paginator}))
+
+    return answer
 
 
 def registration(harness: Harness, webhook_id: int, event: str) -> WebhookRegistration:
@@ -32,9 +50,19 @@ def registration(harness: Harness, webhook_id: int, event: str) -> WebhookRegist
     )
 
 
+def our_url(harness: Harness) -> str:
+    return f"https://worker.example.com/webhooks/shoptet/{harness.install.application}"
+
+
+async def stored_ids(harness: Harness) -> set[tuple[int, str]]:
+    stored = await harness.store.list_webhooks(harness.install.user, harness.install.application)
+    return {(w.webhook_id, w.event) for w in stored}
+
+
 async def test_subscribe_registers_missing_events(harness: Harness, shoptet_api: respx.MockRouter) -> None:
-    url = f"https://worker.example.com/webhooks/shoptet/{harness.install.application}"
+    url = our_url(harness)
     await harness.store.add_webhook(registration(harness, 7, "order:create"))
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((7, "order:create"), url=url)))
     route = shoptet_api.post("/api/webhooks").mock(
         return_value=httpx.Response(201, json=created((8, "job:finished"), (9, "order:update"), url=url))
     )
@@ -47,12 +75,12 @@ async def test_subscribe_registers_missing_events(harness: Harness, shoptet_api:
     assert json.loads(route.calls.last.request.content) == {
         "data": [{"event": "job:finished", "url": url}, {"event": "order:update", "url": url}]
     }
-    stored = await harness.store.list_webhooks(harness.install.user, harness.install.application)
-    assert {(w.webhook_id, w.event) for w in stored} == {(7, "order:create"), (8, "job:finished"), (9, "order:update")}
+    assert await stored_ids(harness) == {(7, "order:create"), (8, "job:finished"), (9, "order:update")}
 
 
 async def test_subscribe_events_option_and_nothing_missing(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     await harness.store.add_webhook(registration(harness, 7, "order:create"))
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((7, "order:create"), url=our_url(harness))))
     route = shoptet_api.post("/api/webhooks")
     run = await harness.run(
         ShoptetSubscribeWebhooks(),
@@ -63,7 +91,29 @@ async def test_subscribe_events_option_and_nothing_missing(harness: Harness, sho
     assert route.call_count == 0
 
 
+async def test_subscribe_goes_by_what_shoptet_has(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Stored 5 was deleted on Shoptet's side: registered again. Shoptet's 6 (our URL) was never
+    recorded: adopted, not registered twice. 11 points elsewhere: left alone, never adopted."""
+    url = our_url(harness)
+    await harness.store.add_webhook(registration(harness, 5, "order:update"))
+    listing = shoptet_api.get("/api/webhooks").mock(
+        side_effect=listed(hooks((6, "order:create"), url=url), hooks((11, "order:update"), url="https://other.test/"))
+    )
+    route = shoptet_api.post("/api/webhooks").mock(
+        return_value=httpx.Response(201, json=created((12, "order:update"), url=url))
+    )
+    ctx = harness.context(webhook_events=frozenset({"order:create", "order:update"}))
+
+    run = await harness.run(ShoptetSubscribeWebhooks(), None, ctx=ctx)
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert [call.request.url.params["page"] for call in listing.calls] == ["1", "2"]
+    assert json.loads(route.calls.last.request.content) == {"data": [{"event": "order:update", "url": url}]}
+    assert await stored_ids(harness) == {(6, "order:create"), (12, "order:update")}
+
+
 async def test_subscribe_422_stops_and_stores_nothing(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed())
     shoptet_api.post("/api/webhooks").mock(return_value=httpx.Response(422, json=error_body("invalid", "bad event")))
     with pytest.raises(StopError):
         await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:nonsense"]})
