@@ -109,6 +109,41 @@ class PatchData(BaseModel):
         return self
 
 
+class EntityRef(BaseModel):
+    """What the detail readers get besides the code or guid: a change-feed item's ``changeType``,
+    a webhook's ``event`` and ``eventInstance``. Either can be older than the entity's deletion."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    eventInstance: str | None = None
+    event: str | None = None
+    changeType: str | None = None
+
+    @property
+    def reported_deleted(self) -> bool:
+        return self.changeType == "delete" or (self.event or "").endswith(":delete")
+
+    @property
+    def from_a_change(self) -> bool:
+        return self.changeType is not None or self.event is not None
+
+
+async def get_unless_deleted(
+    client: ShoptetClient, path: str, ref: EntityRef, *, params: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """GET one order or product; None when it is gone: the change said so (no request is made),
+    or Shoptet answers 404 to a change or webhook (deleted since). Fix: Orchesty fetched deleted
+    entities too and failed on the 404, so every deletion in the change feed became an error for an
+    operator to clear. A 404 for a code given by hand still stops (trash)."""
+    if ref.reported_deleted:
+        return None
+    try:
+        return await client.request("GET", path, params=params)
+    except StopError as exc:
+        if exc.status == 404 and ref.from_a_change:
+            return None
+        raise
+
+
 def parse_body(model: type[M], body: Any, node: str) -> M:
     """Validate an input body; a bad one can never succeed, so it is a StopError (trash)."""
     try:

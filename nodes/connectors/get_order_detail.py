@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import ConfigDict, model_validator
 
-from nodes.shoptet import data_of, parse_body, path_segment
-from worker.envelope import Message
+from nodes.shoptet import EntityRef, data_of, get_unless_deleted, parse_body, path_segment
+from worker.envelope import Message, ResultCode
 from worker.node import Connector, NodeContext, Result
 
 INCLUDE = "shippingDetails,notes,surchargeParameters"
 
 
-class OrderRef(BaseModel):
+class OrderRef(EntityRef):
     """``{code}`` (a change-list item, an orders-list item) or an order webhook payload.
 
     An ``order:*`` webhook's ``eventInstance`` is the order code, so a process can start this node
@@ -20,7 +20,6 @@ class OrderRef(BaseModel):
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
     code: str | None = None
-    eventInstance: str | None = None
 
     @model_validator(mode="after")
     def _has_code(self) -> OrderRef:
@@ -34,13 +33,16 @@ class OrderRef(BaseModel):
 
 
 class ShoptetGetOrderDetail(Connector):
-    """Output: ``data.order``. An unknown order is Shoptet's 404: stop (trash)."""
+    """Output: ``data.order``. An unknown order code is Shoptet's 404: stop (trash). A deleted
+    order (``changeType: delete``, ``order:delete``, or a 404 for a change or webhook) is 1003:
+    nothing to publish, and nothing for an operator to clear."""
 
     name = "shoptet-get-order-detail"
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         ref = parse_body(OrderRef, message.body, self.name)
-        envelope = await ctx.require_shoptet().request(
-            "GET", f"/api/orders/{path_segment(ref.order_code)}", params={"include": INCLUDE}
-        )
+        path = f"/api/orders/{path_segment(ref.order_code)}"
+        envelope = await get_unless_deleted(ctx.require_shoptet(), path, ref, params={"include": INCLUDE})
+        if envelope is None:
+            return Result(code=ResultCode.DO_NOT_CONTINUE, message=f"order {ref.order_code} is deleted in Shoptet")
         return Result(body=data_of(envelope, "order"))

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import ConfigDict, model_validator
 
-from nodes.shoptet import data_of, parse_body, path_segment
-from worker.envelope import Message
+from nodes.shoptet import EntityRef, data_of, get_unless_deleted, parse_body, path_segment
+from worker.envelope import Message, ResultCode
 from worker.node import Connector, NodeContext, Result
 
 
-class ProductRef(BaseModel):
+class ProductRef(EntityRef):
     """``{guid}`` (a product change or list item) or a product webhook payload (``eventInstance``)."""
 
     model_config = ConfigDict(extra="ignore")
     guid: str | None = None
-    eventInstance: str | None = None
 
     @model_validator(mode="after")
     def _has_guid(self) -> ProductRef:
@@ -28,11 +27,15 @@ class ProductRef(BaseModel):
 
 
 class ShoptetGetProductDetail(Connector):
-    """Output: ``data`` (the product). An unknown guid is Shoptet's 404: stop (trash)."""
+    """Output: ``data`` (the product). An unknown guid is Shoptet's 404: stop (trash). A deleted
+    product (``changeType: delete``, ``product:delete``, or a 404 for a change or webhook) is 1003."""
 
     name = "shoptet-get-product-detail"
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         ref = parse_body(ProductRef, message.body, self.name)
-        envelope = await ctx.require_shoptet().request("GET", f"/api/products/{path_segment(ref.product_guid)}")
+        path = f"/api/products/{path_segment(ref.product_guid)}"
+        envelope = await get_unless_deleted(ctx.require_shoptet(), path, ref)
+        if envelope is None:
+            return Result(code=ResultCode.DO_NOT_CONTINUE, message=f"product {ref.product_guid} is deleted in Shoptet")
         return Result(body=data_of(envelope))

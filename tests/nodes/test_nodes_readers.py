@@ -13,6 +13,7 @@ from nodes.connectors.get_order_detail import ShoptetGetOrderDetail
 from nodes.connectors.get_payment_methods import ShoptetGetPaymentMethods
 from nodes.connectors.get_product_detail import ShoptetGetProductDetail
 from nodes.connectors.get_shipping_methods import ShoptetGetShippingMethods
+from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
 
 ESHOP = {"contactInformation": {"eshopId": 222651}, "orderStatuses": {"statuses": []}}
@@ -105,6 +106,37 @@ CASES = [
         [Exchange("GET", "/api/orders/404", 404, error_body("order-not-found", "not found"), ORDER_INCLUDE)],
         raises=StopError,
     ),
+    Case(
+        "order-detail-deleted-in-the-change-feed-is-not-fetched",
+        ShoptetGetOrderDetail,
+        {"code": "2024000123", "changeType": "delete", "changeTime": "2024-05-20T10:00:00+0200"},
+        [],
+        code=ResultCode.DO_NOT_CONTINUE,
+        message="order 2024000123 is deleted in Shoptet",
+    ),
+    Case(
+        "order-detail-delete-webhook-is-not-fetched",
+        ShoptetGetOrderDetail,
+        {**WEBHOOK, "event": "order:delete", "eventInstance": "2024000123"},
+        [],
+        code=ResultCode.DO_NOT_CONTINUE,
+        message="order 2024000123 is deleted in Shoptet",
+    ),
+    Case(
+        "order-detail-404-for-a-change-means-deleted-since",
+        ShoptetGetOrderDetail,
+        {"code": "404", "changeType": "edit", "changeTime": "2024-05-20T10:00:00+0200"},
+        [Exchange("GET", "/api/orders/404", 404, error_body("order-not-found", "not found"), ORDER_INCLUDE)],
+        code=ResultCode.DO_NOT_CONTINUE,
+        message="order 404 is deleted in Shoptet",
+    ),
+    Case(
+        "order-detail-404-for-a-webhook-means-deleted-since",
+        ShoptetGetOrderDetail,
+        {**WEBHOOK, "eventInstance": "404"},
+        [Exchange("GET", "/api/orders/404", 404, error_body("order-not-found", "not found"), ORDER_INCLUDE)],
+        code=ResultCode.DO_NOT_CONTINUE,
+    ),
     Case("order-detail-no-code", ShoptetGetOrderDetail, {"foo": 1}, [], raises=StopError),
     Case("order-detail-body-not-object", ShoptetGetOrderDetail, ["x"], [], raises=StopError),
     Case(
@@ -120,6 +152,21 @@ CASES = [
         {"guid": "missing"},
         [Exchange("GET", "/api/products/missing", 404, error_body("product-not-found", "not found"))],
         raises=StopError,
+    ),
+    Case(
+        "product-detail-deleted-in-the-change-feed-is-not-fetched",
+        ShoptetGetProductDetail,
+        {"guid": "gone", "changeType": "delete"},
+        [],
+        code=ResultCode.DO_NOT_CONTINUE,
+        message="product gone is deleted in Shoptet",
+    ),
+    Case(
+        "product-detail-404-for-a-change-means-deleted-since",
+        ShoptetGetProductDetail,
+        {"guid": "missing", "changeType": "edit"},
+        [Exchange("GET", "/api/products/missing", 404, error_body("product-not-found", "not found"))],
+        code=ResultCode.DO_NOT_CONTINUE,
     ),
     Case("product-detail-no-guid", ShoptetGetProductDetail, {}, [], raises=StopError),
 ]
