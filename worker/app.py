@@ -20,7 +20,7 @@ import structlog
 from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
 from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
-from worker.consumer import ManagedConsumer
+from worker.consumer import ManagedConsumer, ReadAheadBudget
 from worker.inbound import InboundBridge
 from worker.kafka import ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
@@ -66,6 +66,8 @@ class Worker:
         self.follower: CatalogFollower | None = None
         self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
+        #: One read-ahead byte budget for all of this process's consumers.
+        self.read_ahead = ReadAheadBudget(settings.consumer_read_ahead_bytes)
         self._owned_store = store is None
 
     @property
@@ -147,6 +149,7 @@ class Worker:
 
     def _build_consumers(self, names: list[str], bootstrap: str) -> None:
         rt = self.rt
+        budget = self.read_ahead
         for name in names:
             cls = self.registry.get(name)
             if cls is None:
@@ -163,7 +166,7 @@ class Worker:
                     concurrency=concurrency,
                     ordered=cls.ordered,
                     max_in_flight=self.settings.consumer_read_ahead_records,
-                    max_in_flight_bytes=self.settings.consumer_read_ahead_bytes,
+                    budget=budget,
                 )
             )
         forwarder = RetryForwarder(rt)
@@ -175,6 +178,7 @@ class Worker:
                 forwarder.handle,
                 concurrency=RETRY_CONCURRENCY,
                 max_in_flight=RETRY_CONCURRENCY,
+                budget=budget,
             )
         )
         bridge = InboundBridge(rt)
@@ -186,6 +190,7 @@ class Worker:
                 inbound_topics,
                 bridge.handle,
                 concurrency=50,
+                budget=budget,
             )
             self.consumers.append(self.inbound)
 

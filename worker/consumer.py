@@ -32,12 +32,49 @@ log = structlog.get_logger("consumer")
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable["asyncio.Future[None] | None"]]
 COMMIT_INTERVAL_SECONDS = 0.5
 COMMIT_TIMEOUT_SECONDS = 10.0
-#: Read-ahead bounds of one consumer (Settings.consumer_read_ahead_*): at ten e-shops x 10,000 orders,
-#: 10,000 records left tokens idle behind other shops' backlogs (0.57 of the limit; 50,000: 0.73).
+#: Records one consumer reads ahead (Settings.consumer_read_ahead_records): at ten e-shops x 10,000
+#: orders, 10,000 left tokens idle behind other shops' backlogs (0.57 of the limit; 50,000: 0.73).
 DEFAULT_MAX_IN_FLIGHT = 50_000
-DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+#: What a read record costs besides its key and value: the ConsumerRecord, its dozen header tuples
+#: (about 0.5 KiB of text) and the queue entry, so that the byte budget bounds memory, not payload.
+RECORD_OVERHEAD_BYTES = 2048
 #: A runner whose node never waits gives the event loop a turn after this many records.
 YIELD_EVERY = 32
+
+
+class ReadAheadBudget:
+    """The bytes all consumers of one process may hold read ahead, together.
+
+    Per consumer, twenty-odd node types under a backlog could each fill their own allowance; shared,
+    memory has one bound (``Settings.consumer_read_ahead_bytes``) and the busy consumers use what
+    the idle ones do not. A consumer waits only while the budget is spent, and what it holds is
+    freed as its records finish (nothing it holds waits on another consumer), so it cannot deadlock.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+        self._room = asyncio.Event()
+
+    @property
+    def spent(self) -> bool:
+        return self.held >= self.max_bytes
+
+    def take(self, size: int) -> None:
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._room.set()
+
+    async def wait(self) -> None:
+        """Until some of the budget is given back (callers check ``spent`` again)."""
+        self._room.clear()
+        await self._room.wait()
+
+
+def record_cost(record: ConsumerRecord[bytes, bytes]) -> int:
+    return max(record.serialized_value_size, 0) + max(record.serialized_key_size, 0) + RECORD_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
@@ -65,8 +102,8 @@ class _Rebalance(ConsumerRebalanceListener):
 class ManagedConsumer:
     """Fetches records into one FIFO queue per key; up to ``per_key`` runners drain each queue.
 
-    Records are read ahead of the ones running (up to ``max_in_flight`` records or
-    ``max_in_flight_bytes`` of values), so that one e-shop with thousands of records ahead of
+    Records are read ahead of the ones running (up to ``max_in_flight`` records, and while the
+    process's shared ``budget`` has room), so that one e-shop with thousands of records ahead of
     another's in a partition does not leave the other's token idle. Queued records cost a deque
     entry, not a task.
     """
@@ -81,7 +118,7 @@ class ManagedConsumer:
         concurrency: int = 10,
         ordered: bool = False,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
+        budget: ReadAheadBudget | None = None,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -92,10 +129,9 @@ class ManagedConsumer:
         self.per_key = 1 if ordered else concurrency
         self.ordered = ordered
         self.max_in_flight = max_in_flight
-        self.max_in_flight_bytes = max_in_flight_bytes
+        self.budget = budget or ReadAheadBudget(64 * 1024 * 1024)
         self.assigned = asyncio.Event()
         self._held = 0
-        self._held_bytes = 0
         self._room = asyncio.Event()
         self._queues: dict[bytes, _KeyQueue] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -133,9 +169,12 @@ class ManagedConsumer:
                 continue
             for tp, records in batches.items():
                 for record in records:
-                    while self._held >= self.max_in_flight or self._held_bytes >= self.max_in_flight_bytes:
-                        self._room.clear()
-                        await self._room.wait()
+                    while self._held >= self.max_in_flight or self.budget.spent:
+                        if self._held >= self.max_in_flight:
+                            self._room.clear()
+                            await self._room.wait()
+                        else:
+                            await self.budget.wait()
                     if self._stopping:
                         return
                     self._offsets.setdefault(tp, PartitionOffsets()).started(record.offset)
@@ -143,7 +182,7 @@ class ManagedConsumer:
 
     def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._held += 1
-        self._held_bytes += max(record.serialized_value_size, 0)
+        self.budget.take(record_cost(record))
         key = record.key or b""
         queue = self._queues.get(key)
         if queue is None:
@@ -157,7 +196,7 @@ class ManagedConsumer:
 
     def _release(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._held -= 1
-        self._held_bytes -= max(record.serialized_value_size, 0)
+        self.budget.give(record_cost(record))
         self._room.set()
 
     def _give_back(self, queue: _KeyQueue) -> None:

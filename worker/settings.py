@@ -82,9 +82,10 @@ class Settings(BaseSettings):
     default_retry_max_hops: int = 10
     graceful_timeout_seconds: float = 30.0
     #: Records each node consumer reads ahead of the ones running (queued per install, so one
-    #: e-shop's backlog does not leave another's token idle), and the bytes they may hold.
+    #: e-shop's backlog does not leave another's token idle), and the bytes all consumers of the
+    #: process may hold together (keys, values and about 2 KiB per record for the rest).
     consumer_read_ahead_records: int = Field(default=50_000, ge=1)
-    consumer_read_ahead_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    consumer_read_ahead_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     #: Run only these node types in this process (comma separated); empty runs all.
     nodes: str = ""
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from worker.consumer import ManagedConsumer
+from worker.consumer import ManagedConsumer, ReadAheadBudget, record_cost
 from worker.offsets import PartitionOffsets
 
 TP = TopicPartition("t", 0)
@@ -172,3 +172,42 @@ async def test_a_handled_record_whose_outputs_never_arrive_is_never_committed() 
     await asyncio.wait(set(consumer._recording), timeout=0.05)
     assert consumer._offsets[TP].committable() == 0  # position 0: the record is read again after a restart
     assert consumer.in_flight == 1
+
+
+async def test_consumers_of_a_process_share_one_read_ahead_budget() -> None:
+    """Consumer a's three blocked records spend the budget: b reads nothing until a gives it back."""
+    budget = ReadAheadBudget(max_bytes=3 * record_cost(record(0, b"a")))
+    release = asyncio.Event()
+    done_a: list[int] = []
+    done_b: list[int] = []
+
+    async def blocked(r: ConsumerRecord[bytes, bytes]) -> None:
+        await release.wait()
+        done_a.append(r.offset)
+
+    async def free(r: ConsumerRecord[bytes, bytes]) -> None:
+        done_b.append(r.offset)
+
+    a = ManagedConsumer(
+        "a", _OneBatch([record(i, b"a") for i in range(3)]), ["t"], blocked, concurrency=3, budget=budget
+    )  # type: ignore[arg-type]
+    b = ManagedConsumer("b", _OneBatch([record(0, b"b")]), ["t"], free, budget=budget)  # type: ignore[arg-type]
+    runs = [asyncio.create_task(a._run())]
+    await asyncio.sleep(0.05)
+    runs.append(asyncio.create_task(b._run()))
+    await asyncio.sleep(0.05)
+    assert budget.spent and done_b == [] and b.in_flight == 0
+
+    release.set()
+    for _ in range(100):
+        if done_b:
+            break
+        await asyncio.sleep(0.01)
+    assert done_b == [0] and sorted(done_a) == [0, 1, 2]
+    await asyncio.gather(*a._tasks, *b._tasks)
+    assert budget.held == 0
+    for consumer in (a, b):
+        consumer._stopping = True
+    for run in runs:
+        run.cancel()
+    await asyncio.gather(*runs, return_exceptions=True)
