@@ -61,6 +61,10 @@ class H:
 REQUIRED_HEADERS = (H.CORRELATION_ID, H.PROCESS_ID, H.TOPOLOGY_NAME, H.TOPOLOGY_VERSION, H.NODE_ID)
 
 
+#: Header value types decoded as UTF-8 (a tuple: ``bytes | bytearray`` would build a union per header).
+_BYTES = (bytes, bytearray)
+
+
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON; what orjson cannot encode (integers past 64 bits) falls back to json."""
     try:
@@ -154,7 +158,7 @@ class Message:
         """Decode a Kafka record; raise :class:`MalformedMessage` saying exactly what is wrong."""
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         try:
-            decoded = {k: (v.decode() if isinstance(v, bytes | bytearray) else str(v)) for k, v in pairs}
+            decoded = {k: (v.decode() if isinstance(v, _BYTES) else str(v)) for k, v in pairs}
         except UnicodeDecodeError as exc:
             raise MalformedMessage(f"header is not UTF-8: {exc}") from exc
         missing = [name for name in required if not decoded.get(name)]

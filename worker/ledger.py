@@ -1,11 +1,13 @@
-"""Writes "message handled" records to the process ledger in batches.
+"""Writes "message handled" records to the process ledger in batches, and settles each batch.
 
-Every handled message must reach the ledger before its offset is committed (that is what lets the
-tracker see when a process is finished), but one Kafka record per handled message doubled the
-records a hop writes. Instead, handlers add their counts to the open batch and get a future:
-within ``linger`` seconds the batch goes out as one record per ledger partition, summed per
-process, and the futures resolve once the broker has acknowledged every one of those records. A
-record the broker did not take is sent again (with backoff) until it is; the futures never fail.
+A handled message's offset may be committed only when the broker has its outputs and its count in
+the ledger (the count is what lets the tracker see when a process is finished). One Kafka record
+per handled message doubled the records a hop writes, and one future per message was a good part
+of a hop's cost. Instead, handlers add their count and their outputs' acknowledgements to the open
+batch and get the batch's future, one for all of them: within ``linger`` seconds the batch goes out
+as one record per ledger partition, summed per process, and the future resolves once the broker
+has acknowledged those records and every output of the batch. What the broker did not take is sent
+again (with backoff) until it is; the future never fails.
 
 A process's records must stay in one partition (the tracker that owns the partition sees its whole
 story), so the partition is chosen here from the root process id with the producer's own
@@ -16,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from worker.envelope import encode_json
-from worker.kafka import partition_for_key, resend_until_acknowledged, send_all, unacknowledged
+from worker.kafka import Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import HandledTally
+from worker.router import Outgoing
 
 #: How long a batch stays open for more handlers before it is sent.
 LINGER_SECONDS = 0.003
@@ -33,16 +37,22 @@ PARTITIONS_TTL_SECONDS = 30.0
 
 @dataclass
 class _Batch:
-    """The open batch: tallies per process and one future per handler waiting for it."""
+    """The open batch: tallies per process, and the one future every handler in it waits on."""
 
+    acknowledged: asyncio.Future[None]
     tallies: dict[str, HandledTally] = field(default_factory=dict)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: Outputs of the batch's messages, already on their way, with their acknowledgements.
+    outputs: list[tuple[Outgoing, asyncio.Future[Any]]] = field(default_factory=list)
 
 
 class LedgerWriter:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, *, linger: float = LINGER_SECONDS) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, send_output: Send[Outgoing], *, linger: float = LINGER_SECONDS
+    ) -> None:
         self.producer = producer
         self.topic = topic
+        #: Sends an output again when the broker did not acknowledge it.
+        self.send_output = send_output
         self.linger = linger
         self._open: _Batch | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -50,24 +60,26 @@ class LedgerWriter:
         self._partitions: list[int] = []
         self._partitions_at = 0.0
 
-    def add(self, tally: HandledTally) -> asyncio.Future[None]:
-        """Count ``tally`` in the next batch; the future resolves when the broker has it.
+    def add(
+        self, tally: HandledTally, outputs: Iterable[tuple[Outgoing, asyncio.Future[Any]]] = ()
+    ) -> asyncio.Future[None]:
+        """Count ``tally`` in the next batch; the future resolves when the broker has it and
+        ``outputs`` (sent already, with their acknowledgements).
 
         The writer takes ``tally`` over (it may add later tallies of the same process to it).
         """
-        loop = asyncio.get_running_loop()
         batch = self._open
         if batch is None:
-            batch = self._open = _Batch()
+            loop = asyncio.get_running_loop()
+            batch = self._open = _Batch(loop.create_future())
             self._timer = loop.call_later(self.linger, self._send_open)
         known = batch.tallies.get(tally.root)
         if known is None:
             batch.tallies[tally.root] = tally
         else:
             known.merge(tally)
-        waiter = loop.create_future()
-        batch.waiters.append(waiter)
-        return waiter
+        batch.outputs.extend(outputs)
+        return batch.acknowledged
 
     def _send_open(self) -> None:
         self._timer = None
@@ -85,11 +97,13 @@ class LedgerWriter:
             partition = partition_for_key(tally.root.encode(), partitions, partitions)
             records.setdefault(partition, []).append(tally.record())
         values = [(partition, encode_json(batch_records)) for partition, batch_records in records.items()]
-        failed = await unacknowledged(await send_all(values, self._send_one))
+        counted = await send_all(values, self._send_one)
+        failed_outputs = await unacknowledged(batch.outputs)
+        await resend_until_acknowledged(failed_outputs, self.send_output, what="outputs")
+        failed = await unacknowledged(counted)
         await resend_until_acknowledged(failed, self._send_one, what="ledger records")
-        for waiter in batch.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if not batch.acknowledged.done():
+            batch.acknowledged.set_result(None)
 
     async def _send_one(self, item: tuple[int, bytes]) -> asyncio.Future[Any]:
         partition, value = item

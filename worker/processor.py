@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Coroutine
-from functools import partial
 from typing import Any
 
 import structlog
@@ -52,7 +50,7 @@ class Delivery:
         self.emitted = 0
 
     async def send(self, out: Outgoing) -> None:
-        self.pending.append((out, await self._send_one(out)))
+        self.pending.append((out, await self.rt.send_output(out)))
         if out.topic.startswith(self.rt.topics.node_prefix) or out.topic == self.rt.topics.retry:
             self.node_outputs += 1
         else:
@@ -60,62 +58,15 @@ class Delivery:
         if len(self.pending) >= FLUSH_EVERY:
             await self.flush()
 
-    def settled(self, also: asyncio.Future[None]) -> asyncio.Future[None]:
-        """A future done once the broker has every output and ``also`` is done.
-
-        Nothing is awaited here, so the consumer can hand the next record to the node while these
-        outputs are on their way; outputs the broker refused are sent again in the background.
-        """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+    def take(self) -> list[tuple[Outgoing, asyncio.Future[Any]]]:
+        """The outputs still on their way, handed to whoever settles them (the ledger batch)."""
         pending, self.pending = self.pending, []
-        failed: list[Outgoing] = []
-        waiting = len(pending) + 1
-
-        def arrived(out: Outgoing | None, future: asyncio.Future[Any]) -> None:
-            nonlocal waiting
-            if out is not None and (future.cancelled() or future.exception() is not None):
-                failed.append(out)
-            waiting -= 1
-            if waiting:
-                return
-            if failed:
-                _background(self._resend(failed), done)
-            elif not done.done():
-                done.set_result(None)
-
-        for out, future in pending:
-            future.add_done_callback(partial(arrived, out))
-        also.add_done_callback(partial(arrived, None))
-        return done
+        return pending
 
     async def flush(self) -> None:
         """Wait until the broker has every output; resend what failed until it does."""
-        pending, self.pending = self.pending, []
-        await self._resend(await unacknowledged(pending))
-
-    async def _resend(self, failed: list[Outgoing]) -> None:
-        await resend_until_acknowledged(failed, self._send_one, what="outputs")
-
-    async def _send_one(self, out: Outgoing) -> asyncio.Future[Any]:
-        return await self.rt.send(out.topic, out.message)
-
-
-#: Background resends, referenced until done (the loop keeps only weak references to tasks).
-_resending: set[asyncio.Task[None]] = set()
-
-
-def _background(work: Coroutine[Any, Any, None], done: asyncio.Future[None]) -> None:
-    """Run ``work``, then resolve ``done``; ``done`` stays pending if the work is cancelled (shutdown)."""
-
-    def finished(task: asyncio.Task[None]) -> None:
-        _resending.discard(task)
-        if not task.cancelled() and task.exception() is None and not done.done():
-            done.set_result(None)
-
-    task = asyncio.get_running_loop().create_task(work)
-    _resending.add(task)
-    task.add_done_callback(finished)
+        failed = await unacknowledged(self.take())
+        await resend_until_acknowledged(failed, self.rt.send_output, what="outputs")
 
 
 def backoff_seconds(interval: float, hops: int) -> float:
@@ -195,7 +146,9 @@ class NodeProcessor:
 
     def _finish(self, message: Message, outcome: str, delivery: Delivery) -> tuple[str, asyncio.Future[None]]:
         """Count the message in the process ledger; its fate is recorded when the broker has the
-        outputs and the ledger record (at-least-once: the ledger may count a redelivery twice)."""
+        outputs and the ledger record, which the ledger batch settles together (nothing is awaited
+        here, so the node takes its next message meanwhile; at-least-once: the ledger may count a
+        redelivery twice)."""
         tally = HandledTally.of(
             message,
             outcome=outcome,
@@ -203,7 +156,7 @@ class NodeProcessor:
             sink_outputs=delivery.sink_outputs,
             emitted=delivery.emitted,
         )
-        return outcome, delivery.settled(self.rt.ledger.add(tally))
+        return outcome, self.rt.ledger.add(tally, delivery.take())
 
     # --- the node call -------------------------------------------------------------------------
     async def _context(self, message: Message, tv: TopologyVersion, node_id: str, spec: NodeSpec) -> NodeContext:

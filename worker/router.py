@@ -48,13 +48,13 @@ def start_headers(tv: TopologyVersion, node_id: str, *, user: str | None, applic
     return headers
 
 
-def _follower_headers(incoming: Message, tv: TopologyVersion, from_node: str, to_node: str) -> dict[str, str]:
-    headers = {k: v for k, v in incoming.headers.items() if k not in _PER_HOP}
+def _follower_headers(base: dict[str, str], tv: TopologyVersion, from_node: str, to_node: str) -> dict[str, str]:
+    headers = {k: v for k, v in base.items() if k not in _PER_HOP}
     spec = tv.topology.nodes[to_node]
     headers[H.PREVIOUS_NODE_ID] = from_node
     headers[H.NODE_ID] = to_node
     headers[H.NODE_NAME] = spec.node or spec.sink or ""
-    headers[H.SEQUENCE_ID] = str(int(incoming.headers.get(H.SEQUENCE_ID) or 0) + 1)
+    headers[H.SEQUENCE_ID] = str(int(base.get(H.SEQUENCE_ID) or 0) + 1)
     app = tv.topology.application_of(to_node)
     if app and spec.node:
         headers[H.APPLICATION] = app
@@ -77,16 +77,15 @@ def route(
     ``new_process`` is for batch items: each item is its own process whose parent is the batch.
     """
     followers = [n for n in tv.topology.nodes[node_id].next if not only or n in only]
-    base = dict(incoming.headers)
-    if overrides:
-        base.update(overrides)
-    if new_process:
-        base[H.PARENT_ID] = incoming.process_id
-        base[H.PROCESS_ID] = new_id()
-    source = Message(body=body, headers=base)
+    base = incoming.headers
+    if overrides or new_process:
+        base = {**base, **(overrides or {})}  # a copy: the incoming message keeps its headers
+        if new_process:
+            base[H.PARENT_ID] = incoming.process_id
+            base[H.PROCESS_ID] = new_id()
     out = []
     for follower in followers:
-        headers = _follower_headers(source, tv, node_id, follower)
+        headers = _follower_headers(base, tv, node_id, follower)
         spec = tv.topology.nodes[follower]
         topic = spec.sink if spec.sink else topics.node(spec.node or "")
         out.append(Outgoing(topic, Message(body=body, headers=headers)))

@@ -16,6 +16,7 @@ from worker.kafka import send_message
 from worker.ledger import LedgerWriter
 from worker.limiter import Limiter
 from worker.registry import NodeRegistry
+from worker.router import Outgoing
 from worker.settings import Settings
 from worker.store import InstallStore
 from worker.store.cache import InstallCache
@@ -44,7 +45,10 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.installs = InstallCache(self.store)
-        self.ledger = LedgerWriter(self.producer, self.topics.processes)
+        self.ledger = LedgerWriter(self.producer, self.topics.processes, self.send_output)
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         return await send_message(self.producer, topic, message)
+
+    async def send_output(self, out: Outgoing) -> asyncio.Future[Any]:
+        return await send_message(self.producer, out.topic, out.message)

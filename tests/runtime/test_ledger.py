@@ -1,5 +1,6 @@
 """The ledger writer sums handled messages per process into one record per partition, in the
-partition Kafka's default partitioner gives the process's start records, and never gives up."""
+partition Kafka's default partitioner gives the process's start records, settles a batch only when
+its records and its messages' outputs are acknowledged, and never gives up."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
+from worker.envelope import Message
 from worker.ledger import LedgerWriter
 from worker.processes import HandledTally, ProcessBook
+from worker.router import Outgoing
 
 
 class FakeProducer:
@@ -35,13 +38,21 @@ class FakeProducer:
         return ack
 
 
+async def no_resend(out: Outgoing) -> asyncio.Future[None]:
+    raise AssertionError(f"nothing should be resent, got {out}")
+
+
+def writer_for(producer: FakeProducer, send_output: Any = no_resend) -> LedgerWriter:
+    return LedgerWriter(producer, "ledger", send_output, linger=0.001)  # type: ignore[arg-type]
+
+
 def tally(root: str, **counts: int) -> HandledTally:
     return HandledTally(root=root, topology="t", version="1", user="shop", handled=1, **counts)
 
 
 async def test_handled_messages_are_summed_per_process_in_the_roots_partition() -> None:
     producer = FakeProducer()
-    writer = LedgerWriter(producer, "ledger", linger=0.001)  # type: ignore[arg-type]
+    writer = writer_for(producer)
     waiters = [writer.add(tally("root-a", node_outputs=1)) for _ in range(3)]
     waiters.append(writer.add(tally("root-b", done=1)))
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
@@ -55,12 +66,35 @@ async def test_handled_messages_are_summed_per_process_in_the_roots_partition() 
 
 async def test_a_record_the_broker_did_not_take_is_sent_again_before_anyone_is_told() -> None:
     producer = FakeProducer(fail=1)
-    writer = LedgerWriter(producer, "ledger", linger=0.001)  # type: ignore[arg-type]
+    writer = writer_for(producer)
     waiter = writer.add(tally("root-a"))
     await asyncio.sleep(0.1)
     assert not waiter.done() and producer.sent == []  # backing off after the failure
     await asyncio.wait_for(waiter, 2)
     assert [r["root"] for _, batch in producer.sent for r in batch] == ["root-a"]
+
+
+async def test_the_batch_waits_for_its_outputs_and_resends_one_the_broker_refused() -> None:
+    loop = asyncio.get_running_loop()
+    resent: list[Outgoing] = []
+
+    async def resend(out: Outgoing) -> asyncio.Future[None]:
+        resent.append(out)
+        ack: asyncio.Future[None] = loop.create_future()
+        ack.set_result(None)
+        return ack
+
+    writer = writer_for(FakeProducer(), resend)
+    taken, refused = Outgoing("node.b", Message(body=1)), Outgoing("node.c", Message(body=2))
+    taken_ack: asyncio.Future[None] = loop.create_future()
+    refused_ack: asyncio.Future[None] = loop.create_future()
+    settled = writer.add(tally("root-a", node_outputs=2), [(taken, taken_ack), (refused, refused_ack)])
+    await asyncio.sleep(0.05)
+    assert not settled.done()  # the ledger record is in, the outputs are not acknowledged yet
+    taken_ack.set_result(None)
+    refused_ack.set_exception(KafkaTimeoutError())
+    await asyncio.wait_for(settled, 2)
+    assert resent == [refused]
 
 
 def test_the_book_reads_batches_and_single_records_alike() -> None:
