@@ -156,9 +156,12 @@ class Message:
         required: Iterable[str] = REQUIRED_HEADERS,
     ) -> Message:
         """Decode a Kafka record; raise :class:`MalformedMessage` saying exactly what is wrong."""
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
         try:
-            decoded = {k: (v.decode() if isinstance(v, _BYTES) else str(v)) for k, v in pairs}
+            try:
+                decoded = {k: v.decode() for k, v in pairs}  # what Kafka hands over: bytes
+            except AttributeError:
+                decoded = {k: (v.decode() if isinstance(v, _BYTES) else str(v)) for k, v in pairs}
         except UnicodeDecodeError as exc:
             raise MalformedMessage(f"header is not UTF-8: {exc}") from exc
         missing = [name for name in required if not decoded.get(name)]

@@ -22,7 +22,7 @@ class Outgoing:
 
 
 #: Headers that describe one hop and must not leak into the next one.
-_PER_HOP = (H.CURSOR, H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT)
+_PER_HOP = frozenset((H.CURSOR, H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT))
 
 
 def start_headers(tv: TopologyVersion, node_id: str, *, user: str | None, application: str | None) -> dict[str, str]:
