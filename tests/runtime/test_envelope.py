@@ -41,3 +41,14 @@ def test_missing_headers_are_named() -> None:
 def test_what_the_fast_encoder_cannot_take_is_still_encoded() -> None:
     huge = 2**70  # past 64 bits: orjson refuses, json does not
     assert json.loads(encode_json({"n": huge, 1: "int key"})) == {"n": huge, "1": "int key"}
+
+
+def test_headers_decode_from_kafka_bytes_or_a_mapping_and_refuse_bad_utf8() -> None:
+    as_text = {name: "x" for name in REQUIRED_HEADERS}
+    assert Message.decode(b"{}", HEADERS).headers == as_text
+    assert Message.decode(b"{}", {**dict(HEADERS), "extra": "already text"}).headers == {  # type: ignore[dict-item]
+        **as_text,
+        "extra": "already text",
+    }
+    with pytest.raises(MalformedMessage, match="header is not UTF-8"):
+        Message.decode(b"{}", [*HEADERS, ("user", b"\xff")])
