@@ -240,9 +240,11 @@ class ManagedConsumer:
                 if recorded is None or recorded.done():
                     self._finished(tp, record)
                 elif self.ordered:
-                    # the key's next record waits: a resent output must not land after a later one
+                    # the key's next record waits: a resent output must not land after a later one;
+                    # shielded, because the future is shared by a whole ledger batch and cancelling
+                    # this runner (shutdown) must not cancel it for every other record in the batch
                     try:
-                        await recorded
+                        await asyncio.shield(recorded)
                     except BaseException:
                         self._release(record)
                         raise

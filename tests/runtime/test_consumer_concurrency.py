@@ -211,3 +211,27 @@ async def test_consumers_of_a_process_share_one_read_ahead_budget() -> None:
     for run in runs:
         run.cancel()
     await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def test_cancelling_an_ordered_runner_leaves_the_shared_settlement_alone() -> None:
+    """Records of one ledger batch share one future: stopping one key's runner must not cancel it."""
+    shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    runners: dict[bytes, asyncio.Task[Any]] = {}
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None]:
+        task = asyncio.current_task()
+        assert task is not None and r.key is not None
+        runners[r.key] = task
+        return shared
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, ordered=True)  # type: ignore[arg-type]
+    await feed(consumer, [record(0, b"a"), record(1, b"b")])
+    await asyncio.sleep(0.01)
+    runners[b"a"].cancel()
+    await asyncio.gather(runners[b"a"], return_exceptions=True)
+    assert not shared.cancelled()
+
+    shared.set_result(None)
+    await asyncio.gather(*consumer._tasks)
+    assert consumer.in_flight == 0
+    assert consumer._offsets[TP].committable() == 0  # b's record is done; a's is left for a restart
