@@ -57,18 +57,19 @@ class ShoptetSubscribeWebhooks(Batch):
         created: list[dict[str, Any]] = shoptet.data_of(envelope, "webhooks")
         for webhook in created:
             await ctx.store.add_webhook(
-                _registration(user=install.user, application=install.application, webhook=webhook)
+                _registration(user=install.user, application=install.application, webhook=webhook, url=url)
             )
         return Result(message=f"registered {', '.join(str(w['event']) for w in created)}")
 
 
-def _registration(*, user: str, application: str, webhook: dict[str, Any]) -> WebhookRegistration:
+def _registration(*, user: str, application: str, webhook: dict[str, Any], url: str) -> WebhookRegistration:
+    """``url``: ours, recorded when Shoptet's answer leaves it out."""
     return WebhookRegistration(
         user=user,
         application=application,
         event=str(webhook["event"]),
         webhook_id=int(webhook["id"]),
-        url=str(webhook.get("url") or ""),
+        url=str(webhook.get("url") or url),
     )
 
 
@@ -86,4 +87,6 @@ async def _reconcile(ctx: NodeContext, user: str, application: str, on_shoptet: 
     for webhook_id in live.keys() - stored.keys():
         if live[webhook_id].get("url") == url:
             ctx.log.info("webhook on Shoptet but not recorded; adopted", webhook_id=webhook_id)
-            await ctx.store.add_webhook(_registration(user=user, application=application, webhook=live[webhook_id]))
+            await ctx.store.add_webhook(
+                _registration(user=user, application=application, webhook=live[webhook_id], url=url)
+            )

@@ -145,3 +145,14 @@ async def test_unsubscribe_failure_keeps_the_rest(harness: Harness, shoptet_api:
         await harness.run(ShoptetUnsubscribeWebhooks(), None)
     remaining = await harness.store.list_webhooks(harness.install.user, harness.install.application)
     assert [w.webhook_id for w in remaining] == [8]
+
+
+async def test_subscribe_records_our_url_when_shoptet_leaves_it_out(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed())
+    answer = {"webhooks": [{"id": 8, "event": "order:create", "created": "2024-05-20T12:00:00+0200"}]}
+    shoptet_api.post("/api/webhooks").mock(return_value=httpx.Response(201, json=envelope(answer)))
+    await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:create"]})
+    [stored] = await harness.store.list_webhooks(harness.install.user, harness.install.application)
+    assert (stored.webhook_id, stored.url) == (8, our_url(harness))
