@@ -108,11 +108,7 @@ class ListBatch(Batch):
     # -- helpers ------------------------------------------------------------------------------
 
     def _cursor(self, message: Message) -> ListCursor:
-        try:
-            raw = message.cursor
-        except ValueError as exc:
-            raise StopError(f"{self.name}: cursor header is not JSON: {exc}") from exc
-        return shoptet.parse_body(ListCursor, raw or {}, f"{self.name} cursor")
+        return shoptet.parse_cursor(ListCursor, message, self.name)
 
     def _params(self, page: int, date_from: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"itemsPerPage": self.items_per_page, "page": page}
@@ -122,16 +118,10 @@ class ListBatch(Batch):
 
     async def _fetch(self, ctx: NodeContext, page: int, date_from: str | None) -> dict[str, Any]:
         client = ctx.require_shoptet()
-        data = shoptet.data_of(await client.request("GET", self.path, params=self._params(page, date_from)))
-        if not isinstance(data, dict):
-            raise StopError(f"{self.path}: data is not an object")
-        return data
+        return page_data(await client.request("GET", self.path, params=self._params(page, date_from)), self.path)
 
     def _items(self, data: dict[str, Any]) -> list[Any]:
-        items = data.get(self.items_key) or []
-        if not isinstance(items, list):
-            raise StopError(f"{self.path}: data.{self.items_key} is not a list")
-        return items
+        return page_items(data, self.items_key, self.path)
 
     def _page_count(self, data: dict[str, Any]) -> int:
         return page_count(data, self.path)
@@ -161,6 +151,21 @@ class ListBatch(Batch):
             raise _first_error(group_error) from None
 
 
+def page_data(answer: dict[str, Any], path: str) -> dict[str, Any]:
+    """A list answer's ``data``: an object holding the items and the paginator."""
+    data = shoptet.data_of(answer)
+    if not isinstance(data, dict):
+        raise StopError(f"{path}: data is not an object")
+    return data
+
+
+def page_items(data: dict[str, Any], items_key: str, path: str) -> list[Any]:
+    items = data.get(items_key) or []
+    if not isinstance(items, list):
+        raise StopError(f"{path}: data.{items_key} is not a list")
+    return items
+
+
 def page_count(data: dict[str, Any], path: str) -> int:
     """``paginator.pageCount`` of a list answer's ``data`` (at least 1)."""
     paginator = data.get("paginator") or {}
@@ -171,16 +176,14 @@ def page_count(data: dict[str, Any], path: str) -> int:
 
 
 async def read_all(client: ShoptetClient, path: str, items_key: str, *, items_per_page: int) -> list[Any]:
-    """Every item of a short list (webhooks, stocks), page after page: for reading state, where a
-    batch's parallel paging and per-item messages would be more than the job needs."""
+    """Every item of a short list (registered webhooks), page after page: for reading state, where
+    a batch's parallel paging and per-item messages would be more than the job needs."""
     items: list[Any] = []
     page, pages = 1, 1
     while page <= pages:
         answer = await client.request("GET", path, params={"itemsPerPage": items_per_page, "page": page})
-        data = shoptet.data_of(answer)
-        if not isinstance(data, dict) or not isinstance(data.get(items_key) or [], list):
-            raise StopError(f"{path}: data.{items_key} is not a list")
-        items += data.get(items_key) or []
+        data = page_data(answer, path)
+        items += page_items(data, items_key, path)
         pages = page_count(data, path)
         page += 1
     return items

@@ -153,6 +153,16 @@ def parse_body(model: type[M], body: Any, node: str) -> M:
         raise StopError(f"{node}: invalid input body: {problems}", body=body) from None
 
 
+def parse_cursor(model: type[M], message: Message, node: str) -> M:
+    """The message's ``cursor`` header as ``model`` (defaults when absent); a cursor that is not
+    JSON or does not fit can never succeed, so it is a StopError (trash)."""
+    try:
+        raw = message.cursor
+    except ValueError as exc:
+        raise StopError(f"{node}: cursor header is not JSON: {exc}") from exc
+    return parse_body(model, raw or {}, f"{node} cursor")
+
+
 def path_segment(value: str | int) -> str:
     """One URL path segment: order codes may hold letters, dashes, even slashes."""
     return quote(str(value), safe="")

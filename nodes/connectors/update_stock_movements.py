@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nodes.shoptet import parse_body
+from nodes.shoptet import parse_body, parse_cursor
 from worker.envelope import Message, ResultCode
 from worker.errors import RetryableError, StopError
 from worker.node import Connector, NodeContext, Result
@@ -70,7 +70,7 @@ class ShoptetUpdateStockMovements(Connector):
         body = parse_body(StockMovementsInput, message.body, self.name)
         client = ctx.require_shoptet()
         items = [m.model_dump(exclude_none=True) for m in body.data]
-        resume = parse_body(Resume, message.cursor or {}, self.name)
+        resume = parse_cursor(Resume, message, self.name)
         answers, missing = resume.answers, resume.missing
         for start in range(resume.sent, len(items), MAX_ITEMS_PER_CALL):
             chunk = items[start : start + MAX_ITEMS_PER_CALL]
