@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, model_validator
+from pydantic import model_validator
 
 from nodes.shoptet import EntityRef, data_of, get_unless_deleted, parse_body, path_segment
 from worker.envelope import Message, ResultCode
@@ -18,7 +18,6 @@ class OrderRef(EntityRef):
     straight from a webhook: ``{eshopId, event, eventCreated, eventInstance}`` works as input too.
     """
 
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
     code: str | None = None
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, model_validator
+from pydantic import model_validator
 
 from nodes.shoptet import EntityRef, data_of, get_unless_deleted, parse_body, path_segment
 from worker.envelope import Message, ResultCode
@@ -12,7 +12,6 @@ from worker.node import Connector, NodeContext, Result
 class ProductRef(EntityRef):
     """``{guid}`` (a product change or list item) or a product webhook payload (``eventInstance``)."""
 
-    model_config = ConfigDict(extra="ignore")
     guid: str | None = None
 
     @model_validator(mode="after")
