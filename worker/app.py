@@ -226,6 +226,7 @@ class Worker:
             await self.follower.stop()
         if self.runtime is not None:
             await self.runtime.ledger.close()
+            await self.runtime.outputs.close()
             with contextlib.suppress(Exception):  # bounded: a broker that is gone must not hang the exit
                 await asyncio.wait_for(self.runtime.producer.stop(), timeout)
             await self.runtime.http.aclose()

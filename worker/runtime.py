@@ -15,6 +15,7 @@ from worker.envelope import Message
 from worker.kafka import send_message
 from worker.ledger import LedgerWriter
 from worker.limiter import Limiter
+from worker.record_batches import RecordBatcher
 from worker.registry import NodeRegistry
 from worker.router import Outgoing
 from worker.settings import Settings
@@ -42,13 +43,17 @@ class Runtime:
     metrics: Metrics | None = None
     installs: InstallCache = field(init=False)
     ledger: LedgerWriter = field(init=False)
+    #: Node outputs go out in whole record batches (see :mod:`worker.record_batches`).
+    outputs: RecordBatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.installs = InstallCache(self.store)
+        self.outputs = RecordBatcher(self.producer)
         self.ledger = LedgerWriter(self.producer, self.topics.processes, self.send_output)
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         return await send_message(self.producer, topic, message)
 
     async def send_output(self, out: Outgoing) -> asyncio.Future[Any]:
-        return await send_message(self.producer, out.topic, out.message)
+        message = out.message
+        return await self.outputs.send(out.topic, message.encode_body(), message.key(), message.kafka_headers())
