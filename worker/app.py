@@ -112,7 +112,7 @@ class Worker:
         self._build_consumers(names, bootstrap)
         self.tracker = ProcessTracker(
             make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),
-            producer,
+            rt.outputs,
             topics.processes,
             topics.process_events,
         )

@@ -74,18 +74,20 @@ class LedgerStart(BaseModel):
 
 
 class LedgerHandled(BaseModel):
-    """A node handled one message; written in the same delivery as the node's outputs."""
+    """Messages handled by one worker within a few milliseconds, summed per process (one row each).
+
+    One record per ledger partition per batch; a row's process belongs to that partition. Written
+    with the batch's node outputs, and the inputs are committed only when both are acknowledged.
+    """
 
     kind: Literal["handled"]
-    root: str = Field(description="root-process-id; also the Kafka key")
-    topology: str
-    version: str
-    user: str
-    outcome: Literal["ok", "retry", "trash"]
-    node_outputs: int = Field(description="messages published to node topics (followers, cursor, retry)")
-    sink_outputs: int = Field(description="messages published to sink topics")
-    emitted: int = Field(description="items a batch emitted")
     at: float = Field(description="unix time")
+    columns: list[str] = Field(
+        description="names of the row values: root, topology, version, user, handled, node_outputs "
+        "(messages published to node topics: followers, cursors, retries), sink_outputs, emitted "
+        "(items a batch emitted), retries, trashed, done (branches that ended)"
+    )
+    rows: list[list[str | int]] = Field(description="one row per process, values in `columns` order")
 
 
 class LedgerFinished(BaseModel):
@@ -244,7 +246,6 @@ class _Doc:
 
 
 _NO_HEADERS: dict[str, Any] = {"type": "object", "description": "No headers are set.", "properties": {}}
-_USER_HEADER: dict[str, Any] = {"type": "object", "properties": {H.USER: _string(HEADER_DOCS[H.USER])}}
 
 
 def build_asyncapi(settings: Settings, registry: NodeRegistry, topologies: Iterable[TopologyVersion]) -> dict[str, Any]:
@@ -293,10 +294,11 @@ def build_asyncapi(settings: Settings, registry: NodeRegistry, topologies: Itera
     doc.channel(
         "processes",
         t.processes,
-        "The process ledger: one record per start and per handled message; `shoptet-worker status` reads it.",
+        "The process ledger: one record per start, and handled messages summed per process in batches; "
+        "`shoptet-worker status` reads it.",
         [
             doc.model_message("processes.start", LedgerStart, ledger_key, _NO_HEADERS),
-            doc.model_message("processes.handled", LedgerHandled, ledger_key, _USER_HEADER),
+            doc.model_message("processes.handled", LedgerHandled, ledger_key, _NO_HEADERS),
             doc.model_message("processes.finished", LedgerFinished, ledger_key, _NO_HEADERS),
         ],
         ("send", "receive"),

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.envelope import encode_json
 from worker.kafka import Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
-from worker.processes import HandledTally
+from worker.processes import HandledTally, handled_record
 from worker.router import Outgoing
 
 #: How long a batch stays open for more handlers before it is sent.
@@ -92,11 +92,11 @@ class LedgerWriter:
 
     async def _send(self, batch: _Batch) -> None:
         partitions = await self._partition_list()
-        records: dict[int, list[dict[str, object]]] = {}
+        by_partition: dict[int, list[HandledTally]] = {}
         for tally in batch.tallies.values():
             partition = partition_for_key(tally.root.encode(), partitions, partitions)
-            records.setdefault(partition, []).append(tally.record())
-        values = [(partition, encode_json(batch_records)) for partition, batch_records in records.items()]
+            by_partition.setdefault(partition, []).append(tally)
+        values = [(partition, encode_json(handled_record(tallies))) for partition, tallies in by_partition.items()]
         counted = await send_all(values, self._send_one)
         failed_outputs = await unacknowledged(batch.outputs)
         await resend_until_acknowledged(failed_outputs, self.send_output, what="outputs")

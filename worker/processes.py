@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H, Message, encode_json
 from worker.kafka import read_from_start
+from worker.record_batches import RecordBatcher
 from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger("processes")
@@ -62,7 +64,8 @@ class ProcessCounts:
         return self.finished_at is not None
 
     def summary(self) -> dict[str, Any]:
-        data = asdict(self)
+        # from the slots: dataclasses.asdict deep-copies every field, once per finished process
+        data = {name: getattr(self, name) for name in self.__slots__}
         data["in_flight"] = self.in_flight
         return data
 
@@ -73,7 +76,7 @@ def start_record(message: Message) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class HandledTally:
-    """Messages of one process handled by this worker, summed into one ledger record."""
+    """Messages of one process handled by this worker, summed into one row of a ledger record."""
 
     root: str
     topology: str = ""
@@ -90,15 +93,20 @@ class HandledTally:
     @classmethod
     def of(cls, message: Message, *, outcome: str, node_outputs: int, sink_outputs: int, emitted: int) -> HandledTally:
         """One handled message: ``outcome`` is ``ok``, ``retry`` or ``trash``."""
+        headers = message.headers
+        # positional and straight from the headers: this runs once per hop
         return cls(
-            **_ids(message),
-            handled=1,
-            node_outputs=node_outputs,
-            sink_outputs=sink_outputs,
-            emitted=emitted,
-            retries=int(outcome == "retry"),
-            trashed=int(outcome == "trash"),
-            done=int(outcome == "ok" and node_outputs == 0),
+            headers.get(H.ROOT_PROCESS_ID) or headers.get(H.PROCESS_ID, ""),
+            headers.get(H.TOPOLOGY_NAME, ""),
+            headers.get(H.TOPOLOGY_VERSION, ""),
+            headers.get(H.USER) or "",
+            1,
+            node_outputs,
+            sink_outputs,
+            emitted,
+            outcome == "retry",
+            outcome == "trash",
+            outcome == "ok" and node_outputs == 0,
         )
 
     def merge(self, other: HandledTally) -> None:
@@ -110,9 +118,19 @@ class HandledTally:
         self.trashed += other.trashed
         self.done += other.done
 
-    def record(self) -> dict[str, Any]:
-        # from the slots, not dataclasses.asdict: that deep-copies every field and showed in profiles
-        return {"kind": "handled", **{name: getattr(self, name) for name in self.__slots__}, "at": time.time()}
+    def row(self) -> list[Any]:
+        """The tally as a row of a ``handled`` ledger record, in :data:`HANDLED_COLUMNS` order."""
+        return [getattr(self, name) for name in self.__slots__]
+
+
+#: The columns of a ``handled`` ledger record's rows. Rows rather than one object per process:
+#: every hop is counted, and names repeated per process were most of the record and of its parsing.
+HANDLED_COLUMNS: list[str] = list(HandledTally.__slots__)
+
+
+def handled_record(tallies: Iterable[HandledTally]) -> dict[str, Any]:
+    """One ledger record counting ``tallies`` (processes of one ledger partition)."""
+    return {"kind": "handled", "at": time.time(), "columns": HANDLED_COLUMNS, "rows": [t.row() for t in tallies]}
 
 
 def root_of(message: Message) -> str:
@@ -141,26 +159,29 @@ class ProcessBook:
     idle: dict[str, None] = field(default_factory=dict)
 
     def apply(self, record: dict[str, Any], received_at: float | None = None) -> None:
+        kind = record.get("kind")
+        if kind == "handled" and "rows" in record:
+            self._apply_rows(record, received_at)
+            return
         root = str(record.get("root") or "")
         if not root:
             return
-        p = self.processes.get(root)
-        if p is None:
-            p = self.processes[root] = ProcessCounts(root=root, started_at=float(record.get("at") or 0))
-        p.topology = p.topology or str(record.get("topology", ""))
-        p.version = p.version or str(record.get("version", ""))
-        p.user = p.user or str(record.get("user", ""))
-        p.updated_at = float(record.get("at") or p.updated_at)
-        self.touched[root] = time.monotonic() if received_at is None else received_at
-        self.idle.pop(root, None)
-        kind = record.get("kind")
+        at = float(record.get("at") or 0)
+        p = self._touch(
+            root,
+            str(record.get("topology", "")),
+            str(record.get("version", "")),
+            str(record.get("user", "")),
+            at,
+            received_at,
+        )
         if kind == "finished":
-            p.finished_at = float(record.get("at") or time.time())
+            p.finished_at = at or time.time()
             return
         if kind == "start":
             p.starts += 1
             p.started_at = min(p.started_at or p.updated_at, p.updated_at)
-        elif kind == "handled":
+        elif kind == "handled":  # one process per record, as written before handled rows
             p.handled += int(record.get("handled", 0))
             p.node_outputs += int(record.get("node_outputs", 0))
             p.emitted += int(record.get("emitted", 0))
@@ -168,18 +189,57 @@ class ProcessBook:
             p.retries += int(record.get("retries", 0))
             p.trashed += int(record.get("trashed", 0))
             p.done += int(record.get("done", 0))
-        if p.starts and p.in_flight == 0 and not p.finished:
-            self.idle[root] = None  # re-inserted: the most recently touched is last
+        self._check_idle(p)
+
+    def _apply_rows(self, record: dict[str, Any], received_at: float | None) -> None:
+        at = float(record.get("at") or 0)
+        rows = record["rows"]
+        if record.get("columns") != HANDLED_COLUMNS:  # another writer's column order: go by name
+            columns = record.get("columns") or []
+            rows = [
+                [row_values.get(name, 0) for name in HANDLED_COLUMNS]
+                for row_values in (dict(zip(columns, row, strict=False)) for row in rows)
+            ]
+        for root, topology, version, user, handled, node_outputs, sink_outputs, emitted, retries, trashed, done in rows:
+            if not root:
+                continue
+            p = self._touch(root, topology, version, user, at, received_at)
+            p.handled += handled
+            p.node_outputs += node_outputs
+            p.emitted += emitted
+            p.delivered += sink_outputs
+            p.retries += retries
+            p.trashed += trashed
+            p.done += done
+            self._check_idle(p)
+
+    def _touch(
+        self, root: str, topology: str, version: str, user: str, at: float, received_at: float | None
+    ) -> ProcessCounts:
+        p = self.processes.get(root)
+        if p is None:
+            p = self.processes[root] = ProcessCounts(root=root, started_at=at)
+        p.topology = p.topology or topology
+        p.version = p.version or version
+        p.user = p.user or user
+        p.updated_at = at or p.updated_at
+        self.touched[root] = time.monotonic() if received_at is None else received_at
+        self.idle.pop(root, None)
+        return p
+
+    def _check_idle(self, p: ProcessCounts) -> None:
+        if p.starts and p.in_flight == 0 and p.finished_at is None:
+            self.idle[p.root] = None  # re-inserted: the most recently touched is last
 
     def apply_value(self, value: bytes | None, received_at: float | None = None) -> None:
-        """A ledger record as read from Kafka: one JSON object, or a list (a writer's batch)."""
+        """A ledger record as read from Kafka: one JSON object, or a list (older writers' batches)."""
         try:
-            data = json.loads(value or b"{}")
-        except ValueError:
-            return
-        for record in data if isinstance(data, list) else [data]:
-            if isinstance(record, dict):
-                self.apply(record, received_at)
+            data = orjson.loads(value or b"{}")
+            for record in data if isinstance(data, list) else [data]:
+                if isinstance(record, dict):
+                    self.apply(record, received_at)
+        except (ValueError, TypeError, KeyError) as exc:  # not ours, or damaged: skip, keep counting
+            log.warning("ledger record skipped", error=str(exc))
 
     def settled(self, quiet_seconds: float, now: float | None = None) -> list[ProcessCounts]:
         """Unfinished processes with nothing in flight and no change for ``quiet_seconds``."""
@@ -214,14 +274,15 @@ class ProcessTracker:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        outputs: RecordBatcher,
         ledger_topic: str,
         events_topic: str,
         *,
         quiet_seconds: float = 2.0,
     ) -> None:
         self.consumer = consumer
-        self.producer = producer
+        #: Events and markers go out batched: a busy worker finishes thousands of processes a second.
+        self.outputs = outputs
         self.ledger_topic = ledger_topic
         self.events_topic = events_topic
         self.book = ProcessBook()
@@ -277,12 +338,12 @@ class ProcessTracker:
         acks = []
         for process in processes:
             event = {"event": "process finished", **process.summary()}
-            acks.append(await self.producer.send(self.events_topic, encode_json(event), key=process.root.encode()))
+            acks.append(await self.outputs.send(self.events_topic, encode_json(event), process.root.encode(), []))
         await asyncio.gather(*acks)
         acks = []
         for process in processes:
             marker = {"kind": "finished", "root": process.root, "at": process.finished_at}
-            acks.append(await self.producer.send(self.ledger_topic, encode_json(marker), key=process.root.encode()))
+            acks.append(await self.outputs.send(self.ledger_topic, encode_json(marker), process.root.encode(), []))
             log.info(
                 "process finished",
                 root=process.root,

@@ -17,7 +17,7 @@ from worker.cli import app
 from worker.cli.status import watch_ledger
 from worker.envelope import H, Message
 from worker.kafka import ensure_topics, make_producer
-from worker.processes import HandledTally, start_record
+from worker.processes import HandledTally, handled_record, start_record
 from worker.router import route, start_headers
 from worker.settings import Settings
 from worker.topics import TopicNames
@@ -43,8 +43,9 @@ async def _write_ledger(settings: Settings, records: list[dict[str, Any]]) -> No
     producer = make_producer(settings, settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        for record in records:  # as worker.starter / worker.processor send them
-            ledger = Message(body=record, headers={H.USER: record["user"]}).with_key(record["root"])
+        for record in records:  # as worker.starter / worker.ledger send them, in the root's partition
+            root = record["rows"][0][0] if "rows" in record else record["root"]
+            ledger = Message(body=record).with_key(root)
             await producer.send_and_wait(topic, ledger.encode_body(), key=ledger.key(), headers=ledger.kafka_headers())
     finally:
         await producer.stop()
@@ -58,14 +59,14 @@ def _scenario() -> tuple[list[dict[str, Any]], dict[str, str]]:
     items = [_follower(imp, a) for _ in range(3)]
     records = [
         start_record(a),
-        HandledTally.of(a, outcome="ok", node_outputs=3, sink_outputs=0, emitted=3).record(),
-        HandledTally.of(items[0], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0).record(),
-        HandledTally.of(items[1], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0).record(),
-        HandledTally.of(items[2], outcome="retry", node_outputs=1, sink_outputs=0, emitted=0).record(),
+        handled_record([HandledTally.of(a, outcome="ok", node_outputs=3, sink_outputs=0, emitted=3)]),
+        handled_record([HandledTally.of(items[0], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0)]),
+        handled_record([HandledTally.of(items[1], outcome="ok", node_outputs=0, sink_outputs=1, emitted=0)]),
+        handled_record([HandledTally.of(items[2], outcome="retry", node_outputs=1, sink_outputs=0, emitted=0)]),
         start_record(b),
-        HandledTally.of(b, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0).record(),
+        handled_record([HandledTally.of(b, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0)]),
     ]
-    records.append({"kind": "finished", "root": b.process_id, "at": records[-1]["at"] + 2, "user": ""})
+    records.append({"kind": "finished", "root": b.process_id, "at": records[-1]["at"] + 2})
     c = _start(imp, "shop-c")
     records.append(start_record(c))
     return records, {"a": a.process_id, "b": b.process_id, "c": c.process_id}

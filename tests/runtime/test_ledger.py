@@ -11,9 +11,9 @@ from typing import Any
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
-from worker.envelope import Message
+from worker.envelope import Message, encode_json
 from worker.ledger import LedgerWriter
-from worker.processes import HandledTally, ProcessBook
+from worker.processes import HANDLED_COLUMNS, HandledTally, ProcessBook, handled_record
 from worker.router import Outgoing
 
 
@@ -21,7 +21,7 @@ class FakeProducer:
     """Records what was sent; the first ``fail`` sends are not acknowledged."""
 
     def __init__(self, fail: int = 0) -> None:
-        self.sent: list[tuple[int, list[dict[str, Any]]]] = []
+        self.sent: list[tuple[int, dict[str, Any]]] = []
         self.fail = fail
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -56,7 +56,11 @@ async def test_handled_messages_are_summed_per_process_in_the_roots_partition() 
     waiters = [writer.add(tally("root-a", node_outputs=1)) for _ in range(3)]
     waiters.append(writer.add(tally("root-b", done=1)))
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
-    records = {r["root"]: (partition, r) for partition, batch in producer.sent for r in batch}
+    records = {
+        row[0]: (partition, dict(zip(r["columns"], row, strict=True)))
+        for partition, r in producer.sent
+        for row in r["rows"]
+    }
     assert records["root-a"][1]["handled"] == 3 and records["root-a"][1]["node_outputs"] == 3
     assert records["root-b"][1]["done"] == 1
     for root, (partition, _) in records.items():
@@ -71,7 +75,7 @@ async def test_a_record_the_broker_did_not_take_is_sent_again_before_anyone_is_t
     await asyncio.sleep(0.1)
     assert not waiter.done() and producer.sent == []  # backing off after the failure
     await asyncio.wait_for(waiter, 2)
-    assert [r["root"] for _, batch in producer.sent for r in batch] == ["root-a"]
+    assert [row[0] for _, r in producer.sent for row in r["rows"]] == ["root-a"]
 
 
 async def test_the_batch_waits_for_its_outputs_and_resends_one_the_broker_refused() -> None:
@@ -97,11 +101,34 @@ async def test_the_batch_waits_for_its_outputs_and_resends_one_the_broker_refuse
     assert resent == [refused]
 
 
-def test_the_book_reads_batches_and_single_records_alike() -> None:
+def test_the_book_counts_handled_rows() -> None:
     book = ProcessBook()
     book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
-    book.apply_value(json.dumps([tally("r", node_outputs=2).record(), tally("r", done=1).record()]).encode())
+    book.apply_value(encode_json(handled_record([tally("r", node_outputs=2), tally("s", done=1)])))
+    book.apply_value(encode_json(handled_record([tally("r", done=1)])))
+    process = book.processes["r"]
+    assert (process.starts, process.handled, process.node_outputs, process.done) == (1, 2, 2, 1)
+    assert process.in_flight == 1
+    assert (process.topology, process.version, process.user) == ("t", "1", "shop")
+    assert book.processes["s"].done == 1
+
+
+def test_rows_in_another_column_order_are_read_by_name() -> None:
+    book = ProcessBook()
+    columns = ["done", "root", "handled", "node_outputs"]
+    book.apply_value(json.dumps({"kind": "handled", "at": 2, "columns": columns, "rows": [[1, "r", 3, 2]]}).encode())
+    process = book.processes["r"]
+    assert (process.handled, process.node_outputs, process.done, process.retries) == (3, 2, 1, 0)
+
+
+def test_the_book_still_reads_one_object_per_process_and_skips_what_it_cannot_read() -> None:
+    """Ledgers written before handled rows hold one object per process, alone or in a list."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    legacy = [{"kind": "handled", "root": "r", "handled": 1, "node_outputs": 2, "at": 2}]
+    book.apply_value(json.dumps([*legacy, {"kind": "handled", "root": "r", "handled": 1, "done": 1, "at": 3}]).encode())
     book.apply_value(b"not json")
+    book.apply_value(json.dumps({"kind": "handled", "at": 4, "columns": HANDLED_COLUMNS, "rows": [["r", 1]]}).encode())
     process = book.processes["r"]
     assert (process.starts, process.handled, process.node_outputs, process.done) == (1, 2, 2, 1)
     assert process.in_flight == 1
