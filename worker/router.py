@@ -19,6 +19,8 @@ from worker.topology import TopologyVersion
 class Outgoing:
     topic: str
     message: Message
+    #: To a sink (leaves the process) rather than to a node topic (stays in flight until handled).
+    to_sink: bool = False
 
 
 #: Headers that describe one hop and must not leak into the next one.
@@ -87,8 +89,10 @@ def route(
     for follower in followers:
         headers = _follower_headers(base, tv, node_id, follower)
         spec = tv.topology.nodes[follower]
-        topic = spec.sink if spec.sink else topics.node(spec.node or "")
-        out.append(Outgoing(topic, Message(body=body, headers=headers)))
+        message = Message(body=body, headers=headers)
+        out.append(
+            Outgoing(spec.sink, message, to_sink=True) if spec.sink else Outgoing(topics.node(spec.node or ""), message)
+        )
     return out
 
 

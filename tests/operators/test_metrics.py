@@ -1,0 +1,47 @@
+"""Per-message metrics are counted in plain Python and exposed in Prometheus' format when scraped."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.metrics import Metrics, endpoint_label
+
+
+def scraped(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_messages_are_counted_per_node_and_outcome_with_a_cumulative_histogram() -> None:
+    metrics = Metrics()
+    for seconds in (0.003, 0.005, 0.2):
+        metrics.observe_message("shoptet-get-order-detail", "ok", seconds)
+    metrics.observe_message("shoptet-get-order-detail", "trash", 100.0)
+    metrics.observe_message("shoptet-get-orders-list", "retry", 0.02)
+
+    samples = scraped(metrics)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    detail = "shoptet-get-order-detail"
+    assert value("shoptet_worker_messages_total", node=detail, outcome="ok") == 3
+    assert value("shoptet_worker_messages_total", node=detail, outcome="trash") == 1
+    assert value("shoptet_worker_messages_total", node="shoptet-get-orders-list", outcome="retry") == 1
+    # a duration equal to a bucket's bound counts in that bucket (le: less or equal)
+    assert value("shoptet_worker_message_seconds_bucket", node=detail, le="0.005") == 2
+    assert value("shoptet_worker_message_seconds_bucket", node=detail, le="0.25") == 3
+    assert value("shoptet_worker_message_seconds_bucket", node=detail, le="60.0") == 3
+    assert value("shoptet_worker_message_seconds_bucket", node=detail, le="+Inf") == 4
+    assert value("shoptet_worker_message_seconds_count", node=detail) == 4
+    assert abs(value("shoptet_worker_message_seconds_sum", node=detail) - 100.208) < 1e-9
+
+
+def test_endpoint_labels_replace_ids() -> None:
+    assert endpoint_label("/api/orders/2024000123/status?x=1") == "/api/orders/{id}/status"
+    assert endpoint_label("/api/eshop") == "/api/eshop"
