@@ -5,8 +5,8 @@ to check the README's explanation of the hop-overhead row:
 
     python -m bench.hop_floor            # BENCH_HOP_MESSAGES etc. as for hop-overhead
 
-- ``forward``: each node sends the record's bytes and headers on unchanged. What is left is the
-  consumer, offsets and producer: the Kafka plumbing.
+- ``forward``: each node sends the record's bytes and headers on unchanged (through the worker's
+  record batcher). What is left is the consumer, offsets and producer: the Kafka plumbing.
 - ``minimal``: decode, find the topology version, run the node, route, re-encode, produce. No
   ledger, metrics, node context, retries or acknowledgement tracking.
 - ``worker``: the real handler, as in benchmark 3.
@@ -39,7 +39,7 @@ Handle = Callable[[NodeProcessor, ConsumerRecord[bytes, bytes]], Awaitable[Any]]
 async def forward(self: NodeProcessor, record: ConsumerRecord[bytes, bytes]) -> Any:
     index = CHAIN.index(self.node.name)
     topic = self.rt.topics.node(CHAIN[index + 1]) if index + 1 < len(CHAIN) else "bench.hops.out"
-    return await self.rt.producer.send(topic, record.value, key=record.key, headers=list(record.headers))
+    return await self.rt.outputs.send(topic, record.value or b"", record.key, list(record.headers))
 
 
 async def minimal(self: NodeProcessor, record: ConsumerRecord[bytes, bytes]) -> Any:
@@ -51,7 +51,7 @@ async def minimal(self: NodeProcessor, record: ConsumerRecord[bytes, bytes]) -> 
     ack = None
     for out in route(self.rt.topics, tv, node_id, message, result.body):
         m = out.message
-        ack = await self.rt.producer.send(out.topic, m.encode_body(), key=m.key(), headers=m.kafka_headers())
+        ack = await self.rt.outputs.send(out.topic, m.encode_body(), m.key(), m.kafka_headers())
     return ack
 
 

@@ -177,7 +177,10 @@ class ManagedConsumer:
                             await self.budget.wait()
                     if self._stopping:
                         return
-                    self._offsets.setdefault(tp, PartitionOffsets()).started(record.offset)
+                    offsets = self._offsets.get(tp)
+                    if offsets is None:  # not setdefault: that builds a PartitionOffsets per record
+                        offsets = self._offsets[tp] = PartitionOffsets()
+                    offsets.started(record.offset)
                     self._enqueue(tp, record)
 
     def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:

@@ -51,7 +51,8 @@ def start_headers(tv: TopologyVersion, node_id: str, *, user: str | None, applic
 
 
 def _follower_headers(base: dict[str, str], tv: TopologyVersion, from_node: str, to_node: str) -> dict[str, str]:
-    headers = {k: v for k, v in base.items() if k not in _PER_HOP}
+    # a plain copy unless there is something to drop (only retried or cursor messages have any)
+    headers = dict(base) if _PER_HOP.isdisjoint(base) else {k: v for k, v in base.items() if k not in _PER_HOP}
     spec = tv.topology.nodes[to_node]
     headers[H.PREVIOUS_NODE_ID] = from_node
     headers[H.NODE_ID] = to_node
