@@ -6,7 +6,7 @@
 
 Sizes can also be set one by one through the environment (BENCH_ORDERS, BENCH_ESHOPS,
 BENCH_MANY_ORDERS, BENCH_LATENCY_MS, BENCH_DETAIL_CONCURRENCY, BENCH_HOP_MESSAGES, BENCH_HOP_PAYLOAD, BENCH_HOP_KEYS,
-BENCH_HOP_CONCURRENCY, BENCH_SNAPSHOT_LINES, BENCH_SIM_SECONDS, BENCH_SIM_MODE=process|thread).
+BENCH_HOP_CONCURRENCY, BENCH_HOP_ROUNDS, BENCH_SNAPSHOT_LINES, BENCH_SIM_SECONDS, BENCH_SIM_MODE=process|thread).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ Runner = Callable[..., Awaitable[BenchResult]]
 BENCHMARKS: dict[str, tuple[Runner, dict[str, Any]]] = {
     order_import.NAME: (order_import.run, {"orders": 1_000}),
     many_eshops.NAME: (many_eshops.run, {"orders": 500}),
-    hop_overhead.NAME: (hop_overhead.run, {"messages": 2_000}),
+    hop_overhead.NAME: (hop_overhead.run, {"messages": 2_000, "rounds": 1}),
     snapshot_parsing.NAME: (snapshot_parsing.run, {"lines": 100_000}),
     startup.NAME: (startup.run, {}),
     simulator_row.NAME: (simulator_row.run, {"seconds": 2.0}),
