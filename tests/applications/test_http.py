@@ -32,6 +32,8 @@ class Server:
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         self.connections = 0
+        #: The Cookie header of each request (None when there was none).
+        self.cookies: list[str | None] = []
         self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -44,6 +46,7 @@ class Server:
                 headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
                 token = headers.get("shoptet-private-api-token", "")
+                self.cookies.append(headers.get("cookie"))
                 self.in_flight[token] = self.in_flight.get(token, 0) + 1
                 self.peak[token] = max(self.peak.get(token, 0), self.in_flight[token])
                 await asyncio.sleep(self.delay)
@@ -57,9 +60,10 @@ class Server:
                     writer.write(b"0\r\n\r\n")
                 else:
                     echo = json.dumps({"data": {"method": method, "target": target, "body": body.decode()}}).encode()
+                    cookie = b"Set-Cookie: lb=shop-a; Path=/\r\n" if target == "/cookie" else b""
                     writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                        % (len(echo), echo)
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+                        % (cookie, len(echo), echo)
                     )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -109,6 +113,16 @@ async def test_json_round_trip_with_query_and_body(server: Server, tmp_path: Pat
         "target": "/api/orders/1/status?a=b+c",
         "body": '{"statusId":-2}',
     }
+
+
+async def test_a_cookie_one_shop_got_is_never_sent_for_another(server: Server, tmp_path: Path) -> None:
+    url = server.url.replace("127.0.0.1", "localhost")  # aiohttp's jar ignores cookies of IP hosts
+    async with shoptet_http_client(_settings(tmp_path)) as http:
+        await _client(http, url, "token-a").request("GET", "/cookie")
+        await _client(http, url, "token-b").request("GET", "/api/orders/1")
+        await _client(http, url, "token-a").request("GET", "/api/orders/2")
+        assert not http.cookies
+    assert server.cookies == [None, None, None]
 
 
 async def test_each_token_has_three_requests_in_flight_and_connections_are_reused(
