@@ -11,22 +11,27 @@ from typing import Any
 
 
 class NodeError(Exception):
-    """Base of every failure a node reports. ``status`` and ``body`` end up in trash for operators."""
+    """Base of every failure a node reports. ``status`` and ``body`` end up in trash for operators.
 
-    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+    ``resume`` is for a node that failed part-way through work it cannot safely repeat (stock
+    movements sent in chunks): the retried message, or the trashed one, carries it as its ``cursor``
+    header, so the next attempt or a replay starts where this one stopped.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, body: Any = None, resume: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.body = body
+        self.resume = resume
 
 
 class RetryableError(NodeError):
     """Worth trying again later: 429, 423, 408, 5xx, timeouts, connection errors, 401 after refresh.
 
     ``retry_after`` (seconds) overrides the node's interval when the server said when to come back.
-    ``resume`` is for a node that failed part-way through work it cannot safely repeat (stock
-    movements sent in chunks): the retried message carries it as its ``cursor`` header, so the
-    next attempt starts where this one stopped.
     """
 
     def __init__(
@@ -38,9 +43,8 @@ class RetryableError(NodeError):
         retry_after: float | None = None,
         resume: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, status=status, body=body)
+        super().__init__(message, status=status, body=body, resume=resume)
         self.retry_after = retry_after
-        self.resume = resume
 
 
 class StopError(NodeError):

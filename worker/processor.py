@@ -305,6 +305,9 @@ class NodeProcessor:
         note: str = "",
     ) -> None:
         headers = message.headers if message else record_headers(record)
+        resume = getattr(error, "resume", None)
+        if resume is not None:  # a replay must start where the node stopped, as a retry would
+            headers = {**headers, H.CURSOR: encode_json(resume).decode()}
         text = getattr(error, "message", None) or str(error) or type(error).__name__
         entry = record_entry(
             record,

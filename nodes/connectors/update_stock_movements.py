@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nodes.shoptet import parse_body, parse_cursor
 from worker.envelope import Message, ResultCode
-from worker.errors import RetryableError, StopError
+from worker.errors import NodeError, RetryableError, StopError
 from worker.node import Connector, NodeContext, Result
 
 #: Shoptet accepts at most 300 products/variants per call.
@@ -58,9 +58,11 @@ class ShoptetUpdateStockMovements(Connector):
     Fix: inputs over 300 items are sent as several calls of at most 300. Their answers are merged
     (``errors`` concatenated); a call answered 400 adds its errors, and only when every call was a
     400 is the result 1003. ``amountChange`` is relative, so a call that went through must never be
-    sent again: when a later call fails retryably, the retry resumes after the calls already made
+    sent again: when a later call fails, the retry resumes after the calls already made
     (:class:`Resume`, carried in the retried message's cursor). A later call that stops (422) goes
-    to trash whole; replaying it from trash sends every call again.
+    to trash with that cursor too, so a replay from trash starts at the call that stopped; an
+    operator who edits the body before replaying edits items from ``sent`` on (earlier ones went
+    through).
     """
 
     name = "shoptet-update-stock-movements"
@@ -79,17 +81,24 @@ class ShoptetUpdateStockMovements(Connector):
                     await client.request("PATCH", f"/api/stocks/{body.stockId}/movements", json={"data": chunk})
                 )
             except StopError as exc:
-                if exc.status != 400:
-                    raise
-                missing += 1
-                answers.append(exc.body if isinstance(exc.body, dict) else {"data": None, "errors": None})
+                if exc.status == 400:
+                    missing += 1
+                    answers.append(exc.body if isinstance(exc.body, dict) else {"data": None, "errors": None})
+                    continue
+                _resume_after(exc, start, missing, answers)
+                raise
             except RetryableError as exc:
-                if start > 0:
-                    exc.resume = Resume(sent=start, missing=missing, answers=answers).model_dump()
+                _resume_after(exc, start, missing, answers)
                 raise
         if missing == len(answers):
             return Result(code=ResultCode.DO_NOT_CONTINUE, body=_merge(answers), message=MISSING_PRODUCT)
         return Result(body=_merge(answers))
+
+
+def _resume_after(error: NodeError, sent: int, missing: int, answers: list[dict[str, Any]]) -> None:
+    """Past the first call, a retry or a replay from trash must not send the calls made already."""
+    if sent > 0:
+        error.resume = Resume(sent=sent, missing=missing, answers=answers).model_dump()
 
 
 def _merge(answers: list[dict[str, Any]]) -> dict[str, Any]:

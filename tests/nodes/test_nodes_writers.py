@@ -183,6 +183,32 @@ async def test_stock_movements_retry_resumes_after_the_calls_that_went_through(
     assert run.result.body == {"data": None, "errors": [UNKNOWN["errors"][0]]}  # the first call's answer kept
 
 
+async def test_stock_movements_stop_part_way_says_where_a_replay_starts(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(650)]
+    route = shoptet_api.patch("/api/stocks/3/movements").mock(
+        side_effect=[
+            httpx.Response(200, json=envelope(None)),
+            httpx.Response(422, json=error_body("invalid-request-data", "bad amount")),
+            httpx.Response(200, json=envelope(None)),
+            httpx.Response(200, json=envelope(None)),
+        ]
+    )
+    node = ShoptetUpdateStockMovements()
+
+    with pytest.raises(StopError) as stopped:
+        await harness.run(node, {"stockId": 3, "data": items})
+    assert stopped.value.status == 422
+    assert stopped.value.resume is not None and stopped.value.resume["sent"] == 300
+    # the replay (fixed by an operator, or the cause fixed in Shoptet) starts at the call that stopped
+    await harness.run(node, {"stockId": 3, "data": items}, cursor=stopped.value.resume)
+
+    sent = [json.loads(call.request.content)["data"] for call in route.calls]
+    assert [len(chunk) for chunk in sent] == [300, 300, 300, 50]
+    assert sent[0] == items[:300] and sent[1] == sent[2] == items[300:600]
+
+
 async def test_stock_movements_first_call_failing_needs_no_resume(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:

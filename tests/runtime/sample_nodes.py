@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from worker.envelope import Message, ResultCode
-from worker.errors import RetryableError
+from worker.errors import RetryableError, StopError
 from worker.node import Batch, Connector, Emit, NodeContext, Result
 
 #: Per-process memory for FlakyOnce: which bodies already failed once.
@@ -68,12 +68,15 @@ class FlakyOnce(Connector):
 
 
 class Explode(Connector):
-    """Stops with 1006 when the body says so; otherwise passes it on."""
+    """Stops with 1006 when the body says so, or part-way (a 422 after ``stop_after`` steps, saying
+    where to resume); otherwise passes it on."""
 
     name = "test-explode"
     needs_install = False
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
+        if "stop_after" in message.body:
+            raise StopError("stopped part-way", status=422, resume={"done": message.body["stop_after"]})
         if message.body.get("explode"):
             return Result(code=ResultCode.STOP_AND_FAIL, message="asked to explode")
         return Result(body=message.body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import signal
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from worker.envelope import H
 from worker.settings import Settings
 from worker.starter import run_manual
 from worker.topology import parse_topology
+from worker.trash import replay_message
 
 from .helpers import SinkReader, distinct_items, settings_env, spawn_worker, wait_ready
 
@@ -84,16 +86,29 @@ async def test_retryable_failure_is_retried_without_loss_and_stop_goes_to_trash(
         assert entry.node_name == "test-explode"
         assert entry.topology_name == "explode"
         assert entry.body == {"explode": True}
+        assert H.CURSOR not in entry.headers
+
+        # a node that stopped part-way: the trashed message says where a replay starts
+        await worker.rt.store.remove_trash(entry.id or 0)
+        part_way = await worker.rt.send(
+            worker.rt.topics.node("test-explode"), _poison_for(worker, explode, {"stop_after": 2})
+        )
+        await part_way
+        await _eventually(lambda: worker.rt.store.count_trash(), 1)
+        [entry] = await worker.rt.store.list_trash()
+        assert (entry.error_message, entry.http_status) == ("stopped part-way", 422)
+        assert json.loads(entry.headers[H.CURSOR]) == {"done": 2}
+        assert json.loads(replay_message(entry).headers[H.CURSOR]) == {"done": 2}
     finally:
         await worker.stop()
 
 
-def _poison_for(worker: Worker, tv: object) -> object:
+def _poison_for(worker: Worker, tv: object, body: object = None) -> object:
     from worker.envelope import Message
     from worker.router import start_headers
 
     headers = start_headers(tv, "mid", user="shop-1", application=None)  # type: ignore[arg-type]
-    return Message(body={"explode": True}, headers=headers)
+    return Message(body={"explode": True} if body is None else body, headers=headers)
 
 
 async def _eventually(probe: object, expected: int, timeout: float = 30.0) -> None:
