@@ -63,11 +63,11 @@ async def measure(variant: str, handle: Handle | None, sizes: Sizes) -> tuple[fl
             settings = bench_settings(broker.bootstrap_servers, Path(tmp), redis_url="")
             tune_garbage_collector()
             probe = parse_topology(chain_topology(sizes.concurrency), origin=TOPOLOGY)
-            raw = await run_raw(settings, broker.bootstrap_servers, start_messages(probe, sizes), 600)
+            raw = (await run_raw(settings, broker.bootstrap_servers, start_messages(probe, sizes), 600)).rate
             if handle is not None:
                 NodeProcessor.handle = handle  # type: ignore[method-assign]
             try:
-                rate, _ = await run_worker(settings, sizes, 600)
+                rate = (await run_worker(settings, sizes, 600)).rate
             finally:
                 NodeProcessor.handle = original  # type: ignore[method-assign]
     return rate, raw

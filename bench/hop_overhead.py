@@ -77,6 +77,32 @@ def start_messages(tv: TopologyVersion, sizes: Sizes) -> list[Message]:
     ]
 
 
+@dataclass
+class Side:
+    """One side's run: messages per second through the chain, and process CPU per message.
+
+    CPU is the steadier number: the raw relay's rate follows the broker's latency, its CPU does not.
+    """
+
+    rate: float
+    cpu_us: float
+    delivered: int
+
+
+class _Clock:
+    """Wall and process CPU time from ``start()`` (the first message produced)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def side(self, messages: int, delivered: int) -> Side:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return Side(messages / wall, cpu / messages * 1e6, delivered)
+
+
 async def produce_all(producer: AIOKafkaProducer, topic: str, messages: list[Message]) -> None:
     futures = [await producer.send(topic, m.encode_body(), key=m.key(), headers=m.kafka_headers()) for m in messages]
     await asyncio.gather(*futures)
@@ -110,8 +136,8 @@ async def _relay(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, out_top
             await consumer.commit()
 
 
-async def run_raw(settings: Settings, bootstrap: str, messages: list[Message], timeout: float) -> float:
-    """Messages per second through five plain aiokafka relays."""
+async def run_raw(settings: Settings, bootstrap: str, messages: list[Message], timeout: float) -> Side:
+    """Messages through five plain aiokafka relays."""
     topics = [f"{settings.kafka_topic_prefix}.raw.{i}" for i in range(len(CHAIN) + 1)]
     await ensure_topics(settings, bootstrap, topics)
     producer = make_producer(settings, bootstrap)
@@ -131,10 +157,11 @@ async def run_raw(settings: Settings, bootstrap: str, messages: list[Message], t
     sink = await RecordCounter.open(bootstrap, topics[-1])
     try:
         await asyncio.wait_for(asyncio.gather(*(li.event.wait() for li in listeners)), 60)
-        started = time.perf_counter()
+        clock = _Clock()
+        clock.start()
         await produce_all(producer, topics[0], messages)
-        await sink.wait_for(len(messages), timeout, started, what="raw messages")
-        return len(messages) / (time.perf_counter() - started)
+        delivered = await sink.wait_for(len(messages), timeout, clock.wall, what="raw messages")
+        return clock.side(len(messages), delivered)
     finally:
         await cancel_and_wait(*tasks)
         await sink.close()
@@ -145,8 +172,8 @@ async def run_raw(settings: Settings, bootstrap: str, messages: list[Message], t
 # --- the worker ------------------------------------------------------------------------------------
 
 
-async def run_worker(settings: Settings, sizes: Sizes, timeout: float) -> tuple[float, int]:
-    """Messages per second through the worker's five-node chain, and the messages in the sink."""
+async def run_worker(settings: Settings, sizes: Sizes, timeout: float) -> Side:
+    """Messages through the worker's five-node chain."""
     worker = Worker(settings, node_names=CHAIN)
     tv = parse_topology(chain_topology(sizes.concurrency), origin=TOPOLOGY, registry=worker.registry)
     await worker.start(deploy=[tv])
@@ -156,10 +183,11 @@ async def run_worker(settings: Settings, sizes: Sizes, timeout: float) -> tuple[
         # the ledger's start records, as run_manual writes them, go in before the clock starts
         ledger = [Message(body=start_record(m)).with_key(m.process_id) for m in messages]
         await produce_all(worker.rt.producer, worker.rt.topics.processes, ledger)
-        started = time.perf_counter()
+        clock = _Clock()
+        clock.start()
         await produce_all(worker.rt.producer, worker.rt.topics.node(CHAIN[0]), messages)
-        count = await sink.wait_for(len(messages), timeout, started, what="worker messages")
-        return len(messages) / (time.perf_counter() - started), count
+        delivered = await sink.wait_for(len(messages), timeout, clock.wall, what="worker messages")
+        return clock.side(len(messages), delivered)
     finally:
         await sink.close()
         await worker.stop()
@@ -169,13 +197,12 @@ async def run_worker(settings: Settings, sizes: Sizes, timeout: float) -> tuple[
 class Round:
     """One measurement of both sides on a fresh embedded broker."""
 
-    raw: float
-    worker: float
-    delivered: int
+    raw: Side
+    worker: Side
 
     @property
     def ratio(self) -> float:
-        return self.worker / self.raw
+        return self.worker.rate / self.raw.rate
 
 
 async def run_round(sizes: Sizes, timeout: float) -> Round:
@@ -186,8 +213,8 @@ async def run_round(sizes: Sizes, timeout: float) -> Round:
             probe = parse_topology(chain_topology(sizes.concurrency), origin=TOPOLOGY)
             tune_garbage_collector()  # the worker tunes it when it starts; the raw loop gets the same
             raw = await run_raw(settings, bootstrap, start_messages(probe, sizes), timeout)
-            worker_rate, delivered = await run_worker(settings, sizes, timeout)
-    return Round(raw, worker_rate, delivered)
+            worker = await run_worker(settings, sizes, timeout)
+    return Round(raw, worker)
 
 
 async def run(
@@ -209,21 +236,31 @@ async def run(
     sizes = Sizes.from_env(messages=messages, payload_bytes=payload_bytes, keys=keys, concurrency=concurrency)
     measured = [await run_round(sizes, timeout) for _ in range(rounds or env_int("BENCH_HOP_ROUNDS", 3))]
     median = sorted(measured, key=lambda r: r.ratio)[len(measured) // 2]
-    result = throughput_result(NAME, median.worker, "msg/s", median.raw, TARGET)
+    result = throughput_result(NAME, median.worker.rate, "msg/s", median.raw.rate, TARGET)
     result.notes += [
         f"{sizes.messages} messages x 5 hops, {sizes.payload_bytes} B payload, {sizes.keys} keys, "
         f"node concurrency {sizes.concurrency}, 3 partitions per topic",
-        f"raw aiokafka relay (batch -> send -> await acks -> commit): {median.raw:.0f} msg/s; limit = raw",
+        f"raw aiokafka relay (batch -> send -> await acks -> commit): {median.raw.rate:.0f} msg/s; limit = raw",
         "rounds (worker / raw msg/s, ratio), the median reported: "
-        + "; ".join(f"{r.worker:.0f} / {r.raw:.0f} = {r.ratio:.2f}" for r in measured),
+        + "; ".join(f"{r.worker.rate:.0f} / {r.raw.rate:.0f} = {r.ratio:.2f}" for r in measured),
+        "process CPU per message over the 5 hops (worker / raw): "
+        + "; ".join(f"{r.worker.cpu_us:.0f} / {r.raw.cpu_us:.0f} us" for r in measured),
         "worker hops also decode, route and re-encode each message and count it in the process ledger "
         "(summed per process, one ledger record per partition every few ms); the starts' ledger records "
         "are written before the clock starts",
     ]
     result.details.update(
-        raw_msg_per_s=round(median.raw, 1),
-        worker_msg_per_s=round(median.worker, 1),
-        delivered=median.delivered,
-        rounds=[{"raw_msg_per_s": round(r.raw, 1), "worker_msg_per_s": round(r.worker, 1)} for r in measured],
+        raw_msg_per_s=round(median.raw.rate, 1),
+        worker_msg_per_s=round(median.worker.rate, 1),
+        delivered=median.worker.delivered,
+        rounds=[
+            {
+                "raw_msg_per_s": round(r.raw.rate, 1),
+                "worker_msg_per_s": round(r.worker.rate, 1),
+                "raw_cpu_us_per_msg": round(r.raw.cpu_us, 1),
+                "worker_cpu_us_per_msg": round(r.worker.cpu_us, 1),
+            }
+            for r in measured
+        ],
     )
     return result
