@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from starlette.responses import Response
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -45,7 +46,9 @@ def request_id() -> str:
 
 def envelope_bytes(data: Any, errors: list[dict[str, str]] | None = None, rid: str | None = None) -> bytes:
     body = {"data": data, "errors": errors or None, "metadata": {"requestId": rid or request_id()}}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson: the same compact UTF-8 JSON as json.dumps(separators=(",", ":"), ensure_ascii=False),
+    # in a fraction of the time (stdlib encoding was an eighth of the simulator's time)
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
 
 
 def envelope_response(
