@@ -60,8 +60,10 @@ class RecordBatcher:
             if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is not None:
                 return batch.acknowledged
         batch = self._new_batch(tp)
-        # the first record always fits; one too big for the broker fails there, as with send
-        batch.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        # an empty batch takes any record (one too big for the broker fails there, as with send);
+        # checked all the same, because a refusal ignored here would lose the record silently
+        if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            raise RuntimeError(f"an empty record batch for {topic} refused a record")
         return batch.acknowledged
 
     def _new_batch(self, tp: tuple[str, int]) -> _Batch:
