@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -64,6 +65,32 @@ def partition_for_key(key: bytes | None, all_partitions: list[int], available: l
     if key is None:
         return random.choice(available or all_partitions)
     return all_partitions[key_hash(key) % len(all_partitions)]
+
+
+#: How long a topic's partition list is trusted before it is looked up again.
+PARTITIONS_TTL_SECONDS = 30.0
+
+
+class PartitionLists:
+    """Each topic's partitions as the producer's metadata gives them, looked up again after ``ttl``.
+
+    For the writers that pick a record's partition themselves (record batches, the ledger): they
+    need the list on every record, and asking the producer each time showed in profiles.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, ttl: float = PARTITIONS_TTL_SECONDS) -> None:
+        self.producer = producer
+        self.ttl = ttl
+        self._known: dict[str, tuple[list[int], float]] = {}
+
+    async def of(self, topic: str) -> list[int]:
+        known = self._known.get(topic)
+        now = time.monotonic()
+        if known is not None and now - known[1] < self.ttl:
+            return known[0]
+        partitions = sorted(await self.producer.partitions_for(topic))
+        self._known[topic] = (partitions, now)
+        return partitions
 
 
 def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProducer:

@@ -17,7 +17,6 @@ partitioner (:func:`worker.kafka.partition_for_key`), as for the start records k
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,14 +24,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from worker.envelope import encode_json
-from worker.kafka import Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
+from worker.kafka import PartitionLists, Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import HandledTally, handled_record
 from worker.router import Outgoing
 
 #: How long a batch stays open for more handlers before it is sent.
 LINGER_SECONDS = 0.003
-#: How long the topic's partition count is trusted before it is looked up again.
-PARTITIONS_TTL_SECONDS = 30.0
 
 
 @dataclass
@@ -57,8 +54,7 @@ class LedgerWriter:
         self._open: _Batch | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._partitions: list[int] = []
-        self._partitions_at = 0.0
+        self._partitions = PartitionLists(producer)
 
     def add(
         self, tally: HandledTally, outputs: Iterable[tuple[Outgoing, asyncio.Future[Any]]] = ()
@@ -91,7 +87,7 @@ class LedgerWriter:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: _Batch) -> None:
-        partitions = await self._partition_list()
+        partitions = await self._partitions.of(self.topic)
         by_partition: dict[int, list[HandledTally]] = {}
         for tally in batch.tallies.values():
             partition = partition_for_key(tally.root.encode(), partitions, partitions)
@@ -108,13 +104,6 @@ class LedgerWriter:
     async def _send_one(self, item: tuple[int, bytes]) -> asyncio.Future[Any]:
         partition, value = item
         return await self.producer.send(self.topic, value, partition=partition)
-
-    async def _partition_list(self) -> list[int]:
-        now = time.monotonic()
-        if not self._partitions or now - self._partitions_at > PARTITIONS_TTL_SECONDS:
-            found = await self.producer.partitions_for(self.topic)
-            self._partitions, self._partitions_at = sorted(found), now
-        return self._partitions
 
     async def close(self, timeout: float = 10.0) -> None:
         """Send what is open and wait for it (on shutdown)."""

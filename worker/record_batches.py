@@ -14,7 +14,6 @@ did not take fails every record's future; the caller sends those records again (
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
@@ -24,12 +23,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerClosed
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from worker.kafka import partition_for_key
+from worker.kafka import PartitionLists, partition_for_key
 
 #: How long the first record of a batch waits for others before the batch goes out.
 LINGER_SECONDS = 0.002
-#: How long a topic's partition count is trusted before it is looked up again.
-PARTITIONS_TTL_SECONDS = 30.0
 
 Headers = list[tuple[str, bytes]]
 
@@ -48,11 +45,11 @@ class RecordBatcher:
         self._batches: dict[tuple[str, int], deque[_Batch]] = {}
         #: One task per partition with batches to hand over; it ends when none is left.
         self._senders: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._partitions: dict[str, tuple[list[int], float]] = {}
+        self._partitions = PartitionLists(producer)
 
     async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future[None]:
         """Append one record; the future resolves when the broker has acknowledged its batch."""
-        partitions = await self._partition_list(topic)
+        partitions = await self._partitions.of(topic)
         tp = (topic, partition_for_key(key, partitions, partitions))
         queued = self._batches.get(tp)
         if queued:
@@ -94,15 +91,6 @@ class RecordBatcher:
             _settle(batch.acknowledged, exc)
             return
         acknowledged.add_done_callback(partial(_relay, batch.acknowledged))
-
-    async def _partition_list(self, topic: str) -> list[int]:
-        known = self._partitions.get(topic)
-        now = time.monotonic()
-        if known is not None and now - known[1] < PARTITIONS_TTL_SECONDS:
-            return known[0]
-        partitions = sorted(await self.producer.partitions_for(topic))
-        self._partitions[topic] = (partitions, now)
-        return partitions
 
     async def close(self, timeout: float = 10.0) -> None:
         """Hand over every open batch and wait until the producer has them (on shutdown)."""
