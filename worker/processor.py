@@ -276,7 +276,7 @@ class NodeProcessor:
         log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
         again = message.with_headers(
             # a node that stopped part-way says where to go on; otherwise a batch keeps its page
-            cursor=encode_json(error.resume).decode() if error.resume is not None else message.headers.get(H.CURSOR),
+            cursor=_resume_cursor(error) or message.headers.get(H.CURSOR),
             repeat_hops=str(hops + 1),
             repeat_max_hops=str(max_hops),
             repeat_interval=str(int(base * 1000)),
@@ -305,9 +305,9 @@ class NodeProcessor:
         note: str = "",
     ) -> None:
         headers = message.headers if message else record_headers(record)
-        resume = getattr(error, "resume", None)
-        if resume is not None:  # a replay must start where the node stopped, as a retry would
-            headers = {**headers, H.CURSOR: encode_json(resume).decode()}
+        cursor = _resume_cursor(error)
+        if cursor is not None:  # a replay must start where the node stopped, as a retry would
+            headers = {**headers, H.CURSOR: cursor}
         text = getattr(error, "message", None) or str(error) or type(error).__name__
         entry = record_entry(
             record,
@@ -336,6 +336,12 @@ class NodeProcessor:
         )
         if self.rt.metrics is not None:
             self.rt.metrics.trashed(self.node.name)
+
+
+def _resume_cursor(error: BaseException) -> str | None:
+    """The ``cursor`` header of a node error that says where to go on (``NodeError.resume``)."""
+    resume = error.resume if isinstance(error, NodeError) else None
+    return None if resume is None else encode_json(resume).decode()
 
 
 def _install_headers(ctx: NodeContext) -> dict[str, str]:
