@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from worker.offsets import PartitionOffsets
+from worker.settings import Settings
 from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger("consumer")
@@ -32,9 +33,11 @@ log = structlog.get_logger("consumer")
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable["asyncio.Future[None] | None"]]
 COMMIT_INTERVAL_SECONDS = 0.5
 COMMIT_TIMEOUT_SECONDS = 10.0
-#: Records one consumer reads ahead (Settings.consumer_read_ahead_records): at ten e-shops x 10,000
-#: orders, 10,000 left tokens idle behind other shops' backlogs (0.57 of the limit; 50,000: 0.73).
-DEFAULT_MAX_IN_FLIGHT = 50_000
+#: Read-ahead bounds of a consumer built without the worker's settings (tests): the settings'
+#: defaults. Records: at ten e-shops x 10,000 orders, 10,000 left tokens idle behind other shops'
+#: backlogs (0.57 of the limit; 50,000: 0.73).
+DEFAULT_MAX_IN_FLIGHT: int = Settings.model_fields["consumer_read_ahead_records"].default
+DEFAULT_READ_AHEAD_BYTES: int = Settings.model_fields["consumer_read_ahead_bytes"].default
 #: What a read record costs besides its key and value: the ConsumerRecord, its dozen header tuples
 #: (about 0.5 KiB of text) and the queue entry, so that the byte budget bounds memory, not payload.
 RECORD_OVERHEAD_BYTES = 2048
@@ -129,7 +132,8 @@ class ManagedConsumer:
         self.per_key = 1 if ordered else concurrency
         self.ordered = ordered
         self.max_in_flight = max_in_flight
-        self.budget = budget or ReadAheadBudget(64 * 1024 * 1024)
+        # a consumer built on its own (tests) gets a budget of its own, as large as the default
+        self.budget = budget or ReadAheadBudget(DEFAULT_READ_AHEAD_BYTES)
         self.assigned = asyncio.Event()
         self._held = 0
         self._room = asyncio.Event()

@@ -168,8 +168,8 @@ class Message:
                 decoded = {k: (v.decode() if isinstance(v, _BYTES) else str(v)) for k, v in pairs}
         except UnicodeDecodeError as exc:
             raise MalformedMessage(f"header is not UTF-8: {exc}") from exc
-        if not all(decoded.get(name) for name in required):
-            missing = [name for name in required if not decoded.get(name)]
+        missing = [name for name in required if not decoded.get(name)]
+        if missing:
             raise MalformedMessage(f"missing header(s): {', '.join(missing)}")
         if value is None:
             raise MalformedMessage("empty record value (tombstone)")

@@ -43,6 +43,8 @@ class _LagCollector(Collector):
 
 #: Upper bounds of the message duration histogram, in seconds.
 MESSAGE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: The same bounds as the ``le`` labels Prometheus expects, ``+Inf`` last.
+_BUCKET_LABELS = [*(floatToGoString(b) for b in MESSAGE_SECONDS_BUCKETS), "+Inf"]
 
 
 class _NodeMessages:
@@ -86,9 +88,8 @@ class _MessageCollector(Collector):
         for node, stats in list(self.nodes.items()):
             for outcome, count in list(stats.outcomes.items()):
                 messages.add_metric([node, outcome], count)
-            cumulative = list(accumulate(stats.buckets))
-            bounds = [floatToGoString(b) for b in MESSAGE_SECONDS_BUCKETS] + ["+Inf"]
-            duration.add_metric([node], list(zip(bounds, cumulative, strict=True)), stats.seconds)
+            buckets = list(zip(_BUCKET_LABELS, accumulate(stats.buckets), strict=True))
+            duration.add_metric([node], buckets, stats.seconds)
         yield messages
         yield duration
 
