@@ -14,7 +14,7 @@ from nodes.connectors.update_order_status import ShoptetUpdateOrderStatus
 from nodes.connectors.update_remark_for_order import ShoptetUpdateRemarkForOrder
 from nodes.connectors.update_stock_movements import ShoptetUpdateStockMovements
 from worker.envelope import ResultCode
-from worker.errors import RetryableError, StopError
+from worker.errors import NodeError, RetryableError, StopError
 
 STATUS_INPUT = {"id": "2024000123", "status": {"data": {"statusId": -2, "paid": True}}}
 NOTES_INPUT = {"id": 2024000124, "notes": {"data": {"trackingNumber": "DR1234", "eshopRemark": "sent"}}}
@@ -157,56 +157,40 @@ async def test_stock_movements_all_chunks_400(harness: Harness, shoptet_api: res
     assert run.result.message == "Missing product in shoptet!"
 
 
-async def test_stock_movements_retry_resumes_after_the_calls_that_went_through(
-    harness: Harness, shoptet_api: respx.MockRouter
+@pytest.mark.parametrize(
+    ("failure", "error_class"),
+    [
+        # retried: the retry resumes at the failed call
+        (httpx.Response(503, json=error_body("unavailable", "try later")), RetryableError),
+        # stopped (trash): a replay, once an operator fixed the cause, resumes at the call that stopped
+        (httpx.Response(422, json=error_body("invalid-request-data", "bad amount")), StopError),
+    ],
+)
+async def test_stock_movements_go_on_after_the_calls_that_went_through(
+    harness: Harness, shoptet_api: respx.MockRouter, failure: httpx.Response, error_class: type[NodeError]
 ) -> None:
     items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(650)]
     route = shoptet_api.patch("/api/stocks/3/movements").mock(
         side_effect=[
             httpx.Response(200, json=envelope(None, [UNKNOWN["errors"][0]])),
-            httpx.Response(503, json=error_body("unavailable", "try later")),
+            failure,
             httpx.Response(200, json=envelope(None)),
             httpx.Response(200, json=envelope(None)),
         ]
     )
     node = ShoptetUpdateStockMovements()
 
-    with pytest.raises(RetryableError) as failed:
+    with pytest.raises(error_class) as failed:
         await harness.run(node, {"stockId": 3, "data": items})
+    assert failed.value.status == failure.status_code
     assert failed.value.resume is not None and failed.value.resume["sent"] == 300
     run = await harness.run(node, {"stockId": 3, "data": items}, cursor=failed.value.resume)
 
     sent = [json.loads(call.request.content)["data"] for call in route.calls]
     assert [len(chunk) for chunk in sent] == [300, 300, 300, 50]  # the failed chunk again, never the first
-    assert sent[1] == sent[2] == items[300:600] and sent[3] == items[600:]
+    assert sent[0] == items[:300] and sent[1] == sent[2] == items[300:600] and sent[3] == items[600:]
     assert run.result.code == ResultCode.SUCCESS
     assert run.result.body == {"data": None, "errors": [UNKNOWN["errors"][0]]}  # the first call's answer kept
-
-
-async def test_stock_movements_stop_part_way_says_where_a_replay_starts(
-    harness: Harness, shoptet_api: respx.MockRouter
-) -> None:
-    items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(650)]
-    route = shoptet_api.patch("/api/stocks/3/movements").mock(
-        side_effect=[
-            httpx.Response(200, json=envelope(None)),
-            httpx.Response(422, json=error_body("invalid-request-data", "bad amount")),
-            httpx.Response(200, json=envelope(None)),
-            httpx.Response(200, json=envelope(None)),
-        ]
-    )
-    node = ShoptetUpdateStockMovements()
-
-    with pytest.raises(StopError) as stopped:
-        await harness.run(node, {"stockId": 3, "data": items})
-    assert stopped.value.status == 422
-    assert stopped.value.resume is not None and stopped.value.resume["sent"] == 300
-    # the replay (fixed by an operator, or the cause fixed in Shoptet) starts at the call that stopped
-    await harness.run(node, {"stockId": 3, "data": items}, cursor=stopped.value.resume)
-
-    sent = [json.loads(call.request.content)["data"] for call in route.calls]
-    assert [len(chunk) for chunk in sent] == [300, 300, 300, 50]
-    assert sent[0] == items[:300] and sent[1] == sent[2] == items[300:600]
 
 
 async def test_stock_movements_first_call_failing_needs_no_resume(
