@@ -15,23 +15,18 @@ to check the README's explanation of the hop-overhead row:
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from bench.common import bench_settings, quiet_logs
-from bench.hop_overhead import TOPOLOGY, Sizes, chain_topology, run_raw, run_worker, start_messages
+from bench.common import quiet_logs
+from bench.hop_overhead import Round, Sizes, run_round
 from bench.passthrough_nodes import CHAIN
-from worker.app import tune_garbage_collector
-from worker.broker import EmbeddedBroker
 from worker.envelope import H, Message
 from worker.node import Connector
 from worker.processor import NodeProcessor
 from worker.router import route
-from worker.topology import parse_topology
 
 Handle = Callable[[NodeProcessor, ConsumerRecord[bytes, bytes]], Awaitable[Any]]
 
@@ -55,30 +50,25 @@ async def minimal(self: NodeProcessor, record: ConsumerRecord[bytes, bytes]) -> 
     return ack
 
 
-async def measure(variant: str, handle: Handle | None, sizes: Sizes) -> tuple[float, float]:
-    """(variant msg/s, raw msg/s) on one fresh embedded broker."""
+async def measure(handle: Handle | None, sizes: Sizes) -> Round:
+    """Both sides on one fresh embedded broker, the worker's record handler replaced by ``handle``
+    (the raw relay has no NodeProcessor, so it runs as in benchmark 3)."""
     original = NodeProcessor.handle
-    with tempfile.TemporaryDirectory(prefix="bench-hop-floor-") as tmp:
-        async with EmbeddedBroker() as broker:
-            settings = bench_settings(broker.bootstrap_servers, Path(tmp), redis_url="")
-            tune_garbage_collector()
-            probe = parse_topology(chain_topology(sizes.concurrency), origin=TOPOLOGY)
-            raw = (await run_raw(settings, broker.bootstrap_servers, start_messages(probe, sizes), 600)).rate
-            if handle is not None:
-                NodeProcessor.handle = handle  # type: ignore[method-assign]
-            try:
-                rate = (await run_worker(settings, sizes, 600)).rate
-            finally:
-                NodeProcessor.handle = original  # type: ignore[method-assign]
-    return rate, raw
+    if handle is not None:
+        NodeProcessor.handle = handle  # type: ignore[method-assign]
+    try:
+        return await run_round(sizes, 600)
+    finally:
+        NodeProcessor.handle = original  # type: ignore[method-assign]
 
 
 async def main() -> None:
     quiet_logs()
     sizes = Sizes.from_env()
     for variant, handle in (("forward", forward), ("minimal", minimal), ("worker", None)):
-        rate, raw = await measure(variant, handle, sizes)
-        print(f"{variant:8s} {rate:8,.0f} msg/s   raw {raw:8,.0f} msg/s   ratio {rate / raw:.2f}", flush=True)
+        measured = await measure(handle, sizes)
+        worker, raw = measured.worker.rate, measured.raw.rate
+        print(f"{variant:8s} {worker:8,.0f} msg/s   raw {raw:8,.0f} msg/s   ratio {measured.ratio:.2f}", flush=True)
 
 
 if __name__ == "__main__":
