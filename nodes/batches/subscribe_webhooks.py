@@ -35,8 +35,13 @@ class ShoptetSubscribeWebhooks(Batch):
     duplicate. This node first reads what Shoptet has (GET /api/webhooks) for this install and our
     URL, and brings the store in line: ids Shoptet no longer has are forgotten, ones it has and we
     did not record are adopted. Every id is stored, so shoptet-unsubscribe-webhooks can remove it.
-    Emits nothing. Codes: 0; 1003 when every wanted event is registered (or none is wanted);
-    409/422 stop (trash).
+
+    Shoptet keeps one URL per event and refuses a whole POST (422) if one of its events is taken.
+    An event taken by another URL (an Orchesty install being migrated, or this worker under an
+    earlier ``PUBLIC_BASE_URL``) is therefore left out of the POST, so the free events still get
+    registered, and the message then stops naming each taken event, its URL and webhook id: an
+    operator removes those and replays it. Emits nothing. Codes: 0; 1003 when every wanted event is
+    registered (or none is wanted); 409/422 and taken events stop (trash).
     """
 
     name = "shoptet-subscribe-webhooks"
@@ -48,18 +53,35 @@ class ShoptetSubscribeWebhooks(Batch):
         on_shoptet = await read_all(client, "/api/webhooks", "webhooks", items_per_page=500)
         await _reconcile(ctx, install.user, install.application, on_shoptet, url)
         registered = {str(w["event"]) for w in on_shoptet if w.get("url") == url}
+        taken = {str(w["event"]): w for w in on_shoptet if w.get("url") != url}
         missing = [event for event in wanted_events(ctx) if event not in registered]
         if not missing:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message="All webhooks are already registered.")
-        envelope = await client.request(
-            "POST", "/api/webhooks", json={"data": [{"event": e, "url": url} for e in missing]}
-        )
-        created: list[dict[str, Any]] = shoptet.data_of(envelope, "webhooks")
-        for webhook in created:
-            await ctx.store.add_webhook(
-                _registration(user=install.user, application=install.application, webhook=webhook, url=url)
+        free = [event for event in missing if event not in taken]
+        created: list[dict[str, Any]] = []
+        if free:
+            envelope = await client.request(
+                "POST", "/api/webhooks", json={"data": [{"event": e, "url": url} for e in free]}
             )
+            created = shoptet.data_of(envelope, "webhooks")
+            for webhook in created:
+                await ctx.store.add_webhook(
+                    _registration(user=install.user, application=install.application, webhook=webhook, url=url)
+                )
+        blocked = [taken[event] for event in missing if event in taken]
+        if blocked:
+            raise StopError(_taken_message(blocked, url, registered=[str(w["event"]) for w in created]))
         return Result(message=f"registered {', '.join(str(w['event']) for w in created)}")
+
+
+def _taken_message(blocked: list[dict[str, Any]], url: str, *, registered: list[str]) -> str:
+    taken = "; ".join(f"{w['event']} -> {w.get('url')} (webhook {w['id']})" for w in blocked)
+    done = f"registered {', '.join(registered)}; " if registered else ""
+    return (
+        f"{done}Shoptet allows one URL per event and these are registered for another URL than {url}: "
+        f"{taken}. Delete them (DELETE /api/webhooks/{{id}}, or the old integration's unsubscribe), "
+        "then replay this message."
+    )
 
 
 def _registration(*, user: str, application: str, webhook: dict[str, Any], url: str) -> WebhookRegistration:

@@ -10,7 +10,7 @@ import pytest
 from simulator.config import SimulatorConfig
 from tests.runtime.helpers import SinkReader
 from worker.envelope import Message
-from worker.starter import find_start, start_process
+from worker.starter import find_start, run_manual, start_process
 from worker.trash import replay
 
 from .conftest import running_stack
@@ -91,6 +91,43 @@ async def test_poison_goes_to_trash_and_replay_completes_after_the_fault_is_gone
         )
         [done] = [m for m in messages if m.correlation_id == start.correlation_id]
         assert done.body["code"] == code
+
+
+async def test_webhook_event_held_by_another_url_is_trashed_and_registered_after_replay(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Migrating from Orchesty: its URL still holds order:update, and Shoptet keeps one URL per event.
+    The other events are registered all the same; the held one waits in trash until it is freed."""
+    config = SimulatorConfig(orders=5, products=5, bucket_size=100_000)
+    async with running_stack(kafka_bootstrap, tmp_path, config) as stack:
+        rt = stack.worker.rt
+        eshop_id = stack.sim.state.eshops[0].eshop_id
+        [foreign] = stack.sim.state.webhooks.register(eshop_id, [("order:update", "https://orchesty.test/hook", None)])
+        expected = set(rt.catalog.webhook_events())
+        assert "order:update" in expected
+
+        async def registered() -> set[str]:
+            return {w.event for w in await rt.store.list_webhooks(stack.install.user, "shoptet-premium")}
+
+        await run_manual(rt, "webhooks-subscribe", user=stack.install.user, body={})
+        deadline = time.monotonic() + 60
+        while await rt.store.count_trash() == 0:
+            assert time.monotonic() < deadline, "the held event never reached trash"
+            await _sleep()
+        [entry] = await rt.store.list_trash()
+        assert entry.node_name == "shoptet-subscribe-webhooks"
+        assert f"order:update -> https://orchesty.test/hook (webhook {foreign.id})" in entry.error_message
+        assert await registered() == expected - {"order:update"}
+
+        stack.sim.state.webhooks.delete(eshop_id, foreign.id)
+        await replay(rt.store, rt, entry)
+        deadline = time.monotonic() + 60
+        while await registered() != expected:
+            assert time.monotonic() < deadline, f"registered {await registered()} != {expected}"
+            await _sleep()
+        urls = {w.event: w.url for w in stack.sim.state.webhooks.registered(eshop_id)}
+        assert urls["order:update"].endswith("/webhooks/shoptet/shoptet-premium")
+        assert await rt.store.count_trash() == 0
 
 
 async def _sleep() -> None:

@@ -97,7 +97,7 @@ async def test_subscribe_goes_by_what_shoptet_has(harness: Harness, shoptet_api:
     url = our_url(harness)
     await harness.store.add_webhook(registration(harness, 5, "order:update"))
     listing = shoptet_api.get("/api/webhooks").mock(
-        side_effect=listed(hooks((6, "order:create"), url=url), hooks((11, "order:update"), url="https://other.test/"))
+        side_effect=listed(hooks((6, "order:create"), url=url), hooks((11, "job:finished"), url="https://other.test/"))
     )
     route = shoptet_api.post("/api/webhooks").mock(
         return_value=httpx.Response(201, json=created((12, "order:update"), url=url))
@@ -110,6 +110,40 @@ async def test_subscribe_goes_by_what_shoptet_has(harness: Harness, shoptet_api:
     assert [call.request.url.params["page"] for call in listing.calls] == ["1", "2"]
     assert json.loads(route.calls.last.request.content) == {"data": [{"event": "order:update", "url": url}]}
     assert await stored_ids(harness) == {(6, "order:create"), (12, "order:update")}
+
+
+async def test_subscribe_registers_the_free_events_and_stops_on_ones_another_url_holds(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Shoptet keeps one URL per event and refuses a whole POST with one taken event in it (422), so
+    a taken event must not hold up the free ones; the stop names it for the operator."""
+    url = our_url(harness)
+    orchesty = "https://orchesty.example.com/webhook/shoptet"
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((11, "order:update"), url=orchesty)))
+    route = shoptet_api.post("/api/webhooks").mock(
+        return_value=httpx.Response(201, json=created((12, "order:create"), url=url))
+    )
+    ctx = harness.context(webhook_events=frozenset({"order:create", "order:update"}))
+
+    with pytest.raises(StopError) as stopped:
+        await harness.run(ShoptetSubscribeWebhooks(), None, ctx=ctx)
+
+    assert json.loads(route.calls.last.request.content) == {"data": [{"event": "order:create", "url": url}]}
+    assert await stored_ids(harness) == {(12, "order:create")}
+    reason = stopped.value.message
+    assert "registered order:create" in reason
+    assert f"order:update -> {orchesty} (webhook 11)" in reason
+
+
+async def test_subscribe_stops_without_posting_when_every_missing_event_is_taken(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((11, "order:update"), url="https://old.test/")))
+    route = shoptet_api.post("/api/webhooks")
+    with pytest.raises(StopError, match=r"order:update -> https://old.test/ \(webhook 11\)"):
+        await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:update"]})
+    assert route.call_count == 0
+    assert await stored_ids(harness) == set()
 
 
 async def test_subscribe_422_stops_and_stores_nothing(harness: Harness, shoptet_api: respx.MockRouter) -> None:
