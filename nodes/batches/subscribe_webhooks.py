@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from nodes import shoptet
 from nodes.paging import read_all
@@ -75,7 +76,7 @@ class ShoptetSubscribeWebhooks(Batch):
 
 
 def _taken_message(blocked: list[dict[str, Any]], url: str, *, registered: list[str]) -> str:
-    taken = "; ".join(f"{w['event']} -> {w.get('url')} (webhook {w['id']})" for w in blocked)
+    taken = "; ".join(f"{w['event']} -> {_origin(str(w.get('url') or ''))} (webhook {w['id']})" for w in blocked)
     done = f"registered {', '.join(registered)}; " if registered else ""
     return (
         f"{done}Shoptet allows one URL per event and these are registered for another URL than {url}: "
@@ -112,3 +113,13 @@ async def _reconcile(ctx: NodeContext, user: str, application: str, on_shoptet: 
             await ctx.store.add_webhook(
                 _registration(user=user, application=application, webhook=live[webhook_id], url=url)
             )
+
+
+def _origin(url: str) -> str:
+    """Scheme and host only: another integration's webhook URL may carry its secret (Orchesty's
+    end in ``/token/<token>``), and this text goes to trash and logs. The id identifies it."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/…"

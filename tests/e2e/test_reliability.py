@@ -102,7 +102,8 @@ async def test_webhook_event_held_by_another_url_is_trashed_and_registered_after
     async with running_stack(kafka_bootstrap, tmp_path, config) as stack:
         rt = stack.worker.rt
         eshop_id = stack.sim.state.eshops[0].eshop_id
-        [foreign] = stack.sim.state.webhooks.register(eshop_id, [("order:update", "https://orchesty.test/hook", None)])
+        orchesty = "https://orchesty.test/webhook/topologies/order-webhook/nodes/start/token/s3cr3t"
+        [foreign] = stack.sim.state.webhooks.register(eshop_id, [("order:update", orchesty, None)])
         expected = set(rt.catalog.webhook_events())
         assert "order:update" in expected
 
@@ -116,7 +117,8 @@ async def test_webhook_event_held_by_another_url_is_trashed_and_registered_after
             await _sleep()
         [entry] = await rt.store.list_trash()
         assert entry.node_name == "shoptet-subscribe-webhooks"
-        assert f"order:update -> https://orchesty.test/hook (webhook {foreign.id})" in entry.error_message
+        assert f"order:update -> https://orchesty.test/… (webhook {foreign.id})" in entry.error_message
+        assert "s3cr3t" not in entry.model_dump_json()
         assert await registered() == expected - {"order:update"}
 
         stack.sim.state.webhooks.delete(eshop_id, foreign.id)

@@ -118,7 +118,7 @@ async def test_subscribe_registers_the_free_events_and_stops_on_ones_another_url
     """Shoptet keeps one URL per event and refuses a whole POST with one taken event in it (422), so
     a taken event must not hold up the free ones; the stop names it for the operator."""
     url = our_url(harness)
-    orchesty = "https://orchesty.example.com/webhook/shoptet"
+    orchesty = "https://orchesty.example.com/webhook/topologies/order-webhook/nodes/start/token/s3cr3t"
     shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((11, "order:update"), url=orchesty)))
     route = shoptet_api.post("/api/webhooks").mock(
         return_value=httpx.Response(201, json=created((12, "order:create"), url=url))
@@ -132,15 +132,18 @@ async def test_subscribe_registers_the_free_events_and_stops_on_ones_another_url
     assert await stored_ids(harness) == {(12, "order:create")}
     reason = stopped.value.message
     assert "registered order:create" in reason
-    assert f"order:update -> {orchesty} (webhook 11)" in reason
+    assert "order:update -> https://orchesty.example.com/… (webhook 11)" in reason
+    assert "s3cr3t" not in reason  # another integration's webhook URL may hold its secret
 
 
 async def test_subscribe_stops_without_posting_when_every_missing_event_is_taken(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
-    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((11, "order:update"), url="https://old.test/")))
+    shoptet_api.get("/api/webhooks").mock(
+        side_effect=listed(hooks((11, "order:update"), url="http://user:pw@old.test:8080/hooks?key=k"))
+    )
     route = shoptet_api.post("/api/webhooks")
-    with pytest.raises(StopError, match=r"order:update -> https://old.test/ \(webhook 11\)"):
+    with pytest.raises(StopError, match=r"order:update -> http://old.test:8080/… \(webhook 11\)"):
         await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:update"]})
     assert route.call_count == 0
     assert await stored_ids(harness) == set()
