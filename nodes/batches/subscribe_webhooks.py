@@ -11,6 +11,7 @@ from worker.envelope import Message, ResultCode
 from worker.errors import StopError
 from worker.node import Batch, Emit, NodeContext, Result
 from worker.store import WebhookRegistration
+from worker.webhook_keys import has_signature_key, renew_signature_key
 
 
 def webhook_url(ctx: NodeContext, application: str) -> str:
@@ -36,6 +37,8 @@ class ShoptetSubscribeWebhooks(Batch):
     duplicate. This node first reads what Shoptet has (GET /api/webhooks) for this install and our
     URL, and brings the store in line: ids Shoptet no longer has are forgotten, ones it has and we
     did not record are adopted. Every id is stored, so shoptet-unsubscribe-webhooks can remove it.
+    An install without a webhook signature key gets one first (``POST
+    /api/webhooks/renew-signature-key``): the ingress answers 401 to every webhook it cannot verify.
 
     Shoptet keeps one URL per event and refuses a whole POST (422) if one of its events is taken.
     An event taken by another URL (an Orchesty install being migrated, or this worker under an
@@ -51,6 +54,10 @@ class ShoptetSubscribeWebhooks(Batch):
         install = ctx.require_install()
         client = ctx.require_shoptet()
         url = webhook_url(ctx, install.application)
+        if not has_signature_key(install):
+            # the ingress can verify nothing without it, and Shoptet hands a key out only when asked
+            # for a new one; before registering, so that the first delivery is already verifiable
+            await renew_signature_key(client, ctx.store, install)
         on_shoptet = await read_all(client, "/api/webhooks", "webhooks", items_per_page=500)
         await _reconcile(ctx, install.user, install.application, on_shoptet, url)
         registered = {str(w["event"]) for w in on_shoptet if w.get("url") == url}

@@ -1,7 +1,7 @@
 """The job:finished chain through the real ingress: simulator -> webhook over HTTP -> Kafka -> sink.
 
-Everything is real: the simulator signs its deliveries with the e-shop's key (which the worker
-obtained through ``renew_signature_key``), uvicorn serves the worker's HTTP app on a free port
+Everything is real: the simulator signs its deliveries with the e-shop's key (which the
+webhooks-subscribe topology obtained by renewing it), uvicorn serves the worker's HTTP app on a free port
 that ``public_base_url`` points at, the webhooks-subscribe topology registers that URL, and the
 orders arrive on the ``shoptet.orders`` sink through the broker.
 """
@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import uvicorn
 
-from applications.client import ShoptetClient
 from applications.installs import install_premium
 from nodes import shoptet
 from simulator.config import SimulatorConfig
@@ -35,7 +34,7 @@ from worker.http.app import create_http_app
 from worker.settings import Settings
 from worker.starter import run_manual
 from worker.topology import load_topology_file
-from worker.webhook_keys import CURRENT_KEY, renew_signature_key
+from worker.webhook_keys import CURRENT_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -124,15 +123,7 @@ async def test_snapshot_reaches_the_sink_through_the_webhook(
         try:
             rt = worker.rt
             install = await install_premium(rt.store, rt.http, api_url=sim.url, user=user, token=sim.premium_token(0))
-            client = ShoptetClient(
-                http=rt.http,
-                application=rt.applications["shoptet-premium"],
-                install=install,
-                limiter=rt.limiter,
-                base_url=sim.url,
-            )
-            await renew_signature_key(client, rt.store, install)
-            assert install.secrets[CURRENT_KEY] == sim.state.eshops[0].signature_key
+            assert CURRENT_KEY not in install.secrets  # subscribe must get it, or every webhook is a 401
             await rt.store.set_setting(user, "shoptet-premium", chain.watermark, shoptet.format_time(OLD_WATERMARK))
             eshop_id = sim.state.eshops[0].eshop_id
 
@@ -143,6 +134,8 @@ async def test_snapshot_reaches_the_sink_through_the_webhook(
                     return sim.state.webhooks.has(eshop_id, "job:finished")
 
                 await _eventually(subscribed)
+                stored = await rt.store.get_install(user, "shoptet-premium")
+                assert stored is not None and stored.secrets[CURRENT_KEY] == sim.state.eshops[0].signature_key
                 [hook] = [w for w in sim.state.webhooks.registered(eshop_id) if w.event == "job:finished"]
                 assert hook.url == f"{settings.public_base_url}/webhooks/shoptet/shoptet-premium"
 

@@ -47,6 +47,9 @@ class MemoryStore:
         self.setting_writes.append((user, application, key, value))
         self.installs[(user, application)].settings[key] = value
 
+    async def set_secret(self, user: str, application: str, key: str, value: str) -> None:
+        self.installs[(user, application)].secrets[key] = value
+
     def setting(self, install: Install, key: str) -> Any:
         return self.installs[(install.user, install.application)].settings.get(key)
 

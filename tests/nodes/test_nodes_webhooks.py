@@ -17,6 +17,15 @@ from nodes.batches.unsubscribe_webhooks import ShoptetUnsubscribeWebhooks
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
 from worker.store import WebhookRegistration
+from worker.webhook_keys import CURRENT_KEY
+
+
+@pytest.fixture(autouse=True)
+def renew_key(shoptet_api: respx.MockRouter) -> respx.Route:
+    """Shoptet's key renewal, answered with a fixed key (subscribe asks for one when none is stored)."""
+    return shoptet_api.post("/api/webhooks/renew-signature-key").mock(
+        return_value=httpx.Response(200, json=envelope({"signatureKey": "k-from-shoptet"}))
+    )
 
 
 def hooks(*pairs: tuple[int, str], url: str) -> list[dict[str, Any]]:
@@ -76,6 +85,37 @@ async def test_subscribe_registers_missing_events(harness: Harness, shoptet_api:
         "data": [{"event": "job:finished", "url": url}, {"event": "order:update", "url": url}]
     }
     assert await stored_ids(harness) == {(7, "order:create"), (8, "job:finished"), (9, "order:update")}
+
+
+async def test_subscribe_gets_a_signature_key_before_registering(
+    harness: Harness, shoptet_api: respx.MockRouter, renew_key: respx.Route
+) -> None:
+    """Without a stored key the ingress answers 401 to every webhook, and Shoptet hands a key out
+    only by renewing it: subscribe renews first, so the first delivery is already verifiable."""
+    url = our_url(harness)
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed())
+    post = shoptet_api.post("/api/webhooks").mock(
+        return_value=httpx.Response(201, json=created((8, "order:create"), url=url))
+    )
+    assert CURRENT_KEY not in harness.install.secrets
+
+    await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:create"]})
+
+    assert renew_key.call_count == 1
+    assert shoptet_api.calls[0].request.url.path == "/api/webhooks/renew-signature-key"
+    assert post.call_count == 1
+    stored = await harness.store.get_install(harness.install.user, harness.install.application)
+    assert stored is not None and stored.secrets[CURRENT_KEY] == "k-from-shoptet"
+
+
+async def test_subscribe_keeps_a_stored_signature_key(
+    harness: Harness, shoptet_api: respx.MockRouter, renew_key: respx.Route
+) -> None:
+    harness.install.secrets[CURRENT_KEY] = "k-we-have"
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((7, "order:create"), url=our_url(harness))))
+    run = await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:create"]})
+    assert run.result.code == ResultCode.DO_NOT_CONTINUE
+    assert renew_key.call_count == 0
 
 
 async def test_subscribe_events_option_and_nothing_missing(harness: Harness, shoptet_api: respx.MockRouter) -> None:
