@@ -212,8 +212,7 @@ class Worker:
             return
         topics = InboundBridge(self.rt).topics()
         if topics and topics != self.inbound.topics:
-            self.inbound.topics = topics
-            self.inbound.consumer.subscribe(topics)
+            self.inbound.resubscribe(topics)
 
     async def stop(self) -> None:
         timeout = self.settings.graceful_timeout_seconds

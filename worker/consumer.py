@@ -43,6 +43,14 @@ DEFAULT_READ_AHEAD_BYTES: int = Settings.model_fields["consumer_read_ahead_bytes
 RECORD_OVERHEAD_BYTES = 2048
 #: A runner whose node never waits gives the event loop a turn after this many records.
 YIELD_EVERY = 32
+#: Backoff of a record whose handler raised (see ``ManagedConsumer._handle``); bounded, because a
+#: revocation waits for the runners, and a sleeping one notices the revocation only when it wakes.
+HANDLER_RETRY_FIRST_SECONDS = 0.5
+HANDLER_RETRY_MAX_SECONDS = 5.0
+
+
+class _Abandoned(Exception):
+    """A record given up without a fate (rebalance or stop): left uncommitted, so it is read again."""
 
 
 class ReadAheadBudget:
@@ -93,6 +101,9 @@ class _Rebalance(ConsumerRebalanceListener):
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # records fetched before this point may belong to partitions this member no longer owns;
+        # whoever owns them next fetches them again from the committed offset
+        self.owner.generation += 1
         await self.owner._drain_and_commit()
         for tp in revoked:
             self.owner._offsets.pop(tp, None)
@@ -135,6 +146,8 @@ class ManagedConsumer:
         # a consumer built on its own (tests) gets a budget of its own, as large as the default
         self.budget = budget or ReadAheadBudget(DEFAULT_READ_AHEAD_BYTES)
         self.assigned = asyncio.Event()
+        #: Counts revocations: records fetched or taken up in an earlier generation are not handled.
+        self.generation = 0
         self._held = 0
         self._room = asyncio.Event()
         self._queues: dict[bytes, _KeyQueue] = {}
@@ -158,6 +171,12 @@ class ManagedConsumer:
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.name}")
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"commit:{self.name}")
 
+    def resubscribe(self, topics: list[str]) -> None:
+        """Follow another set of topics (a deploy changed the inbound ones), keeping the rebalance
+        listener: without it, aiokafka rebalances with no drain and no commit."""
+        self.topics = topics
+        self.consumer.subscribe(topics, listener=_Rebalance(self))
+
     async def wait_assigned(self) -> None:
         await self.assigned.wait()
 
@@ -171,6 +190,7 @@ class ManagedConsumer:
                 log.warning("fetch failed; retrying", name=self.name, error=str(exc))
                 await asyncio.sleep(1)
                 continue
+            generation = self.generation
             for tp, records in batches.items():
                 for record in records:
                     while self._held >= self.max_in_flight or self.budget.spent:
@@ -181,6 +201,8 @@ class ManagedConsumer:
                             await self.budget.wait()
                     if self._stopping:
                         return
+                    if self.generation != generation:
+                        break  # a rebalance came while waiting for room: the rest is stale
                     offsets = self._offsets.get(tp)
                     if offsets is None:  # not setdefault: that builds a PartitionOffsets per record
                         offsets = self._offsets[tp] = PartitionOffsets()
@@ -235,15 +257,13 @@ class ManagedConsumer:
             while queue.records:
                 tp, record = queue.records.popleft()
                 try:
-                    recorded = await self.handler(record)
-                except BaseException as exc:
-                    self._release(record)
-                    if not isinstance(exc, Exception):
-                        raise
-                    # The handler promises not to raise; if it does anyway, the offset stays
-                    # uncommitted and the record comes back after a restart instead of being skipped.
-                    log.exception("handler failed; record left uncommitted", name=self.name, offset=record.offset)
+                    recorded = await self._handle(record)
+                except _Abandoned:
+                    self._release(record)  # uncommitted: its partition's next owner reads it again
                     continue
+                except BaseException:
+                    self._release(record)
+                    raise
                 if recorded is None or recorded.done():
                     self._finished(tp, record)
                 elif self.ordered:
@@ -269,10 +289,34 @@ class ManagedConsumer:
                 self._give_back(queue)  # records still queued behind a cancelled runner
                 del self._queues[key]
 
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None] | None:
+        """The handler's answer for ``record``, trying again while it raises.
+
+        The handler promises not to raise for a bad message (that goes to trash); when it raises all
+        the same, something it needs is down (the store, the broker). Skipping the record would leave
+        its offset in flight, and so the partition's commits stuck, until a restart; trying again
+        with backoff goes on by itself once the outage ends. A rebalance or stop abandons the record.
+        """
+        generation, delay = self.generation, HANDLER_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await self.handler(record)
+            except Exception:
+                log.exception(
+                    "handler failed; trying the record again", name=self.name, offset=record.offset, delay=delay
+                )
+            await asyncio.sleep(delay)
+            if self._stopping or self.generation != generation:
+                raise _Abandoned
+            delay = min(delay * 2, HANDLER_RETRY_MAX_SECONDS)
+
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(COMMIT_INTERVAL_SECONDS)
-            await self.commit()
+            try:
+                await self.commit()
+            except Exception:  # the loop is what moves the group's offsets: it must outlive one bad round
+                log.exception("commit round failed", name=self.name)
 
     async def commit(self) -> None:
         to_commit: dict[TopicPartition, int] = {}
@@ -291,7 +335,9 @@ class ManagedConsumer:
             log.warning("commit failed; will retry", name=self.name, error=str(exc) or type(exc).__name__)
             return
         for tp, position in to_commit.items():
-            self._offsets[tp].committed = position
+            known = self._offsets.get(tp)  # None: revoked while the commit was on its way
+            if known is not None:
+                known.committed = position
 
     async def _drain_and_commit(self, wait_seconds: float | None = None) -> None:
         """Let running records finish, give queued ones back (uncommitted, so they are read again)."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import TopicPartition
+import pytest
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from worker import consumer as consumer_module
 from worker.consumer import ManagedConsumer, ReadAheadBudget, record_cost
 from worker.offsets import PartitionOffsets
+from worker.tasks import cancel_and_wait
 
 TP = TopicPartition("t", 0)
 
@@ -235,3 +238,89 @@ async def test_cancelling_an_ordered_runner_leaves_the_shared_settlement_alone()
     await asyncio.gather(*consumer._tasks)
     assert consumer.in_flight == 0
     assert consumer._offsets[TP].committable() == 0  # b's record is done; a's is left for a restart
+
+
+async def test_a_record_whose_handler_raises_is_tried_again_until_it_goes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store or broker was down for a moment: the record runs again, and the partition's commit
+    moves past it, instead of staying stuck behind it until a restart."""
+    monkeypatch.setattr(consumer_module, "HANDLER_RETRY_FIRST_SECONDS", 0.01)
+    calls: list[int] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        calls.append(r.offset)
+        if r.offset == 1 and calls.count(1) < 3:
+            raise RuntimeError("store down")
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, concurrency=1)  # type: ignore[arg-type]
+    await feed(consumer, [record(i, b"a") for i in range(4)])
+    await asyncio.wait_for(asyncio.gather(*consumer._tasks), 5)
+    assert calls == [0, 1, 1, 1, 2, 3]
+    assert consumer._offsets[TP].committable() == 4
+    assert consumer.in_flight == 0
+
+
+async def test_records_fetched_before_a_revocation_are_not_taken_up_after_it() -> None:
+    """``_run`` waits for room in the middle of a fetched batch; a rebalance comes meanwhile. The
+    rest of the batch may be another member's now: it is dropped (and fetched again by the owner)."""
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        await release.wait()
+        done.append(r.offset)
+
+    consumer = ManagedConsumer(  # type: ignore[arg-type]
+        "n", _OneBatch([record(i, b"a") for i in range(5)]), ["t"], handler, max_in_flight=1
+    )
+    loop_task = asyncio.create_task(consumer._run())
+    await asyncio.sleep(0.05)  # offset 0 runs; _run waits for room before offset 1
+    consumer.generation += 1  # what the rebalance listener does first
+    release.set()
+    await asyncio.sleep(0.1)
+    consumer._stopping = True
+    await cancel_and_wait(loop_task)
+    assert done == [0]
+    assert consumer._offsets[TP].highest_seen == 0
+    assert consumer.in_flight == 0
+
+
+async def test_a_commit_that_lands_after_its_partition_was_revoked_keeps_the_commit_loop_alive() -> None:
+    class Revoking:
+        """Commits, and meanwhile the rebalance listener drops the partition's offsets."""
+
+        def __init__(self, owner: list[ManagedConsumer]) -> None:
+            self.owner = owner
+
+        def assignment(self) -> set[TopicPartition]:
+            return {TP}
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            self.owner[0]._offsets.pop(TP, None)
+
+    owner: list[ManagedConsumer] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        return None
+
+    consumer = ManagedConsumer("n", Revoking(owner), ["t"], handler)  # type: ignore[arg-type]
+    owner.append(consumer)
+    await feed(consumer, [record(0, b"a")])
+    await asyncio.gather(*consumer._tasks)
+    await consumer.commit()  # raised KeyError before, which ended the commit loop for good
+    assert TP not in consumer._offsets
+
+
+async def test_resubscribing_keeps_the_rebalance_listener() -> None:
+    class Recording:
+        listener: object = None
+
+        def subscribe(self, topics: list[str], listener: object = None) -> None:
+            self.topics, self.listener = topics, listener
+
+    fake = Recording()
+    consumer = ManagedConsumer("inbound", fake, ["a"], lambda r: None)  # type: ignore[arg-type]
+    consumer.resubscribe(["a", "b"])
+    assert consumer.topics == ["a", "b"] and fake.topics == ["a", "b"]
+    assert isinstance(fake.listener, ConsumerRebalanceListener)
