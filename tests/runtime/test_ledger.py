@@ -8,7 +8,7 @@ import asyncio
 import json
 from typing import Any
 
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
 from worker.envelope import Message, encode_json
@@ -20,11 +20,15 @@ from worker.router import Outgoing
 class FakeProducer:
     """Records what was sent; the first ``fail`` sends are not acknowledged."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, unknown_topic: int = 0) -> None:
         self.sent: list[tuple[int, dict[str, Any]]] = []
         self.fail = fail
+        self.unknown_topic = unknown_topic
 
     async def partitions_for(self, topic: str) -> set[int]:
+        if self.unknown_topic:
+            self.unknown_topic -= 1
+            raise UnknownTopicOrPartitionError()
         return {0, 1, 2, 3, 4, 5}
 
     async def send(self, topic: str, value: bytes, *, partition: int) -> asyncio.Future[None]:
@@ -132,3 +136,13 @@ def test_the_book_still_reads_one_object_per_process_and_skips_what_it_cannot_re
     process = book.processes["r"]
     assert (process.starts, process.handled, process.node_outputs, process.done) == (1, 2, 2, 1)
     assert process.in_flight == 1
+
+
+async def test_a_batch_is_settled_even_when_the_ledger_partitions_were_unknown_for_a_while() -> None:
+    """After the broker came back empty, ``partitions_for`` raises until the topic is back; the batch
+    used to die with it, and its records' offsets stayed in flight until a restart."""
+    producer = FakeProducer(unknown_topic=1)
+    writer = writer_for(producer)
+    waiter = writer.add(tally("root-a"))
+    await asyncio.wait_for(waiter, 3)
+    assert [row[0] for _, r in producer.sent for row in r["rows"]] == ["root-a"]
