@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -234,6 +235,28 @@ async def test_broker_failure_is_503_and_the_retry_is_not_taken_for_a_duplicate(
         failed = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
     assert failed.status_code == 503
     assert _rejections(logs, "webhook failed") == ["ConnectionError: broker unreachable"]
+    await watch.assert_nothing_new()
+
+    retried = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    assert (retried.status_code, retried.json()["status"]) == (200, "accepted")
+    assert len(await watch.new("test-passthrough")) == 1
+
+
+async def test_a_webhook_cancelled_before_the_broker_had_it_is_not_taken_for_a_duplicate(
+    worker: Worker,
+    client: httpx.AsyncClient,
+    install: Install,
+    eshop_id: int,
+    watch: TopicWatch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def cancelled(topic: str, message: object) -> object:
+        raise asyncio.CancelledError  # shutdown or a dropped connection, mid-publish
+
+    body = webhook_body(eshop_id)
+    with monkeypatch.context() as patched, pytest.raises(asyncio.CancelledError):
+        patched.setattr(worker.rt, "send", cancelled)
+        await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
     await watch.assert_nothing_new()
 
     retried = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))

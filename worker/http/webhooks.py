@@ -12,6 +12,7 @@ Expects ``request.app.state.worker`` (a started :class:`worker.app.Worker`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -175,6 +176,11 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         await rt.store.release_lease(lease, owner)  # Shoptet's retry must not be taken for a duplicate
         bound.error("webhook failed", reason=f"{type(exc).__name__}: {exc}", status=503)
         return _answer(503, "error", "could not hand the event over; retry later")
+    except BaseException:
+        # cancelled (shutdown, client gone) before the broker had it: Shoptet's retry must get in
+        with contextlib.suppress(Exception):
+            await rt.store.release_lease(lease, owner)
+        raise
     bound.info("webhook accepted", processes=len(process_ids))
     return _answer(200, "accepted", f"{len(process_ids)} process(es) started", processIds=process_ids)
 
