@@ -260,9 +260,11 @@ class _Replay(ConsumerRebalanceListener):
         return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # State lives in memory: rebuild it from the start of the ledger, announcing nothing that
-        # was already in the ledger when we got the partition.
+        # State lives in memory: rebuild it from the start of the ledger, into a new book, since the
+        # assignment is this member's whole share (aiokafka's eager protocol): replaying into the old
+        # one counted every record read before twice, and kept processes of partitions gone elsewhere.
         consumer = self.tracker.consumer
+        self.tracker.book = ProcessBook()
         if assigned:
             await consumer.seek_to_beginning(*assigned)
             ends = await consumer.end_offsets(assigned)
@@ -312,10 +314,9 @@ class ProcessTracker:
                     self.book.apply_value(r.value)
                     replaying = replaying or r.offset < self.replay_until.get(tp, 0) - 1
             if replaying:
-                # what the ledger held when we got the partition was announced by our predecessor
-                for p in self.book.settled(0.0):
-                    p.finished_at = p.updated_at
-                    self.book.idle.pop(p.root, None)
+                # a process's later records may still be ahead; what the predecessor announced has
+                # its ``finished`` marker, and what it had not announced yet (it stopped within the
+                # quiet period) is announced once the replay is through
                 continue
             finished = self.book.settled(self.quiet_seconds)
             for process in finished:

@@ -1,0 +1,113 @@
+"""The process tracker after a rebalance: it rebuilds its book from the ledger, counting nothing
+twice, and announces what its predecessor had not announced yet (and nothing it had)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from tests.simulator.helpers import eventually
+from worker.processes import HandledTally, ProcessTracker, handled_record
+
+TP = TopicPartition("shoptet.processes", 0)
+
+
+class FakeLedger:
+    """Stands in for the tracker's AIOKafkaConsumer over one ledger partition."""
+
+    def __init__(self) -> None:
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self.position = 0
+        self.listener: Any = None
+
+    def put(self, record: dict[str, Any]) -> None:
+        offset = len(self.records)
+        self.records.append(ConsumerRecord(TP.topic, 0, offset, 0, 0, None, orjson.dumps(record), None, 0, 0, ()))
+
+    async def start(self) -> None:
+        return None
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        self.position = 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.records) for tp in tps}
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.position < len(self.records):
+            batch, self.position = self.records[self.position :], len(self.records)
+            return {TP: batch}
+        await asyncio.sleep(0.01)
+        return {}
+
+    async def stop(self) -> None:
+        return None
+
+
+class Outputs:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, orjson.loads(value)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def events(self) -> list[dict[str, Any]]:
+        return [value for topic, value in self.sent if topic == "events"]
+
+
+def start(root: str) -> dict[str, Any]:
+    return {"kind": "start", "root": root, "topology": "t", "version": "1", "user": "u", "at": 1.0}
+
+
+def handled(root: str, **counts: int) -> dict[str, Any]:
+    return handled_record([HandledTally(root, "t", "1", "u", handled=1, **counts)])
+
+
+async def tracker_on(ledger: FakeLedger, outputs: Outputs) -> ProcessTracker:
+    tracker = ProcessTracker(ledger, outputs, "ledger", "events", quiet_seconds=0.1)  # type: ignore[arg-type]
+    await tracker.start()
+    await ledger.listener.on_partitions_assigned([TP])
+    return tracker
+
+
+async def test_a_partition_assigned_again_is_not_counted_twice() -> None:
+    ledger, outputs = FakeLedger(), Outputs()
+    tracker = await tracker_on(ledger, outputs)
+    try:
+        ledger.put(start("P"))
+        ledger.put(handled("P", node_outputs=2))  # the start handled, two followers in flight
+        await eventually(lambda: "P" in tracker.book.processes and tracker.book.processes["P"].handled == 1)
+        await ledger.listener.on_partitions_assigned([TP])  # a rebalance gives the partition back
+        await asyncio.sleep(0.1)
+        for _ in range(2):
+            ledger.put(handled("P", done=1))
+        await eventually(lambda: outputs.events())
+        [event] = outputs.events()
+        assert (event["root"], event["starts"], event["handled"], event["in_flight"]) == ("P", 1, 3, 0)
+    finally:
+        await tracker.stop()
+
+
+async def test_after_a_rebalance_only_what_was_not_announced_is_announced() -> None:
+    ledger, outputs = FakeLedger(), Outputs()
+    for root in ("announced", "not-yet"):
+        ledger.put(start(root))
+        ledger.put(handled(root, done=1))
+    ledger.put({"kind": "finished", "root": "announced", "at": 2.0})  # the predecessor's marker
+    tracker = await tracker_on(ledger, outputs)
+    try:
+        await eventually(lambda: outputs.events())
+        await asyncio.sleep(0.3)
+        assert [e["root"] for e in outputs.events()] == ["not-yet"]
+    finally:
+        await tracker.stop()
