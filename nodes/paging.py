@@ -12,6 +12,11 @@ A run lists every page of one endpoint from a start time T and emits every item 
 4. Only after the final page succeeded is the last-run setting written, atomically, and to the time
    the run *started*: anything changed while we paged is listed again next time, nothing is skipped.
    A failure or an empty first page leaves the watermark alone.
+5. Shoptet warns that items shift between pages when the list changes while it is paged, so some
+   are missed (an edited order moves to the end of the change feed; the orders behind it move up a
+   slot, and one of them into a page already read). A page number cannot say so; an item seen twice
+   in one run, or a ``totalCount`` that fell, can: then the watermark is left where it was, and the
+   next run lists from the same start again (at-least-once: downstream sees some items twice).
 """
 
 from __future__ import annotations
@@ -48,6 +53,33 @@ class ListCursor(BaseModel):
     page: int = Field(default=1, ge=1)
     dateFrom: str | None = None
     startedAt: str | None = None
+    #: (ours) an earlier hop of this run saw the list shift: the run must not move the watermark.
+    shifted: bool = False
+
+
+class _Listing:
+    """What one run has seen, to tell whether the list shifted while it was paged (see 5. above)."""
+
+    def __init__(self, item_id: str) -> None:
+        self.item_id = item_id
+        self.seen: set[str] = set()
+        self.total: int | None = None
+        self.shifted = False
+
+    def page(self, data: dict[str, Any], items: list[Any]) -> None:
+        total = (data.get("paginator") or {}).get("totalCount")
+        if isinstance(total, int):
+            if self.total is not None and total < self.total:
+                self.shifted = True
+            self.total = total if self.total is None else max(self.total, total)
+        for item in items:
+            value = item.get(self.item_id) if isinstance(item, dict) else None
+            if value is None:
+                continue
+            key = str(value)
+            if key in self.seen:
+                self.shifted = True
+            self.seen.add(key)
 
 
 class ListBatch(Batch):
@@ -61,6 +93,9 @@ class ListBatch(Batch):
     last_run_key: ClassVar[str]
     #: Shoptet clamps page sizes per endpoint; asking for more only hides the real page count.
     items_per_page: ClassVar[int]
+    #: The field that names an item (``code`` of an order, ``guid`` of a product): one seen twice in a
+    #: run means the list shifted under the paging.
+    item_id: ClassVar[str]
     #: Result message for an empty first page (answered with DO_NOT_CONTINUE).
     empty_message: ClassVar[str] = "Nothing to list."
 
@@ -81,10 +116,12 @@ class ListBatch(Batch):
             or self.default_from(now)
         )
         first_page = cursor.page
+        listing = _Listing(self.item_id)
         first = await self._fetch(ctx, first_page, date_from)
         items, page_count = self._items(first), self._page_count(first)
         if first_page == 1 and not items:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message=self.empty_message)
+        listing.page(first, items)
         emitting = asyncio.Lock()
         await self._emit_all(emit, items, emitting)
 
@@ -93,17 +130,23 @@ class ListBatch(Batch):
         if isinstance(max_pages, int) and max_pages > 0:
             last_page = min(page_count, first_page + max_pages - 1)
         if last_page > first_page:
-            await self._fetch_rest(ctx, emit, range(first_page + 1, last_page + 1), date_from, emitting)
+            pages = range(first_page + 1, last_page + 1)
+            await self._fetch_rest(ctx, emit, pages, date_from, emitting, listing)
 
+        shifted = cursor.shifted or listing.shifted
         if last_page < page_count:
-            next_cursor = ListCursor(page=last_page + 1, dateFrom=date_from, startedAt=started_at)
+            next_cursor = ListCursor(page=last_page + 1, dateFrom=date_from, startedAt=started_at, shifted=shifted)
             return Result(
                 code=ResultCode.BATCH_CURSOR_WITH_ITEMS,
-                cursor=next_cursor.model_dump(),
+                cursor=next_cursor.model_dump(exclude=None if shifted else {"shifted"}),
                 message=f"pages {first_page}-{last_page} of {page_count}",
             )
+        listed = f"listed {page_count} page(s) from {date_from or 'the beginning'}"
+        if shifted:
+            ctx.log.warning("list shifted while paging; watermark left as it was", path=self.path)
+            return Result(message=f"{listed}; the list shifted while paging, so the next run lists from there again")
         await shoptet.save_watermark(ctx, self.last_run_key, started_at)
-        return Result(message=f"listed {page_count} page(s) from {date_from or 'the beginning'}")
+        return Result(message=listed)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -132,7 +175,13 @@ class ListBatch(Batch):
                 await emit(item)
 
     async def _fetch_rest(
-        self, ctx: NodeContext, emit: Emit, pages: range, date_from: str | None, lock: asyncio.Lock
+        self,
+        ctx: NodeContext,
+        emit: Emit,
+        pages: range,
+        date_from: str | None,
+        lock: asyncio.Lock,
+        listing: _Listing,
     ) -> None:
         """Fetch ``pages`` with a few workers; the first failure cancels the rest and is raised."""
         todo: Iterator[int] = iter(pages)
@@ -141,7 +190,9 @@ class ListBatch(Batch):
         async def worker() -> None:
             for page in todo:  # a shared iterator: each page is taken by exactly one worker
                 data = await self._fetch(ctx, page, date_from)
-                await self._emit_all(emit, self._items(data), lock)
+                items = self._items(data)
+                listing.page(data, items)
+                await self._emit_all(emit, items, lock)
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -14,4 +14,5 @@ class ShoptetGetOrderChangesList(ChangeFeedBatch):
 
     name = "shoptet-get-order-changes-list"
     path = "/api/orders/changes"
+    item_id = "code"
     last_run_key = shoptet.LAST_RUN_ORDER_CHANGES

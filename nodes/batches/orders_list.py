@@ -15,6 +15,7 @@ class ShoptetGetOrdersList(ListBatch):
     name = "shoptet-get-orders-list"
     path = "/api/orders"
     items_key = "orders"
+    item_id = "code"
     from_param = "creationTimeFrom"
     last_run_key = shoptet.LAST_RUN_ORDERS
     items_per_page = 50

@@ -14,4 +14,5 @@ class ShoptetGetProductChangesList(ChangeFeedBatch):
 
     name = "shoptet-get-product-changes-list"
     path = "/api/products/changes"
+    item_id = "guid"
     last_run_key = shoptet.LAST_RUN_PRODUCT_CHANGES

@@ -12,6 +12,7 @@ class ShoptetGetProductsList(ListBatch):
     name = "shoptet-get-products-list"
     path = "/api/products"
     items_key = "products"
+    item_id = "guid"
     from_param = "creationTimeFrom"
     last_run_key = shoptet.LAST_RUN_PRODUCTS
     items_per_page = 1000

@@ -215,6 +215,68 @@ async def test_max_pages_per_hop_returns_cursor_then_resumes(harness: Harness, s
     ]
 
 
+def shifting(
+    key: str, before: list[list[dict[str, Any]]], after: list[list[dict[str, Any]]], per_page: int
+) -> Callable[[httpx.Request], httpx.Response]:
+    """Pages of ``before`` for the first request, of ``after`` from then on: the list changed
+    between the first page and the others."""
+    served = [0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        served[0] += 1
+        return paged(key, before if served[0] == 1 else after, per_page)(request)
+
+    return answer
+
+
+async def test_an_item_moved_while_paging_leaves_the_watermark_alone(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Order 2 was edited after page 1 was read: its change moved to the end of the feed, order 4
+    moved up into page 1's last slot, and no page of this run holds it. Only order 2 showing up
+    twice tells; the next run must list from the same start again, or order 4 is never listed."""
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
+    before = [changes("1", "2", "3"), changes("4", "5", "6")]
+    after = [changes("1", "3", "4"), changes("5", "6", "2")]
+    shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 3))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {})
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert "4" not in {i["code"] for i in run.emitted}  # what the shift hid
+    assert harness.store.setting_writes == []
+    assert "shifted" in run.result.message
+
+
+async def test_a_total_that_fell_while_paging_leaves_the_watermark_alone(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    before = [[{"code": str(n)} for n in range(3)], [{"code": str(n)} for n in range(3, 6)]]
+    after = [[{"code": str(n)} for n in range(1, 4)], [{"code": str(n)} for n in range(4, 6)]]  # order 0 deleted
+    shoptet_api.get("/api/orders").mock(side_effect=shifting("orders", before, after, 3))
+
+    run = await harness.run(ShoptetGetOrdersList(), {})
+
+    assert sorted(o["code"] for o in run.emitted) == ["0", "1", "2", "4", "5"]  # 3 slipped into page 1
+    assert harness.store.setting_writes == []
+
+
+async def test_a_shift_seen_in_an_earlier_hop_keeps_the_watermark_at_the_end(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    before = [changes("1", "2"), changes("3", "4"), changes("5", "6")]
+    after = [changes("1", "3"), changes("4", "2"), changes("5", "6")]
+    shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 2))
+    node = ShoptetGetOrderChangesList()
+
+    first = await harness.run(node, {}, options={"max_pages_per_hop": 2})
+    assert first.result.cursor is not None and first.result.cursor["shifted"] is True
+    last = await harness.run(node, {}, cursor=first.result.cursor, options={"max_pages_per_hop": 2})
+
+    assert last.result.code == ResultCode.SUCCESS
+    assert harness.store.setting_writes == []
+
+
 async def test_orchesty_cursor_without_started_at(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     route = shoptet_api.get("/api/orders/changes").mock(
         side_effect=paged("changes", [changes("1"), changes("2")], 1000)
