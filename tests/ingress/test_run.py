@@ -39,10 +39,26 @@ async def test_missing_or_wrong_key_is_401(
     await watch.assert_nothing_new()
 
 
-async def test_key_is_checked_before_the_body(client: httpx.AsyncClient) -> None:
-    response = await client.post("/topologies/wh-premium/run", json={"nope": 1})
+@pytest.mark.parametrize("content", [b'{"nope": 1}', b"{not json", b"[" * 100_000])
+async def test_key_is_checked_before_the_body_is_read(client: httpx.AsyncClient, content: bytes) -> None:
+    response = await client.post("/topologies/wh-premium/run", content=content)
 
     assert response.status_code == 401
+
+
+async def test_a_body_over_1_mib_is_413(client: httpx.AsyncClient, watch: TopicWatch) -> None:
+    big = b'{"user": "shop-7", "body": "' + b"x" * (1 << 20) + b'"}'
+    response = await client.post("/topologies/wh-premium/run", content=big, headers=KEY)
+
+    assert response.status_code == 413
+    await watch.assert_nothing_new()
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("/topologies/wh-premium/run", content=b"{not json", headers=KEY)
+
+    assert response.status_code == 422
+    assert response.json()["status"] == "error"
 
 
 async def test_no_key_configured_disables_the_endpoint(
@@ -67,3 +83,4 @@ async def test_missing_user_is_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/topologies/wh-premium/run", json={"body": {}}, headers=KEY)
 
     assert response.status_code == 422
+    assert "user" in response.json()["message"]

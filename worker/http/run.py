@@ -12,9 +12,9 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.http.webhooks import runtime_of
+from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of
 from worker.starter import TopologyNotRunnable, run_manual
 
 log = structlog.get_logger(__name__)
@@ -30,6 +30,14 @@ class RunRequest(BaseModel):
     body: Any = None
 
 
+#: A run's body is the first message of a process, not a data transfer.
+MAX_BODY_BYTES = 1 << 20
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"status": "error", "message": message})
 
@@ -37,8 +45,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def require_api_key(request: Request, x_api_key: str | None = Header(default=None)) -> None:
     """403 when no key is configured (endpoint disabled), 401 for a missing or wrong key.
 
-    A dependency, so that it is checked before the body is validated: callers without the key
-    learn nothing about the endpoint's input.
+    A dependency, so that it is checked before the body is read: callers without the key learn
+    nothing about the endpoint's input and cannot make the worker buffer or parse anything.
     """
     settings = runtime_of(request).settings
     configured = settings.api_key.get_secret_value() if settings.api_key else ""
@@ -50,13 +58,29 @@ def require_api_key(request: Request, x_api_key: str | None = Header(default=Non
         raise HTTPException(401, "missing or invalid X-Api-Key")
 
 
-@router.post("/topologies/{name}/run", status_code=202, dependencies=[Depends(require_api_key)])
-async def run_topology(name: str, run: RunRequest, request: Request) -> JSONResponse:
+@router.post(
+    "/topologies/{name}/run",
+    status_code=202,
+    dependencies=[Depends(require_api_key)],
+    # the body is read by hand (see below); the schema still belongs in the API description
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": RunRequest.model_json_schema()}}}
+    },
+)
+async def run_topology(name: str, request: Request) -> JSONResponse:
     """202 ``{process-id, correlation-id}`` once the broker acknowledged the first message.
 
-    401/403 key; 404 unknown, disabled or without a manual start; 422 bad body; 503 broker failed.
+    401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB; 422 bad
+    body; 503 broker failed. The body is read here, not declared as a parameter: FastAPI reads and
+    parses a declared body before it runs the key check, for anyone, and with no size limit.
     """
     rt = runtime_of(request)
+    try:
+        run = RunRequest.model_validate_json(await read_limited(request, MAX_BODY_BYTES))
+    except BodyTooLarge:
+        return _error(413, f"body over {MAX_BODY_BYTES} bytes")
+    except ValidationError as exc:
+        return _error(422, "; ".join(_problems(exc)))
     try:
         message = await run_manual(rt, name, user=run.user, body=run.body)
     except TopologyNotRunnable as exc:
