@@ -179,6 +179,7 @@ class Worker:
                 concurrency=RETRY_CONCURRENCY,
                 max_in_flight=RETRY_CONCURRENCY,
                 budget=budget,
+                abandon_on_revoke=True,
             )
         )
         bridge = InboundBridge(rt)
@@ -258,14 +259,20 @@ def tune_garbage_collector() -> None:
 
 
 async def _ensure_control_topic(settings: Settings, bootstrap: str, topic: str) -> None:
+    """One partition, compacted: the latest record of every key (each version, each pointer) is
+    kept for good, where plain retention would drop deploys older than a week."""
     one_partition = settings.model_copy(update={"kafka_partitions": 1})
-    await ensure_topics(one_partition, bootstrap, [topic])
+    await ensure_topics(one_partition, bootstrap, [topic], configs=CONTROL_TOPIC_CONFIGS)
 
 
 async def open_configured_store(settings: Settings) -> InstallStore:
     from worker.store import open_store
 
     return await open_store(settings)
+
+
+#: Settings of the control topic when the worker creates it.
+CONTROL_TOPIC_CONFIGS = {"cleanup.policy": "compact"}
 
 
 def configured_applications(

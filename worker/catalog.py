@@ -86,7 +86,20 @@ class TopologyCatalog:
             if tv.version not in versions:
                 versions.append(tv.version)
         elif kind == "current":
-            self.current[rest] = Deployment(**data)
+            deployment = Deployment(**data)
+            running = self.current.get(rest)
+            if (deployment.name, deployment.version) not in self.versions and running is not None:
+                # e.g. a custom node the CLI could import and this worker cannot, or a rolling
+                # upgrade: new starts keep the version this worker runs (enabled or not as the
+                # pointer says) instead of stopping
+                log.error(
+                    "keeping the running version: this worker cannot load the deployed one",
+                    topology=rest,
+                    running=running.version,
+                    deployed=deployment.version,
+                )
+                deployment.version = running.version
+            self.current[rest] = deployment
         for listener in self.listeners:
             listener()
 

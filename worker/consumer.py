@@ -104,6 +104,9 @@ class _Rebalance(ConsumerRebalanceListener):
         # records fetched before this point may belong to partitions this member no longer owns;
         # whoever owns them next fetches them again from the committed offset
         self.owner.generation += 1
+        if self.owner.abandon_on_revoke:
+            for task in list(self.owner._tasks):
+                task.cancel()  # their records stay uncommitted: the partitions' next owner has them
         await self.owner._drain_and_commit()
         for tp in revoked:
             self.owner._offsets.pop(tp, None)
@@ -133,6 +136,7 @@ class ManagedConsumer:
         ordered: bool = False,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         budget: ReadAheadBudget | None = None,
+        abandon_on_revoke: bool = False,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -143,6 +147,10 @@ class ManagedConsumer:
         self.per_key = 1 if ordered else concurrency
         self.ordered = ordered
         self.max_in_flight = max_in_flight
+        #: On a revocation, cancel the running records instead of waiting for them: for the retry
+        #: topic, whose records wait up to their due time (minutes). Waiting that long stalls the
+        #: rebalance past the session timeout, and the next owner forwards them as well.
+        self.abandon_on_revoke = abandon_on_revoke
         # a consumer built on its own (tests) gets a budget of its own, as large as the default
         self.budget = budget or ReadAheadBudget(DEFAULT_READ_AHEAD_BYTES)
         self.assigned = asyncio.Event()

@@ -47,8 +47,8 @@ class InboundBridge:
             if start is not None:
                 await start_process(self.rt, tv, start, user=user, body=body)
                 started += 1
-        if not started:
-            log.info("no active topology starts on this topic", topic=record.topic)
+        if not started:  # disabled meanwhile: kept for an operator to replay once it is enabled
+            await self._trash(record, f"no active topology starts on topic {record.topic!r} (disabled?)")
 
     async def _trash(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         await self.rt.store.add_trash(record_entry(record, error_class="MalformedMessage", error_message=reason))

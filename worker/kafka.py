@@ -194,8 +194,10 @@ async def read_from_start(
     return tps
 
 
-async def ensure_topics(settings: Settings, bootstrap_servers: str, topics: Iterable[str]) -> None:
-    """Create missing topics with the configured partitions and replication factor."""
+async def ensure_topics(
+    settings: Settings, bootstrap_servers: str, topics: Iterable[str], *, configs: dict[str, str] | None = None
+) -> None:
+    """Create missing topics with the configured partitions and replication factor (and ``configs``)."""
     admin = AIOKafkaAdminClient(**client_options(settings, bootstrap_servers))
     await admin.start()
     try:
@@ -203,7 +205,10 @@ async def ensure_topics(settings: Settings, bootstrap_servers: str, topics: Iter
         missing = sorted(set(topics) - existing)
         if not missing:
             return
-        new = [NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor) for t in missing]
+        new = [
+            NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor, topic_configs=configs or {})
+            for t in missing
+        ]
         try:
             await admin.create_topics(new)
         except TopicAlreadyExistsError:

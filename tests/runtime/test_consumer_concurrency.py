@@ -324,3 +324,32 @@ async def test_resubscribing_keeps_the_rebalance_listener() -> None:
     consumer.resubscribe(["a", "b"])
     assert consumer.topics == ["a", "b"] and fake.topics == ["a", "b"]
     assert isinstance(fake.listener, ConsumerRebalanceListener)
+
+
+async def test_a_consumer_that_abandons_on_revoke_does_not_wait_for_its_running_records() -> None:
+    """The retry consumer holds records until they are due (minutes): a revocation that waited for
+    them would stall the rebalance, and the next owner would forward them as well."""
+    started = asyncio.Event()
+
+    async def wait_until_due(r: ConsumerRecord[bytes, bytes]) -> None:
+        started.set()
+        await asyncio.sleep(600)
+
+    class Committing:
+        def __init__(self) -> None:
+            self.commits: list[dict[TopicPartition, int]] = []
+
+        def assignment(self) -> set[TopicPartition]:
+            return {TP}
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            self.commits.append(dict(offsets))
+
+    fake = Committing()
+    consumer = ManagedConsumer("retry", fake, ["t"], wait_until_due, abandon_on_revoke=True)  # type: ignore[arg-type]
+    await feed(consumer, [record(0, b"a")])
+    await started.wait()
+    listener = consumer_module._Rebalance(consumer)
+    await asyncio.wait_for(listener.on_partitions_revoked([TP]), 2)
+    assert all(c[TP] == 0 for c in fake.commits)  # not forwarded: read again from offset 0
+    assert consumer.in_flight == 0 and consumer._tasks == set()

@@ -101,3 +101,30 @@ def test_start_to_missing_node(registry: NodeRegistry) -> None:
 def test_shipped_topologies_are_valid(registry: NodeRegistry) -> None:
     shipped = load_topology_dir(Path(__file__).parents[2] / "topology", registry)
     assert {tv.name for tv in shipped} >= {"order-sync", "order-import"}
+
+
+def test_a_pointer_to_a_version_this_worker_cannot_load_keeps_the_running_one(registry: NodeRegistry) -> None:
+    """The CLI could import a custom node this worker cannot (or a rolling upgrade is under way):
+    new starts keep the version this worker runs instead of stopping; a disable still applies."""
+    import json
+
+    from worker.catalog import TopologyCatalog
+
+    catalog = TopologyCatalog(registry)
+    catalog.add_local(parse_topology(GOOD, "good.yaml", registry))
+    running = catalog.current["sample"].version
+    unloadable = GOOD.replace("imports: [tests.runtime.sample_nodes]", "imports: [no_such_module.nodes]")
+
+    def deploy(version: str, enabled: bool = True) -> None:
+        if version != running:
+            record = {"name": "sample", "version": version, "source": unloadable}
+            catalog.apply(f"version:sample:{version}", json.dumps(record).encode())
+        pointer = {"name": "sample", "version": version, "enabled": enabled, "deployed_at": ""}
+        catalog.apply("current:sample", json.dumps(pointer).encode())
+
+    deploy("v-new")
+    active = catalog.active("sample")
+    assert active is not None and active.version == running
+    deploy("v-new", enabled=False)
+    assert catalog.active("sample") is None
+    assert catalog.current["sample"].version == running
