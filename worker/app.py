@@ -101,14 +101,18 @@ class Worker:
         runtime_topics = [topics.retry, topics.processes, topics.process_events]
         await ensure_topics(settings, bootstrap, [*node_topics, *runtime_topics, *sinks, *inbound])
         await _ensure_control_topic(settings, bootstrap, topics.control)
-        for tv in to_deploy:
-            await publish_deployment(producer, topics.control, tv)
         self.follower = CatalogFollower(
             make_consumer(settings, bootstrap, group_id=None),
             topics.control,
             catalog,
         )
         await self.follower.start()
+        for tv in to_deploy:
+            # a version deployed before leaves the pointer to the operators: a restart must not
+            # enable what they disabled, or roll back what they deployed since from elsewhere
+            if (tv.name, tv.version) not in catalog.versions:
+                await publish_deployment(producer, topics.control, tv)
+                catalog.add_local(tv)  # the follower reads it back as well; new starts need it now
         self._build_consumers(names, bootstrap)
         self.tracker = ProcessTracker(
             make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),

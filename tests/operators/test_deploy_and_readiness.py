@@ -84,3 +84,37 @@ async def test_readiness_is_true_only_once_every_consumer_has_joined(worker_sett
             assert all(c.consumer.assignment() for c in worker.consumers)  # each has its partitions
         finally:
             await worker.stop()
+
+
+async def test_a_restart_neither_re_enables_nor_rolls_back_what_operators_changed(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    """``up`` deploys its topology files at start; one already deployed must leave the pointer alone:
+    a disabled topology stays disabled, and a version deployed since from the CLI stays current."""
+    from worker.catalog import publish_deployment, publish_enabled
+    from worker.registry import default_registry
+    from worker.topology import parse_topology
+
+    registry = default_registry()
+    on_disk = parse_topology(GOOD, registry=registry)
+    newer = parse_topology(GOOD.replace("deployable.out", "deployable.out2"), registry=registry)
+
+    async def start_and_stop(change: str) -> None:
+        worker = Worker(worker_settings, node_names=["test-emit-items"])
+        await worker.start(deploy=[on_disk])
+        try:
+            rt = worker.rt
+            if change == "disable":
+                await publish_enabled(rt.producer, rt.topics.control, rt.catalog.current["deployable"], False)
+            elif change == "deploy newer":
+                await publish_deployment(rt.producer, rt.topics.control, newer)
+        finally:
+            await worker.stop()
+
+    await start_and_stop("disable")
+    await start_and_stop("nothing")  # a restart with the same file
+    async with control_client(worker_settings) as control:
+        assert control.catalog.current["deployable"].enabled is False
+    await start_and_stop("deploy newer")
+    await start_and_stop("nothing")
+    assert await _current_version(worker_settings) == newer.version
