@@ -75,6 +75,23 @@ def backoff_seconds(interval: float, hops: int) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
+#: Where the backoff under a ``Retry-After`` starts (see :func:`retry_delay`).
+RETRY_AFTER_BACKOFF_BASE_SECONDS = 1.0
+
+
+def retry_delay(retry_after: float | None, interval: float, hops: int) -> float:
+    """Seconds until the next attempt of a message retried for the ``hops``-th time.
+
+    A ``Retry-After`` (Shoptet's 429, or the 5 s of a 423 lock) is a floor, not the whole answer.
+    Shoptet's is a date one second ahead, so taken as given it sent every 429'd message of a token
+    back within the same second, and a 429 that keeps coming (another client on the token) spent all
+    of a message's hops in seconds. It still backs off exponentially, from 1 s, with jitter.
+    """
+    if retry_after is None:
+        return backoff_seconds(interval, hops)
+    return max(retry_after * random.uniform(1.0, 1.2), backoff_seconds(RETRY_AFTER_BACKOFF_BASE_SECONDS, hops))
+
+
 class NodeProcessor:
     def __init__(self, runtime: Runtime, node: Node) -> None:
         self.rt = runtime
@@ -272,7 +289,7 @@ class NodeProcessor:
         if hops >= max_hops:
             await self.trash(record, message, error, note=f"gave up after {hops} retries")
             return False
-        delay = error.retry_after if error.retry_after is not None else backoff_seconds(base, hops)
+        delay = retry_delay(error.retry_after, base, hops)
         log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
         again = message.with_headers(
             # a node that stopped part-way says where to go on; otherwise a batch keeps its page
