@@ -218,6 +218,25 @@ async def test_nothing_token_like_reaches_redis(redis_url: str, prefix: str) -> 
         await limiter.close()
 
 
+async def test_many_requests_at_once_wait_for_a_connection_instead_of_failing(redis_url: str, prefix: str) -> None:
+    """30 shops with a node concurrency of 10: 300 slots asked for at once, over 100 tokens."""
+    limiter = RedisLimiter.from_url(redis_url, prefix=prefix)
+    failures: list[BaseException] = []
+
+    async def request(i: int) -> None:
+        try:
+            async with limiter.slot(f"token-{i % 100}"):
+                await asyncio.sleep(0.05)
+        except Exception as exc:
+            failures.append(exc)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(request(i) for i in range(300))), 60)
+    finally:
+        await limiter.close()
+    assert failures == []
+
+
 async def test_redis_down_is_retryable() -> None:
     limiter = RedisLimiter.from_url("redis://127.0.0.1:1/0")
     try:
