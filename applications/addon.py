@@ -29,7 +29,7 @@ import structlog
 
 from applications.base import Application
 from applications.oauth import OAuthError, fetch_access_token
-from worker.errors import RetryableError, StopError
+from worker.errors import NodeError, RetryableError, StopError
 from worker.store import Install, InstallStore
 from worker.store.keys import token_key_prefix
 
@@ -71,6 +71,9 @@ class AddonApplication(Application):
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Per install: refresh attempts ended, and the last one's failure (shared by its waiters).
+        self._ended: dict[str, int] = {}
+        self._failed: dict[str, tuple[int, NodeError]] = {}
         #: Access tokens this process fetched from Shoptet (for metrics and tests).
         self.refreshes = 0
 
@@ -103,12 +106,29 @@ class AddonApplication(Application):
     async def access_token(self, install: Install) -> str:
         """A valid access token for ``install``: the cached one, or one fresh from Shoptet."""
         key = access_token_key(install.user, self.name)
+        ended_before = self._ended.get(key, 0)
         token = await self._cached(key)
         if token is not None:
             return token
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            return await self._refresh(install, key)
+            failed = self._failed.get(key)
+            if failed is not None and failed[0] > ended_before:
+                # a refresh that ended while this caller waited failed: its answer is ours too,
+                # where asking again one caller after another kept hitting a failing OAuth server
+                raise failed[1]
+            try:
+                token = await self._refresh(install, key)
+            except NodeError as exc:
+                self._failed[key] = (self._end(key), exc)
+                raise
+            self._end(key)
+            self._failed.pop(key, None)
+            return token
+
+    def _end(self, key: str) -> int:
+        ended = self._ended[key] = self._ended.get(key, 0) + 1
+        return ended
 
     async def _cached(self, key: str) -> str | None:
         cached = await self.store.get_token(key)

@@ -153,6 +153,27 @@ async def test_oauth_server_refusal_and_outage(
     assert await store.get_token(access_token_key("42")) is None
 
 
+async def test_callers_waiting_on_a_failing_refresh_share_its_failure(
+    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore
+) -> None:
+    """Ten messages of one install need a token while the OAuth server is down: one call, not ten
+    in a row (each up to the request timeout)."""
+    install = await _installed(store)
+    app = _app(store, http)
+
+    async def down(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(503, text="maintenance")
+
+    route = shoptet.get(TOKEN_URL).mock(side_effect=down)
+    results = await asyncio.gather(*(app.access_token(install) for _ in range(10)), return_exceptions=True)
+
+    assert all(isinstance(r, RetryableError) for r in results)
+    assert route.call_count == 1
+    token_server(shoptet)  # back up: the next caller asks again
+    assert await app.access_token(install) == "acc-1"
+
+
 async def test_server_url_precedence(http: httpx.AsyncClient, store: SqlInstallStore) -> None:
     app = AddonApplication(store=store, http=http)
     bare = Install(user="u", application="shoptet")
