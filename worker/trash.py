@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H, Message
+from worker.processes import HandledTally, handled_record, root_of
 from worker.starter import Starter
 from worker.store import InstallStore, TrashEntry
 
@@ -66,8 +68,29 @@ def replay_message(entry: TrashEntry, body: Any = None) -> Message:
 async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = None) -> Message:
     """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash)."""
     message = replay_message(entry, body)
+    counted = await _count_in_flight(sender, message)
     future = await sender.send(entry.topic, message)
     await future
+    if counted is not None:
+        await counted
     if entry.id is not None:
         await store.remove_trash(entry.id)
     return message
+
+
+async def _count_in_flight(sender: Starter, message: Message) -> asyncio.Future[Any] | None:
+    """A replayed message of a process is in flight again: the ledger counted the trashed attempt
+    as handled, so without one more output its process would end at -1 in flight and never be
+    announced finished. Messages of no process (inbound topics) start one when handled."""
+    if not message.process_id:
+        return None
+    tally = HandledTally(
+        root_of(message),
+        message.headers.get(H.TOPOLOGY_NAME, ""),
+        message.headers.get(H.TOPOLOGY_VERSION, ""),
+        message.user or "",
+        handled=0,
+        node_outputs=1,
+    )
+    record = handled_record([tally])
+    return await sender.send(sender.topics.processes, Message(body=record).with_key(tally.root))

@@ -212,6 +212,25 @@ async def test_trash(store: SqlInstallStore) -> None:
     assert await store.count_trash() == 1
 
 
+async def test_a_trash_entry_with_overlong_fields_is_kept(store: SqlInstallStore) -> None:
+    """A key or user header of any length can arrive on an inbound topic: PostgreSQL refused the row
+    (varchar(255)), and the message it was for stayed in flight, failing for good."""
+    long_user = "u" * 300
+    entry = TrashEntry(
+        topic="erp.order-requests",
+        user=long_user,
+        key="k" * 600,
+        node_id="n" * 300,
+        error_class="InstallNotFound",
+        error_message="no install",
+        headers={"user": long_user},
+    )
+    got = await store.get_trash(await store.add_trash(entry))
+    assert got is not None
+    assert got.user == long_user[:255] and got.key == "k" * 512
+    assert got.headers == {"user": long_user}  # whole: what a replay uses
+
+
 async def test_schema_is_versioned_and_migrating_again_is_a_no_op(store_factory: Factory) -> None:
     store = await store_factory()
     again = await store_factory()  # opening a migrated database runs nothing

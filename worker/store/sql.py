@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, event, func, literal, or_, select, update
+from sqlalchemy import Table, and_, delete, event, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -244,6 +244,7 @@ class SqlInstallStore:
         row["body"] = None if entry.body is None else json.dumps(entry.body, default=str)
         row["headers"] = json.dumps(entry.headers)
         row["created_at"] = (entry.created_at.timestamp()) if entry.created_at else _now()
+        _fit(t.trash, row)
         async with self._tx() as conn:
             result = await conn.execute(t.trash.insert().values(row).returning(t.trash.c.id))
             return int(result.scalar_one())
@@ -348,3 +349,15 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "BEGIN"))
+
+
+def _fit(table: Table, row: dict[str, Any]) -> None:
+    """Cut text to its column's length. PostgreSQL refuses a longer value (SQLite does not check),
+    and a trash row the database refuses would keep its message in flight, failing for good: a
+    key or ``user`` header over 255 characters arrives from any system that writes to an inbound
+    topic. The headers, kept whole as JSON, still say everything for a replay."""
+    for column in table.columns:
+        length = getattr(column.type, "length", None)
+        value = row.get(column.name)
+        if length and isinstance(value, str) and len(value) > length:
+            row[column.name] = value[:length]
