@@ -48,7 +48,11 @@ class InboundBridge:
                 await start_process(self.rt, tv, start, user=user, body=body)
                 started += 1
         if not started:  # disabled meanwhile: kept for an operator to replay once it is enabled
-            await self._trash(record, f"no active topology starts on topic {record.topic!r} (disabled?)")
+            reason = f"no active topology starts on topic {record.topic!r} (disabled?)"
+            entry = record_entry(record, error_class="TopologyNotRunnable", error_message=reason, keep_raw=False)
+            entry.body = body  # decoded: `trash replay` sends it back as it came
+            await self.rt.store.add_trash(entry)
+            log.warning("inbound record moved to trash", reason=reason)
 
     async def _trash(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         await self.rt.store.add_trash(record_entry(record, error_class="MalformedMessage", error_message=reason))

@@ -9,6 +9,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.inbound import InboundBridge
 from worker.store.base import TrashEntry
+from worker.trash import replay_message
 
 
 class Store:
@@ -33,3 +34,5 @@ async def test_a_record_for_a_disabled_topology_goes_to_trash_for_replay() -> No
     [entry] = store.trash
     assert entry.topic == "erp.order-requests"
     assert "no active topology" in entry.error_message
+    replayed = replay_message(entry)  # replayable as stored, without an edited body
+    assert replayed.body == {"code": "1"} and replayed.user == "shop-1"
