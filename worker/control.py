@@ -39,12 +39,16 @@ def read_state() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+class NoKafka(RuntimeError):
+    """No broker configured and no local ``up`` to borrow one from (the CLI says so in one line)."""
+
+
 def resolve_bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap_servers:
         return settings.kafka_bootstrap_servers
     state = read_state().get("bootstrap_servers")
     if not state:
-        raise RuntimeError(
+        raise NoKafka(
             "no Kafka to talk to: set KAFKA_BOOTSTRAP_SERVERS, or start `shoptet-worker up` in this directory"
         )
     return str(state)

@@ -120,7 +120,13 @@ def simulator(
 
 
 def main() -> None:
-    app()
+    from worker.control import NoKafka
+
+    try:
+        app()
+    except NoKafka as exc:  # every command that talks to Kafka: one line, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 __all__ = ["Path", "app", "main"]
