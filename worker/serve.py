@@ -22,7 +22,27 @@ from worker.settings import Settings
 log = structlog.get_logger("serve")
 
 
+class PortInUse(RuntimeError):
+    """The HTTP port is taken: said before anything starts (uvicorn would exit the process later,
+    past the worker's graceful stop, leaving a stale ``var/worker.json``)."""
+
+
+def bind_http(settings: Settings) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.http_host, settings.http_port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(
+            f"cannot serve HTTP on {settings.http_host}:{settings.http_port} ({exc.strerror}): "
+            "set HTTP_PORT, or stop what uses it (`up --no-http` runs without HTTP)"
+        ) from None
+    return sock
+
+
 async def serve(settings: Settings, *, demo: bool = False, http: bool = True) -> None:
+    sock = bind_http(settings) if http else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,7 +73,7 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
             )
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-            server_task = asyncio.create_task(server.serve())
+            server_task = asyncio.create_task(server.serve(sockets=[sock] if sock else None))
         if demo_env is not None:
             await demo_env.run(worker, stop)
         await stop.wait()
@@ -71,5 +91,7 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
         await worker.stop()
         if demo_env is not None:
             await demo_env.stop()
+        if sock is not None:
+            sock.close()
         with contextlib.suppress(OSError):
             STATE_FILE.unlink()

@@ -28,3 +28,27 @@ def test_no_kafka_is_one_clear_line(
     err = capsys.readouterr().err
     assert "error: no Kafka to talk to" in err
     assert "Traceback" not in err
+
+
+def test_up_with_its_http_port_taken_says_so_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn found the port taken only after the worker had started, and exited the process past
+    the graceful stop, leaving a stale var/worker.json that later commands tried to use."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+        result = CliRunner().invoke(app, ["up"], env=env)
+
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
+    assert not (tmp_path / "var" / "worker.json").exists()

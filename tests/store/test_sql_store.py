@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, text
 
 from worker.store import Install, TrashEntry, WebhookRegistration
 from worker.store import schema as t
 from worker.store.keys import token_key_prefix
 from worker.store.migrations import latest_version
-from worker.store.sql import SqlInstallStore
+from worker.store.sql import SqlInstallStore, async_database_url
 
 SECRET = "super-secret-premium-token-123456"
 Factory = Callable[[], Awaitable[SqlInstallStore]]
@@ -239,3 +240,16 @@ async def test_schema_is_versioned_and_migrating_again_is_a_no_op(store_factory:
     assert versions == [latest_version()]
     await store.add_install(_install())
     assert await again.get_install("u1", "shoptet-premium") is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///var/x.sqlite3", "sqlite+aiosqlite:///var/x.sqlite3"),
+        ("postgres://u:p@db/app", "postgresql+asyncpg://u:p@db/app"),
+        ("postgresql://u@db/app?sslmode=require", "postgresql+asyncpg://u@db/app?ssl=require"),
+    ],
+)
+def test_database_urls_map_to_async_drivers(url: str, expected: str) -> None:
+    """A managed PostgreSQL's URL carries libpq's ``sslmode``, which asyncpg refused as an argument."""
+    assert async_database_url(url) == expected

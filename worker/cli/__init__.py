@@ -43,9 +43,13 @@ def up(
     http: Annotated[bool, typer.Option(help="Serve the HTTP app (webhooks, health, metrics).")] = True,
 ) -> None:
     """Start the worker: broker (embedded unless KAFKA_BOOTSTRAP_SERVERS), every node consumer, HTTP."""
-    from worker.serve import serve
+    from worker.serve import PortInUse, serve
 
-    asyncio.run(serve(settings_from_env(), demo=demo, http=http))
+    try:
+        asyncio.run(serve(settings_from_env(), demo=demo, http=http))
+    except PortInUse as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -38,7 +38,11 @@ def async_database_url(url: str) -> str:
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        query = dict(parsed.query)
+        if "sslmode" in query and "ssl" not in query:
+            # libpq's name, in most managed databases' URLs; asyncpg takes the same values as `ssl`
+            query["ssl"] = query.pop("sslmode")
+        return parsed.set(drivername="postgresql+asyncpg", query=query).render_as_string(hide_password=False)
     raise ValueError(f"unsupported DATABASE_URL scheme {parsed.drivername!r}: use sqlite or postgresql")
 
 
