@@ -176,7 +176,11 @@ def parse_topology(source: str, origin: str = "<topology>", registry: NodeRegist
         raise TopologyError(origin, 1, "a topology file is a YAML mapping with name, start and nodes")
     index: dict[tuple[Any, ...], int] = {}
     _line_index(root, (), index, origin)
-    data = yaml.safe_load(source)
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:  # compose accepts tags (!!python/name:...) that safe_load refuses
+        mark = getattr(exc, "problem_mark", None)
+        raise TopologyError(origin, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:

@@ -128,3 +128,8 @@ def test_a_pointer_to_a_version_this_worker_cannot_load_keeps_the_running_one(re
     deploy("v-new", enabled=False)
     assert catalog.active("sample") is None
     assert catalog.current["sample"].version == running
+
+
+def test_an_unsafe_yaml_tag_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("name: sample", "name: !!python/name:os.system sample"), registry)
+    assert error.line == 1 and "not valid YAML" in str(error)

@@ -30,7 +30,7 @@ async def _opened_store() -> AsyncIterator[InstallStore]:
 
 @trash_app.command("list")
 def list_(
-    limit: int = 100,
+    limit: Annotated[int, typer.Option(min=1, help="Entries at most, oldest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Oldest first: id, node, topology, user, error."""
