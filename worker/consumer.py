@@ -45,6 +45,8 @@ RECORD_OVERHEAD_BYTES = 2048
 YIELD_EVERY = 32
 #: Backoff of a record whose handler raised (see ``ManagedConsumer._handle``); bounded, because a
 #: revocation waits for the runners, and a sleeping one notices the revocation only when it wakes.
+#: How long a revocation waits for running records before it lets the rebalance go on.
+REVOKE_WAIT_SECONDS = 4.0
 HANDLER_RETRY_FIRST_SECONDS = 0.5
 HANDLER_RETRY_MAX_SECONDS = 5.0
 
@@ -92,7 +94,10 @@ def record_cost(record: ConsumerRecord[bytes, bytes]) -> int:
 class _KeyQueue:
     """Records of one key waiting their turn, and how many runners work through them."""
 
-    records: deque[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]] = field(default_factory=deque)
+    #: Each with the offset tracker of its partition as it was when the record was read: one
+    #: that finishes after its partition was revoked (and perhaps assigned again) must not touch
+    #: the new tracker, where the same offset may be running again.
+    records: deque[tuple[PartitionOffsets, ConsumerRecord[bytes, bytes]]] = field(default_factory=deque)
     runners: int = 0
 
 
@@ -107,7 +112,10 @@ class _Rebalance(ConsumerRebalanceListener):
         if self.owner.abandon_on_revoke:
             for task in list(self.owner._tasks):
                 task.cancel()  # their records stay uncommitted: the partitions' next owner has them
-        await self.owner._drain_and_commit()
+        # bounded: the group waits for this member's rejoin only up to its rebalance timeout (the
+        # session timeout, 6 s by default); past it, this member is dropped and rejoins, which is
+        # a rebalance more. A record still running is then left uncommitted for the next owner.
+        await self.owner._drain_and_commit(REVOKE_WAIT_SECONDS)
         for tp in revoked:
             self.owner._offsets.pop(tp, None)
 
@@ -215,16 +223,16 @@ class ManagedConsumer:
                     if offsets is None:  # not setdefault: that builds a PartitionOffsets per record
                         offsets = self._offsets[tp] = PartitionOffsets()
                     offsets.started(record.offset)
-                    self._enqueue(tp, record)
+                    self._enqueue(offsets, record)
 
-    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _enqueue(self, offsets: PartitionOffsets, record: ConsumerRecord[bytes, bytes]) -> None:
         self._held += 1
         self.budget.take(record_cost(record))
         key = record.key or b""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _KeyQueue()
-        queue.records.append((tp, record))
+        queue.records.append((offsets, record))
         if queue.runners < self.per_key:
             queue.runners += 1
             task = asyncio.create_task(self._drain(key, queue))
@@ -242,20 +250,18 @@ class ManagedConsumer:
             self._release(record)
         queue.records.clear()
 
-    def _finished(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        offsets = self._offsets.get(tp)
-        if offsets is not None:
-            offsets.finished(record.offset)
+    def _finished(self, offsets: PartitionOffsets, record: ConsumerRecord[bytes, bytes]) -> None:
+        offsets.finished(record.offset)
         self._release(record)
 
     def _recorded(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], recorded: asyncio.Future[None]
+        self, offsets: PartitionOffsets, record: ConsumerRecord[bytes, bytes], recorded: asyncio.Future[None]
     ) -> None:
         self._recording.discard(recorded)
         if recorded.cancelled():
             self._release(record)  # left uncommitted: read again after a restart
         else:
-            self._finished(tp, record)
+            self._finished(offsets, record)
 
     async def _drain(self, key: bytes, queue: _KeyQueue) -> None:
         # One deque per key, popped from the left: records of a key start in offset order, and
@@ -263,7 +269,7 @@ class ManagedConsumer:
         handled = 0
         try:
             while queue.records:
-                tp, record = queue.records.popleft()
+                offsets, record = queue.records.popleft()
                 try:
                     recorded = await self._handle(record)
                 except _Abandoned:
@@ -273,7 +279,7 @@ class ManagedConsumer:
                     self._release(record)
                     raise
                 if recorded is None or recorded.done():
-                    self._finished(tp, record)
+                    self._finished(offsets, record)
                 elif self.ordered:
                     # the key's next record waits: a resent output must not land after a later one;
                     # shielded, because the future is shared by a whole ledger batch and cancelling
@@ -283,11 +289,11 @@ class ManagedConsumer:
                     except BaseException:
                         self._release(record)
                         raise
-                    self._finished(tp, record)
+                    self._finished(offsets, record)
                 else:
                     # the node takes the next record while these outputs are on their way
                     self._recording.add(recorded)
-                    recorded.add_done_callback(partial(self._recorded, tp, record))
+                    recorded.add_done_callback(partial(self._recorded, offsets, record))
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)

@@ -23,8 +23,9 @@ def record(offset: int, key: bytes) -> ConsumerRecord[bytes, bytes]:
 
 async def feed(consumer: ManagedConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
     for r in records:
-        consumer._offsets.setdefault(TP, PartitionOffsets()).started(r.offset)
-        consumer._enqueue(TP, r)
+        offsets = consumer._offsets.setdefault(TP, PartitionOffsets())
+        offsets.started(r.offset)
+        consumer._enqueue(offsets, r)
 
 
 async def test_a_blocked_key_does_not_hold_up_other_keys() -> None:
@@ -353,3 +354,42 @@ async def test_a_consumer_that_abandons_on_revoke_does_not_wait_for_its_running_
     await asyncio.wait_for(listener.on_partitions_revoked([TP]), 2)
     assert all(c[TP] == 0 for c in fake.commits)  # not forwarded: read again from offset 0
     assert consumer.in_flight == 0 and consumer._tasks == set()
+
+
+async def test_a_revocation_waits_for_a_slow_record_only_so_long_and_it_never_touches_the_next_tracker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Shoptet call can run 30 s; the group waits for this member only up to its rebalance
+    timeout (6 s). The slow record is left uncommitted, and when it ends after the partition came
+    back, the same offset read again must still count as running."""
+    monkeypatch.setattr(consumer_module, "REVOKE_WAIT_SECONDS", 0.2)
+    release = {b"a": asyncio.Event(), b"b": asyncio.Event()}
+
+    async def slow(r: ConsumerRecord[bytes, bytes]) -> None:
+        await release[r.key or b""].wait()
+
+    class Committing:
+        def __init__(self) -> None:
+            self.commits: list[int] = []
+
+        def assignment(self) -> set[TopicPartition]:
+            return {TP}
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            self.commits.append(offsets[TP])
+
+    fake = Committing()
+    consumer = ManagedConsumer("n", fake, ["t"], slow)  # type: ignore[arg-type]
+    await feed(consumer, [record(0, b"a")])
+    await asyncio.sleep(0.01)
+    listener = consumer_module._Rebalance(consumer)
+    await asyncio.wait_for(listener.on_partitions_revoked([TP]), 1)
+    assert all(position == 0 for position in fake.commits)  # offset 0 is still to be read again
+
+    await feed(consumer, [record(0, b"b")])  # the partition came back: offset 0 is read and runs again
+    release[b"a"].set()  # the first attempt ends now, after the revocation
+    await asyncio.sleep(0.05)
+    assert consumer._offsets[TP].committable() == 0  # the second attempt still holds offset 0
+    release[b"b"].set()
+    await asyncio.wait_for(asyncio.gather(*consumer._tasks), 2)
+    assert consumer._offsets[TP].committable() == 1
