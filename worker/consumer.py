@@ -43,10 +43,10 @@ DEFAULT_READ_AHEAD_BYTES: int = Settings.model_fields["consumer_read_ahead_bytes
 RECORD_OVERHEAD_BYTES = 2048
 #: A runner whose node never waits gives the event loop a turn after this many records.
 YIELD_EVERY = 32
-#: Backoff of a record whose handler raised (see ``ManagedConsumer._handle``); bounded, because a
-#: revocation waits for the runners, and a sleeping one notices the revocation only when it wakes.
 #: How long a revocation waits for running records before it lets the rebalance go on.
 REVOKE_WAIT_SECONDS = 4.0
+#: Backoff of a record whose handler raised (see ``ManagedConsumer._handle``); short at most,
+#: because a sleeping record notices a revocation only when it wakes.
 HANDLER_RETRY_FIRST_SECONDS = 0.5
 HANDLER_RETRY_MAX_SECONDS = 5.0
 
