@@ -95,11 +95,10 @@ class Worker:
         to_deploy = list(deploy)
         if deploy_dir is not None:
             to_deploy += load_topology_dir(deploy_dir, self.registry)
-        sinks = {s.sink for tv in to_deploy for s in tv.topology.nodes.values() if s.sink}
-        inbound = {s.topic for tv in to_deploy for s in tv.topology.start if s.topic}
+        own_topics = {topic for tv in to_deploy for topic in tv.own_topics()}
         node_topics = [topics.node(n) for n in self.registry.names()]
         runtime_topics = [topics.retry, topics.processes, topics.process_events]
-        await ensure_topics(settings, bootstrap, [*node_topics, *runtime_topics, *sinks, *inbound])
+        await ensure_topics(settings, bootstrap, [*node_topics, *runtime_topics, *own_topics])
         await _ensure_control_topic(settings, bootstrap, topics.control)
         self.follower = CatalogFollower(
             make_consumer(settings, bootstrap, group_id=None),

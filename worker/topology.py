@@ -130,6 +130,12 @@ class TopologyVersion(BaseModel):
     def name(self) -> str:
         return self.topology.name
 
+    def own_topics(self) -> set[str]:
+        """The topics this version brings: its sinks and the topics it starts from. Whoever deploys
+        it creates them, since a cluster may not create topics on first use."""
+        sinks = {spec.sink for spec in self.topology.nodes.values() if spec.sink}
+        return sinks | {start.topic for start in self.topology.start if start.topic}
+
 
 def version_of(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:12]

@@ -36,6 +36,17 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
+async def _topics(settings: Settings) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def _current_version(settings: Settings) -> str | None:
     async with control_client(settings) as control:
         deployment = control.catalog.current.get("deployable")
@@ -54,6 +65,7 @@ async def test_bad_file_is_refused_with_its_line_and_the_running_version_stays(
     assert deployed.exit_code == 0, deployed.output
     version = await _current_version(worker_settings)
     assert version is not None and f"deployable@{version}" in deployed.output
+    assert "deployable.out" in await _topics(worker_settings)  # its sink: a cluster may not auto-create
 
     refused = await asyncio.to_thread(runner.invoke, app, ["topology", "deploy", str(good), str(bad)], env=env)
     assert refused.exit_code == 1
