@@ -61,6 +61,7 @@ class ControlClient:
     producer: AIOKafkaProducer
     topics: TopicNames
     catalog: TopologyCatalog
+    bootstrap_servers: str
     metrics: None = None
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
@@ -77,7 +78,7 @@ async def control_client(settings: Settings, registry: NodeRegistry | None = Non
     follower = CatalogFollower(make_consumer(settings, bootstrap, group_id=None), topics.control, catalog)
     try:
         await follower.start()
-        yield ControlClient(producer, topics, catalog)
+        yield ControlClient(producer, topics, catalog, bootstrap)
     finally:
         await follower.stop()
         await producer.stop()

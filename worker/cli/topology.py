@@ -49,14 +49,14 @@ def deploy(files: Files) -> None:
     async def _deploy() -> None:
         from worker.catalog import publish_deployment
         from worker.cli import settings_from_env
-        from worker.control import control_client, resolve_bootstrap
+        from worker.control import control_client
         from worker.kafka import ensure_topics
 
         settings = settings_from_env()
         async with control_client(settings) as control:
             # before the pointer moves: running workers start using the version at once
             own = sorted({topic for tv in versions for topic in tv.own_topics()})
-            await ensure_topics(settings, resolve_bootstrap(settings), own)
+            await ensure_topics(settings, control.bootstrap_servers, own)
             for tv in versions:
                 await publish_deployment(control.producer, control.topics.control, tv)
                 typer.echo(f"deployed {tv.name}@{tv.version}")
