@@ -49,8 +49,10 @@ class InboundBridge:
                 started += 1
         if not started:  # disabled meanwhile: kept for an operator to replay once it is enabled
             reason = f"no active topology starts on topic {record.topic!r} (disabled?)"
-            entry = record_entry(record, error_class="TopologyNotRunnable", error_message=reason, keep_raw=False)
-            entry.body = body  # decoded: `trash replay` sends it back as it came
+            # with the decoded body: `trash replay` sends it back as it came
+            entry = record_entry(
+                record, error_class="TopologyNotRunnable", error_message=reason, keep_raw=False, body=body
+            )
             await self.rt.store.add_trash(entry)
             log.warning("inbound record moved to trash", reason=reason)
 
