@@ -174,7 +174,8 @@ def _line_for(index: dict[tuple[Any, ...], int], loc: Iterable[Any]) -> int | No
 def parse_topology(source: str, origin: str = "<topology>", registry: NodeRegistry | None = None) -> TopologyVersion:
     """Validate one topology document. With a registry, node types and imports are checked too."""
     try:
-        root = yaml.compose(source)
+        root = yaml.compose(source)  # nodes with their lines, for the errors below
+        data = yaml.safe_load(source)  # refuses tags (!!python/name:...) that compose accepts
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise TopologyError(origin, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
@@ -182,11 +183,6 @@ def parse_topology(source: str, origin: str = "<topology>", registry: NodeRegist
         raise TopologyError(origin, 1, "a topology file is a YAML mapping with name, start and nodes")
     index: dict[tuple[Any, ...], int] = {}
     _line_index(root, (), index, origin)
-    try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as exc:  # compose accepts tags (!!python/name:...) that safe_load refuses
-        mark = getattr(exc, "problem_mark", None)
-        raise TopologyError(origin, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:
