@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.offsets import PartitionOffsets
 from worker.settings import Settings
-from worker.tasks import cancel_and_wait
+from worker.tasks import backoff_delays, cancel_and_wait
 
 log = structlog.get_logger("consumer")
 
@@ -311,18 +311,19 @@ class ManagedConsumer:
         its offset in flight, and so the partition's commits stuck, until a restart; trying again
         with backoff goes on by itself once the outage ends. A rebalance or stop abandons the record.
         """
-        generation, delay = self.generation, HANDLER_RETRY_FIRST_SECONDS
+        generation = self.generation
+        delays = backoff_delays(HANDLER_RETRY_FIRST_SECONDS, HANDLER_RETRY_MAX_SECONDS)
         while True:
             try:
                 return await self.handler(record)
             except Exception:
+                delay = next(delays)
                 log.exception(
                     "handler failed; trying the record again", name=self.name, offset=record.offset, delay=delay
                 )
             await asyncio.sleep(delay)
             if self._stopping or self.generation != generation:
                 raise _Abandoned
-            delay = min(delay * 2, HANDLER_RETRY_MAX_SECONDS)
 
     async def _commit_loop(self) -> None:
         while True:

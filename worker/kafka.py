@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import Message
 from worker.settings import Settings
+from worker.tasks import backoff_delays
 
 log = structlog.get_logger("kafka")
 
@@ -159,11 +160,11 @@ async def resend_until_acknowledged(failed: list[T], send: Send[T], *, what: str
     At-least-once needs this: an output or ledger record the broker never took must not let the
     input's offset move, and giving up would lose it.
     """
-    delay = 0.5
+    delays = backoff_delays(0.5, 10.0)
     while failed:
+        delay = next(delays)
         log.warning(f"broker did not acknowledge {what}; sending again", count=len(failed), delay=delay)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 10.0)
         failed = await unacknowledged(await send_all(failed, send))
 
 

@@ -29,6 +29,7 @@ from worker.envelope import encode_json
 from worker.kafka import PartitionLists, Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import HandledTally, handled_record
 from worker.router import Outgoing
+from worker.tasks import backoff_delays
 
 log = structlog.get_logger("ledger")
 
@@ -109,15 +110,15 @@ class LedgerWriter:
         """The ledger's partitions, asked for again (backing off) while the broker cannot say, e.g.
         right after it came back empty: the batch's future must resolve, or its records' offsets
         stay in flight until a restart."""
-        delay = 0.5
+        delays = backoff_delays(0.5, 10.0)
         while True:
             try:
                 return await self._partitions.of(self.topic)
             except KafkaError as exc:
+                delay = next(delays)
                 reason = str(exc) or type(exc).__name__
                 log.warning("ledger partitions unknown; asking again", error=reason, delay=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _send_one(self, item: tuple[int, bytes]) -> asyncio.Future[Any]:
         partition, value = item

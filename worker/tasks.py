@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+
+def backoff_delays(first: float, cap: float) -> Iterator[float]:
+    """``first``, twice that, four times, ... then ``cap`` for good: the waits between tries of
+    something that must succeed in the end (a send, a lookup, a record's handler)."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
