@@ -206,24 +206,28 @@ class ManagedConsumer:
                 log.warning("fetch failed; retrying", name=self.name, error=str(exc))
                 await asyncio.sleep(1)
                 continue
-            generation = self.generation
-            for tp, records in batches.items():
-                for record in records:
-                    while self._held >= self.max_in_flight or self.budget.spent:
-                        if self._held >= self.max_in_flight:
-                            self._room.clear()
-                            await self._room.wait()
-                        else:
-                            await self.budget.wait()
-                    if self._stopping:
-                        return
-                    if self.generation != generation:
-                        break  # a rebalance came while waiting for room: the rest is stale
-                    offsets = self._offsets.get(tp)
-                    if offsets is None:  # not setdefault: that builds a PartitionOffsets per record
-                        offsets = self._offsets[tp] = PartitionOffsets()
-                    offsets.started(record.offset)
-                    self._enqueue(offsets, record)
+            await self._take_up(batches)
+
+    async def _take_up(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Queue a fetch's records, waiting for room as needed. When the consumer stops, or a
+        rebalance comes while it waits, the rest of the fetch is dropped: it may be another member's
+        now, and whoever owns it fetches it again from the committed offset."""
+        generation = self.generation
+        for tp, records in batches.items():
+            for record in records:
+                while self._held >= self.max_in_flight or self.budget.spent:
+                    if self._held >= self.max_in_flight:
+                        self._room.clear()
+                        await self._room.wait()
+                    else:
+                        await self.budget.wait()
+                if self._stopping or self.generation != generation:
+                    return
+                offsets = self._offsets.get(tp)
+                if offsets is None:  # not setdefault: that builds a PartitionOffsets per record
+                    offsets = self._offsets[tp] = PartitionOffsets()
+                offsets.started(record.offset)
+                self._enqueue(offsets, record)
 
     def _enqueue(self, offsets: PartitionOffsets, record: ConsumerRecord[bytes, bytes]) -> None:
         self._held += 1
