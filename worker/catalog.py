@@ -104,7 +104,8 @@ class TopologyCatalog:
             listener()
 
     def add_local(self, tv: TopologyVersion, enabled: bool = True) -> None:
-        """Use a topology without a control topic (unit tests, `topology validate`)."""
+        """Apply a version and its pointer here and now: without a control topic (unit tests,
+        `topology validate`), or for a deploy before the follower reads it back (``up``)."""
         self.apply(f"version:{tv.name}:{tv.version}", _version_record(tv))
         self.apply(f"current:{tv.name}", _current_record(tv.name, tv.version, enabled))
 
