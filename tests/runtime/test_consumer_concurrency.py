@@ -71,6 +71,19 @@ async def test_ordered_consumer_runs_one_record_per_key_in_offset_order() -> Non
     assert [o for k, o in order if k == b"b"] == list(range(0, 20, 2))
 
 
+class Committing:
+    """Stands in for AIOKafkaConsumer's commits: the positions committed for ``TP``, in order."""
+
+    def __init__(self) -> None:
+        self.commits: list[int] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets[TP])
+
+
 class _OneBatch:
     """Stands in for AIOKafkaConsumer: one fetch returns ``records``, later fetches nothing."""
 
@@ -336,23 +349,13 @@ async def test_a_consumer_that_abandons_on_revoke_does_not_wait_for_its_running_
         started.set()
         await asyncio.sleep(600)
 
-    class Committing:
-        def __init__(self) -> None:
-            self.commits: list[dict[TopicPartition, int]] = []
-
-        def assignment(self) -> set[TopicPartition]:
-            return {TP}
-
-        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-            self.commits.append(dict(offsets))
-
     fake = Committing()
     consumer = ManagedConsumer("retry", fake, ["t"], wait_until_due, abandon_on_revoke=True)  # type: ignore[arg-type]
     await feed(consumer, [record(0, b"a")])
     await started.wait()
     listener = consumer_module._Rebalance(consumer)
     await asyncio.wait_for(listener.on_partitions_revoked([TP]), 2)
-    assert all(c[TP] == 0 for c in fake.commits)  # not forwarded: read again from offset 0
+    assert all(position == 0 for position in fake.commits)  # not forwarded: read again from offset 0
     assert consumer.in_flight == 0 and consumer._tasks == set()
 
 
@@ -367,16 +370,6 @@ async def test_a_revocation_waits_for_a_slow_record_only_so_long_and_it_never_to
 
     async def slow(r: ConsumerRecord[bytes, bytes]) -> None:
         await release[r.key or b""].wait()
-
-    class Committing:
-        def __init__(self) -> None:
-            self.commits: list[int] = []
-
-        def assignment(self) -> set[TopicPartition]:
-            return {TP}
-
-        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-            self.commits.append(offsets[TP])
 
     fake = Committing()
     consumer = ManagedConsumer("n", fake, ["t"], slow)  # type: ignore[arg-type]
