@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of
+from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of, validation_problems
 from worker.starter import TopologyNotRunnable, run_manual
 
 log = structlog.get_logger(__name__)
@@ -32,10 +32,6 @@ class RunRequest(BaseModel):
 
 #: A run's body is the first message of a process, not a data transfer.
 MAX_BODY_BYTES = 1 << 20
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    return [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -80,7 +76,7 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     except BodyTooLarge:
         return _error(413, f"body over {MAX_BODY_BYTES} bytes")
     except ValidationError as exc:
-        return _error(422, "; ".join(_problems(exc)))
+        return _error(422, "; ".join(validation_problems(exc)))
     try:
         message = await run_manual(rt, name, user=run.user, body=run.body)
     except TopologyNotRunnable as exc:

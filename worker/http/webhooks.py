@@ -185,11 +185,14 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
     return _answer(200, "accepted", f"{len(process_ids)} process(es) started", processIds=process_ids)
 
 
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem of a request body as ``field: message`` (``body`` for the body as a whole)."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
-        return f"{field}: {first['msg']}"
+        return validation_problems(exc)[0]
     if isinstance(exc, json.JSONDecodeError):
         return f"malformed JSON: {exc.msg}"
     return str(exc)
