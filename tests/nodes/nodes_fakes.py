@@ -31,6 +31,14 @@ class MemoryStore:
         self.setting_writes: list[tuple[str, str, str, Any]] = []
 
     async def add_install(self, install: Install) -> None:
+        before = self.installs.get((install.user, install.application))
+        if before is not None and before.eshop_id == install.eshop_id:  # as the SQL store: keeps the rest
+            install = install.model_copy(
+                update={
+                    "settings": {**before.settings, **install.settings},
+                    "secrets": {**before.secrets, **install.secrets},
+                }
+            )
         self.installs[(install.user, install.application)] = install
 
     async def get_install(self, user: str, application: str) -> Install | None:

@@ -45,11 +45,28 @@ async def test_install_round_trip(store: SqlInstallStore) -> None:
     assert [i.user for i in await store.list_installs("shoptet")] == ["u2"]
 
 
-async def test_add_install_replaces_the_whole_install(store: SqlInstallStore) -> None:
-    await store.add_install(_install())
-    await store.add_install(_install(settings={"only": True}, secrets={"other": "x"}, enabled=False))
+async def test_adding_an_install_again_for_its_eshop_keeps_what_it_learned(store: SqlInstallStore) -> None:
+    """A new token for the same e-shop: the watermark and signature key stay, the token is replaced."""
+    await store.add_install(_install(secrets={"token": SECRET, "webhook_signature_key": "key-1"}))
+    await store.add_install(_install(settings={"eshopId": 111, "eshopUrl": "https://x.cz/"}, secrets={"token": "new"}))
     got = await store.get_install("u1", "shoptet-premium")
     assert got is not None
+    assert got.settings == {
+        "eshopId": 111,
+        "eshopUrl": "https://x.cz/",
+        "watermark": "2024-01-01T00:00:00+0100",
+        "nested": {"a": [1, 2]},
+    }
+    assert got.secrets == {"token": "new", "webhook_signature_key": "key-1"}
+    assert got.enabled is True
+
+
+async def test_adding_an_install_again_for_another_eshop_replaces_the_whole_install(store: SqlInstallStore) -> None:
+    await store.add_install(_install())
+    await store.add_install(_install(eshop_id="999", settings={"only": True}, secrets={"other": "x"}, enabled=False))
+    got = await store.get_install("u1", "shoptet-premium")
+    assert got is not None
+    assert got.eshop_id == "999"
     assert got.settings == {"only": True}
     assert got.secrets == {"other": "x"}
     assert got.enabled is False

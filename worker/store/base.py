@@ -65,7 +65,13 @@ class TrashEntry(BaseModel):
 class InstallStore(Protocol):
     # installs ---------------------------------------------------------------------------------
     async def add_install(self, install: Install) -> None:
-        """Create or replace the install (the only whole-row write: used by install commands)."""
+        """Create the install, or update it from an install command run again.
+
+        Run again for the same e-shop (a new token, a re-install), the given settings and secrets
+        replace theirs, and the rest stay: the watermarks and the webhook signature key were learned
+        from that e-shop, and losing them would re-import history and fail every webhook's
+        signature. For another e-shop under the same user, nothing of the old one is kept.
+        """
 
     async def get_install(self, user: str, application: str) -> Install | None: ...
 

@@ -101,16 +101,28 @@ class SqlInstallStore:
             {**key, "key": k, "encrypted": True, "value": self._box.encrypt(v)} for k, v in install.secrets.items()
         ]
         row = {**key, "enabled": install.enabled, "eshop_id": install.eshop_id, "created_at": _now()}
-        stmt = self._insert(t.installs).values(row)
-        stmt = stmt.on_conflict_do_update(
+        head = self._insert(t.installs).values(row)
+        head = head.on_conflict_do_update(
             index_elements=["user", "application"],
-            set_={"enabled": stmt.excluded.enabled, "eshop_id": stmt.excluded.eshop_id},
+            set_={"enabled": head.excluded.enabled, "eshop_id": head.excluded.eshop_id},
         )
         async with self._tx() as conn:
-            await conn.execute(stmt)
-            await conn.execute(delete(t.install_settings).where(*self._install_where(t.install_settings, **key)))
+            # a no-op write that returns the e-shop before: it takes the write lock first (see above)
+            before = await conn.scalar(
+                update(t.installs)
+                .where(*self._install_where(t.installs, **key))
+                .values(eshop_id=t.installs.c.eshop_id)
+                .returning(t.installs.c.eshop_id)
+            )
+            await conn.execute(head)
+            if before is None or before != install.eshop_id:  # new, or another e-shop: nothing carries over
+                await conn.execute(delete(t.install_settings).where(*self._install_where(t.install_settings, **key)))
             if rows:
-                await conn.execute(t.install_settings.insert(), rows)
+                stmt = self._insert(t.install_settings).values(rows)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["user", "application", "encrypted", "key"], set_={"value": stmt.excluded.value}
+                )
+                await conn.execute(stmt)
 
     async def get_install(self, user: str, application: str) -> Install | None:
         found = await self._load(and_(t.installs.c.user == user, t.installs.c.application == application))
