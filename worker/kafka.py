@@ -85,13 +85,33 @@ class PartitionLists:
         self._known: dict[str, tuple[list[int], float]] = {}
 
     async def of(self, topic: str) -> list[int]:
+        """The topic's partitions; never an error, because a record must not fail for late metadata.
+
+        While the broker cannot say (restarting, a metadata timeout, a topic not back yet), the last
+        list known serves for another ``ttl``; before there is one, the lookup is tried again with
+        backoff. Raising instead sent a node's message to trash as if the node were broken, and left
+        the ledger batch, whose records' offsets wait on it, unsettled.
+        """
         known = self._known.get(topic)
         now = time.monotonic()
         if known is not None and now - known[1] < self.ttl:
             return known[0]
-        partitions = sorted(await self.producer.partitions_for(topic))
-        self._known[topic] = (partitions, now)
-        return partitions
+        delays = backoff_delays(0.5, 10.0)
+        while True:
+            try:
+                partitions = sorted(await self.producer.partitions_for(topic))
+            except KafkaError as exc:
+                reason = str(exc) or type(exc).__name__
+                if known is not None:
+                    log.warning("topic partitions unknown; using the last list", topic=topic, error=reason)
+                    self._known[topic] = (known[0], now)
+                    return known[0]
+                delay = next(delays)
+                log.warning("topic partitions unknown; asking again", topic=topic, error=reason, delay=delay)
+                await asyncio.sleep(delay)
+                continue
+            self._known[topic] = (partitions, now)
+            return partitions
 
 
 def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProducer:

@@ -23,13 +23,11 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from worker.envelope import encode_json
 from worker.kafka import PartitionLists, Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import HandledTally, handled_record
 from worker.router import Outgoing
-from worker.tasks import backoff_delays
 
 log = structlog.get_logger("ledger")
 
@@ -92,7 +90,7 @@ class LedgerWriter:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: _Batch) -> None:
-        partitions = await self._ledger_partitions()
+        partitions = await self._partitions.of(self.topic)
         by_partition: dict[int, list[HandledTally]] = {}
         for tally in batch.tallies.values():
             partition = partition_for_key(tally.root.encode(), partitions, partitions)
@@ -105,20 +103,6 @@ class LedgerWriter:
         await resend_until_acknowledged(failed, self._send_one, what="ledger records")
         if not batch.acknowledged.done():
             batch.acknowledged.set_result(None)
-
-    async def _ledger_partitions(self) -> list[int]:
-        """The ledger's partitions, asked for again (backing off) while the broker cannot say, e.g.
-        right after it came back empty: the batch's future must resolve, or its records' offsets
-        stay in flight until a restart."""
-        delays = backoff_delays(0.5, 10.0)
-        while True:
-            try:
-                return await self._partitions.of(self.topic)
-            except KafkaError as exc:
-                delay = next(delays)
-                reason = str(exc) or type(exc).__name__
-                log.warning("ledger partitions unknown; asking again", error=reason, delay=delay)
-                await asyncio.sleep(delay)
 
     async def _send_one(self, item: tuple[int, bytes]) -> asyncio.Future[Any]:
         partition, value = item

@@ -7,10 +7,10 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from tests.runtime.helpers import SinkReader
-from worker.kafka import ensure_topics, partition_for_key
+from worker.kafka import PartitionLists, ensure_topics, partition_for_key
 from worker.record_batches import RecordBatcher
 from worker.settings import Settings
 
@@ -114,3 +114,39 @@ async def test_every_record_reaches_the_broker_in_order_per_key(worker_settings:
     for key in keys:
         numbers = by_key[key.decode()]
         assert numbers == sorted(numbers) and len(numbers) == 200
+
+
+class FlakyMetadata:
+    """``partitions_for`` answers from ``answers`` in turn: a partition set, or an error to raise."""
+
+    def __init__(self, *answers: set[int] | Exception) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def test_a_lookup_the_broker_cannot_answer_is_asked_again_until_it_can(monkeypatch: Any) -> None:
+    """A record's partition must not fail for late metadata: that sent its message to trash as if the
+    node were broken."""
+    monkeypatch.setattr("worker.kafka.backoff_delays", lambda first, cap: iter([0.001] * 10))
+    metadata = FlakyMetadata(KafkaTimeoutError(), UnknownTopicOrPartitionError(), {0, 1})
+    assert await PartitionLists(metadata, ttl=60).of("t") == [0, 1]  # type: ignore[arg-type]
+    assert metadata.asked == 3
+
+
+async def test_once_known_the_last_list_serves_while_the_broker_cannot_answer() -> None:
+    metadata = FlakyMetadata({0, 1, 2}, KafkaTimeoutError(), {0, 1, 2, 3})
+    partitions = PartitionLists(metadata, ttl=0.05)  # type: ignore[arg-type]
+    assert await partitions.of("t") == [0, 1, 2]
+    await asyncio.sleep(0.06)
+    assert await partitions.of("t") == [0, 1, 2]  # the broker failed: the last list, no error
+    assert await partitions.of("t") == [0, 1, 2]  # and it is not asked again at once (each try blocks)
+    assert metadata.asked == 2
+    await asyncio.sleep(0.06)
+    assert await partitions.of("t") == [0, 1, 2, 3]
