@@ -98,7 +98,7 @@ async def test_eshop_reference_data_publishes_four_documents(stack: Stack) -> No
 
 async def produce(stack: Stack, topic: str, body: Any) -> None:
     future = await stack.worker.rt.producer.send(
-        topic,
+        stack.inbound(topic),
         json.dumps(body).encode(),
         key=stack.install.user.encode(),
         headers=[("user", stack.install.user.encode())],
