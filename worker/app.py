@@ -69,6 +69,9 @@ class Worker:
         #: One read-ahead byte budget for all of this process's consumers.
         self.read_ahead = ReadAheadBudget(settings.consumer_read_ahead_bytes)
         self._owned_store = store is None
+        self._stopping = False
+        #: Starting the inbound consumer a deploy asked for (see ``_follow_inbound``).
+        self._inbound_start: asyncio.Task[None] | None = None
 
     @property
     def rt(self) -> Runtime:
@@ -120,7 +123,7 @@ class Worker:
             topics.process_events,
         )
         await asyncio.gather(self.tracker.start(), *(c.start() for c in self.consumers))
-        catalog.listeners.append(self._resubscribe_inbound)
+        catalog.listeners.append(self._follow_inbound)
         await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.consumers))
         tune_garbage_collector()
         self.ready.set()
@@ -185,18 +188,21 @@ class Worker:
                 abandon_on_revoke=True,
             )
         )
-        bridge = InboundBridge(rt)
-        inbound_topics = bridge.topics()
+        inbound_topics = InboundBridge(rt).topics()
         if inbound_topics:
-            self.inbound = ManagedConsumer(
-                "inbound",
-                make_consumer(self.settings, bootstrap, group_id=rt.topics.group("inbound")),
-                inbound_topics,
-                bridge.handle,
-                concurrency=50,
-                budget=budget,
-            )
+            self.inbound = self._inbound_consumer(inbound_topics)
             self.consumers.append(self.inbound)
+
+    def _inbound_consumer(self, topics: list[str]) -> ManagedConsumer:
+        rt = self.rt
+        return ManagedConsumer(
+            "inbound",
+            make_consumer(self.settings, rt.bootstrap_servers, group_id=rt.topics.group("inbound")),
+            topics,
+            InboundBridge(rt).handle,
+            concurrency=50,
+            budget=self.read_ahead,
+        )
 
     def _lag(self) -> list[tuple[str, int]]:
         return [(c.name, sum(c.lag().values())) for c in self.consumers]
@@ -211,14 +217,37 @@ class Worker:
         ]
         return max(asked, default=default)
 
-    def _resubscribe_inbound(self) -> None:
-        if self.inbound is None:
-            return
+    def _follow_inbound(self) -> None:
+        """Catalog listener: consume the inbound topics of the active topologies.
+
+        The first deploy with a ``topic:`` start starts the inbound consumer, so that a worker that
+        started without one needs no restart. A deploy that drops every inbound start leaves the
+        consumer on its topics: records that come meanwhile go to trash for a later replay.
+        """
         topics = InboundBridge(self.rt).topics()
-        if topics and topics != self.inbound.topics:
+        if not topics or self._stopping:
+            return
+        if self.inbound is None:
+            self.inbound = self._inbound_consumer(topics)
+            self.consumers.append(self.inbound)
+            self._inbound_start = asyncio.get_running_loop().create_task(self._start_inbound(self.inbound))
+        elif topics != self.inbound.topics:
             self.inbound.resubscribe(topics)
 
+    async def _start_inbound(self, consumer: ManagedConsumer) -> None:
+        try:
+            await consumer.start()
+        except Exception:  # the worker runs on; its inbound topics wait for a restart
+            log.exception("inbound consumer did not start", topics=consumer.topics)
+            self.consumers.remove(consumer)
+            self.inbound = None
+        else:
+            log.info("inbound consumer started", topics=consumer.topics)
+
     async def stop(self) -> None:
+        self._stopping = True
+        if self._inbound_start is not None:  # one a deploy started: let it finish before it stops
+            await asyncio.gather(self._inbound_start, return_exceptions=True)
         timeout = self.settings.graceful_timeout_seconds
         await asyncio.gather(
             *(c.stop(0 if c.name == "retry" else timeout) for c in self.consumers), return_exceptions=True

@@ -1,14 +1,24 @@
-"""Inbound topics: a record that no active topology starts on is kept in trash, not dropped."""
+"""Inbound topics: a record that no active topology starts on is kept in trash, not dropped, and a
+deploy that brings the first inbound start is consumed by a running worker."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka.structs import ConsumerRecord
 
+from tests.runtime.helpers import SinkReader
+from worker.app import Worker
+from worker.catalog import publish_deployment
+from worker.envelope import H
 from worker.inbound import InboundBridge
+from worker.kafka import ensure_topics
+from worker.settings import Settings
 from worker.store.base import TrashEntry
+from worker.topology import parse_topology
 from worker.trash import replay_message
 
 
@@ -36,3 +46,44 @@ async def test_a_record_for_a_disabled_topology_goes_to_trash_for_replay() -> No
     assert "no active topology" in entry.error_message
     replayed = replay_message(entry)  # replayable as stored, without an edited body
     assert replayed.body == {"code": "1"} and replayed.user == "shop-1"
+
+
+@pytest.mark.e2e
+async def test_a_deploy_with_the_first_inbound_start_is_consumed_without_a_restart(worker_settings: Settings) -> None:
+    """A worker that started with no ``topic:`` start used to need a restart before it read one."""
+    prefix = worker_settings.kafka_topic_prefix
+    inbound, sink = f"{prefix}.erp-requests", f"{prefix}.out"
+    worker = Worker(worker_settings, node_names=["test-passthrough"])
+    manual = parse_topology(
+        PASS_THROUGH.format(name="manual-only", start="manual: true", sink=sink), registry=worker.registry
+    )
+    await worker.start(deploy=[manual])
+    try:
+        assert worker.inbound is None
+        fed = parse_topology(
+            PASS_THROUGH.format(name="fed", start=f"topic: {inbound}", sink=sink), registry=worker.registry
+        )
+        await ensure_topics(worker_settings, worker.rt.bootstrap_servers, fed.own_topics())
+        await publish_deployment(worker.rt.producer, worker.rt.topics.control, fed)
+        record = await worker.rt.producer.send(inbound, json.dumps({"n": 7}).encode(), key=b"shop-1")
+        await record
+
+        messages = await SinkReader(worker_settings.kafka_bootstrap_servers, sink).collect_until(
+            lambda ms: any(m.body.get("n") == 7 for m in ms), timeout=60
+        )
+    finally:
+        await worker.stop()
+    [message] = messages
+    assert message.user == "shop-1" and message.headers[H.TOPOLOGY_NAME] == "fed"
+    assert worker.inbound is not None and worker.inbound.topics == [inbound]
+
+
+PASS_THROUGH = """\
+name: {name}
+imports: [tests.runtime.sample_nodes]
+start:
+  - {start}
+nodes:
+  mid: {{node: test-passthrough, next: [out]}}
+  out: {{sink: {sink}}}
+"""
