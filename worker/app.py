@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 import structlog
+from aiokafka.errors import KafkaError
 
 from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
 from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
 from worker.consumer import ManagedConsumer, ReadAheadBudget
 from worker.inbound import InboundBridge
-from worker.kafka import ensure_topics, make_consumer, make_producer
+from worker.kafka import cleanup_policy, ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
 from worker.metrics import Metrics
 from worker.processes import ProcessTracker
@@ -295,6 +296,19 @@ async def _ensure_control_topic(settings: Settings, bootstrap: str, topic: str) 
     kept for good, where plain retention would drop deploys older than a week."""
     one_partition = settings.model_copy(update={"kafka_partitions": 1})
     await ensure_topics(one_partition, bootstrap, [topic], configs=CONTROL_TOPIC_CONFIGS)
+    try:
+        policy = await cleanup_policy(settings, bootstrap, topic)
+    except KafkaError as exc:  # e.g. no DescribeConfigs permission: the deploys still work
+        log.warning("could not check the control topic's cleanup policy", topic=topic, error=str(exc))
+        return
+    if "compact" not in policy:
+        # not altered here: AlterConfigs replaces every setting of the topic, not just this one
+        log.error(
+            "the control topic is not compacted: deploys older than its retention will be lost; "
+            "set cleanup.policy=compact on it",
+            topic=topic,
+            cleanup_policy=policy,
+        )
 
 
 async def open_configured_store(settings: Settings) -> InstallStore:

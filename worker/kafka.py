@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
@@ -237,3 +238,21 @@ async def ensure_topics(
         log.info("topics created", topics=missing)
     finally:
         await admin.close()
+
+
+async def cleanup_policy(settings: Settings, bootstrap_servers: str, topic: str) -> str:
+    """The topic's ``cleanup.policy`` as the cluster reports it (``delete`` when it names none)."""
+    admin = AIOKafkaAdminClient(**client_options(settings, bootstrap_servers))
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    for resource in response.resources:
+        error_code, error_message, _type, _name, entries = resource[:5]
+        if error_code:
+            raise KafkaError(f"describing {topic}: {error_message}")
+        for entry in entries:
+            if entry[0] == "cleanup.policy":
+                return str(entry[1])
+    return "delete"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import ssl
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -101,36 +100,3 @@ async def test_sasl_plaintext_defaults_to_plain() -> None:
 def test_an_unknown_mechanism_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="kafka_sasl_mechanism"):
         _settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="GSSAPI")
-
-
-async def test_the_control_topic_is_created_compacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deploys live on the control topic for good: with plain retention they would be gone after a
-    week, and a worker started then would not know its topologies."""
-    from worker import app, kafka
-
-    created: list[Any] = []
-
-    class Admin:
-        def __init__(self, **options: Any) -> None:
-            pass
-
-        async def start(self) -> None:
-            return None
-
-        async def list_topics(self) -> list[str]:
-            return []
-
-        async def create_topics(self, topics: list[Any]) -> None:
-            created.extend(topics)
-
-        async def close(self) -> None:
-            return None
-
-    monkeypatch.setattr(kafka, "AIOKafkaAdminClient", Admin)
-    await app._ensure_control_topic(_settings(), "k:9092", "shoptet.control")
-    [topic] = created
-    assert (topic.name, topic.num_partitions, topic.topic_configs) == (
-        "shoptet.control",
-        1,
-        {"cleanup.policy": "compact"},
-    )
