@@ -41,7 +41,8 @@ class TopologyCatalog:
     current: dict[str, Deployment] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)
     listeners: list[Callable[[], None]] = field(default_factory=list)
-    _events: frozenset[str] | None = None
+    #: Per application (None: any), the events its active topologies start on.
+    _events: dict[str | None, frozenset[str]] = field(default_factory=dict)
 
     # queries -----------------------------------------------------------------------------------
     def get(self, name: str, version: str) -> TopologyVersion | None:
@@ -61,15 +62,22 @@ class TopologyCatalog:
     def active_all(self) -> list[TopologyVersion]:
         return [tv for name in sorted(self.current) if (tv := self.active(name)) is not None]
 
-    def webhook_events(self) -> frozenset[str]:
-        """Events the active topologies start on; computed once per catalog change, read per message."""
-        if self._events is None:
-            self._events = frozenset(e for tv in self.active_all() for e in tv.topology.webhook_events())
-        return self._events
+    def webhook_events(self, application: str | None = None) -> frozenset[str]:
+        """Events the active topologies start on (of ``application``, or of none, as the ingress
+        routes them); computed once per catalog change, read per message."""
+        events = self._events.get(application)
+        if events is None:
+            events = self._events[application] = frozenset(
+                event
+                for tv in self.active_all()
+                if application is None or tv.topology.application in (None, application)
+                for event in tv.topology.webhook_events()
+            )
+        return events
 
     # applying control records ------------------------------------------------------------------
     def apply(self, key: str, value: bytes | None) -> None:
-        self._events = None
+        self._events = {}
         kind, _, rest = key.partition(":")
         if value is None:
             return

@@ -200,6 +200,8 @@ class NodeProcessor:
         if not install.enabled and not self.node.accepts_disabled_install:
             raise InstallDisabled(f"install {message.user!r}/{application!r} is disabled")
         ctx.install = install
+        # an install's topologies are those of its application: webhooks-subscribe registers theirs
+        ctx.webhook_events = self.rt.catalog.webhook_events(install.application)
         ctx.application = self.rt.applications.get(install.application)
         ctx.shoptet = self._client_for(install)
         return ctx

@@ -13,6 +13,7 @@ from worker.catalog import TopologyCatalog
 from worker.envelope import Message
 from worker.processes import start_record
 from worker.router import start_headers
+from worker.store import Install
 from worker.topics import TopicNames
 from worker.topology import StartSpec, TopologyVersion
 
@@ -40,6 +41,8 @@ def find_start(tv: TopologyVersion, kind: str, value: str | None = None) -> Star
         if kind == "webhook" and start.webhook and value in start.webhook:
             return start
         if kind == "topic" and start.topic and start.topic == value:
+            return start
+        if kind == "installed" and start.installed:
             return start
     return None
 
@@ -74,3 +77,21 @@ async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any) -> 
     if start is None:
         raise TopologyNotRunnable(f"topology {name!r} has no manual start")
     return await start_process(rt, tv, start, user=user, body=body)
+
+
+async def start_installed(rt: Starter, install: Install) -> list[Message]:
+    """Start every active topology of the install's application that starts when one is added.
+
+    Called once the install is stored (the addon's install callback, ``install add``). The body
+    names the e-shop; the shipped ``webhooks-subscribe`` ignores it.
+    """
+    started = []
+    for tv in rt.catalog.active_all():
+        start = find_start(tv, "installed")
+        if start is None or tv.topology.application != install.application:
+            continue
+        body = {"eshopId": install.eshop_id}
+        started.append(
+            await start_process(rt, tv, start, user=install.user, body=body, application=install.application)
+        )
+    return started

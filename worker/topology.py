@@ -58,13 +58,15 @@ class NodeSpec(BaseModel):
 
 
 class StartSpec(BaseModel):
-    """One trigger: cron, Shoptet webhook events, manual run, or an inbound Kafka topic."""
+    """One trigger: cron, Shoptet webhook events, manual run, an inbound Kafka topic, or an install
+    of the topology's application being added (``installed``: e.g. subscribing its webhooks)."""
 
     model_config = ConfigDict(extra="forbid")
     cron: str | None = None
     webhook: list[str] | None = None
     manual: bool = False
     topic: str | None = None
+    installed: bool = False
     to: str | None = None
 
     @field_validator("webhook", mode="before")
@@ -81,9 +83,11 @@ class StartSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_trigger(self) -> StartSpec:
-        given = [k for k in ("cron", "webhook", "topic") if getattr(self, k)] + (["manual"] * self.manual)
+        given = [k for k in ("cron", "webhook", "topic", "manual", "installed") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("a start needs exactly one of `cron`, `webhook`, `manual: true`, `topic`")
+            raise ValueError(
+                "a start needs exactly one of `cron`, `webhook`, `manual: true`, `topic`, `installed: true`"
+            )
         return self
 
 
@@ -215,6 +219,9 @@ def _check_references(
             raise TopologyError(origin, index.get(("start", i, "to")), f"start targets missing node {start.to!r}")
         if topology.nodes[topology.start_node(start)].sink is not None:
             raise TopologyError(origin, index.get(("start", i)), "a start cannot target a sink")
+        if start.installed and topology.application is None:
+            line = index.get(("start", i, "installed"))
+            raise TopologyError(origin, line, "an `installed` start needs the topology's `application`")
 
 
 def load_topology_file(path: Path, registry: NodeRegistry | None = None) -> TopologyVersion:

@@ -77,6 +77,14 @@ def test_start_needs_exactly_one_trigger(registry: NodeRegistry) -> None:
     assert error.line == 4
 
 
+def test_an_installed_start_needs_the_topologys_application(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("manual: true", "installed: true"), registry)
+    assert (error.line, error.reason) == (4, "an `installed` start needs the topology's `application`")
+    tv = parse_topology(GOOD.replace("start:", "application: shoptet\nstart:").replace("manual", "installed"))
+    assert tv.topology.start[0].installed
+    assert refused(GOOD.replace("manual: true", "installed: true\n    manual: true"), registry).line == 4
+
+
 def test_unknown_key_and_sink_with_next(registry: NodeRegistry) -> None:
     assert refused(GOOD.replace("concurrency: 4", "concurency: 4"), registry).line == 7
     error = refused(GOOD.replace("out: {sink: sample.out}", "out: {sink: sample.out, next: [emit]}"), registry)

@@ -18,6 +18,7 @@ import typer
 
 from applications.installs import application_name, install_addon_with_token, install_premium
 from applications.premium import InvalidPremiumToken
+from worker.envelope import H
 from worker.settings import Settings, get_settings
 from worker.store import Install, InstallStore, open_store
 
@@ -43,6 +44,39 @@ def _run(work: Callable[[InstallStore, httpx.AsyncClient, Settings], Awaitable[T
     return asyncio.run(main())
 
 
+def _start_installed(install: Install, settings: Settings) -> None:
+    """Run the deployed topologies' ``installed`` starts for the install (e.g. webhooks-subscribe).
+
+    The install is stored either way: without a reachable Kafka this says what to run later.
+    """
+    from aiokafka.errors import KafkaError
+
+    from worker.control import NoKafka, control_client
+    from worker.starter import start_installed
+
+    async def main() -> list[str]:
+        async with control_client(settings) as control:
+            started = await start_installed(control, install)
+        return [m.headers.get(H.TOPOLOGY_NAME, "") for m in started]
+
+    try:
+        names = asyncio.run(main())
+    except (NoKafka, KafkaError, OSError) as exc:
+        typer.echo(
+            f"its `installed` starts did not run ({exc or type(exc).__name__}); once a worker runs: "
+            f"shoptet-worker run webhooks-subscribe --user {install.user}",
+            err=True,
+        )
+        return
+    for name in names:
+        typer.echo(f"started {name} for {install.user}")
+
+
+StartOption = Annotated[
+    bool, typer.Option("--start/--no-start", help="Run the deployed topologies' `installed` starts for it.")
+]
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(message, err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
@@ -56,6 +90,7 @@ def add_premium(
         typer.Option(envvar="SHOPTET_PRIVATE_API_TOKEN", help="Premium private API token.", show_default=False),
     ],
     api_url: Annotated[str | None, typer.Option(help="Shoptet API URL (default: SHOPTET_API_URL).")] = None,
+    start: StartOption = True,
 ) -> None:
     """Verify a premium token against GET /api/eshop and store it with the e-shop's id."""
 
@@ -67,6 +102,8 @@ def add_premium(
     except InvalidPremiumToken as exc:
         raise _fail(f"token refused by Shoptet: {exc}") from None
     typer.echo(f"installed {install.user} (shoptet-premium, eshopId {install.eshop_id})")
+    if start:
+        _start_installed(install, get_settings())
 
 
 @add_app.command("addon")
@@ -81,6 +118,7 @@ def add_addon(
     oauth_server_url: Annotated[
         str | None, typer.Option(help="OAuth server for this e-shop (default: SHOPTET_OAUTH_SERVER_URL).")
     ] = None,
+    start: StartOption = True,
 ) -> None:
     """Store an addon install whose OAuth token you already have.
 
@@ -99,6 +137,8 @@ def add_addon(
 
     install = _run(work)
     typer.echo(f"installed {install.user} (shoptet, eshopId {install.eshop_id})")
+    if start:
+        _start_installed(install, get_settings())
 
 
 @install_app.command("list")

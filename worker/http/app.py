@@ -22,6 +22,7 @@ def create_http_app(worker: Worker) -> FastAPI:
             app.state.store = worker.runtime.store
             app.state.settings = worker.runtime.settings
             app.state.http = worker.runtime.http
+            app.state.starter = worker.runtime
         yield
 
     app = FastAPI(title="shoptet-worker", version="0.1.0", lifespan=lifespan)

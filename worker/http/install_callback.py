@@ -3,11 +3,18 @@
 The install is stored before the 200 goes out: Shoptet treats a 200 as "the addon is ready", and a
 code can be exchanged only once, so answering first and failing later would lose the install.
 
+Then the topologies with an ``installed`` start run for it (``webhooks-subscribe``: its webhooks),
+so that e-shops installing the addon need nobody to run anything. A failure there does not undo
+the install or its 200: it is logged for an operator, who runs them by hand.
+
 Expects on ``request.app.state``: ``store`` (an InstallStore), ``settings`` (worker Settings) and
-``http`` (a shared ``httpx.AsyncClient``).
+``http`` (a shared ``httpx.AsyncClient``); and ``starter`` (the worker's runtime) where processes
+can be started.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import structlog
@@ -16,8 +23,10 @@ from fastapi.responses import JSONResponse
 
 from applications.installs import AddonConfig, AddonNotConfigured, install_addon_from_code
 from applications.oauth import OAuthError
+from worker.envelope import H
 from worker.settings import Settings
-from worker.store import InstallStore
+from worker.starter import Starter, start_installed
+from worker.store import Install, InstallStore
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +60,24 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
         log.warning("addon install failed", reason=exc.message, oauth_status=exc.status)
         return _error(400 if exc.refused else 502, exc.message)
     log.info("addon installed", user=install.user, eshop_id=install.eshop_id)
+    starter: Starter | None = getattr(request.app.state, "starter", None)
+    if starter is not None:  # bounded: Shoptet must get its 200 while it still waits for it
+        await _start_installed(starter, install, settings.webhook_publish_timeout_seconds)
     return JSONResponse(
         status_code=200,
         content={"status": "installed", "eshopId": install.eshop_id, "user": install.user},
     )
+
+
+async def _start_installed(starter: Starter, install: Install, timeout: float) -> None:
+    try:
+        started = await asyncio.wait_for(start_installed(starter, install), timeout)
+    except Exception as exc:  # the install is stored and stays: an operator starts these by hand
+        log.error(
+            "the install's `installed` starts failed; run them by hand (e.g. webhooks-subscribe)",
+            user=install.user,
+            error=str(exc) or type(exc).__name__,
+        )
+        return
+    for message in started:
+        log.info("started for the new install", user=install.user, topology=message.headers.get(H.TOPOLOGY_NAME))

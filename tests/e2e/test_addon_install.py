@@ -1,0 +1,134 @@
+"""An e-shop installs the addon: the install callback stores it, and the topologies with an
+``installed`` start run for it, so its webhooks get registered with nobody running anything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from simulator.config import SimulatorConfig
+from simulator.server import SimulatorServer
+from tests.support import settings_for_test
+from worker.app import Worker
+from worker.http.app import create_http_app
+from worker.topology import TopologyVersion, load_topology_file, parse_topology
+
+pytestmark = pytest.mark.e2e
+
+TOPOLOGY_DIR = Path(__file__).parents[2] / "topology"
+REDIRECT = "https://worker.test/shoptet/install"
+PUBLIC = "https://worker.test"
+
+
+def for_the_addon(path: Path, worker: Worker) -> TopologyVersion:
+    """A shipped topology as an addon developer deploys it: the `shoptet` application, its own name."""
+    data = yaml.safe_load(load_topology_file(path, worker.registry).source)
+    data["name"] += "-addon"
+    data["application"] = "shoptet"
+    return parse_topology(yaml.safe_dump(data, sort_keys=False), f"{path.name} (addon)", worker.registry)
+
+
+async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap: str, tmp_path: Path) -> None:
+    async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
+        settings = settings_for_test(
+            kafka_bootstrap,
+            tmp_path,
+            shoptet_api_url=sim.url,
+            shoptet_oauth_server_url=sim.url,
+            shoptet_oauth_client_id=sim.config.oauth_client_id,
+            shoptet_oauth_client_secret=SecretStr(sim.config.oauth_client_secret),
+            shoptet_oauth_redirect_url=REDIRECT,
+            public_base_url=PUBLIC,
+        )
+        worker = Worker(settings, node_names=["shoptet-subscribe-webhooks"])
+        files = ("webhooks-subscribe.yaml", "order-webhook.yaml")
+        topologies = [for_the_addon(TOPOLOGY_DIR / f, worker) for f in files]
+        premium_only = load_topology_file(TOPOLOGY_DIR / "order-snapshot.yaml", worker.registry)  # job:finished
+        await worker.start(deploy=[*topologies, premium_only])
+        try:
+            app = create_http_app(worker)
+            app.state.store, app.state.settings, app.state.http = worker.rt.store, settings, worker.rt.http
+            app.state.starter = worker.rt  # what the app's lifespan sets once the worker runs
+            async with httpx.AsyncClient(timeout=10) as http:
+                code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+                response = await client.get("/shoptet/install", params={"code": code})
+            assert response.status_code == 200, response.text
+
+            eshop_id = sim.state.eshops[0].eshop_id
+            deadline = time.monotonic() + 60
+            while not sim.state.webhooks.registered(eshop_id):
+                assert time.monotonic() < deadline, "the new install's webhooks were never registered"
+                await asyncio.sleep(0.2)
+        finally:
+            await worker.stop()
+    registered = sim.state.webhooks.registered(eshop_id)
+    # the addon's topologies' events, not those of premium topologies (Shoptet would call for nothing)
+    assert {w.event for w in registered} == topologies[1].topology.webhook_events()
+    assert "job:finished" in premium_only.topology.webhook_events() - topologies[1].topology.webhook_events()
+    assert {w.url for w in registered} == {f"{PUBLIC}/webhooks/shoptet/shoptet"}
+
+
+async def test_install_add_runs_the_installed_starts_and_says_so(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The premium path: `install add` stores the token, then starts the deployed webhooks-subscribe."""
+    from typer.testing import CliRunner
+
+    from tests.runtime.helpers import settings_env
+    from worker.cli.install import install_app
+    from worker.settings import get_settings
+
+    async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
+        settings = settings_for_test(kafka_bootstrap, tmp_path, shoptet_api_url=sim.url, public_base_url=PUBLIC)
+        worker = Worker(settings, node_names=["shoptet-subscribe-webhooks"])
+        files = ("webhooks-subscribe.yaml", "order-webhook.yaml")
+        await worker.start(deploy=[load_topology_file(TOPOLOGY_DIR / f, worker.registry) for f in files])
+        try:
+            for name, value in {**settings_env(settings), "SHOPTET_API_URL": sim.url}.items():
+                monkeypatch.setenv(name, value)
+            get_settings.cache_clear()
+            command = ["add", "premium", "--user", "shop", "--token", sim.premium_token()]
+            added = await asyncio.to_thread(CliRunner().invoke, install_app, command)
+            assert added.exit_code == 0, added.output
+            assert "started webhooks-subscribe for shop" in added.output
+
+            eshop_id = sim.state.eshops[0].eshop_id
+            deadline = time.monotonic() + 60
+            while not sim.state.webhooks.registered(eshop_id):
+                assert time.monotonic() < deadline, "the new install's webhooks were never registered"
+                await asyncio.sleep(0.2)
+        finally:
+            get_settings.cache_clear()
+            await worker.stop()
+
+
+async def test_install_add_without_kafka_stores_the_install_and_says_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli.install import install_app
+    from worker.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)  # no var/worker.json of a local `up`
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    get_settings.cache_clear()
+    try:
+        command = ["add", "addon", "--user", "shop", "--eshop-id", "7", "--oauth-token", "oauth-secret"]
+        added = await asyncio.to_thread(CliRunner().invoke, install_app, command)
+    finally:
+        get_settings.cache_clear()
+    assert added.exit_code == 0, added.output
+    assert "installed shop (shoptet, eshopId 7)" in added.output
+    assert "no Kafka to talk to" in added.output
+    assert "shoptet-worker run webhooks-subscribe --user shop" in added.output
+    assert "oauth-secret" not in added.output
