@@ -34,6 +34,13 @@ def for_the_addon(path: Path, worker: Worker) -> TopologyVersion:
     return parse_topology(yaml.safe_dump(data, sort_keys=False), f"{path.name} (addon)", worker.registry)
 
 
+async def webhooks_registered(sim: SimulatorServer, eshop_id: int) -> None:
+    deadline = time.monotonic() + 60
+    while not sim.state.webhooks.registered(eshop_id):
+        assert time.monotonic() < deadline, "the new install's webhooks were never registered"
+        await asyncio.sleep(0.2)
+
+
 async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap: str, tmp_path: Path) -> None:
     async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
         settings = settings_for_test(
@@ -63,10 +70,7 @@ async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap
             assert response.status_code == 200, response.text
 
             eshop_id = sim.state.eshops[0].eshop_id
-            deadline = time.monotonic() + 60
-            while not sim.state.webhooks.registered(eshop_id):
-                assert time.monotonic() < deadline, "the new install's webhooks were never registered"
-                await asyncio.sleep(0.2)
+            await webhooks_registered(sim, eshop_id)
         finally:
             await worker.stop()
     registered = sim.state.webhooks.registered(eshop_id)
@@ -101,10 +105,7 @@ async def test_install_add_runs_the_installed_starts_and_says_so(
             assert "started webhooks-subscribe for shop" in added.output
 
             eshop_id = sim.state.eshops[0].eshop_id
-            deadline = time.monotonic() + 60
-            while not sim.state.webhooks.registered(eshop_id):
-                assert time.monotonic() < deadline, "the new install's webhooks were never registered"
-                await asyncio.sleep(0.2)
+            await webhooks_registered(sim, eshop_id)
         finally:
             get_settings.cache_clear()
             await worker.stop()
