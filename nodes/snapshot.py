@@ -23,8 +23,11 @@ class SnapshotInput(BaseModel):
 class SnapshotConnector(Connector):
     """T = input ``from``, else the change-feed watermark (minus 60 s); none lists everything.
 
-    After Shoptet accepted the job, the change-feed watermark is set to the time the job was
-    requested, so the next change poll lists only what changed after the snapshot began.
+    Fix: Orchesty set the change-feed watermark here, when Shoptet accepted the job. A job that
+    then failed, or whose ``job:finished`` never came, left the window before it in neither the
+    snapshot nor the change feed: those changes were lost. The watermark now moves only when the
+    job has completed (shoptet-job-finished-webhook, to the job's creation time); until then the
+    next change poll starts where it did, and lists some orders twice rather than none.
     """
 
     path: ClassVar[str]
@@ -34,7 +37,6 @@ class SnapshotConnector(Connector):
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         install = ctx.require_install()
         body = shoptet.parse_body(SnapshotInput, message.body, self.name)
-        requested_at = shoptet.format_time(shoptet.utcnow())
         since = shoptet.normalize_time(body.from_) if body.from_ else None
         since = since or shoptet.watermark_start(install, self.watermark_key)
         params: dict[str, Any] = {}
@@ -45,5 +47,4 @@ class SnapshotConnector(Connector):
         envelope = await ctx.require_shoptet().request("GET", self.path, params=params)
         job = shoptet.data_of(envelope)
         shoptet.data_of(envelope, "jobId")
-        await shoptet.save_watermark(ctx, self.watermark_key, requested_at)
         return Result(body=job)

@@ -9,7 +9,8 @@ from nodes.snapshot import SnapshotConnector
 class ShoptetGetAllOrders(SnapshotConnector):
     """GET /api/orders/snapshot with shipping details, notes and surcharge parameters.
 
-    Sets ``lastRunListOrderChanges`` (see :class:`~nodes.snapshot.SnapshotConnector`).
+    From ``lastRunListOrderChanges``, which the job's completion moves (see
+    :class:`~nodes.snapshot.SnapshotConnector`).
     """
 
     name = "shoptet-get-all-orders"

@@ -7,7 +7,7 @@ from nodes.snapshot import SnapshotConnector
 
 
 class ShoptetGetAllProducts(SnapshotConnector):
-    """GET /api/products/snapshot; sets ``lastRunListProductChanges``."""
+    """GET /api/products/snapshot from ``lastRunListProductChanges``, which the job's completion moves."""
 
     name = "shoptet-get-all-products"
     path = "/api/products/snapshot"

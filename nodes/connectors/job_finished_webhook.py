@@ -39,8 +39,9 @@ class ShoptetJobFinishedWebhook(Connector):
       longer works.
     - The output belongs to the found install: the node sets ``ctx.install`` and the runtime stamps
       ``user``/``application`` of the output from it. The client comes from ``ctx.client_factory``.
-    - A finished orders/products snapshot moves that change feed's watermark to the job's creation
-      time (Orchesty used completion time, which skips changes made while the job ran).
+    - A completed orders/products snapshot moves that change feed's watermark to the job's creation
+      time (Orchesty used completion time, which skips changes made while the job ran). A job that
+      did not complete leaves it: its window is in no snapshot, so the change feed must list it.
     - Option ``endpoints`` (ours): several processes may start on ``job:finished``; each lists the
       job endpoints it wants (``[/api/orders/snapshot]``) and lets other jobs stop here with 1003.
     """
@@ -65,7 +66,7 @@ class ShoptetJobFinishedWebhook(Connector):
         job = shoptet.data_of(envelope, "job")
         key = WATERMARK_OF_ENDPOINT.get(str(job.get("endpoint", "")))
         when = job.get("creationTime") or job.get("completionTime")
-        if key and when:
+        if key and when and job.get("status") == "completed":
             await shoptet.save_watermark(ctx, key, shoptet.normalize_time(str(when)), install)
         wanted = ctx.options.get("endpoints")
         if wanted and job.get("endpoint") not in wanted:

@@ -24,7 +24,6 @@ from worker.errors import RetryableError, StopError
 from worker.node import NodeContext
 from worker.store import Install
 
-NOW_TEXT = "2024-05-20T12:00:00Z"
 RESULT_URL = "https://files.test.shoptet/api-results/3ax1844-lrmsrf0.json.gz"
 
 
@@ -45,7 +44,8 @@ async def test_get_all_orders_from_watermark(harness: Harness, shoptet_api: resp
         "include": "shippingDetails,notes,surchargeParameters",
         "creationTimeFrom": "2024-05-19T09:59:00Z",
     }
-    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+    # not moved on the request: a job that fails or never finishes would skip its window for good
+    assert harness.store.setting_writes == []
 
 
 async def test_get_all_orders_input_from_and_first_run(harness: Harness, shoptet_api: respx.MockRouter) -> None:
@@ -73,7 +73,7 @@ async def test_get_all_products_and_failure_keeps_watermark(harness: Harness, sh
     run = await harness.run(ShoptetGetAllProducts(), {})
     assert run.result.body == {"jobId": "p1"}
     assert dict(route.calls.last.request.url.params) == {}
-    assert harness.store.setting(harness.install, shoptet.LAST_RUN_PRODUCT_CHANGES) == NOW_TEXT
+    assert harness.store.setting_writes == []  # the job's completion moves it
 
 
 # -- job-finished webhook ----------------------------------------------------------------------------
@@ -131,6 +131,20 @@ async def test_job_finished_finds_install_by_eshop_and_application(
     assert ctx.install is not None and ctx.install.user == harness.install.user  # the runtime stamps `user`
     assert ctx.shoptet is not None and ctx.shoptet.install.user == harness.install.user
     assert harness.store.setting(harness.install, key) == "2024-05-20T09:00:00Z"  # job creation, UTC
+
+
+async def test_a_job_that_did_not_complete_leaves_the_watermark(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Its window is in no snapshot, so the change feed must still list it."""
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(
+        return_value=httpx.Response(200, json=envelope({"job": job(status="failed")}))
+    )
+    ctx = no_install_context(harness)
+    headers = {"user": "", "application": harness.install.application}
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=ctx, headers=headers)
+    assert run.result.code == ResultCode.SUCCESS  # shoptet-parse-json-lines stops it with the reason
+    assert harness.store.setting_writes == []
 
 
 async def test_job_finished_application_from_option(harness: Harness, shoptet_api: respx.MockRouter) -> None:
