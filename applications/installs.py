@@ -30,6 +30,13 @@ ALIASES = {
 }
 
 
+#: What the install commands set, so an install added again loses what it no longer gives (an
+#: addon re-installed through the callback must not keep an OAuth server given by hand before).
+#: Everything else (watermarks, the webhook signature key) stays for the same e-shop.
+PREMIUM_SETTINGS = frozenset({"eshopId", ESHOP_URL_SETTING, TOKEN_SECRET})
+ADDON_SETTINGS = frozenset({"eshopId", ESHOP_URL_SETTING, "contactEmail", OAUTH_SERVER_SETTING, OAUTH_TOKEN_SECRET})
+
+
 def application_name(value: str) -> str:
     """``premium``/``addon`` or a full name to the application's name; ValueError otherwise."""
     try:
@@ -62,7 +69,7 @@ async def install_premium(
         settings=settings,
         secrets={TOKEN_SECRET: token},
     )
-    await store.add_install(install)
+    await store.add_install(install, managed=PREMIUM_SETTINGS)
     return install
 
 
@@ -151,6 +158,6 @@ async def install_addon_with_token(
         settings=settings,
         secrets={OAUTH_TOKEN_SECRET: oauth_token},
     )
-    await store.add_install(install)
+    await store.add_install(install, managed=ADDON_SETTINGS)
     await store.delete_token(access_token_key(user, AddonApplication.name))
     return install

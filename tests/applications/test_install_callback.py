@@ -95,3 +95,25 @@ async def test_missing_code_and_missing_configuration(
     assert response.status_code == 503
     assert "SHOPTET_OAUTH_CLIENT_SECRET" in response.json()["message"]
     assert await store.list_installs() == []
+
+
+async def test_a_reinstall_through_the_callback_drops_a_hand_given_oauth_server_and_keeps_watermarks(
+    worker: httpx.AsyncClient, shoptet: respx.Router, store: SqlInstallStore
+) -> None:
+    from applications.installs import install_addon_with_token
+
+    await install_addon_with_token(store, user="42", eshop_id="42", oauth_token="old", oauth_server_url="https://old/")
+    await store.set_setting("42", "shoptet", "lastRunListOrderChanges", "2024-05-19T00:00:00Z")
+    shoptet.post(TOKEN_URL).respond(200, json={"access_token": "new", "eshopId": 42, "eshopUrl": "https://shop.test/"})
+
+    response = await worker.get("/shoptet/install", params={"code": "c"})
+
+    assert response.status_code == 200, response.text
+    stored = await store.get_install("42", "shoptet")
+    assert stored is not None
+    assert stored.settings == {
+        "eshopId": 42,
+        "eshopUrl": "https://shop.test/",
+        "lastRunListOrderChanges": "2024-05-19T00:00:00Z",
+    }
+    assert stored.secrets == {"oauthToken": "new"}

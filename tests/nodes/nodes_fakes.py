@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,13 +31,14 @@ class MemoryStore:
         self.webhooks: dict[tuple[str, str], list[WebhookRegistration]] = {}
         self.setting_writes: list[tuple[str, str, str, Any]] = []
 
-    async def add_install(self, install: Install) -> None:
+    async def add_install(self, install: Install, *, managed: Collection[str] = ()) -> None:
         before = self.installs.get((install.user, install.application))
-        if before is not None and before.eshop_id == install.eshop_id:  # as the SQL store: keeps the rest
+        if before is not None and before.eshop_id is not None and before.eshop_id == install.eshop_id:
+            # as the SQL store: for the same e-shop, what the command does not manage stays
             install = install.model_copy(
                 update={
-                    "settings": {**before.settings, **install.settings},
-                    "secrets": {**before.secrets, **install.secrets},
+                    "settings": {**_without(before.settings, managed), **install.settings},
+                    "secrets": {**_without(before.secrets, managed), **install.secrets},
                 }
             )
         self.installs[(install.user, install.application)] = install
@@ -168,3 +170,7 @@ def envelope(data: Any, errors: list[dict[str, Any]] | None = None) -> dict[str,
 
 def error_body(code: str, message: str, instance: str = "") -> dict[str, Any]:
     return {"data": None, "errors": [{"errorCode": code, "message": message, "instance": instance}]}
+
+
+def _without(values: dict[str, Any], keys: Collection[str]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in keys}

@@ -61,6 +61,17 @@ async def test_adding_an_install_again_for_its_eshop_keeps_what_it_learned(store
     assert got.enabled is True
 
 
+async def test_adding_an_install_again_drops_the_managed_keys_it_no_longer_gives(store: SqlInstallStore) -> None:
+    """An addon added by hand with its own OAuth server, then re-installed through the callback (which
+    gives none), must use the configured server again, not the one given before."""
+    await store.add_install(_install(settings={"eshopId": 111, "oauthServerUrl": "https://old/", "watermark": "w"}))
+    await store.add_install(_install(settings={"eshopId": 111}), managed={"eshopId", "oauthServerUrl", "token"})
+    got = await store.get_install("u1", "shoptet-premium")
+    assert got is not None
+    assert got.settings == {"eshopId": 111, "watermark": "w"}
+    assert got.secrets == {"token": SECRET}
+
+
 async def test_adding_an_install_again_for_another_eshop_replaces_the_whole_install(store: SqlInstallStore) -> None:
     await store.add_install(_install())
     await store.add_install(_install(eshop_id="999", settings={"only": True}, secrets={"other": "x"}, enabled=False))

@@ -7,6 +7,7 @@ setting or one row so that two workers never lose each other's writes: there is 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -64,13 +65,14 @@ class TrashEntry(BaseModel):
 
 class InstallStore(Protocol):
     # installs ---------------------------------------------------------------------------------
-    async def add_install(self, install: Install) -> None:
+    async def add_install(self, install: Install, *, managed: Collection[str] = ()) -> None:
         """Create the install, or update it from an install command run again.
 
         Run again for the same e-shop (a new token, a re-install), the given settings and secrets
-        replace theirs, and the rest stay: the watermarks and the webhook signature key were learned
-        from that e-shop, and losing them would re-import history and fail every webhook's
-        signature. For another e-shop under the same user, nothing of the old one is kept.
+        replace theirs, the ``managed`` keys (the command's own configuration) it does not give are
+        removed, and the rest stay: the watermarks and the webhook signature key were learned from
+        that e-shop, and losing them would re-import history and fail every webhook's signature.
+        For another e-shop under the same user (or an install without one), nothing is kept.
         """
 
     async def get_install(self, user: str, application: str) -> Install | None: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,7 +95,7 @@ class SqlInstallStore:
             yield conn
 
     # installs ---------------------------------------------------------------------------------
-    async def add_install(self, install: Install) -> None:
+    async def add_install(self, install: Install, *, managed: Collection[str] = ()) -> None:
         key = {"user": install.user, "application": install.application}
         rows = [{**key, "key": k, "encrypted": False, "value": json.dumps(v)} for k, v in install.settings.items()] + [
             {**key, "key": k, "encrypted": True, "value": self._box.encrypt(v)} for k, v in install.secrets.items()
@@ -115,8 +115,11 @@ class SqlInstallStore:
                 .returning(t.installs.c.eshop_id)
             )
             await conn.execute(head)
+            settings = self._install_where(t.install_settings, **key)
             if before is None or before != install.eshop_id:  # new, or another e-shop: nothing carries over
-                await conn.execute(delete(t.install_settings).where(*self._install_where(t.install_settings, **key)))
+                await conn.execute(delete(t.install_settings).where(*settings))
+            elif managed:  # the install command's own keys: what it did not give this time goes
+                await conn.execute(delete(t.install_settings).where(*settings, t.install_settings.c.key.in_(managed)))
             if rows:
                 stmt = self._insert(t.install_settings).values(rows)
                 stmt = stmt.on_conflict_do_update(
