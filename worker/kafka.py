@@ -80,18 +80,24 @@ class PartitionLists:
     need the list on every record, and asking the producer each time showed in profiles.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, ttl: float = PARTITIONS_TTL_SECONDS) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, ttl: float = PARTITIONS_TTL_SECONDS, *, give_up_after: float | None = None
+    ) -> None:
         self.producer = producer
         self.ttl = ttl
+        #: Seconds a topic never known may stay unanswered before the lookup raises (None: never).
+        self.give_up_after = give_up_after
         self._known: dict[str, tuple[list[int], float]] = {}
 
     async def of(self, topic: str) -> list[int]:
-        """The topic's partitions; never an error, because a record must not fail for late metadata.
+        """The topic's partitions, without failing a record for late metadata.
 
         While the broker cannot say (restarting, a metadata timeout, a topic not back yet), the last
         list known serves for another ``ttl``; before there is one, the lookup is tried again with
-        backoff. Raising instead sent a node's message to trash as if the node were broken, and left
-        the ledger batch, whose records' offsets wait on it, unsettled.
+        backoff, for ``give_up_after`` seconds. Raising at once sent a node's message to trash during
+        a broker restart, and left the ledger batch, whose records' offsets wait on it, unsettled
+        (the ledger never gives up). Giving up at all is for a topic that stays missing (deleted,
+        not created, refused by an ACL): its message goes to trash with the reason.
         """
         known = self._known.get(topic)
         now = time.monotonic()
@@ -107,6 +113,8 @@ class PartitionLists:
                     log.warning("topic partitions unknown; using the last list", topic=topic, error=reason)
                     self._known[topic] = (known[0], now)
                     return known[0]
+                if self.give_up_after is not None and time.monotonic() - now > self.give_up_after:
+                    raise
                 delay = next(delays)
                 log.warning("topic partitions unknown; asking again", topic=topic, error=reason, delay=delay)
                 await asyncio.sleep(delay)

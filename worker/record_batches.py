@@ -30,6 +30,9 @@ LINGER_SECONDS = 0.002
 
 Headers = list[tuple[str, bytes]]
 
+#: How long an output waits for a topic the producer has never known (see ``PartitionLists.of``).
+OUTPUT_TOPIC_WAIT_SECONDS = 60.0
+
 
 @dataclass(slots=True)
 class _Batch:
@@ -45,7 +48,7 @@ class RecordBatcher:
         self._batches: dict[tuple[str, int], deque[_Batch]] = {}
         #: One task per partition with batches to hand over; it ends when none is left.
         self._senders: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._partitions = PartitionLists(producer)
+        self._partitions = PartitionLists(producer, give_up_after=OUTPUT_TOPIC_WAIT_SECONDS)
 
     async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future[None]:
         """Append one record; the future resolves when the broker has acknowledged its batch."""

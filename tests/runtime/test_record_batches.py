@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
@@ -150,3 +151,14 @@ async def test_once_known_the_last_list_serves_while_the_broker_cannot_answer() 
     assert metadata.asked == 2
     await asyncio.sleep(0.06)
     assert await partitions.of("t") == [0, 1, 2, 3]
+
+
+async def test_a_topic_that_stays_unknown_fails_the_record_after_the_wait(monkeypatch: Any) -> None:
+    """A deleted sink, or one an ACL refuses: the message goes to trash with the reason rather than
+    waiting for good (with its key's later messages behind it)."""
+    monkeypatch.setattr("worker.kafka.backoff_delays", lambda first, cap: iter([0.01] * 1000))
+    metadata = FlakyMetadata(*[UnknownTopicOrPartitionError()] * 1000)
+    partitions = PartitionLists(metadata, give_up_after=0.05)  # type: ignore[arg-type]
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await partitions.of("gone")
+    assert 2 <= metadata.asked < 1000
