@@ -64,6 +64,7 @@ class Worker:
         self.runtime: Runtime | None = None
         self.consumers: list[ManagedConsumer] = []
         self.inbound: ManagedConsumer | None = None
+        self.readiness_consumers: list[ManagedConsumer] = []
         self.follower: CatalogFollower | None = None
         self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
@@ -125,6 +126,10 @@ class Worker:
         )
         await asyncio.gather(self.tracker.start(), *(c.start() for c in self.consumers))
         catalog.listeners.append(self._follow_inbound)
+        self._follow_inbound()  # a deploy the follower applied while the consumers were starting
+        #: What readiness waits for: an inbound consumer a later deploy starts joins its group on its
+        #: own, without taking the worker's HTTP endpoints out of service meanwhile.
+        self.readiness_consumers = list(self.consumers)
         await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.consumers))
         tune_garbage_collector()
         self.ready.set()
@@ -301,7 +306,7 @@ async def _ensure_control_topic(settings: Settings, bootstrap: str, topic: str) 
     except KafkaError as exc:  # e.g. no DescribeConfigs permission: the deploys still work
         log.warning("could not check the control topic's cleanup policy", topic=topic, error=str(exc))
         return
-    if "compact" not in policy:
+    if {p.strip() for p in policy.split(",")} != {"compact"}:  # "compact,delete" still drops old deploys
         # not altered here: AlterConfigs replaces every setting of the topic, not just this one
         log.error(
             "the control topic is not compacted: deploys older than its retention will be lost; "

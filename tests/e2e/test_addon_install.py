@@ -60,12 +60,13 @@ async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap
         await worker.start(deploy=[*topologies, premium_only])
         try:
             app = create_http_app(worker)
-            app.state.store, app.state.settings, app.state.http = worker.rt.store, settings, worker.rt.http
-            app.state.starter = worker.rt  # what the app's lifespan sets once the worker runs
             async with httpx.AsyncClient(timeout=10) as http:
                 code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+            async with (
+                app.router.lifespan_context(app),  # as uvicorn runs it: hands the worker's runtime to the routes
+                httpx.AsyncClient(transport=transport, base_url="http://worker") as client,
+            ):
                 response = await client.get("/shoptet/install", params={"code": code})
             assert response.status_code == 200, response.text
 

@@ -42,7 +42,7 @@ def create_http_app(worker: Worker) -> FastAPI:
     @app.get("/readyz")
     async def readyz(response: Response) -> dict[str, Any]:
         consumers = {c.name: c.assigned.is_set() for c in worker.consumers}
-        ready = worker.ready.is_set() and all(consumers.values())
+        ready = worker.ready.is_set() and all(c.assigned.is_set() for c in worker.readiness_consumers)
         response.status_code = 200 if ready else 503
         return {"ready": ready, "consumers": consumers}
 

@@ -61,7 +61,9 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
         return _error(400 if exc.refused else 502, exc.message)
     log.info("addon installed", user=install.user, eshop_id=install.eshop_id)
     starter: Starter | None = getattr(request.app.state, "starter", None)
-    if starter is not None:  # bounded: Shoptet must get its 200 while it still waits for it
+    if starter is None:
+        log.warning("no worker runtime here: the install's `installed` starts did not run", user=install.user)
+    else:  # bounded: Shoptet must get its 200 while it still waits for it
         await _start_installed(starter, install, settings.webhook_publish_timeout_seconds)
     return JSONResponse(
         status_code=200,
