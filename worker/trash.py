@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -65,8 +66,31 @@ def replay_message(entry: TrashEntry, body: Any = None) -> Message:
     return Message(body=body, headers=headers)
 
 
+#: How long a replay holds its entry against another replay of it (see :func:`replay`).
+REPLAY_LEASE_SECONDS = 120.0
+
+
 async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = None) -> Message:
-    """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash)."""
+    """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash).
+
+    A stored entry is held by a lease while it is replayed, and read again under it: two operators
+    replaying one entry at once sent it twice (both had read it before either removed it).
+    """
+    if entry.id is None:
+        return await _publish(store, sender, entry, body)
+    lease, owner = f"trash-replay:{entry.id}", f"replay:{uuid.uuid4().hex}"
+    if not await store.acquire_lease(lease, owner, REPLAY_LEASE_SECONDS):
+        raise NothingToReplay(f"trash entry {entry.id} is being replayed by someone else")
+    try:
+        current = await store.get_trash(entry.id)
+        if current is None:
+            raise NothingToReplay(f"trash entry {entry.id} was replayed or discarded meanwhile")
+        return await _publish(store, sender, current, body)
+    finally:
+        await store.release_lease(lease, owner)
+
+
+async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:
     message = replay_message(entry, body)
     counted = await _count_in_flight(sender, message)
     future = await sender.send(entry.topic, message)
