@@ -28,6 +28,11 @@ LAST_RUN_ORDER_CHANGES = "lastRunListOrderChanges"
 LAST_RUN_PRODUCT_CHANGES = "lastRunListProductChanges"
 LAST_RUN_ORDERS = "lastRunListOrders"
 LAST_RUN_PRODUCTS = "lastRunListProducts"
+#: Per snapshot endpoint: the id of the last snapshot job requested without a filter (a full export).
+FULL_SNAPSHOT_JOB = {
+    "/api/orders/snapshot": "fullOrdersSnapshotJobId",
+    "/api/products/snapshot": "fullProductsSnapshotJobId",
+}
 
 #: A stored watermark is read back this much earlier so that changes written while the previous
 #: run was starting are listed again rather than lost (Orchesty's ``lastRunOffset``).

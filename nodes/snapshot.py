@@ -23,11 +23,12 @@ class SnapshotInput(BaseModel):
 class SnapshotConnector(Connector):
     """T = input ``from``, else the change-feed watermark (minus 60 s); none lists everything.
 
-    Fix: Orchesty set the change-feed watermark here, when Shoptet accepted the job. A job that
-    then failed, or whose ``job:finished`` never came, left the window before it in neither the
-    snapshot nor the change feed: those changes were lost. The watermark now moves only when the
-    job has completed (shoptet-job-finished-webhook, to the job's creation time); until then the
-    next change poll starts where it did, and lists some orders twice rather than none.
+    Fix: Orchesty set the change-feed watermark here, when Shoptet accepted the job, and again
+    when it finished. A filtered snapshot holds only what was *created* since T, so a change to an
+    older order before the job was in neither the snapshot nor the change feed; and a job that
+    failed, or whose ``job:finished`` never came, lost its whole window. Only a full export (no T)
+    may let the change feed skip ahead: its job id is recorded here, and
+    shoptet-job-finished-webhook moves the watermark (forward only) when that job has completed.
     """
 
     path: ClassVar[str]
@@ -46,5 +47,7 @@ class SnapshotConnector(Connector):
             params["creationTimeFrom"] = since
         envelope = await ctx.require_shoptet().request("GET", self.path, params=params)
         job = shoptet.data_of(envelope)
-        shoptet.data_of(envelope, "jobId")
+        job_id = shoptet.data_of(envelope, "jobId")
+        if since is None:
+            await ctx.store.set_setting(install.user, install.application, shoptet.FULL_SNAPSHOT_JOB[self.path], job_id)
         return Result(body=job)

@@ -73,7 +73,9 @@ async def test_get_all_products_and_failure_keeps_watermark(harness: Harness, sh
     run = await harness.run(ShoptetGetAllProducts(), {})
     assert run.result.body == {"jobId": "p1"}
     assert dict(route.calls.last.request.url.params) == {}
-    assert harness.store.setting_writes == []  # the job's completion moves it
+    # a full export (no watermark yet): its job is recorded, and only its completion moves the watermark
+    full = shoptet.FULL_SNAPSHOT_JOB["/api/products/snapshot"]
+    assert [w[2:] for w in harness.store.setting_writes] == [(full, "p1")]
 
 
 # -- job-finished webhook ----------------------------------------------------------------------------
@@ -97,6 +99,11 @@ def webhook(event: str = "job:finished", eshop_id: int = 222651) -> dict[str, An
     return {"eshopId": eshop_id, "event": event, "eventCreated": "2024-05-20T11:05:01+0200", "eventInstance": "3ax1844"}
 
 
+def stored_setting(harness: Harness, key: str, value: str) -> None:
+    """A setting of the stored install: shoptet-job-finished-webhook finds the install by e-shop."""
+    harness.store.installs[(harness.install.user, harness.install.application)].settings[key] = value
+
+
 def no_install_context(harness: Harness, **options: Any) -> NodeContext:
     return harness.context(install=False, client_factory=harness.client, options=options)
 
@@ -111,6 +118,7 @@ def no_install_context(harness: Harness, **options: Any) -> NodeContext:
 async def test_job_finished_finds_install_by_eshop_and_application(
     harness: Harness, shoptet_api: respx.MockRouter, endpoint: str, key: str
 ) -> None:
+    stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB[endpoint], "3ax1844")  # a full export's job
     # another application's install of the same e-shop must not be picked
     other = "shoptet" if harness.install.application == "shoptet-premium" else "shoptet-premium"
     await harness.store.add_install(Install(user="other", application=other, eshop_id="222651"))
@@ -133,10 +141,35 @@ async def test_job_finished_finds_install_by_eshop_and_application(
     assert harness.store.setting(harness.install, key) == "2024-05-20T09:00:00Z"  # job creation, UTC
 
 
+@pytest.mark.parametrize(
+    ("recorded", "stored", "moved"),
+    [
+        (None, None, False),  # a filtered export: older orders changed meanwhile are only in the feed
+        ("other-job", None, False),  # another full export than this one
+        ("3ax1844", "2024-05-20T10:00:00Z", False),  # the feed is past the job already: never back
+        ("3ax1844", "2024-05-20T08:00:00Z", True),
+    ],
+)
+async def test_only_a_completed_full_export_moves_the_watermark_and_only_forward(
+    harness: Harness, shoptet_api: respx.MockRouter, recorded: str | None, stored: str | None, moved: bool
+) -> None:
+    if recorded is not None:
+        stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], recorded)
+    if stored is not None:
+        stored_setting(harness, shoptet.LAST_RUN_ORDER_CHANGES, stored)
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=httpx.Response(200, json=envelope({"job": job()})))
+    headers = {"user": "", "application": harness.install.application}
+    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=no_install_context(harness), headers=headers)
+    assert run.result.code == ResultCode.SUCCESS
+    writes = [w[2:] for w in harness.store.setting_writes]
+    assert writes == ([(shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T09:00:00Z")] if moved else [])
+
+
 async def test_a_job_that_did_not_complete_leaves_the_watermark(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
     """Its window is in no snapshot, so the change feed must still list it."""
+    stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], "3ax1844")
     shoptet_api.get("/api/system/jobs/3ax1844").mock(
         return_value=httpx.Response(200, json=envelope({"job": job(status="failed")}))
     )
@@ -157,6 +190,7 @@ async def test_job_finished_application_from_option(harness: Harness, shoptet_ap
 async def test_job_finished_endpoints_option_filters_other_jobs(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
+    stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/products/snapshot"], "3ax1844")
     answer = httpx.Response(200, json=envelope({"job": job("/api/products/snapshot")}))
     shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=answer)
     ctx = no_install_context(harness, endpoints=["/api/orders/snapshot"])
