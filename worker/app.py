@@ -125,12 +125,12 @@ class Worker:
             topics.process_events,
         )
         await asyncio.gather(self.tracker.start(), *(c.start() for c in self.consumers))
+        #: What start and readiness wait for: an inbound consumer a deploy starts later joins its
+        #: group on its own, without holding up the start or the worker's HTTP endpoints.
+        self.readiness_consumers = list(self.consumers)
         catalog.listeners.append(self._follow_inbound)
         self._follow_inbound()  # a deploy the follower applied while the consumers were starting
-        #: What readiness waits for: an inbound consumer a later deploy starts joins its group on its
-        #: own, without taking the worker's HTTP endpoints out of service meanwhile.
-        self.readiness_consumers = list(self.consumers)
-        await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.consumers))
+        await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.readiness_consumers))
         tune_garbage_collector()
         self.ready.set()
         log.info("worker ready", nodes=len(names), bootstrap_servers=bootstrap)

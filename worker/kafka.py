@@ -88,6 +88,8 @@ class PartitionLists:
         #: Seconds a topic never known may stay unanswered before the lookup raises (None: never).
         self.give_up_after = give_up_after
         self._known: dict[str, tuple[list[int], float]] = {}
+        #: Topics given up on, with when and why: their next lookups within ``ttl`` fail at once.
+        self._missing: dict[str, tuple[float, KafkaError]] = {}
 
     async def of(self, topic: str) -> list[int]:
         """The topic's partitions, without failing a record for late metadata.
@@ -97,12 +99,17 @@ class PartitionLists:
         backoff, for ``give_up_after`` seconds. Raising at once sent a node's message to trash during
         a broker restart, and left the ledger batch, whose records' offsets wait on it, unsettled
         (the ledger never gives up). Giving up at all is for a topic that stays missing (deleted,
-        not created, refused by an ACL): its message goes to trash with the reason.
+        not created, refused by an ACL): its message goes to trash with the reason, and so do the
+        topic's next ones for ``ttl`` without waiting. aiokafka reports a broker it cannot reach as
+        an unknown topic too, so the wait is long enough for a broker restart.
         """
         known = self._known.get(topic)
         now = time.monotonic()
         if known is not None and now - known[1] < self.ttl:
             return known[0]
+        missing = self._missing.get(topic)
+        if missing is not None and now - missing[0] < self.ttl:
+            raise missing[1]  # each waiting in turn held a missing sink's messages for hours
         delays = backoff_delays(0.5, 10.0)
         while True:
             try:
@@ -114,12 +121,14 @@ class PartitionLists:
                     self._known[topic] = (known[0], now)
                     return known[0]
                 if self.give_up_after is not None and time.monotonic() - now > self.give_up_after:
+                    self._missing[topic] = (time.monotonic(), exc)
                     raise
                 delay = next(delays)
                 log.warning("topic partitions unknown; asking again", topic=topic, error=reason, delay=delay)
                 await asyncio.sleep(delay)
                 continue
             self._known[topic] = (partitions, now)
+            self._missing.pop(topic, None)
             return partitions
 
 

@@ -31,7 +31,7 @@ LINGER_SECONDS = 0.002
 Headers = list[tuple[str, bytes]]
 
 #: How long an output waits for a topic the producer has never known (see ``PartitionLists.of``).
-OUTPUT_TOPIC_WAIT_SECONDS = 60.0
+OUTPUT_TOPIC_WAIT_SECONDS = 600.0
 
 
 @dataclass(slots=True)

@@ -6,12 +6,15 @@ import asyncio
 import uuid
 from typing import Any
 
+import structlog
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H, Message
 from worker.processes import HandledTally, handled_record, root_of
 from worker.starter import Starter
 from worker.store import InstallStore, TrashEntry
+
+log = structlog.get_logger("trash")
 
 #: Bookkeeping of the failed attempt that must not follow the message back.
 _RESET = (H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT)
@@ -66,8 +69,9 @@ def replay_message(entry: TrashEntry, body: Any = None) -> Message:
     return Message(body=body, headers=headers)
 
 
-#: How long a replay holds its entry against another replay of it (see :func:`replay`).
-REPLAY_LEASE_SECONDS = 120.0
+#: How long a replay holds its entry against another replay of it (see :func:`replay`): longer than
+#: a publish can take (metadata waits, a full buffer, the acknowledgement: about 30 s each).
+REPLAY_LEASE_SECONDS = 600.0
 
 
 async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = None) -> Message:
@@ -87,7 +91,10 @@ async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: 
             raise NothingToReplay(f"trash entry {entry.id} was replayed or discarded meanwhile")
         return await _publish(store, sender, current, body)
     finally:
-        await store.release_lease(lease, owner)
+        try:
+            await store.release_lease(lease, owner)
+        except Exception as exc:  # the replay's outcome stands; the lease expires by itself
+            log.warning("trash replay lease not released", entry=entry.id, error=str(exc))
 
 
 async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:

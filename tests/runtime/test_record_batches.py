@@ -158,7 +158,11 @@ async def test_a_topic_that_stays_unknown_fails_the_record_after_the_wait(monkey
     waiting for good (with its key's later messages behind it)."""
     monkeypatch.setattr("worker.kafka.backoff_delays", lambda first, cap: iter([0.01] * 1000))
     metadata = FlakyMetadata(*[UnknownTopicOrPartitionError()] * 1000)
-    partitions = PartitionLists(metadata, give_up_after=0.05)  # type: ignore[arg-type]
+    partitions = PartitionLists(metadata, ttl=60, give_up_after=0.05)  # type: ignore[arg-type]
     with pytest.raises(UnknownTopicOrPartitionError):
         await partitions.of("gone")
-    assert 2 <= metadata.asked < 1000
+    asked = metadata.asked
+    assert 2 <= asked < 1000
+    with pytest.raises(UnknownTopicOrPartitionError):  # the topic's next records do not wait again
+        await partitions.of("gone")
+    assert metadata.asked == asked
