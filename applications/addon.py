@@ -159,6 +159,8 @@ class AddonApplication(Application):
     async def _fetch(self, install: Install, key: str) -> str:
         oauth_token = install.secrets.get(OAUTH_TOKEN_SECRET)
         if not oauth_token:
+            if OAUTH_TOKEN_SECRET in install.unreadable_secrets:
+                raise StopError(f"{install}: its OAuth token cannot be decrypted (wrong SECRET_KEY?)")
             raise StopError(f"{install} has no OAuth token")
         try:
             fresh = await fetch_access_token(self.http, self.server_url(install), oauth_token)

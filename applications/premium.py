@@ -39,6 +39,8 @@ class PremiumApplication(Application):
     def _token(install: Install) -> str:
         token = install.secrets.get(TOKEN_SECRET)
         if not token:
+            if TOKEN_SECRET in install.unreadable_secrets:
+                raise StopError(f"{install}: its premium token cannot be decrypted (wrong SECRET_KEY?)")
             raise StopError(f"{install} has no premium token")
         return token
 

@@ -281,3 +281,26 @@ async def test_schema_is_versioned_and_migrating_again_is_a_no_op(store_factory:
 def test_database_urls_map_to_async_drivers(url: str, expected: str) -> None:
     """A managed PostgreSQL's URL carries libpq's ``sslmode``, which asyncpg refused as an argument."""
     assert async_database_url(url) == expected
+
+
+async def test_a_secret_the_key_cannot_decrypt_fails_its_install_only(store: SqlInstallStore) -> None:
+    """One such row (written under a key since dropped) broke every listing of installs, and with it
+    cron for every install; a key that decrypts nothing is refused when the store opens."""
+    from applications.premium import PremiumApplication
+    from worker.errors import StopError
+    from worker.store.crypto import SecretBox, SecretKeyError
+
+    await store.add_install(_install("good"))
+    under_another_key = SqlInstallStore(store._engine, SecretBox(SecretBox.generate_key()))
+    await under_another_key.add_install(_install("lost"))
+
+    good, lost = await store.list_installs()
+    assert (good.user, good.secrets, good.unreadable_secrets) == ("good", {"token": SECRET}, [])
+    assert (lost.user, lost.secrets, lost.unreadable_secrets) == ("lost", {}, ["token"])
+    with pytest.raises(StopError, match="premium token cannot be decrypted"):
+        PremiumApplication._token(lost)
+    await store.check_secret_key()  # some secrets decrypt: the key is right, one row is not
+
+    wrong_key = SqlInstallStore(store._engine, SecretBox(SecretBox.generate_key()))
+    with pytest.raises(SecretKeyError, match="decrypts none of the 2 stored secrets"):
+        await wrong_key.check_secret_key()

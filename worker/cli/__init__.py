@@ -125,10 +125,11 @@ def simulator(
 
 def main() -> None:
     from worker.control import NoKafka
+    from worker.store.crypto import SecretKeyError
 
     try:
         app()
-    except NoKafka as exc:  # every command that talks to Kafka: one line, not a traceback
+    except (NoKafka, SecretKeyError) as exc:  # no Kafka, or a SECRET_KEY that does not fit: one line
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
 

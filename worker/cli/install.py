@@ -153,7 +153,8 @@ def list_installs(
         return await store.list_installs(name)
 
     for install in _run(work):
-        secret_names = sorted(install.secrets)
+        # one the key cannot decrypt shows with a mark: the operator sees which install to fix
+        secret_names = sorted([*install.secrets, *(f"{k}(undecryptable)" for k in install.unreadable_secrets)])
         row = {
             "user": install.user,
             "application": install.application,

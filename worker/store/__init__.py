@@ -18,7 +18,13 @@ async def open_store(settings: Settings) -> InstallStore:
     from worker.store.crypto import secret_box_from_settings
     from worker.store.sql import SqlInstallStore
 
-    return await SqlInstallStore.open(settings.database_url, secret_box_from_settings(settings))
+    store = await SqlInstallStore.open(settings.database_url, secret_box_from_settings(settings))
+    try:
+        await store.check_secret_key()
+    except BaseException:
+        await store.close()
+        raise
+    return store
 
 
 __all__ = ["Install", "InstallStore", "TrashEntry", "WebhookRegistration", "open_store"]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import Table, and_, delete, event, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -23,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from worker.store import schema as t
 from worker.store.base import Install, TrashEntry, WebhookRegistration
-from worker.store.crypto import SecretBox
+from worker.store.crypto import SecretBox, SecretKeyError
 from worker.store.keys import token_key_prefix
 from worker.store.migrations import SQLITE_BEGIN_OPTION, migrate
+
+log = structlog.get_logger("store")
 
 #: Seconds a SQLite connection waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -324,11 +327,21 @@ class SqlInstallStore:
         for head in heads:
             plain: dict[str, Any] = {}
             secrets: dict[str, str] = {}
+            unreadable: list[str] = []
             for row in by_install.get((head.user, head.application), []):
-                if row.encrypted:
-                    secrets[row.key] = self._box.decrypt(row.value)
-                else:
+                if not row.encrypted:
                     plain[row.key] = json.loads(row.value)
+                    continue
+                try:
+                    secrets[row.key] = self._box.decrypt(row.value)
+                except SecretKeyError:
+                    unreadable.append(row.key)
+                    log.error(
+                        "install secret cannot be decrypted",
+                        user=head.user,
+                        application=head.application,
+                        key=row.key,
+                    )
             installs.append(
                 Install(
                     user=head.user,
@@ -337,9 +350,35 @@ class SqlInstallStore:
                     eshop_id=head.eshop_id,
                     settings=plain,
                     secrets=secrets,
+                    unreadable_secrets=unreadable,
                 )
             )
         return installs
+
+    async def check_secret_key(self, sample: int = 20) -> None:
+        """Refuse a ``SECRET_KEY`` that decrypts none of the stored secrets (a wrong or lost key).
+
+        Without this, a worker started with the wrong key ran and failed every install's work, one
+        trash entry at a time. A few rows that fail among others that work are left to their
+        installs (see ``Install.unreadable_secrets``).
+        """
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.install_settings.c.value).where(t.install_settings.c.encrypted.is_(True)).limit(sample)
+            )
+            values = [row.value for row in rows]
+        if not values:
+            return
+        for value in values:
+            try:
+                self._box.decrypt(value)
+            except SecretKeyError:
+                continue
+            return
+        raise SecretKeyError(
+            f"SECRET_KEY decrypts none of the {len(values)} stored secrets it tried: "
+            "is it the key they were stored with? (to rotate keys, give the new and the old: NEW,OLD)"
+        )
 
 
 def _trash_entry(row: dict[str, Any]) -> TrashEntry:
