@@ -218,6 +218,8 @@ async def test_two_processes_without_redis_exceed_the_token_limit(
         f"no redis: detail requests per process {outcome.requests_per_child}, "
         f"max per token {stats['maxConcurrencyPerToken'].get(token)}, 429s {stats['rateLimitedByReason']}"
     )
-    # both processes called Shoptet, each within its own limit of 3, and together they went over
-    assert all(n >= 20 for n in outcome.requests_per_child), outcome.requests_per_child
+    # both processes called Shoptet, each within its own limit of 3, and together they went over.
+    # Each one calling at all is the claim: one process alone never holds more than 3, so a token
+    # 429 needs both at once. (A count like 20 was timing: the later one made 18 once, under 429s.)
+    assert all(n > 0 for n in outcome.requests_per_child), outcome.requests_per_child
     assert stats["maxConcurrencyPerToken"][token] > 3 or stats["rateLimitedByReason"].get("token", 0) >= 50, stats
