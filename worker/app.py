@@ -243,7 +243,7 @@ class Worker:
     async def _start_inbound(self, consumer: ManagedConsumer) -> None:
         try:
             await consumer.start()
-        except Exception:  # the worker runs on; its inbound topics wait for a restart
+        except Exception:  # the worker runs on; the next deploy (or a restart) tries again
             log.exception("inbound consumer did not start", topics=consumer.topics)
             self.consumers.remove(consumer)
             self.inbound = None
