@@ -3,10 +3,13 @@ deploy that brings the first inbound start is consumed by a running worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord
 
@@ -14,6 +17,7 @@ from tests.runtime.helpers import SinkReader
 from worker.app import Worker
 from worker.catalog import publish_deployment
 from worker.envelope import H
+from worker.http.app import create_http_app
 from worker.inbound import InboundBridge
 from worker.kafka import ensure_topics
 from worker.settings import Settings
@@ -65,6 +69,15 @@ async def test_a_deploy_with_the_first_inbound_start_is_consumed_without_a_resta
         )
         await ensure_topics(worker_settings, worker.rt.bootstrap_servers, fed.own_topics())
         await publish_deployment(worker.rt.producer, worker.rt.topics.control, fed)
+        deadline = time.monotonic() + 30
+        while worker.inbound is None:  # the follower applies the deploy
+            assert time.monotonic() < deadline, "the deploy never started an inbound consumer"
+            await asyncio.sleep(0.01)
+        # joining its group takes seconds; meanwhile the worker stays ready (webhooks keep coming in)
+        assert not worker.inbound.assigned.is_set()
+        app = create_http_app(worker)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client:
+            assert (await client.get("/readyz")).status_code == 200
         record = await worker.rt.producer.send(inbound, json.dumps({"n": 7}).encode(), key=b"shop-1")
         await record
 
