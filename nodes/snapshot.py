@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nodes import shoptet
 from worker.envelope import Message
 from worker.node import Connector, NodeContext, Result
+from worker.store import Install
 
 
 class SnapshotInput(BaseModel):
@@ -27,8 +28,8 @@ class SnapshotConnector(Connector):
     when it finished. A filtered snapshot holds only what was *created* since T, so a change to an
     older order before the job was in neither the snapshot nor the change feed; and a job that
     failed, or whose ``job:finished`` never came, lost its whole window. Only a full export (no T)
-    may let the change feed skip ahead: its job id is recorded here, and
-    shoptet-job-finished-webhook moves the watermark (forward only) when that job has completed.
+    may let the change feed skip ahead: its job id is recorded here, and :func:`complete_export`
+    moves the watermark (forward only) once that job's whole file has been read.
     """
 
     path: ClassVar[str]
@@ -51,3 +52,35 @@ class SnapshotConnector(Connector):
         if since is None:
             await ctx.store.set_setting(install.user, install.application, shoptet.FULL_SNAPSHOT_JOB[self.path], job_id)
         return Result(body=job)
+
+
+#: Which change-feed watermark a full export moves forward.
+WATERMARK_OF_ENDPOINT = {
+    "/api/orders/snapshot": shoptet.LAST_RUN_ORDER_CHANGES,
+    "/api/products/snapshot": shoptet.LAST_RUN_PRODUCT_CHANGES,
+}
+
+
+async def complete_export(ctx: NodeContext, install: Install, job: dict[str, Any]) -> None:
+    """After a full export's whole file was read, the change feed goes on from the job's creation.
+
+    Only for the job of an unfiltered request (recorded by :class:`SnapshotConnector`): a filtered
+    one holds only what was created since its filter. Forward only: the change feed may have gone
+    past the job while it ran. The creation time, not the completion time (Orchesty's), so that
+    changes made while the job ran are listed again rather than skipped.
+    """
+    endpoint = str(job.get("endpoint", ""))
+    key = WATERMARK_OF_ENDPOINT.get(endpoint)
+    when = job.get("creationTime") or job.get("completionTime")
+    if not key or not when or job.get("status") != "completed":
+        return
+    # read now, not from the message's (cached) install: the job id and the feed's watermark were
+    # written since, by the request and by the change poll
+    current = await ctx.store.get_install(install.user, install.application) or install
+    full = current.settings.get(shoptet.FULL_SNAPSHOT_JOB[endpoint])
+    if full is None or str(full) != str(job.get("jobId")):
+        return
+    stored = current.settings.get(key)
+    if stored and shoptet.parse_time(str(stored)) >= shoptet.parse_time(str(when)):
+        return
+    await shoptet.save_watermark(ctx, key, shoptet.normalize_time(str(when)), install)

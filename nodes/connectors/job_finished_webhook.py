@@ -6,22 +6,13 @@ install up-front (``needs_install = False``) and looks it up itself.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
 from nodes import shoptet
 from worker.envelope import Message, ResultCode
 from worker.node import Connector, NodeContext, Result
-from worker.store import Install
 
 JOB_FINISHED = "job:finished"
-
-#: Which change-feed watermark a finished snapshot moves forward.
-WATERMARK_OF_ENDPOINT = {
-    "/api/orders/snapshot": shoptet.LAST_RUN_ORDER_CHANGES,
-    "/api/products/snapshot": shoptet.LAST_RUN_PRODUCT_CHANGES,
-}
 
 
 class WebhookPayload(BaseModel):
@@ -42,11 +33,10 @@ class ShoptetJobFinishedWebhook(Connector):
       longer works.
     - The output belongs to the found install: the node sets ``ctx.install`` and the runtime stamps
       ``user``/``application`` of the output from it. The client comes from ``ctx.client_factory``.
-    - A completed *full* orders/products snapshot (one shoptet-get-all-* requested without a filter)
-      moves that change feed's watermark forward to the job's creation time (Orchesty used
-      completion time, which skips changes made while the job ran, and moved it for any job). A
-      filtered job holds only orders created since its filter, and a job that did not complete
-      holds nothing: after either, the change feed must still list the window.
+    - Fix: Orchesty moved the change feed's watermark here, for any job. It now moves once
+      shoptet-parse-json-lines has read a full export's whole file (see
+      :func:`nodes.snapshot.complete_export`): a file that failed to parse, and then expired before
+      anyone replayed it, would otherwise have left its window in neither the export nor the feed.
     - Option ``endpoints`` (ours): several processes may start on ``job:finished``; each lists the
       job endpoints it wants (``[/api/orders/snapshot]``) and lets other jobs stop here with 1003.
     """
@@ -69,7 +59,6 @@ class ShoptetJobFinishedWebhook(Connector):
         client = shoptet.client_for(ctx, install)
         envelope = await client.request("GET", f"/api/system/jobs/{shoptet.path_segment(payload.eventInstance)}")
         job = shoptet.data_of(envelope, "job")
-        await _move_watermark(ctx, install, job)
         wanted = ctx.options.get("endpoints")
         if wanted and job.get("endpoint") not in wanted:
             return Result(
@@ -78,19 +67,3 @@ class ShoptetJobFinishedWebhook(Connector):
                 message=f"job {job.get('jobId')} of {job.get('endpoint')} is not for this process",
             )
         return Result(body=job, message=f"job {job.get('jobId')} of user {install.user}")
-
-
-async def _move_watermark(ctx: NodeContext, install: Install, job: dict[str, Any]) -> None:
-    """After a completed full export, the change feed goes on from the job's creation time."""
-    endpoint = str(job.get("endpoint", ""))
-    key = WATERMARK_OF_ENDPOINT.get(endpoint)
-    when = job.get("creationTime") or job.get("completionTime")
-    full = install.settings.get(shoptet.FULL_SNAPSHOT_JOB.get(endpoint, ""))
-    if not key or not when or job.get("status") != "completed":
-        return
-    if full is None or str(full) != str(job.get("jobId")):
-        return  # a filtered export: older orders changed meanwhile are only in the change feed
-    stored = install.settings.get(key)
-    if stored and shoptet.parse_time(str(stored)) >= shoptet.parse_time(str(when)):
-        return  # the change feed already went past it: moving back would list changes again
-    await shoptet.save_watermark(ctx, key, shoptet.normalize_time(str(when)), install)

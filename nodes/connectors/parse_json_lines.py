@@ -2,7 +2,8 @@
 
 Listed with the connectors (Orchesty's catalogue), but it emits many messages, so it is a Batch.
 Fix: the file is streamed and decompressed incrementally, so memory stays flat whatever its size
-(Orchesty downloaded and gunzipped the whole file in memory).
+(Orchesty downloaded and gunzipped the whole file in memory). Once the whole file of a full export
+is read, the change feed's watermark moves on (:func:`nodes.snapshot.complete_export`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from nodes.shoptet import parse_body
+from nodes.snapshot import complete_export
 from worker.envelope import Message, ResultCode
 from worker.errors import StopError
 from worker.node import Batch, Emit, NodeContext, Result
@@ -106,4 +108,6 @@ class ShoptetParseJsonLines(Batch):
                     batch = []
         if batch:
             await emit(batch)
+        if isinstance(message.body, dict):  # the whole file is read: a full export moves the feed on
+            await complete_export(ctx, ctx.require_install(), message.body)
         return Result(message=f"job {job.jobId}: {lines} line(s)")

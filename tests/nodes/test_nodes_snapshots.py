@@ -100,7 +100,7 @@ def webhook(event: str = "job:finished", eshop_id: int = 222651) -> dict[str, An
 
 
 def stored_setting(harness: Harness, key: str, value: str) -> None:
-    """A setting of the stored install: shoptet-job-finished-webhook finds the install by e-shop."""
+    """A setting of the stored install, which the nodes read rather than the message's install."""
     harness.store.installs[(harness.install.user, harness.install.application)].settings[key] = value
 
 
@@ -138,7 +138,8 @@ async def test_job_finished_finds_install_by_eshop_and_application(
     assert run.result.body == job(endpoint)
     assert ctx.install is not None and ctx.install.user == harness.install.user  # the runtime stamps `user`
     assert ctx.shoptet is not None and ctx.shoptet.install.user == harness.install.user
-    assert harness.store.setting(harness.install, key) == "2024-05-20T09:00:00Z"  # job creation, UTC
+    # not here: only once shoptet-parse-json-lines has read the whole file
+    assert harness.store.setting(harness.install, key) is None
 
 
 @pytest.mark.parametrize(
@@ -150,33 +151,30 @@ async def test_job_finished_finds_install_by_eshop_and_application(
         ("3ax1844", "2024-05-20T08:00:00Z", True),
     ],
 )
-async def test_only_a_completed_full_export_moves_the_watermark_and_only_forward(
+async def test_only_a_full_exports_whole_file_moves_the_watermark_and_only_forward(
     harness: Harness, shoptet_api: respx.MockRouter, recorded: str | None, stored: str | None, moved: bool
 ) -> None:
+    # in the store, not on the message's install: the request and the change poll wrote them since
     if recorded is not None:
         stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], recorded)
     if stored is not None:
         stored_setting(harness, shoptet.LAST_RUN_ORDER_CHANGES, stored)
-    shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=httpx.Response(200, json=envelope({"job": job()})))
-    headers = {"user": "", "application": harness.install.application}
-    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=no_install_context(harness), headers=headers)
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(3))))
+    run = await harness.run(ShoptetParseJsonLines(), job())
     assert run.result.code == ResultCode.SUCCESS
     writes = [w[2:] for w in harness.store.setting_writes]
     assert writes == ([(shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T09:00:00Z")] if moved else [])
 
 
-async def test_a_job_that_did_not_complete_leaves_the_watermark(
+async def test_a_full_export_that_did_not_complete_or_did_not_parse_leaves_the_watermark(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
-    """Its window is in no snapshot, so the change feed must still list it."""
+    """Its window is in no export, so the change feed must still list it."""
     stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], "3ax1844")
-    shoptet_api.get("/api/system/jobs/3ax1844").mock(
-        return_value=httpx.Response(200, json=envelope({"job": job(status="failed")}))
-    )
-    ctx = no_install_context(harness)
-    headers = {"user": "", "application": harness.install.application}
-    run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=ctx, headers=headers)
-    assert run.result.code == ResultCode.SUCCESS  # shoptet-parse-json-lines stops it with the reason
+    assert (await harness.run(ShoptetParseJsonLines(), job(status="failed"))).result.code == ResultCode.STOP_AND_FAIL
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(b'{"ok": 1}\n{broken\n')))
+    with pytest.raises(StopError, match="line 2 is not JSON"):
+        await harness.run(ShoptetParseJsonLines(), job())
     assert harness.store.setting_writes == []
 
 
@@ -190,14 +188,12 @@ async def test_job_finished_application_from_option(harness: Harness, shoptet_ap
 async def test_job_finished_endpoints_option_filters_other_jobs(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
-    stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/products/snapshot"], "3ax1844")
     answer = httpx.Response(200, json=envelope({"job": job("/api/products/snapshot")}))
     shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=answer)
     ctx = no_install_context(harness, endpoints=["/api/orders/snapshot"])
     run = await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=ctx)
     assert run.result.code == ResultCode.DO_NOT_CONTINUE
-    # the watermark still moves: the job finished whichever process follows it
-    assert harness.store.setting(harness.install, shoptet.LAST_RUN_PRODUCT_CHANGES) == "2024-05-20T09:00:00Z"
+    assert harness.store.setting_writes == []  # the process that follows the job reads its file
 
 
 async def test_job_finished_other_event_fails(harness: Harness) -> None:
