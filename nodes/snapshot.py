@@ -6,12 +6,14 @@ gzipped JSON Lines file (see shoptet-job-finished-webhook and shoptet-parse-json
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodes import shoptet
 from worker.envelope import Message
+from worker.errors import StopError
 from worker.node import Connector, NodeContext, Result
 from worker.store import Install
 
@@ -61,7 +63,12 @@ WATERMARK_OF_ENDPOINT = {
 }
 
 
-async def complete_export(ctx: NodeContext, install: Install, job: dict[str, Any]) -> None:
+def job_endpoint(job: Mapping[str, Any]) -> str:
+    """The job's endpoint as a bare path: matched against ``/api/orders/snapshot`` and the like."""
+    return str(job.get("endpoint") or "").split("?", 1)[0]
+
+
+async def complete_export(ctx: NodeContext, install: Install, job: Mapping[str, Any]) -> None:
     """After a full export's whole file was read, the change feed goes on from the job's creation.
 
     Only for the job of an unfiltered request (recorded by :class:`SnapshotConnector`): a filtered
@@ -69,10 +76,15 @@ async def complete_export(ctx: NodeContext, install: Install, job: dict[str, Any
     past the job while it ran. The creation time, not the completion time (Orchesty's), so that
     changes made while the job ran are listed again rather than skipped.
     """
-    endpoint = str(job.get("endpoint", ""))
+    endpoint = job_endpoint(job)
     key = WATERMARK_OF_ENDPOINT.get(endpoint)
-    when = job.get("creationTime") or job.get("completionTime")
-    if not key or not when or job.get("status") != "completed":
+    created = job.get("creationTime")
+    if not key or not created or job.get("status") != "completed":
+        return  # no completion time instead: it would skip the changes made while the job ran
+    try:
+        when = shoptet.parse_time(str(created))
+    except StopError:  # the export is delivered; the feed lists the window again rather than fail it
+        ctx.log.warning("snapshot job time not understood; the watermark stays", creation_time=created)
         return
     # read now, not from the message's (cached) install: the job id and the feed's watermark were
     # written since, by the request and by the change poll
@@ -81,6 +93,6 @@ async def complete_export(ctx: NodeContext, install: Install, job: dict[str, Any
     if full is None or str(full) != str(job.get("jobId")):
         return
     stored = current.settings.get(key)
-    if stored and shoptet.parse_time(str(stored)) >= shoptet.parse_time(str(when)):
+    if stored and shoptet.parse_time(str(stored)) >= when:
         return
-    await shoptet.save_watermark(ctx, key, shoptet.normalize_time(str(when)), install)
+    await shoptet.save_watermark(ctx, key, shoptet.format_time(when), install)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from nodes import shoptet
+from nodes.snapshot import job_endpoint
 from worker.envelope import Message, ResultCode
 from worker.node import Connector, NodeContext, Result
 
@@ -60,7 +61,7 @@ class ShoptetJobFinishedWebhook(Connector):
         envelope = await client.request("GET", f"/api/system/jobs/{shoptet.path_segment(payload.eventInstance)}")
         job = shoptet.data_of(envelope, "job")
         wanted = ctx.options.get("endpoints")
-        if wanted and job.get("endpoint") not in wanted:
+        if wanted and job_endpoint(job) not in wanted:
             return Result(
                 code=ResultCode.DO_NOT_CONTINUE,
                 body=job,

@@ -108,6 +108,6 @@ class ShoptetParseJsonLines(Batch):
                     batch = []
         if batch:
             await emit(batch)
-        if isinstance(message.body, dict):  # the whole file is read: a full export moves the feed on
-            await complete_export(ctx, ctx.require_install(), message.body)
+        # the whole file is read: a full export moves the change feed on
+        await complete_export(ctx, ctx.require_install(), message.body)
         return Result(message=f"job {job.jobId}: {lines} line(s)")

@@ -166,6 +166,25 @@ async def test_only_a_full_exports_whole_file_moves_the_watermark_and_only_forwa
     assert writes == ([(shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T09:00:00Z")] if moved else [])
 
 
+@pytest.mark.parametrize(
+    ("changes", "moved"),
+    [
+        ({"endpoint": "/api/orders/snapshot?include=notes"}, True),  # a query on the path: same export
+        ({"creationTime": None}, False),  # not the completion time: it skips changes made meanwhile
+        ({"creationTime": "tomorrow-ish"}, False),  # not understood: the export stands, the feed stays
+    ],
+)
+async def test_the_export_moves_the_watermark_by_its_bare_endpoint_and_creation_time_only(
+    harness: Harness, shoptet_api: respx.MockRouter, changes: dict[str, Any], moved: bool
+) -> None:
+    stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], "3ax1844")
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(3))))
+    run = await harness.run(ShoptetParseJsonLines(), {**job(), **changes})
+    assert run.result.code == ResultCode.SUCCESS and [len(b) for b in run.emitted] == [3]
+    writes = [w[2:] for w in harness.store.setting_writes]
+    assert writes == ([(shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T09:00:00Z")] if moved else [])
+
+
 async def test_a_full_export_that_did_not_complete_or_did_not_parse_leaves_the_watermark(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
