@@ -70,7 +70,7 @@ class TopologyCatalog:
             events = self._events[application] = frozenset(
                 event
                 for tv in self.active_all()
-                if application is None or tv.topology.application in (None, application)
+                if application is None or tv.topology.serves(application)
                 for event in tv.topology.webhook_events()
             )
         return events

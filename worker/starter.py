@@ -88,7 +88,8 @@ async def start_installed(rt: Starter, install: Install) -> list[Message]:
     started = []
     for tv in rt.catalog.active_all():
         start = find_start(tv, "installed")
-        if start is None or tv.topology.application != install.application:
+        # the loader makes a topology with an `installed` start name its application
+        if start is None or not tv.topology.serves(install.application):
             continue
         body = {"eshopId": install.eshop_id}
         started.append(

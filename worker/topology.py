@@ -112,6 +112,11 @@ class Topology(BaseModel):
     def start_node(self, start: StartSpec) -> str:
         return start.to or self.first_node
 
+    def serves(self, application: str) -> bool:
+        """Whether installs of ``application`` run this topology: a topology without an application
+        serves every application's installs (the ingress routes webhooks by this rule)."""
+        return self.application in (None, application)
+
     def webhook_events(self) -> set[str]:
         return {event for s in self.start for event in (s.webhook or [])}
 

@@ -96,7 +96,7 @@ def listeners(rt: Runtime, application: str, event: str) -> list[tuple[TopologyV
     """Every active topology of this application (or of none) that starts on ``event``."""
     found = []
     for tv in rt.catalog.active_all():
-        if tv.topology.application not in (None, application):
+        if not tv.topology.serves(application):
             continue
         start = find_start(tv, "webhook", event)
         if start is not None:
