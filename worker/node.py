@@ -40,6 +40,17 @@ class Result:
     cursor: dict[str, Any] | None = None
 
 
+#: Waits until the broker has acknowledged every item a batch emitted so far. For a step that may
+#: only follow delivered items: emitted items still on their way are lost if the worker dies then,
+#: and the input is read again only if its file, page or job still exists (shoptet-parse-json-lines
+#: moves the change feed's watermark after it).
+Delivered = Callable[[], Awaitable[None]]
+
+
+async def _nothing_on_its_way() -> None:
+    """Outside the worker (node tests), ``emit`` hands items over at once: nothing to wait for."""
+
+
 @dataclass(slots=True)
 class NodeContext:
     """Everything a node may use. ``install``/``shoptet`` are None only for nodes without an install."""
@@ -56,6 +67,8 @@ class NodeContext:
     #: Webhook events the deployed topologies start on (for shoptet-subscribe-webhooks).
     webhook_events: frozenset[str] = frozenset()
     log: Any = field(default_factory=lambda: structlog.get_logger("node"))
+    #: Returns once the broker has every item emitted so far (see :data:`Delivered`).
+    delivered: Delivered = _nothing_on_its_way
 
     def require_install(self) -> Install:
         if self.install is None:

@@ -240,6 +240,7 @@ class NodeProcessor:
             if self.rt.metrics is not None:
                 self.rt.metrics.items_emitted(self.node.name)
 
+        ctx.delivered = delivery.flush
         return await batch.process(message, ctx, emit)
 
     async def _route_result(

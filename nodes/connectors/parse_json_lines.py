@@ -3,7 +3,8 @@
 Listed with the connectors (Orchesty's catalogue), but it emits many messages, so it is a Batch.
 Fix: the file is streamed and decompressed incrementally, so memory stays flat whatever its size
 (Orchesty downloaded and gunzipped the whole file in memory). Once the whole file of a full export
-is read, the change feed's watermark moves on (:func:`nodes.snapshot.complete_export`).
+is read and the broker has every item, the change feed's watermark moves on
+(:func:`nodes.snapshot.complete_export`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class ShoptetParseJsonLines(Batch):
                     batch = []
         if batch:
             await emit(batch)
-        # the whole file is read: a full export moves the change feed on
+        # the whole file is read and its items are with the broker: a full export moves the change
+        # feed on (before they are, a worker that died would lose them once the file expired)
+        await ctx.delivered()
         await complete_export(ctx, ctx.require_install(), message.body)
         return Result(message=f"job {job.jobId}: {lines} line(s)")

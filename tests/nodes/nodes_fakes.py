@@ -107,6 +107,8 @@ class Run:
 
     result: Result
     emitted: list[Any] = field(default_factory=list)
+    #: Each ``ctx.delivered()`` call: (items emitted by then, store setting writes by then).
+    deliveries: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -155,11 +157,16 @@ class Harness:
         context = ctx or self.context(options=options)
         if isinstance(node, Batch):
             emitted: list[Any] = []
+            deliveries: list[tuple[int, int]] = []
 
             async def emit(item: Any) -> None:
                 emitted.append(item)
 
-            return Run(await node.process(message, context, emit), emitted)
+            async def delivered() -> None:
+                deliveries.append((len(emitted), len(self.store.setting_writes)))
+
+            context.delivered = delivered
+            return Run(await node.process(message, context, emit), emitted, deliveries)
         return Run(await node.process(message, context))
 
 

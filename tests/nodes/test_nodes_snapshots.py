@@ -164,6 +164,8 @@ async def test_only_a_full_exports_whole_file_moves_the_watermark_and_only_forwa
     assert run.result.code == ResultCode.SUCCESS
     writes = [w[2:] for w in harness.store.setting_writes]
     assert writes == ([(shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T09:00:00Z")] if moved else [])
+    # only once the broker has every item: (items emitted, watermark writes) when it was asked
+    assert run.deliveries == [(1, 0)]
 
 
 @pytest.mark.parametrize(
