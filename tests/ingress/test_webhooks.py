@@ -267,6 +267,48 @@ async def test_a_webhook_cancelled_before_the_broker_had_it_is_not_taken_for_a_d
     await _shoptets_retry_is_accepted(client, body, watch)
 
 
+@pytest.mark.parametrize("first_fails", [True, False])
+async def test_a_delivery_repeated_while_the_first_is_handed_over_is_deferred_not_acknowledged(
+    worker: Worker,
+    client: httpx.AsyncClient,
+    install: Install,
+    eshop_id: int,
+    watch: TopicWatch,
+    monkeypatch: pytest.MonkeyPatch,
+    first_fails: bool,
+) -> None:
+    """Shoptet (or a proxy) may give up on a slow first delivery and send it again. A 200 to the
+    repeat while the first is still with the broker loses the event if the first then fails."""
+    release, handing_over = asyncio.Event(), asyncio.Event()
+    send = worker.rt.send
+
+    async def slow_broker(topic: str, message: Any) -> Any:
+        handing_over.set()
+        await release.wait()
+        if first_fails:
+            raise ConnectionError("broker unreachable")
+        return await send(topic, message)
+
+    body = webhook_body(eshop_id)
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt, "send", slow_broker)
+        first = asyncio.create_task(client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY)))
+        await asyncio.wait_for(handing_over.wait(), 10)
+        repeated = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+        assert (repeated.status_code, repeated.json()["status"]) == (503, "in-flight")
+        release.set()
+        answered = await first
+    if first_fails:
+        assert answered.status_code == 503
+        await watch.assert_nothing_new()
+        await _shoptets_retry_is_accepted(client, body, watch)
+    else:
+        assert (answered.status_code, answered.json()["status"]) == (200, "accepted")
+        again = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+        assert len(await watch.new("test-passthrough")) == 1
+
+
 async def test_disabled_install_is_acknowledged_but_not_started(
     worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
 ) -> None:

@@ -196,6 +196,20 @@ async def test_leases(store: SqlInstallStore) -> None:
     assert await store.acquire_lease("refresh", "c", 30) is True  # expired: anyone may take it
 
 
+async def test_a_lease_is_handed_over_only_by_its_live_holder(store: SqlInstallStore) -> None:
+    assert await store.lease_holder("delivery") is None
+    assert await store.acquire_lease("delivery", "handing", 30)
+    assert await store.lease_holder("delivery") == "handing"
+    assert await store.hand_over_lease("delivery", "someone-else", "accepted", 60) is False
+    assert await store.hand_over_lease("delivery", "handing", "accepted", 60) is True
+    assert await store.lease_holder("delivery") == "accepted"
+    assert await store.acquire_lease("delivery", "handing", 30) is False  # the new holder keeps it
+    assert await store.hand_over_lease("delivery", "accepted", "short", 0.05) is True
+    await asyncio.sleep(0.1)
+    assert await store.lease_holder("delivery") is None  # expired: held by nobody
+    assert await store.hand_over_lease("delivery", "short", "late", 60) is False
+
+
 async def test_expired_leases_are_purged_and_live_ones_kept(store: SqlInstallStore) -> None:
     assert await store.acquire_lease("webhook:old", "a", 0.05)
     assert await store.acquire_lease("cron:live", "a", 60)

@@ -124,7 +124,8 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
     """Verify, de-duplicate and start the processes that listen to the event.
 
     200 accepted / duplicate / ignored (unknown or disabled e-shop); 400 malformed; 401 bad,
-    missing or unverifiable signature; 404 unknown application; 413 too large; 503 broker failed.
+    missing or unverifiable signature; 404 unknown application; 413 too large; 503 broker failed,
+    or the same delivery is still being handed over by an earlier request.
     """
     rt = runtime_of(request)
     settings = rt.settings
@@ -159,14 +160,19 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         bound.warning("webhook rejected", reason=reason, status=401)
         return _answer(401, "error", "invalid signature")
 
-    lease, owner = payload.dedup_key(application), f"ingress:{uuid.uuid4().hex}"
-    if not await rt.store.acquire_lease(lease, owner, settings.webhook_dedup_window_seconds):
-        bound.info("webhook duplicate", reason="already received within the dedup window")
-        return _answer(200, "duplicate", "already received")
     is_addon_event = payload.event in ADDON_EVENTS
     if not install.enabled and not is_addon_event:
         bound.warning("webhook ignored", reason="install disabled")
         return _answer(200, "ignored", "install disabled")
+    lease, owner = payload.dedup_key(application), f"{HANDING_OVER}{uuid.uuid4().hex}"
+    try:
+        claimed = await _claim(rt, lease, owner)
+    except InFlight:
+        bound.warning("webhook deferred", reason="the same delivery is being handed over", status=503)
+        return _answer(503, "in-flight", "the same delivery is being handed over; retry later")
+    if not claimed:
+        bound.info("webhook duplicate", reason="already received within the dedup window")
+        return _answer(200, "duplicate", "already received")
     try:
         # publish before applying: an uninstall removes the install these processes are keyed by
         process_ids = await publish_event(rt, install, body, payload.event)
@@ -181,8 +187,43 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         with contextlib.suppress(Exception):
             await rt.store.release_lease(lease, owner)
         raise
+    try:  # from now on, Shoptet's retries of this delivery are duplicates
+        await rt.store.hand_over_lease(lease, owner, f"ingress:accepted:{owner}", settings.webhook_dedup_window_seconds)
+    except Exception as exc:  # the processes are started: the 200 stands; a retry may start them again
+        bound.warning("webhook accepted; its duplicates may not be recognized", error=f"{type(exc).__name__}: {exc}")
     bound.info("webhook accepted", processes=len(process_ids))
     return _answer(200, "accepted", f"{len(process_ids)} process(es) started", processIds=process_ids)
+
+
+#: Owner prefix of a delivery's lease while its processes are handed to the broker.
+HANDING_OVER = "ingress:handing-over:"
+#: How long a hand-over may hold its lease past the publish timeout (store calls, an addon event).
+HAND_OVER_MARGIN_SECONDS = 30.0
+
+
+class InFlight(Exception):
+    """The same delivery is being handed over by another request right now."""
+
+
+async def _claim(rt: Runtime, lease: str, owner: str) -> bool:
+    """Take the delivery's lease for its hand-over; False for a delivery already accepted.
+
+    Raises :class:`InFlight` while another request hands the same delivery over: Shoptet, or a proxy,
+    may give up on a slow first attempt and deliver again, and a 200 then would lose the event if
+    the first attempt failed. The hand-over holds the lease only for about its publish timeout, so
+    one that died with its process does not turn Shoptet's retries away for the dedup window.
+    """
+    ttl = rt.settings.webhook_publish_timeout_seconds + HAND_OVER_MARGIN_SECONDS
+    for _ in range(2):  # once more when the holder let go between the two calls
+        if await rt.store.acquire_lease(lease, owner, ttl):
+            return True
+        holder = await rt.store.lease_holder(lease)
+        if holder is None:
+            continue
+        if holder.startswith(HANDING_OVER):
+            raise InFlight
+        return False
+    raise InFlight
 
 
 def validation_problems(exc: ValidationError) -> list[str]:

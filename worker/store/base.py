@@ -117,6 +117,13 @@ class InstallStore(Protocol):
 
     async def release_lease(self, name: str, owner: str) -> None: ...
 
+    async def hand_over_lease(self, name: str, owner: str, new_owner: str, ttl_seconds: float) -> bool:
+        """Give the lease ``owner`` holds to ``new_owner`` for ``ttl_seconds``, in one step (no gap
+        for another to take it); False when ``owner`` no longer holds it."""
+
+    async def lease_holder(self, name: str) -> str | None:
+        """Who holds the named lease now; None when nobody does (never taken, released, expired)."""
+
     async def purge_expired_leases(self) -> int:
         """Delete expired leases; returns how many. An expired lease means nothing any more (anyone
         may take it), but without this one row per webhook and per cron firing stays forever."""

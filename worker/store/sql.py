@@ -254,6 +254,22 @@ class SqlInstallStore:
         async with self._tx() as conn:
             await conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.owner == owner))
 
+    async def hand_over_lease(self, name: str, owner: str, new_owner: str, ttl_seconds: float) -> bool:
+        now = _now()
+        stmt = (
+            update(t.leases)
+            .where(t.leases.c.name == name, t.leases.c.owner == owner, t.leases.c.expires_at >= now)
+            .values(owner=new_owner, expires_at=now + ttl_seconds)
+        )
+        async with self._tx() as conn:
+            result = await conn.execute(stmt)
+        return bool(result.rowcount)
+
+    async def lease_holder(self, name: str) -> str | None:
+        stmt = select(t.leases.c.owner).where(t.leases.c.name == name, t.leases.c.expires_at >= _now())
+        async with self._engine.connect() as conn:
+            return (await conn.execute(stmt)).scalar_one_or_none()
+
     async def purge_expired_leases(self) -> int:
         async with self._tx() as conn:
             result = await conn.execute(delete(t.leases).where(t.leases.c.expires_at < _now()))
