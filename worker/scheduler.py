@@ -48,15 +48,16 @@ class Firing:
     """One process a tick should start."""
 
     tv: TopologyVersion
-    start_index: int
     start: StartSpec
     minute: datetime
     install: Install | None
 
     @property
     def lease_name(self) -> str:
+        """The firing's identity across workers and versions: the start by what it is (its cron and
+        target), not by its place in ``start:``, which a redeploy may change within the minute."""
         who = f"{self.install.application}:{self.install.user}" if self.install else "-"
-        return f"cron:{self.tv.name}:{self.start_index}:{self.minute.isoformat()}:{who}"
+        return f"cron:{self.tv.name}:{self.start.cron}:{self.start.to or ''}:{self.minute.isoformat()}:{who}"
 
 
 def minute_of(now: datetime) -> datetime:
@@ -65,11 +66,11 @@ def minute_of(now: datetime) -> datetime:
     return aware.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-def due_starts(tvs: list[TopologyVersion], minute: datetime) -> Iterator[tuple[TopologyVersion, int, StartSpec]]:
+def due_starts(tvs: list[TopologyVersion], minute: datetime) -> Iterator[tuple[TopologyVersion, StartSpec]]:
     for tv in tvs:
-        for index, start in enumerate(tv.topology.start):
+        for start in tv.topology.start:
             if start.cron and croniter.match(start.cron, minute):
-                yield tv, index, start
+                yield tv, start
 
 
 class Scheduler:
@@ -103,14 +104,14 @@ class Scheduler:
         minute = minute_of(now)
         firings: list[Firing] = []
         installs: dict[str, list[Install]] = {}
-        for tv, index, start in due_starts(self.rt.catalog.active_all(), minute):
+        for tv, start in due_starts(self.rt.catalog.active_all(), minute):
             application = tv.topology.application
             if application is None:
-                firings.append(Firing(tv, index, start, minute, None))
+                firings.append(Firing(tv, start, minute, None))
                 continue
             if application not in installs:
                 installs[application] = await self.rt.store.list_installs(application, enabled_only=True)
-            firings.extend(Firing(tv, index, start, minute, install) for install in installs[application])
+            firings.extend(Firing(tv, start, minute, install) for install in installs[application])
         if not firings:
             return 0
         limit = asyncio.Semaphore(START_CONCURRENCY)

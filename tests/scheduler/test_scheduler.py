@@ -157,7 +157,7 @@ async def test_a_firing_whose_claimer_died_is_fired_by_another_scheduler(
     tv = worker.rt.catalog.active("cron-premium")
     assert tv is not None
     shop_a = await worker.rt.store.get_install("shop-a", "shoptet-premium")
-    lease = Firing(tv, 0, tv.topology.start[0], minute, shop_a).lease_name
+    lease = Firing(tv, tv.topology.start[0], minute, shop_a).lease_name
     claim_ttl = 0.5
     assert await other_process.store.acquire_lease(lease, "dead-worker:1", claim_ttl)
     live = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=claim_ttl, start_timeout_seconds=0.4)
@@ -242,3 +242,27 @@ async def test_the_scheduler_purges_expired_leases_once_an_interval(worker: Work
     await asyncio.sleep(0.05)
     await scheduler.purge_leases()  # within the interval: left for the next purge
     assert await store.purge_expired_leases() == 1
+
+
+async def test_a_redeploy_that_moves_a_cron_start_does_not_fire_its_minute_again(
+    worker: Worker, watch: TopicWatch
+) -> None:
+    """Firings are known by what the start is, not by its place in ``start:``."""
+    from worker.topology import parse_topology
+
+    source = CRON_NO_APP.replace("cron-plain", "cron-moved").replace('"0 * * * *"', '"31 4 * * *"')
+    moved = source.replace("start:\n", "start:\n  - manual: true\n")
+    minute = datetime(2024, 5, 9, 4, 31, tzinfo=UTC)  # */5 is not due
+    scheduler = Scheduler(worker.rt, "worker-1")
+    worker.rt.catalog.add_local(parse_topology(source, registry=worker.registry))
+    try:
+        assert await scheduler.tick(minute) == 1
+        worker.rt.catalog.add_local(parse_topology(moved, registry=worker.registry))
+        active = worker.rt.catalog.active("cron-moved")
+        assert active is not None and active.topology.start[1].cron == "31 4 * * *"
+        assert await scheduler.tick(minute + timedelta(seconds=30)) == 0
+    finally:
+        latest = worker.rt.catalog.active("cron-moved")
+        assert latest is not None
+        worker.rt.catalog.add_local(latest, enabled=False)  # the module's other tests tick it no more
+    assert len(await watch.new("test-flaky-once")) == 1
