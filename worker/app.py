@@ -26,6 +26,7 @@ from worker.inbound import InboundBridge
 from worker.kafka import cleanup_policy, ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
 from worker.metrics import Metrics
+from worker.node import Node
 from worker.processes import ProcessTracker
 from worker.processor import NodeProcessor
 from worker.registry import NodeRegistry, default_registry
@@ -65,6 +66,8 @@ class Worker:
         self.consumers: list[ManagedConsumer] = []
         self.inbound: ManagedConsumer | None = None
         self.readiness_consumers: list[ManagedConsumer] = []
+        #: The consumer of each node type, for a deploy that changes its limits.
+        self._node_consumers: list[tuple[Node, ManagedConsumer]] = []
         self.follower: CatalogFollower | None = None
         self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
@@ -129,6 +132,7 @@ class Worker:
         #: group on its own, without holding up the start or the worker's HTTP endpoints.
         self.readiness_consumers = list(self.consumers)
         catalog.listeners.append(self._follow_inbound)
+        catalog.listeners.append(self._follow_node_limits)
         self._follow_inbound()  # a deploy the follower applied while the consumers were starting
         await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.readiness_consumers))
         tune_garbage_collector()
@@ -168,19 +172,19 @@ class Worker:
                 raise ValueError(f"unknown node type {name!r}")
             node = cls()
             processor = NodeProcessor(rt, node)
-            concurrency = self._concurrency(name, cls.concurrency)
-            self.consumers.append(
-                ManagedConsumer(
-                    name,
-                    make_consumer(self.settings, bootstrap, group_id=rt.topics.group(name)),
-                    [rt.topics.node(name)],
-                    processor.handle,
-                    concurrency=concurrency,
-                    ordered=cls.ordered,
-                    max_in_flight=self.settings.consumer_read_ahead_records,
-                    budget=budget,
-                )
+            concurrency, ordered = node_limits(node, rt.catalog.active_all())
+            consumer = ManagedConsumer(
+                name,
+                make_consumer(self.settings, bootstrap, group_id=rt.topics.group(name)),
+                [rt.topics.node(name)],
+                processor.handle,
+                concurrency=concurrency,
+                ordered=ordered,
+                max_in_flight=self.settings.consumer_read_ahead_records,
+                budget=budget,
             )
+            self.consumers.append(consumer)
+            self._node_consumers.append((node, consumer))
         forwarder = RetryForwarder(rt)
         self.consumers.append(
             ManagedConsumer(
@@ -213,15 +217,15 @@ class Worker:
     def _lag(self) -> list[tuple[str, int]]:
         return [(c.name, sum(c.lag().values())) for c in self.consumers]
 
-    def _concurrency(self, node_name: str, default: int) -> int:
-        """The highest concurrency any active topology asks of this node type."""
-        asked = [
-            spec.concurrency
-            for tv in self.rt.catalog.active_all()
-            for spec in tv.topology.nodes.values()
-            if spec.node == node_name and spec.concurrency
-        ]
-        return max(asked, default=default)
+    def _follow_node_limits(self) -> None:
+        """Catalog listener: a deploy that changes a node's ``concurrency`` or ``ordered`` applies it
+        to the running consumer, without a restart."""
+        active = self.rt.catalog.active_all()
+        for node, consumer in self._node_consumers:
+            concurrency, ordered = node_limits(node, active)
+            if (concurrency, ordered) != (consumer.concurrency, consumer.ordered):
+                log.info("node limits changed by a deploy", node=node.name, concurrency=concurrency, ordered=ordered)
+                consumer.configure(concurrency=concurrency, ordered=ordered)
 
     def _follow_inbound(self) -> None:
         """Catalog listener: consume the inbound topics of the active topologies.
@@ -320,6 +324,16 @@ async def open_configured_store(settings: Settings) -> InstallStore:
     from worker.store import open_store
 
     return await open_store(settings)
+
+
+def node_limits(node: Node, active: Iterable[TopologyVersion]) -> tuple[int, bool]:
+    """A node type's concurrency and ordering, as the ``active`` topologies ask: one consumer serves
+    the type in every topology, so it runs with the highest concurrency any of them asks, and one
+    record per install at a time when any asks ``ordered`` (the node's own defaults otherwise)."""
+    specs = [spec for tv in active for spec in tv.topology.nodes.values() if spec.node == node.name]
+    concurrency = max((s.concurrency for s in specs if s.concurrency), default=node.concurrency)
+    asked_order = [s.ordered for s in specs if s.ordered is not None]
+    return concurrency, any(asked_order) if asked_order else node.ordered
 
 
 #: Settings of the control topic when the worker creates it.

@@ -153,6 +153,7 @@ class ManagedConsumer:
         #: Per key (install): ``concurrency`` records at once, 1 when ordered. Limiting per key, not
         #: per consumer, means one e-shop waiting for its token's slots never holds up another's.
         self.per_key = 1 if ordered else concurrency
+        self.concurrency = concurrency
         self.ordered = ordered
         self.max_in_flight = max_in_flight
         #: On a revocation, cancel the running records instead of waiting for them: for the retry
@@ -175,6 +176,13 @@ class ManagedConsumer:
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def configure(self, *, concurrency: int, ordered: bool) -> None:
+        """New per-key limits (a deploy changed them): more runners start as records come, and
+        runners past the new limit stop once their current record is done."""
+        self.per_key = 1 if ordered else concurrency
+        self.concurrency = concurrency
+        self.ordered = ordered
 
     @property
     def in_flight(self) -> int:
@@ -272,7 +280,7 @@ class ManagedConsumer:
         # with per_key == 1 (ordered nodes) they also finish in order.
         handled = 0
         try:
-            while queue.records:
+            while queue.records and queue.runners <= self.per_key:  # fewer after a deploy lowered it
                 offsets, record = queue.records.popleft()
                 try:
                     recorded = await self._handle(record)

@@ -33,6 +33,7 @@ async def test_redeploy_during_a_running_sync_loses_nothing(kafka_bootstrap: str
         # v2 publishes to another topic, so where each message ends up shows which version routed it
         data = yaml.safe_load(v1.source)
         data["nodes"]["out"] = {"sink": "shoptet.orders.v2"}
+        data["nodes"]["detail"]["concurrency"] = 37  # and the running consumer takes it up
         data["description"] = "v2: details go to shoptet.orders.v2"
         v2 = parse_topology(yaml.safe_dump(data, sort_keys=False), "order-sync v2", rt.registry)
         await publish_deployment(rt.producer, rt.topics.control, v2)
@@ -40,6 +41,8 @@ async def test_redeploy_during_a_running_sync_loses_nothing(kafka_bootstrap: str
         while (active := rt.catalog.active("order-sync")) is None or active.version != v2.version:
             assert time.monotonic() < deadline, "the running worker never took up the new version"
             await _tick()
+        [detail] = [c for c in stack.worker.consumers if c.name == "shoptet-get-order-detail"]
+        assert (detail.concurrency, detail.per_key) == (37, 37)
         # the first process is still running on v1 when v2 becomes active
         v1_sink = SinkReader(stack.settings.kafka_bootstrap_servers, "shoptet.orders")
         await v1_sink.collect_until(lambda ms: True, timeout=5)

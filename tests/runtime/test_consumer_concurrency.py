@@ -71,6 +71,35 @@ async def test_ordered_consumer_runs_one_record_per_key_in_offset_order() -> Non
     assert [o for k, o in order if k == b"b"] == list(range(0, 20, 2))
 
 
+async def test_a_consumer_reconfigured_to_ordered_runs_one_record_per_key_from_then_on() -> None:
+    """A deploy that asks ``ordered`` (or less concurrency): runners past the new limit stop once
+    their current record is done, and no new ones start."""
+    running, peak_after = 0, 0
+    release = asyncio.Event()
+    reconfigured = False
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal running, peak_after
+        running += 1
+        if reconfigured:
+            peak_after = max(peak_after, running)
+        await release.wait()
+        await asyncio.sleep(0.001)
+        running -= 1
+
+    consumer = ManagedConsumer("n", None, ["t"], handler, concurrency=4)  # type: ignore[arg-type]
+    await feed(consumer, [record(i, b"a") for i in range(12)])
+    await asyncio.sleep(0.01)
+    assert running == 4
+    consumer.configure(concurrency=4, ordered=True)
+    reconfigured = True
+    release.set()
+    await asyncio.gather(*consumer._tasks)
+    assert peak_after == 1  # the 8 records left ran one at a time
+    assert consumer.in_flight == 0 and consumer._queues == {}
+    assert consumer._offsets[TP].committable() == 12
+
+
 class Committing:
     """Stands in for AIOKafkaConsumer's commits: the positions committed for ``TP``, in order."""
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from worker.registry import NodeRegistry, default_registry
-from worker.topology import TopologyError, load_topology_dir, parse_topology
+from worker.topology import TopologyError, TopologyVersion, load_topology_dir, parse_topology
 
 GOOD = """\
 name: sample
@@ -141,3 +141,24 @@ def test_a_pointer_to_a_version_this_worker_cannot_load_keeps_the_running_one(re
 def test_an_unsafe_yaml_tag_is_refused_with_its_line(registry: NodeRegistry) -> None:
     error = refused(GOOD.replace("name: sample", "name: !!python/name:os.system sample"), registry)
     assert error.line == 1 and "not valid YAML" in str(error)
+
+
+def test_node_limits_follow_every_active_topology(registry: NodeRegistry) -> None:
+    """One consumer serves a node type in every topology: the highest concurrency asked, ordered
+    when any topology asks it, and the node's own defaults where none says."""
+    from tests.runtime.sample_nodes import Passthrough
+    from worker.app import node_limits
+
+    def version(name: str, pass_spec: str) -> TopologyVersion:
+        source = GOOD.replace("name: sample", f"name: {name}")
+        return parse_topology(source.replace("concurrency: 4, ", pass_spec), registry=registry)
+
+    node = Passthrough()
+    assert node_limits(node, []) == (node.concurrency, False)
+    assert node_limits(node, [version("a", "")]) == (node.concurrency, False)
+    assert node_limits(node, [version("a", "concurrency: 4, "), version("b", "concurrency: 7, ")]) == (7, False)
+    ordered = version("b", "ordered: true, ")
+    assert node_limits(node, [version("a", "concurrency: 4, "), ordered]) == (4, True)
+    writer = registry.get("shoptet-update-order-status")
+    assert writer is not None and writer.ordered
+    assert node_limits(writer(), [])[1] is True
