@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker.registry import NodeRegistry
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+#: The applications installs can belong to (``applications.registry`` builds one of each). A topology
+#: naming another would serve no install, so its cron and webhooks would never fire.
+APPLICATIONS = frozenset({"shoptet-premium", "shoptet"})
 
 
 class TopologyError(ValueError):
@@ -77,8 +81,18 @@ class StartSpec(BaseModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is None:
+            return value
+        if not croniter.is_valid(value):
             raise ValueError(f"bad cron expression {value!r}")
+        fields = len(value.split())
+        if not value.startswith("@") and fields != 5:
+            # croniter takes a sixth field as seconds; the scheduler ticks once a minute
+            raise ValueError(f"bad cron expression {value!r}: 5 fields (minute hour day month weekday), not {fields}")
+        try:  # croniter's extensions (H, ...) pass is_valid and may still fail when matched
+            croniter.match(value, datetime(2024, 1, 1, tzinfo=UTC))
+        except Exception as exc:
+            raise ValueError(f"bad cron expression {value!r}: {exc}") from None
         return value
 
     @model_validator(mode="after")
@@ -153,8 +167,18 @@ def version_of(source: str) -> str:
 # --- YAML with line numbers -----------------------------------------------------------------
 
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...], index: dict[tuple[Any, ...], int], origin: str) -> None:
-    """Record the line of every value and key path; refuse duplicate keys (PyYAML keeps the last)."""
+def _line_index(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    index: dict[tuple[Any, ...], int],
+    origin: str,
+    enclosing: frozenset[int] = frozenset(),
+) -> None:
+    """Record the line of every value and key path; refuse duplicate keys (PyYAML keeps the last)
+    and an alias inside what it names (``enclosing``: the ids of the nodes around this one)."""
+    if id(node) in enclosing:
+        raise TopologyError(origin, node.start_mark.line + 1, "a YAML alias refers to a mapping or list around it")
+    enclosing = enclosing | {id(node)}
     index[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -165,10 +189,10 @@ def _line_index(node: yaml.Node, path: tuple[Any, ...], index: dict[tuple[Any, .
                 raise TopologyError(origin, line, f"duplicate key {key!r} (first at line {seen[key]})")
             seen[key] = line
             index[(*path, key)] = line
-            _line_index(value_node, (*path, key), index, origin)
+            _line_index(value_node, (*path, key), index, origin, enclosing)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_index(item, (*path, i), index, origin)
+            _line_index(item, (*path, i), index, origin, enclosing)
 
 
 def _line_for(index: dict[tuple[Any, ...], int], loc: Iterable[Any]) -> int | None:
@@ -212,7 +236,14 @@ def _check_references(
                 registry.import_path(path)
             except Exception as exc:
                 raise TopologyError(origin, index.get(("imports", i)), f"cannot import {path!r}: {exc}") from None
+    known = ", ".join(sorted(APPLICATIONS))
+    if topology.application is not None and topology.application not in APPLICATIONS:
+        line = index.get(("application",))
+        raise TopologyError(origin, line, f"unknown application {topology.application!r} (known: {known})")
     for node_id, spec in topology.nodes.items():
+        if spec.application is not None and spec.application not in APPLICATIONS:
+            line = index.get(("nodes", node_id, "application"))
+            raise TopologyError(origin, line, f"unknown application {spec.application!r} (known: {known})")
         if registry is not None and spec.node is not None and spec.node not in registry:
             raise TopologyError(origin, index.get(("nodes", node_id, "node")), f"unknown node type {spec.node!r}")
         for i, target in enumerate(spec.next):

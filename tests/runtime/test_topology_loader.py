@@ -72,6 +72,33 @@ def test_bad_cron(registry: NodeRegistry) -> None:
     assert "bad cron expression" in error.reason
 
 
+@pytest.mark.parametrize(
+    ("cron", "reason"),
+    [
+        ("*/10 * * * * *", "5 fields (minute hour day month weekday), not 6"),  # seconds, silently dropped
+        ("H * * * *", "bad cron expression 'H * * * *'"),
+    ],
+)
+def test_a_cron_the_scheduler_cannot_keep_is_refused(registry: NodeRegistry, cron: str, reason: str) -> None:
+    error = refused(GOOD.replace("manual: true", f'cron: "{cron}"'), registry)
+    assert error.line == 4 and reason in error.reason
+    assert parse_topology(GOOD.replace("manual: true", 'cron: "@hourly"'), registry=registry)
+
+
+def test_an_unknown_application_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    """Such a topology serves no install: its cron and webhooks would never fire."""
+    error = refused(GOOD.replace("start:", "application: shoptet-premiun\nstart:"), registry)
+    assert (error.line, error.reason) == (3, "unknown application 'shoptet-premiun' (known: shoptet, shoptet-premium)")
+    error = refused(GOOD.replace("concurrency: 4,", "application: shoptett, concurrency: 4,"), registry)
+    assert error.line == 7 and "unknown application 'shoptett'" in error.reason
+
+
+def test_a_recursive_yaml_alias_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    source = "name: x\nstart: [{manual: true}]\nnodes: &n {a: {node: test-passthrough, next: *n}}\n"
+    error = refused(source, registry)
+    assert (error.line, error.reason) == (3, "a YAML alias refers to a mapping or list around it")
+
+
 def test_start_needs_exactly_one_trigger(registry: NodeRegistry) -> None:
     error = refused(GOOD.replace("manual: true", "manual: true\n    topic: x"), registry)
     assert error.line == 4
@@ -162,3 +189,18 @@ def test_node_limits_follow_every_active_topology(registry: NodeRegistry) -> Non
     writer = registry.get("shoptet-update-order-status")
     assert writer is not None and writer.ordered
     assert node_limits(writer(), [])[1] is True
+
+
+def test_topologies_know_the_applications_the_worker_builds() -> None:
+    import inspect
+
+    from applications import registry as applications_registry
+    from applications.base import Application
+    from worker.topology import APPLICATIONS
+
+    built = {
+        cls.name
+        for cls in vars(applications_registry).values()
+        if inspect.isclass(cls) and issubclass(cls, Application) and cls is not Application
+    }
+    assert built == APPLICATIONS

@@ -27,7 +27,7 @@ from worker.lifecycle import ADDON_EVENTS, apply_addon_event
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
 from worker.store import Install
-from worker.topology import StartSpec, TopologyVersion
+from worker.topology import APPLICATIONS, StartSpec, TopologyVersion
 from worker.webhook_keys import SIGNATURE_HEADER, has_signature_key, verify_signature
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter()
 
 #: Applications with a webhook URL; a deployment may add others through ``rt.applications``.
-KNOWN_APPLICATIONS = frozenset({"shoptet-premium", "shoptet"})
+KNOWN_APPLICATIONS = APPLICATIONS
 
 
 class WebhookPayload(BaseModel):
