@@ -118,8 +118,11 @@ class Worker:
             # a version deployed before leaves the pointer to the operators: a restart must not
             # enable what they disabled, or roll back what they deployed since from elsewhere
             if (tv.name, tv.version) not in catalog.versions:
-                await publish_deployment(producer, topics.control, tv)
-                catalog.add_local(tv)  # the follower reads it back as well; new starts need it now
+                # a changed file (a new image) is deployed, and what operators disabled stays so
+                current = catalog.current.get(tv.name)
+                enabled = current.enabled if current is not None else True
+                await publish_deployment(producer, topics.control, tv, enabled)
+                catalog.add_local(tv, enabled)  # the follower reads it back as well; new starts need it now
         self._build_consumers(names, bootstrap)
         self.tracker = ProcessTracker(
             make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),

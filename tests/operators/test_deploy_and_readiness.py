@@ -127,6 +127,11 @@ async def test_a_restart_neither_re_enables_nor_rolls_back_what_operators_change
     await start_and_stop("nothing")  # a restart with the same file
     async with control_client(worker_settings) as control:
         assert control.catalog.current["deployable"].enabled is False
+    on_disk = parse_topology(GOOD.replace("deployable.out", "deployable.changed"), registry=registry)
+    await start_and_stop("nothing")  # a restart with a changed file (a new image): deployed, disabled
+    async with control_client(worker_settings) as control:
+        current = control.catalog.current["deployable"]
+        assert (current.version, current.enabled) == (on_disk.version, False)
     await start_and_stop("deploy newer")
     await start_and_stop("nothing")
     assert await _current_version(worker_settings) == newer.version
