@@ -72,14 +72,11 @@ class TopicWatch:
             assert await self.new(name) == [], f"{name} got a message"
 
 
-def webhook_body(eshop_id: int, event: str = "order:create", instance: str = "2024000123") -> bytes:
+def webhook_body(
+    eshop_id: int, event: str = "order:create", instance: str = "2024000123", created: str = "2024-05-02T10:15:30+0200"
+) -> bytes:
     """A delivery body as Shoptet sends it (eshopId is a number)."""
-    payload: dict[str, Any] = {
-        "eshopId": eshop_id,
-        "event": event,
-        "eventCreated": "2024-05-02T10:15:30+0200",
-        "eventInstance": instance,
-    }
+    payload: dict[str, Any] = {"eshopId": eshop_id, "event": event, "eventCreated": created, "eventInstance": instance}
     return json.dumps(payload).encode()
 
 

@@ -326,7 +326,7 @@ async def test_addon_lifecycle_events_update_the_install(
     store = worker.rt.store
 
     async def deliver(event: str) -> httpx.Response:
-        body = webhook_body(eshop_id, event=event, instance=str(eshop_id))
+        body = webhook_body(eshop_id, event=event, instance=str(eshop_id), created=datetime.now(UTC).isoformat())
         return await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
 
     async def enabled() -> bool | None:
@@ -343,6 +343,23 @@ async def test_addon_lifecycle_events_update_the_install(
     assert await enabled() is None
     [(key, message)] = await watch.new("test-passthrough")  # wh-premium listens to uninstall
     assert key == install.user.encode() and message.body["event"] == "addon:uninstall"
+
+
+async def test_a_late_addon_event_from_before_the_current_install_is_ignored(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    """An uninstall answered 503 (broker down) and retried by Shoptet after the e-shop installed the
+    addon again must not remove, nor start anything for, the new install."""
+    store = worker.rt.store
+    before = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    await store.add_install(install)  # installed again, just now
+    for event in ("addon:uninstall", "addon:suspend"):
+        late = webhook_body(eshop_id, event=event, instance=str(eshop_id), created=before)
+        response = await client.post(URL, content=late, headers=signed(late, SIGNATURE_KEY))
+        assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    found = await store.get_install(install.user, install.application)
+    assert found is not None and found.enabled
+    await watch.assert_nothing_new()
 
 
 async def test_standalone_ingress_follows_the_deployed_topologies(

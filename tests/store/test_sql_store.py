@@ -61,6 +61,18 @@ async def test_adding_an_install_again_for_its_eshop_keeps_what_it_learned(store
     assert got.enabled is True
 
 
+async def test_an_install_added_again_is_installed_from_then_on(store: SqlInstallStore) -> None:
+    """``installed_at`` tells a late addon event of an earlier install from one of this install."""
+    await store.add_install(Install(user="u", application="shoptet", eshop_id="1"))
+    first = await store.get_install("u", "shoptet")
+    assert first is not None and first.installed_at is not None
+    assert abs((datetime.now(UTC) - first.installed_at).total_seconds()) < 60
+    await asyncio.sleep(0.01)
+    await store.add_install(Install(user="u", application="shoptet", eshop_id="1"))
+    again = await store.get_install("u", "shoptet")
+    assert again is not None and again.installed_at is not None and again.installed_at > first.installed_at
+
+
 async def test_adding_an_install_again_drops_the_managed_keys_it_no_longer_gives(store: SqlInstallStore) -> None:
     """An addon added by hand with its own OAuth server, then re-installed through the callback (which
     gives none), must use the configured server again, not the one given before."""

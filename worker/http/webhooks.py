@@ -161,6 +161,11 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         return _answer(401, "error", "invalid signature")
 
     is_addon_event = payload.event in ADDON_EVENTS
+    if is_addon_event and _predates_install(payload.eventCreated, install):
+        # a retry of an uninstall (or suspend) that failed before the e-shop installed the addon
+        # again: applied now, it would remove or disable the new install
+        bound.warning("webhook ignored", reason="addon event from before the current install")
+        return _answer(200, "ignored", "the event predates the current install")
     if not install.enabled and not is_addon_event:
         bound.warning("webhook ignored", reason="install disabled")
         return _answer(200, "ignored", "install disabled")
@@ -224,6 +229,19 @@ async def _claim(rt: Runtime, lease: str, owner: str) -> bool:
             raise InFlight
         return False
     raise InFlight
+
+
+def _predates_install(event_created: str, install: Install) -> bool:
+    """Whether Shoptet created the event before the install was added; False when unknown."""
+    if install.installed_at is None:
+        return False
+    try:
+        created = datetime.fromisoformat(event_created)
+    except ValueError:
+        return False
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return created < install.installed_at
 
 
 def validation_problems(exc: ValidationError) -> list[str]:

@@ -21,6 +21,9 @@ class Install(BaseModel):
     application: str
     enabled: bool = True
     eshop_id: str | None = None
+    #: When the install was last added (install callback, ``install add``): an addon lifecycle event
+    #: created before then is about an earlier install of the e-shop (a late retry).
+    installed_at: datetime | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     #: Stored secrets the current ``SECRET_KEY`` cannot decrypt (left out of ``secrets``): one such

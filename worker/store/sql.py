@@ -107,7 +107,8 @@ class SqlInstallStore:
         head = self._insert(t.installs).values(row)
         head = head.on_conflict_do_update(
             index_elements=["user", "application"],
-            set_={"enabled": head.excluded.enabled, "eshop_id": head.excluded.eshop_id},
+            # created_at: when it was installed last (see ``Install.installed_at``)
+            set_={"enabled": head.excluded.enabled, "eshop_id": head.excluded.eshop_id, "created_at": _now()},
         )
         async with self._tx() as conn:
             # a no-op write that returns the e-shop before: it takes the write lock first (see above)
@@ -364,6 +365,7 @@ class SqlInstallStore:
                     application=head.application,
                     enabled=head.enabled,
                     eshop_id=head.eshop_id,
+                    installed_at=datetime.fromtimestamp(head.created_at, UTC),
                     settings=plain,
                     secrets=secrets,
                     unreadable_secrets=unreadable,
