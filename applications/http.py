@@ -55,6 +55,19 @@ class ShoptetHttpClient(HttpxAiohttpClient):
             raise ValueError("the Shoptet client keeps no cookies")
 
 
+class _ShoptetTransport(AiohttpTransport):
+    """httpx-aiohttp maps aiohttp's connection, timeout and payload errors to httpx's, not the
+    rest: a garbled answer (a bad status line, two Content-Lengths) arrived as aiohttp's own
+    ``ClientResponseError``, which the client took for a bug and trashed. From a flaky proxy or load
+    balancer in front of Shoptet, such an answer is worth another try."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except aiohttp.ClientError as exc:  # the mapped ones arrive as httpx errors already
+            raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+
+
 def shoptet_http_client(settings: Settings) -> httpx.AsyncClient:
     """The client every Shoptet call of the worker goes through (one per worker process)."""
     max_connections = settings.shoptet_max_connections_per_host
@@ -66,4 +79,4 @@ def shoptet_http_client(settings: Settings) -> httpx.AsyncClient:
         )
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
-    return ShoptetHttpClient(timeout=settings.shoptet_timeout_seconds, transport=AiohttpTransport(client=session))
+    return ShoptetHttpClient(timeout=settings.shoptet_timeout_seconds, transport=_ShoptetTransport(client=session))

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 OAUTH_PATH = "/action/ApiOAuthServer"
 
 
+#: Client-error statuses that a later attempt may not get.
+RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
 class OAuthError(Exception):
     """The OAuth server refused (``status`` is its HTTP status) or could not be reached (None)."""
 
@@ -25,8 +29,9 @@ class OAuthError(Exception):
 
     @property
     def refused(self) -> bool:
-        """True when asking again with the same input cannot help (a 4xx answer)."""
-        return self.status is not None and 400 <= self.status < 500
+        """True when asking again with the same input cannot help: a 4xx answer, except those that
+        say "not now" (408 timeout, 425 too early, 429 too many requests)."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in RETRYABLE_4XX
 
 
 class InstalledAddon(BaseModel):

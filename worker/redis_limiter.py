@@ -48,6 +48,8 @@ from worker.tasks import cancel_and_wait
 log = structlog.get_logger(__name__)
 
 DEFAULT_PREFIX = "shoptet-worker:limiter:"
+#: A waiter's poll delay doubles this many times at most (5 ms x 2**16 is far past any cap).
+POLL_DOUBLINGS = 16
 
 #: Connections of a limiter's own client, and how long a call waits for one before it fails.
 REDIS_MAX_CONNECTIONS = 64
@@ -299,8 +301,11 @@ class RedisLimiter:
             attempt += 1
 
     def _poll_delay(self, attempt: int) -> float:
-        """Short first, then up to ``poll_interval``; jitter keeps processes from polling in lockstep."""
-        return min(self._poll_interval, 0.005 * 2**attempt) * random.uniform(0.5, 1.0)
+        """Short first, then up to ``poll_interval``; jitter keeps processes from polling in lockstep.
+
+        The exponent is capped: past about 1,000 attempts (minutes of waiting for a busy token),
+        ``2**attempt`` no longer converts to a float and the wait failed with ``OverflowError``."""
+        return min(self._poll_interval, 0.005 * 2 ** min(attempt, POLL_DOUBLINGS)) * random.uniform(0.5, 1.0)
 
     async def _pace_left(self, pace_key: str) -> float:
         try:

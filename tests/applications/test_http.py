@@ -158,6 +158,33 @@ async def test_a_refused_connection_is_retryable(tmp_path: Path) -> None:
             await _client(http, f"http://127.0.0.1:{port}").request("GET", "/api/eshop")
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 abc Weird\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    ],
+)
+async def test_a_garbled_answer_is_retryable(tmp_path: Path, answer: bytes) -> None:
+    """What a flaky proxy in front of Shoptet may send: another try may get a real answer."""
+
+    async def garble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(garble, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with shoptet_http_client(_settings(tmp_path)) as http:
+            with pytest.raises(RetryableError, match="connection error"):
+                await _client(http, f"http://127.0.0.1:{port}").request("GET", "/api/eshop")
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
 async def test_a_slow_answer_is_a_retryable_timeout(server: Server, tmp_path: Path) -> None:
     server.delay = 1.0
     async with shoptet_http_client(_settings(tmp_path, shoptet_timeout_seconds=0.2)) as http:

@@ -66,6 +66,17 @@ async def test_unreachable_server_is_not_a_refusal(shoptet: respx.Router, http: 
     assert not caught.value.refused
 
 
+@pytest.mark.parametrize(("status", "refused"), [(400, True), (401, True), (408, False), (429, False), (503, False)])
+async def test_only_a_lasting_client_error_is_a_refusal(
+    shoptet: respx.Router, http: httpx.AsyncClient, status: int, refused: bool
+) -> None:
+    """A 429 or 408 from the OAuth server says "not now": the messages waiting on it are retried."""
+    shoptet.get(f"{OAUTH}/action/ApiOAuthServer/getAccessToken").respond(status, json={"error": "x"})
+    with pytest.raises(OAuthError) as caught:
+        await fetch_access_token(http, OAUTH, "oauth")
+    assert (caught.value.status, caught.value.refused) == (status, refused)
+
+
 async def test_fetch_access_token_uses_the_bearer_oauth_token(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
     route = shoptet.get(f"{OAUTH}/action/ApiOAuthServer/getAccessToken").respond(
         200, json={"access_token": "acc-1", "expires_in": 1800}

@@ -187,6 +187,18 @@ async def test_dead_instance_lease_expires(redis_url: str, prefix: str) -> None:
         await alive.close()
 
 
+async def test_a_long_wait_keeps_polling_at_the_cap(redis_url: str, prefix: str) -> None:
+    """Minutes of waiting for a busy token are thousands of polls: the delay stays at the cap
+    (``2**attempt`` past about 1,000 no longer converts to a float)."""
+    waiter = RedisLimiter.from_url(redis_url, prefix=prefix, poll_interval=0.2)
+    try:
+        delays = [waiter._poll_delay(attempt) for attempt in (0, 10, 1_100, 100_000)]
+    finally:
+        await waiter.close()
+    assert delays[0] <= 0.005
+    assert all(0.1 <= d <= 0.2 for d in delays[1:])
+
+
 async def test_held_lease_is_renewed_past_its_ttl(redis_url: str, prefix: str) -> None:
     holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
     other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
