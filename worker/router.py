@@ -98,10 +98,18 @@ def route(
 
 
 def cursor_message(incoming: Message, result: Result) -> Message:
-    """The same input again, with the cursor the batch asked for (the node runs another hop)."""
+    """The same input again, with the cursor the batch asked for (the node runs another hop).
+
+    The next step starts with no retries spent: the retries of earlier steps added up over a long
+    paging run, and a step sent to trash after its first failure stopped the run.
+    """
     return incoming.with_headers(
         cursor=json.dumps(result.cursor, separators=(",", ":")),
         result_code=str(int(result.code)),
+        repeat_hops=None,
+        result_message=None,
+        retry_target_topic=None,
+        retry_due_at=None,
     )
 
 

@@ -52,3 +52,20 @@ def test_cursor_message_republishes_the_input() -> None:
     assert again.body == {"count": 5}
     assert again.cursor == {"page": 2}
     assert again.process_id == "p1"
+
+
+def test_the_next_paging_step_starts_with_no_retries_spent() -> None:
+    retried = Message(
+        body={},
+        headers={
+            H.PROCESS_ID: "p1",
+            H.CURSOR: '{"page":40}',
+            H.REPEAT_HOPS: "9",
+            H.RESULT_MESSAGE: "GET /api/orders -> 503",
+            H.RETRY_TARGET_TOPIC: "shoptet.node.shoptet-get-orders-list",
+            H.RETRY_DUE_AT: "1700000000.000",
+        },
+    )
+    again = cursor_message(retried, Result(code=ResultCode.BATCH_CURSOR_WITH_ITEMS, cursor={"page": 41}))
+    assert again.hops == 0 and again.cursor == {"page": 41}
+    assert not {H.REPEAT_HOPS, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT} & set(again.headers)
