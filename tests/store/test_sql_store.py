@@ -286,6 +286,25 @@ async def test_a_trash_entry_with_overlong_fields_is_kept(store: SqlInstallStore
     assert got.headers == {"user": long_user}  # whole: what a replay uses
 
 
+async def test_a_trash_entry_with_nul_characters_is_kept(store: SqlInstallStore) -> None:
+    """Garbage on an inbound topic may hold NUL bytes, which PostgreSQL text refuses: the row was
+    refused, and its message retried for good instead of reaching trash."""
+    entry = TrashEntry(
+        topic="erp.order-requests",
+        user="shop\x00a",
+        key="k\x00",
+        error_class="MalformedMessage",
+        error_message="body is not JSON: unexpected character \x00",
+        raw_body="\x00\x01garbage",
+        headers={"user": "shop\x00a"},
+        body={"note": "a\x00b"},
+    )
+    got = await store.get_trash(await store.add_trash(entry))
+    assert got is not None
+    assert (got.user, got.key, got.raw_body) == ("shop\ufffda", "k\ufffd", "\ufffd\x01garbage")
+    assert got.headers == {"user": "shop\x00a"} and got.body == {"note": "a\x00b"}  # JSON escapes NUL
+
+
 async def test_schema_is_versioned_and_migrating_again_is_a_no_op(store_factory: Factory) -> None:
     store = await store_factory()
     again = await store_factory()  # opening a migrated database runs nothing

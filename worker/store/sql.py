@@ -428,12 +428,17 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
 
 
 def _fit(table: Table, row: dict[str, Any]) -> None:
-    """Cut text to its column's length. PostgreSQL refuses a longer value (SQLite does not check),
-    and a trash row the database refuses would keep its message in flight, failing for good: a
-    key or ``user`` header over 255 characters arrives from any system that writes to an inbound
-    topic. The headers, kept whole as JSON, still say everything for a replay."""
+    """Cut text to its column's length, and replace NUL characters. PostgreSQL refuses both (SQLite
+    does not check), and a trash row the database refuses would keep its message in flight, failing
+    for good: a key or ``user`` header over 255 characters, or a value with a NUL byte, arrives from
+    any system that writes to an inbound topic. The headers, kept whole as JSON (where NUL is
+    escaped), still say everything for a replay."""
     for column in table.columns:
         length = getattr(column.type, "length", None)
         value = row.get(column.name)
-        if length and isinstance(value, str) and len(value) > length:
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            value = row[column.name] = value.replace("\x00", "\ufffd")
+        if length and len(value) > length:
             row[column.name] = value[:length]
