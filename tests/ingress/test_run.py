@@ -29,6 +29,14 @@ async def test_run_starts_the_process_and_answers_its_ids(client: httpx.AsyncCli
     assert message.headers[H.APPLICATION] == "shoptet-premium"
 
 
+async def test_run_without_a_body_starts_with_an_empty_object(client: httpx.AsyncClient, watch: TopicWatch) -> None:
+    response = await client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=KEY)
+
+    assert response.status_code == 202, response.text
+    [(_, message)] = await watch.new("test-passthrough")
+    assert message.body == {}
+
+
 @pytest.mark.parametrize("headers", [{}, {"X-Api-Key": "wrong"}, {"X-Api-Key": API_KEY + "x"}])
 async def test_missing_or_wrong_key_is_401(
     client: httpx.AsyncClient, watch: TopicWatch, headers: dict[str, str]

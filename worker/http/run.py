@@ -27,7 +27,9 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     user: str = Field(min_length=1)
-    body: Any = None
+    #: ``{}`` when not given, as with ``shoptet-worker run``: nodes take objects, and a null body
+    #: that reached trash could not be replayed as it was.
+    body: Any = Field(default_factory=dict)
 
 
 #: A run's body is the first message of a process, not a data transfer.
