@@ -51,6 +51,12 @@ class StopError(NodeError):
     """Will fail the same way every time (400, 404, 409, 413, 422, 403, bad input): goes to trash."""
 
 
+class OutputTooLarge(StopError):
+    """A node's output (or a retry of its input) is larger than the broker takes: sent again, it
+    would be refused again, and the input, with every message whose ledger batch it shares, would
+    never settle. The input goes to trash with the size instead."""
+
+
 class InstallNotFound(StopError):
     """The message names a user/application that has no install."""
 

@@ -132,6 +132,11 @@ class PartitionLists:
             return partitions
 
 
+#: The largest record the producer sends (aiokafka's default, just under Kafka's default
+#: ``message.max.bytes``): a larger one the broker refuses every time.
+MAX_RECORD_BYTES = 1 << 20
+
+
 def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProducer:
     # acks=all: an output counts as delivered only when the cluster has it; the input's offset is
     # committed after that, which is what makes the pipeline at-least-once.
@@ -141,6 +146,7 @@ def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProduce
         partitioner=partition_for_key,
         linger_ms=2,
         max_batch_size=1 << 20,
+        max_request_size=MAX_RECORD_BYTES,
         request_timeout_ms=30_000,
     )
 

@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 
 from applications.client import ShoptetClient
 from worker.envelope import H, MalformedMessage, Message, ResultCode, encode_json
-from worker.errors import InstallDisabled, InstallNotFound, NodeError, RetryableError, StopError
+from worker.errors import InstallDisabled, InstallNotFound, NodeError, OutputTooLarge, RetryableError, StopError
 from worker.kafka import resend_until_acknowledged, unacknowledged
 from worker.logging import bind_message
 from worker.node import Batch, Connector, Node, NodeContext, Result
@@ -305,12 +305,16 @@ class NodeProcessor:
             result_code=str(int(ResultCode.REPEAT)),
             result_message=error.message[:500],
         )
-        if delivery is None:
-            delivery = Delivery(self.rt)
-            await delivery.send(Outgoing(self.rt.topics.retry, again))
-            await delivery.flush()
-        else:
-            await delivery.send(Outgoing(self.rt.topics.retry, again))
+        try:
+            if delivery is None:
+                delivery = Delivery(self.rt)
+                await delivery.send(Outgoing(self.rt.topics.retry, again))
+                await delivery.flush()
+            else:
+                await delivery.send(Outgoing(self.rt.topics.retry, again))
+        except OutputTooLarge as exc:  # raised out of this handler, it would fail the record for good
+            await self.trash(record, message, error, note=exc.message)
+            return False
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
         return True

@@ -22,13 +22,18 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerClosed
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from worker.kafka import PartitionLists, partition_for_key
+from worker.errors import OutputTooLarge
+from worker.kafka import MAX_RECORD_BYTES, PartitionLists, partition_for_key
 
 #: How long the first record of a batch waits for others before the batch goes out.
 LINGER_SECONDS = 0.002
 
 Headers = list[tuple[str, bytes]]
+
+#: Room for a record's key and headers: below the limit by this much, a value is not measured.
+HEADERS_ALLOWANCE_BYTES = 64 << 10
 
 #: How long an output waits for a topic the producer has never known (see ``PartitionLists.of``).
 OUTPUT_TOPIC_WAIT_SECONDS = 600.0
@@ -41,9 +46,12 @@ class _Batch:
 
 
 class RecordBatcher:
-    def __init__(self, producer: AIOKafkaProducer, *, linger: float = LINGER_SECONDS) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, *, linger: float = LINGER_SECONDS, max_record_bytes: int = MAX_RECORD_BYTES
+    ) -> None:
         self.producer = producer
         self.linger = linger
+        self.max_record_bytes = max_record_bytes
         #: Per partition, batches not handed to the producer yet, oldest first; the last one fills.
         self._batches: dict[tuple[str, int], deque[_Batch]] = {}
         #: One task per partition with batches to hand over; it ends when none is left.
@@ -51,7 +59,14 @@ class RecordBatcher:
         self._partitions = PartitionLists(producer, give_up_after=OUTPUT_TOPIC_WAIT_SECONDS)
 
     async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future[None]:
-        """Append one record; the future resolves when the broker has acknowledged its batch."""
+        """Append one record; the future resolves when the broker has acknowledged its batch.
+
+        Raises :class:`OutputTooLarge` for a record over ``max_record_bytes`` (``send`` checks that
+        itself; ``create_batch`` does not, and an empty batch takes any record)."""
+        if len(value) > self.max_record_bytes - HEADERS_ALLOWANCE_BYTES:  # exact only near the limit
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+            if size > self.max_record_bytes:
+                raise OutputTooLarge(f"an output to {topic} is {size} bytes; the broker takes {self.max_record_bytes}")
         partitions = await self._partitions.of(topic)
         tp = (topic, partition_for_key(key, partitions, partitions))
         queued = self._batches.get(tp)

@@ -32,7 +32,8 @@ class EmitItems(Batch):
 
 
 class Passthrough(Connector):
-    """Adds ``seen: true``; sleeps ``delay`` seconds from options so crash tests can catch it mid-run."""
+    """Adds ``seen: true``; sleeps ``delay`` seconds from options so crash tests can catch it mid-run,
+    and adds ``pad`` bytes from options to make an output too large for the broker."""
 
     name = "test-passthrough"
     needs_install = False
@@ -43,6 +44,9 @@ class Passthrough(Connector):
             await asyncio.sleep(delay)
         body: dict[str, Any] = dict(message.body)
         body["seen"] = True
+        pad = int(ctx.options.get("pad", 0))  # an output of about that many bytes more
+        if pad:
+            body["pad"] = "x" * pad
         return Result(body=body)
 
 

@@ -103,6 +103,32 @@ async def test_retryable_failure_is_retried_without_loss_and_stop_goes_to_trash(
         await worker.stop()
 
 
+async def test_an_output_too_large_for_the_broker_sends_its_input_to_trash(worker_settings: Settings) -> None:
+    """Sent again and again, it would hold up its input, and every input sharing its ledger batch,
+    for good; the input goes to trash with the size, and the node goes on with the next one."""
+    sink = f"{worker_settings.kafka_topic_prefix}.big"
+    worker = Worker(worker_settings, node_names=NODES)
+    big = parse_topology(topology("big", sink, options="{pad: 1100000}"), registry=worker.registry)
+    small = parse_topology(topology("small", sink), registry=worker.registry)
+    await worker.start(deploy=[big, small])
+    try:
+        await run_manual(worker.rt, "big", user="shop-1", body={"count": 1})
+        await _eventually(lambda: worker.rt.store.count_trash(), 1)
+        [entry] = await worker.rt.store.list_trash()
+        assert (entry.error_class, entry.node_name) == ("OutputTooLarge", "test-passthrough")
+        assert entry.topology_name == "big"
+        assert entry.error_message.startswith(f"an output to {sink} is ")
+        assert entry.body == {"n": 0}
+
+        await run_manual(worker.rt, "small", user="shop-1", body={"count": 3})
+        messages = await SinkReader(worker_settings.kafka_bootstrap_servers, sink).collect_until(
+            lambda ms: len(distinct_items(ms)) >= 3
+        )
+        assert distinct_items(messages) == {0, 1, 2}
+    finally:
+        await worker.stop()
+
+
 def _poison_for(worker: Worker, tv: object, body: object = None) -> object:
     from worker.envelope import Message
     from worker.router import start_headers
