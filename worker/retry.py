@@ -3,6 +3,12 @@
 A failing record does not block its partition: the node publishes it here and moves on. This
 consumer holds each record until its due time (many at once), forwards it, and only then lets its
 offset be committed, so a crash while waiting re-reads the record instead of losing it.
+
+A record is held for ``HOLD_SECONDS`` at most: one due later goes back to the end of the retry topic
+then, unchanged, and waits there. The committed offset cannot pass a record still held, so holding
+one retry for its whole backoff (up to ten minutes) kept every retry read after it uncommitted, and
+a restart or rebalance forwarded all of those again: a stock movement retried once was applied
+twice. It also kept the consumer from fetching for longer than Kafka allows between polls.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from worker.runtime import Runtime
 from worker.trash import record_entry, record_headers
 
 log = structlog.get_logger("retry")
+
+#: The longest a record is held before it goes back to the end of the retry topic.
+HOLD_SECONDS = 30.0
 
 
 class RetryForwarder:
@@ -37,7 +46,15 @@ class RetryForwarder:
             )
             await self.rt.store.add_trash(entry)
             return
-        await asyncio.sleep(max(0.0, due - time.time()))
+        wait = due - time.time()
+        if wait > HOLD_SECONDS:
+            await asyncio.sleep(HOLD_SECONDS)
+            future = await self.rt.producer.send(
+                record.topic, record.value, key=record.key, headers=list(record.headers or ())
+            )
+            await future
+            return
+        await asyncio.sleep(max(0.0, wait))
         headers.pop(H.RETRY_TARGET_TOPIC, None)
         headers.pop(H.RETRY_DUE_AT, None)
         future = await self.rt.producer.send(

@@ -1,0 +1,63 @@
+"""The retry forwarder holds a record for ``HOLD_SECONDS`` at most, so the retry topic's committed
+offset keeps moving: a restart forwards again only what was read in the last moments."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from worker import retry
+from worker.envelope import H
+from worker.retry import RetryForwarder
+
+
+class Producer:
+    """Stands in for the runtime's producer: what was sent where, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key, list(headers)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def retry_record(due_in: float) -> ConsumerRecord[bytes, bytes]:
+    headers = [
+        (H.RETRY_TARGET_TOPIC, b"shoptet.node.shoptet-update-stock-movements"),
+        (H.RETRY_DUE_AT, f"{time.time() + due_in:.3f}".encode()),
+        (H.REPEAT_HOPS, b"3"),
+    ]
+    return ConsumerRecord("shoptet.retry", 0, 7, 0, 0, b"shop-1", b'{"n":1}', None, 2, 7, headers)
+
+
+@pytest.fixture
+def producer(monkeypatch: pytest.MonkeyPatch) -> Producer:
+    monkeypatch.setattr(retry, "HOLD_SECONDS", 0.05)
+    return Producer()
+
+
+async def test_a_retry_due_later_than_the_hold_goes_back_to_the_retry_topic_unchanged(producer: Producer) -> None:
+    record = retry_record(due_in=600)
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer))  # type: ignore[arg-type]
+
+    await asyncio.wait_for(forwarder.handle(record), 1)  # returns after the hold: committable
+
+    assert producer.sent == [("shoptet.retry", record.value, record.key, list(record.headers))]
+
+
+async def test_a_retry_due_within_the_hold_goes_to_its_node(producer: Producer) -> None:
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer))  # type: ignore[arg-type]
+
+    await asyncio.wait_for(forwarder.handle(retry_record(due_in=0.01)), 1)
+
+    [(topic, value, key, headers)] = producer.sent
+    assert (topic, value, key) == ("shoptet.node.shoptet-update-stock-movements", b'{"n":1}', b"shop-1")
+    assert headers == [(H.REPEAT_HOPS, b"3")]  # the retry bookkeeping stays behind
