@@ -38,7 +38,12 @@ class Deployment:
 class TopologyCatalog:
     registry: NodeRegistry
     versions: dict[tuple[str, str], TopologyVersion] = field(default_factory=dict)
+    #: Per topology, the pointer this process runs by: as deployed, unless it names a version this
+    #: process cannot load (then the version it ran before, see ``apply``).
     current: dict[str, Deployment] = field(default_factory=dict)
+    #: Per topology, the pointer as deployed: what the CLI shows and republishes (enable, disable),
+    #: so that a CLI that cannot load a version does not roll every worker back to an older one.
+    deployed: dict[str, Deployment] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)
     listeners: list[Callable[[], None]] = field(default_factory=list)
     #: Per application (None: any), the events its active topologies start on.
@@ -94,6 +99,7 @@ class TopologyCatalog:
             if tv.version not in versions:
                 versions.append(tv.version)
         elif kind == "current":
+            self.deployed[rest] = Deployment(**data)
             deployment = Deployment(**data)
             running = self.current.get(rest)
             if (deployment.name, deployment.version) not in self.versions and running is not None:

@@ -163,6 +163,8 @@ def test_a_pointer_to_a_version_this_worker_cannot_load_keeps_the_running_one(re
     deploy("v-new", enabled=False)
     assert catalog.active("sample") is None
     assert catalog.current["sample"].version == running
+    # the CLI shows and republishes the pointer as deployed: its enable must not roll workers back
+    assert (catalog.deployed["sample"].version, catalog.deployed["sample"].enabled) == ("v-new", False)
 
 
 def test_an_unsafe_yaml_tag_is_refused_with_its_line(registry: NodeRegistry) -> None:

@@ -73,10 +73,13 @@ def list_() -> None:
         from worker.control import control_client
 
         async with control_client(settings_from_env()) as control:
-            for name, dep in sorted(control.catalog.current.items()):
+            for name, dep in sorted(control.catalog.deployed.items()):
                 state = "enabled" if dep.enabled else "disabled"
                 versions = len(control.catalog.history.get(name, []))
-                typer.echo(f"{name:28} {dep.version}  {state:8}  {versions} version(s)  deployed {dep.deployed_at}")
+                unloadable = "" if control.catalog.get(name, dep.version) else "  (cannot be loaded here)"
+                typer.echo(
+                    f"{name:28} {dep.version}  {state:8}  {versions} version(s)  deployed {dep.deployed_at}{unloadable}"
+                )
 
     asyncio.run(_list())
 
@@ -124,7 +127,7 @@ def _set_enabled(name: str, enabled: bool) -> None:
         from worker.control import control_client
 
         async with control_client(settings_from_env()) as control:
-            deployment = control.catalog.current.get(name)
+            deployment = control.catalog.deployed.get(name)  # as deployed, whether loadable here or not
             if deployment is None:
                 typer.echo(f"no deployed topology {name!r}", err=True)
                 raise typer.Exit(1)
