@@ -47,6 +47,11 @@ class RetryableError(NodeError):
         self.retry_after = retry_after
 
 
+class StoreUnavailable(RetryableError):
+    """The install store did not answer (a database restart, a dropped connection, a locked SQLite
+    file): the message is retried, where it went to trash as if the node had a bug."""
+
+
 class StopError(NodeError):
     """Will fail the same way every time (400, 404, 409, 413, 422, 403, bad input): goes to trash."""
 

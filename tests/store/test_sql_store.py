@@ -36,7 +36,8 @@ async def test_install_round_trip(store: SqlInstallStore) -> None:
     await store.add_install(_install("u2", "shoptet", eshop_id="222", secrets={}, settings={}))
 
     got = await store.get_install("u1", "shoptet-premium")
-    assert got == _install()
+    assert got is not None and got.installed_at is not None
+    assert got.model_copy(update={"installed_at": None}) == _install()
     assert SECRET not in repr(got) and SECRET not in str(got)
     assert (await store.find_by_eshop("222", "shoptet")).user == "u2"  # type: ignore[union-attr]
     assert await store.find_by_eshop("222", "shoptet-premium") is None
@@ -349,3 +350,24 @@ async def test_a_secret_the_key_cannot_decrypt_fails_its_install_only(store: Sql
     wrong_key = SqlInstallStore(store._engine, SecretBox(SecretBox.generate_key()))
     with pytest.raises(SecretKeyError, match="decrypts none of the 2 stored secrets"):
         await wrong_key.check_secret_key()
+
+
+@pytest.mark.postgres
+async def test_a_dropped_database_connection_is_retryable_and_the_next_call_reconnects(
+    store_factory: Factory,
+) -> None:
+    """A database restart or a network blip must not send the message being handled to trash."""
+    store = await store_factory()
+    if store._engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL session is what can be dropped")
+    from worker.errors import StoreUnavailable
+
+    async with store._engine.connect() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    other = await store_factory()
+    async with other._engine.connect() as conn:
+        assert (await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})).scalar_one()
+
+    with pytest.raises(StoreUnavailable, match="install store unavailable"):
+        await store.get_install("u1", "shoptet-premium")
+    assert await store.get_install("u1", "shoptet-premium") is None  # a fresh connection answers

@@ -20,8 +20,11 @@ import structlog
 from sqlalchemy import Table, and_, delete, event, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, NotSupportedError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from worker.errors import StoreUnavailable
 from worker.store import schema as t
 from worker.store.base import Install, TrashEntry, WebhookRegistration
 from worker.store.crypto import SecretBox, SecretKeyError
@@ -94,8 +97,23 @@ class SqlInstallStore:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.begin() as conn:
-            yield conn
+        """A transaction; a database that does not answer raises :class:`StoreUnavailable`."""
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            _raise_unavailable(exc)
+            raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; a database that does not answer raises :class:`StoreUnavailable`."""
+        try:
+            async with self._engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            _raise_unavailable(exc)
+            raise
 
     # installs ---------------------------------------------------------------------------------
     async def add_install(self, install: Install, *, managed: Collection[str] = ()) -> None:
@@ -184,7 +202,7 @@ class SqlInstallStore:
             await conn.execute(stmt)
 
     async def list_webhooks(self, user: str, application: str) -> list[WebhookRegistration]:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             result = await conn.execute(
                 select(t.webhooks)
                 .where(*self._install_where(t.webhooks, user=user, application=application))
@@ -203,7 +221,7 @@ class SqlInstallStore:
 
     # token cache --------------------------------------------------------------------------------
     async def get_token(self, key: str) -> tuple[str, datetime] | None:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.token_cache).where(t.token_cache.c.key == key))).first()
         if row is None:
             return None
@@ -229,7 +247,7 @@ class SqlInstallStore:
         # the decrypted value; the delete then matches the exact ciphertext that was read, so a token
         # written meanwhile by another worker is never dropped. (No read inside the write
         # transaction: SQLite would have to upgrade its lock, which can fail under contention.)
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.token_cache.c.token).where(t.token_cache.c.key == key))).first()
         if row is None or self._box.decrypt(row.token) != token:
             return
@@ -268,7 +286,7 @@ class SqlInstallStore:
 
     async def lease_holder(self, name: str) -> str | None:
         stmt = select(t.leases.c.owner).where(t.leases.c.name == name, t.leases.c.expires_at >= _now())
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             return (await conn.execute(stmt)).scalar_one_or_none()
 
     async def purge_expired_leases(self) -> int:
@@ -289,12 +307,12 @@ class SqlInstallStore:
             return int(result.scalar_one())
 
     async def list_trash(self, limit: int = 100) -> list[TrashEntry]:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             result = await conn.execute(select(t.trash).order_by(t.trash.c.id).limit(limit))
             return [_trash_entry(dict(row)) for row in result.mappings()]
 
     async def get_trash(self, entry_id: int) -> TrashEntry | None:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.trash).where(t.trash.c.id == entry_id))).mappings().first()
         return _trash_entry(dict(row)) if row else None
 
@@ -304,7 +322,7 @@ class SqlInstallStore:
         return result.rowcount > 0
 
     async def count_trash(self) -> int:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             return int((await conn.execute(select(func.count()).select_from(t.trash))).scalar_one())
 
     # helpers ------------------------------------------------------------------------------------
@@ -325,7 +343,7 @@ class SqlInstallStore:
 
     async def _load(self, condition: Any) -> list[Install]:
         s = t.install_settings
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             heads = (await conn.execute(select(t.installs).where(condition).order_by(t.installs.c.user))).all()
             if not heads:
                 return []
@@ -380,7 +398,7 @@ class SqlInstallStore:
         trash entry at a time. A few rows that fail among others that work are left to their
         installs (see ``Install.unreadable_secrets``).
         """
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.install_settings.c.value).where(t.install_settings.c.encrypted.is_(True)).limit(sample)
             )
@@ -425,6 +443,22 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "BEGIN"))
+
+
+#: What the database says of a statement it refuses, every time it is sent.
+REFUSED = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
+
+
+def _raise_unavailable(exc: Exception) -> None:
+    """Raise :class:`StoreUnavailable` for a database that did not answer: connection refused or
+    dropped (asyncpg reports a terminated session in several ways), a pool timeout, a locked
+    SQLite file; all worth another try, unlike a statement the database refuses (``REFUSED``).
+    Only the error's first line is kept: the rest is the statement and its parameters."""
+    if isinstance(exc, OSError | SQLAlchemyTimeoutError) or (
+        isinstance(exc, DBAPIError) and not isinstance(exc, REFUSED)
+    ):
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise StoreUnavailable(f"install store unavailable: {type(exc).__name__}: {first_line}") from exc
 
 
 def _fit(table: Table, row: dict[str, Any]) -> None:
