@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,25 +95,13 @@ class SqlInstallStore:
     async def close(self) -> None:
         await self._engine.dispose()
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+    def _tx(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction; a database that does not answer raises :class:`StoreUnavailable`."""
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except Exception as exc:
-            _raise_unavailable(exc)
-            raise
+        return _answering(self._engine.begin())
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for reads; a database that does not answer raises :class:`StoreUnavailable`."""
-        try:
-            async with self._engine.connect() as conn:
-                yield conn
-        except Exception as exc:
-            _raise_unavailable(exc)
-            raise
+        return _answering(self._engine.connect())
 
     # installs ---------------------------------------------------------------------------------
     async def add_install(self, install: Install, *, managed: Collection[str] = ()) -> None:
@@ -447,6 +435,16 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
 
 #: What the database says of a statement it refuses, every time it is sent.
 REFUSED = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
+
+
+@asynccontextmanager
+async def _answering(opened: AbstractAsyncContextManager[AsyncConnection]) -> AsyncIterator[AsyncConnection]:
+    try:
+        async with opened as conn:
+            yield conn
+    except Exception as exc:
+        _raise_unavailable(exc)
+        raise
 
 
 def _raise_unavailable(exc: Exception) -> None:
