@@ -17,6 +17,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.registry import NodeRegistry
+from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 #: The applications installs can belong to (``applications.registry`` builds one of each). A topology
@@ -255,6 +256,10 @@ def _check_references(
             raise TopologyError(origin, index.get(("start", i, "to")), f"start targets missing node {start.to!r}")
         if topology.nodes[topology.start_node(start)].sink is not None:
             raise TopologyError(origin, index.get(("start", i)), "a start cannot target a sink")
+        for j, event in enumerate(start.webhook or []):
+            if event not in SHOPTET_WEBHOOK_EVENTS:
+                line = index.get(("start", i, "webhook", j)) or index.get(("start", i, "webhook"))
+                raise TopologyError(origin, line, f"unknown Shoptet webhook event {event!r}")
         if start.installed and topology.application is None:
             line = index.get(("start", i, "installed"))
             raise TopologyError(origin, line, "an `installed` start needs the topology's `application`")

@@ -206,3 +206,24 @@ def test_topologies_know_the_applications_the_worker_builds() -> None:
         if inspect.isclass(cls) and issubclass(cls, Application) and cls is not Application
     }
     assert built == APPLICATIONS
+
+
+def test_an_unknown_webhook_event_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("manual: true", "webhook: [order:create, order:craete]"), registry)
+    assert (error.line, error.reason) == (4, "unknown Shoptet webhook event 'order:craete'")
+    multi = GOOD.replace("manual: true", "webhook:\n      - order:create\n      - ordr:update")
+    assert refused(multi, registry).line == 6
+
+
+def test_the_webhook_events_are_those_shoptets_api_description_lists() -> None:
+    """The events table in openapi.yaml's description: ``name:event | what | instance | ...``."""
+    import re
+
+    import yaml
+
+    from tests.nodes.nodes_openapi_check import SPEC_PATH
+    from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
+
+    description = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["info"]["description"]
+    listed = set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+) +\|", description, flags=re.MULTILINE))
+    assert listed == SHOPTET_WEBHOOK_EVENTS
