@@ -353,14 +353,15 @@ async def test_a_secret_the_key_cannot_decrypt_fails_its_install_only(store: Sql
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("store_factory", ["postgresql"], indirect=True)  # a session that can be dropped
 async def test_a_dropped_database_connection_is_retryable_and_the_next_call_reconnects(
     store_factory: Factory,
 ) -> None:
     """A database restart or a network blip must not send the message being handled to trash."""
-    store = await store_factory()
-    if store._engine.dialect.name != "postgresql":
-        pytest.skip("a PostgreSQL session is what can be dropped")
     from worker.errors import StoreUnavailable
+
+    store = await store_factory()
+    assert store._engine.dialect.name == "postgresql"
 
     async with store._engine.connect() as conn:
         pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
