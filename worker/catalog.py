@@ -89,7 +89,8 @@ class TopologyCatalog:
         data = json.loads(value)
         if kind == "version":
             try:
-                tv = parse_topology(data["source"], f"{data['name']}@{data['version']}", self.registry)
+                origin = f"{data['name']}@{data['version']}"
+                tv = parse_topology(data["source"], origin, self.registry, deployed=True)
             except TopologyError as exc:
                 log.error("ignoring a deployed topology this worker cannot load", error=str(exc))
                 return

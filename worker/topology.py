@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from worker.registry import NodeRegistry
 from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
@@ -81,11 +81,13 @@ class StartSpec(BaseModel):
 
     @field_validator("cron")
     @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
+    def _valid_cron(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return value
         if not croniter.is_valid(value):
             raise ValueError(f"bad cron expression {value!r}")
+        if not _checks_new_rules(info):
+            return value
         fields = len(value.split())
         if not value.startswith("@") and fields != 5:
             # croniter takes a sixth field as seconds; the scheduler ticks once a minute
@@ -205,8 +207,19 @@ def _line_for(index: dict[tuple[Any, ...], int], loc: Iterable[Any]) -> int | No
     return index.get(())
 
 
-def parse_topology(source: str, origin: str = "<topology>", registry: NodeRegistry | None = None) -> TopologyVersion:
-    """Validate one topology document. With a registry, node types and imports are checked too."""
+def _checks_new_rules(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("deployed"))
+
+
+def parse_topology(
+    source: str, origin: str = "<topology>", registry: NodeRegistry | None = None, *, deployed: bool = False
+) -> TopologyVersion:
+    """Validate one topology document. With a registry, node types and imports are checked too.
+
+    ``deployed`` is for a version read back from the control topic: it passed the checks of the
+    worker that deployed it, and checks added since (known applications and webhook events, five
+    cron fields) must not stop a topology that ran before an upgrade. Only new deploys meet them.
+    """
     try:
         root = yaml.compose(source)  # nodes with their lines, for the errors below
         data = yaml.safe_load(source)  # refuses tags (!!python/name:...) that compose accepts
@@ -218,18 +231,23 @@ def parse_topology(source: str, origin: str = "<topology>", registry: NodeRegist
     index: dict[tuple[Any, ...], int] = {}
     _line_index(root, (), index, origin)
     try:
-        topology = Topology.model_validate(data)
+        topology = Topology.model_validate(data, context={"deployed": deployed})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         field = ".".join(str(p) for p in loc) or "file"
         raise TopologyError(origin, _line_for(index, loc), f"{field}: {first['msg']}") from None
-    _check_references(topology, index, origin, registry)
+    _check_references(topology, index, origin, registry, new_rules=not deployed)
     return TopologyVersion(topology=topology, version=version_of(source), source=source)
 
 
 def _check_references(
-    topology: Topology, index: dict[tuple[Any, ...], int], origin: str, registry: NodeRegistry | None
+    topology: Topology,
+    index: dict[tuple[Any, ...], int],
+    origin: str,
+    registry: NodeRegistry | None,
+    *,
+    new_rules: bool = True,
 ) -> None:
     if registry is not None:
         for i, path in enumerate(topology.imports):
@@ -237,14 +255,9 @@ def _check_references(
                 registry.import_path(path)
             except Exception as exc:
                 raise TopologyError(origin, index.get(("imports", i)), f"cannot import {path!r}: {exc}") from None
-    known = ", ".join(sorted(APPLICATIONS))
-    if topology.application is not None and topology.application not in APPLICATIONS:
-        line = index.get(("application",))
-        raise TopologyError(origin, line, f"unknown application {topology.application!r} (known: {known})")
+    if new_rules:
+        _check_names(topology, index, origin)
     for node_id, spec in topology.nodes.items():
-        if spec.application is not None and spec.application not in APPLICATIONS:
-            line = index.get(("nodes", node_id, "application"))
-            raise TopologyError(origin, line, f"unknown application {spec.application!r} (known: {known})")
         if registry is not None and spec.node is not None and spec.node not in registry:
             raise TopologyError(origin, index.get(("nodes", node_id, "node")), f"unknown node type {spec.node!r}")
         for i, target in enumerate(spec.next):
@@ -256,13 +269,27 @@ def _check_references(
             raise TopologyError(origin, index.get(("start", i, "to")), f"start targets missing node {start.to!r}")
         if topology.nodes[topology.start_node(start)].sink is not None:
             raise TopologyError(origin, index.get(("start", i)), "a start cannot target a sink")
+        if start.installed and topology.application is None:
+            line = index.get(("start", i, "installed"))
+            raise TopologyError(origin, line, "an `installed` start needs the topology's `application`")
+
+
+def _check_names(topology: Topology, index: dict[tuple[Any, ...], int], origin: str) -> None:
+    """Names that are valid YAML and still serve nothing: an application no install belongs to
+    (its cron and webhooks never fire), a webhook event Shoptet does not send."""
+    known = ", ".join(sorted(APPLICATIONS))
+    if topology.application is not None and topology.application not in APPLICATIONS:
+        line = index.get(("application",))
+        raise TopologyError(origin, line, f"unknown application {topology.application!r} (known: {known})")
+    for node_id, spec in topology.nodes.items():
+        if spec.application is not None and spec.application not in APPLICATIONS:
+            line = index.get(("nodes", node_id, "application"))
+            raise TopologyError(origin, line, f"unknown application {spec.application!r} (known: {known})")
+    for i, start in enumerate(topology.start):
         for j, event in enumerate(start.webhook or []):
             if event not in SHOPTET_WEBHOOK_EVENTS:
                 line = index.get(("start", i, "webhook", j)) or index.get(("start", i, "webhook"))
                 raise TopologyError(origin, line, f"unknown Shoptet webhook event {event!r}")
-        if start.installed and topology.application is None:
-            line = index.get(("start", i, "installed"))
-            raise TopologyError(origin, line, "an `installed` start needs the topology's `application`")
 
 
 def load_topology_file(path: Path, registry: NodeRegistry | None = None) -> TopologyVersion:
