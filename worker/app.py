@@ -136,6 +136,7 @@ class Worker:
         self.readiness_consumers = list(self.consumers)
         catalog.listeners.append(self._follow_inbound)
         catalog.listeners.append(self._follow_node_limits)
+        self._follow_node_limits()  # a deploy the follower applied while the consumers were starting
         self._follow_inbound()  # a deploy the follower applied while the consumers were starting
         await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.readiness_consumers))
         tune_garbage_collector()
@@ -332,11 +333,14 @@ async def open_configured_store(settings: Settings) -> InstallStore:
 def node_limits(node: Node, active: Iterable[TopologyVersion]) -> tuple[int, bool]:
     """A node type's concurrency and ordering, as the ``active`` topologies ask: one consumer serves
     the type in every topology, so it runs with the highest concurrency any of them asks, and one
-    record per install at a time when any asks ``ordered`` (the node's own defaults otherwise)."""
+    record per install at a time when any asks ``ordered``. A topology that does not say asks the
+    node's own default: another topology's ``ordered: false`` must not unorder a writer it uses."""
     specs = [spec for tv in active for spec in tv.topology.nodes.values() if spec.node == node.name]
-    concurrency = max((s.concurrency for s in specs if s.concurrency), default=node.concurrency)
-    asked_order = [s.ordered for s in specs if s.ordered is not None]
-    return concurrency, any(asked_order) if asked_order else node.ordered
+    if not specs:
+        return node.concurrency, node.ordered
+    concurrency = max(s.concurrency or node.concurrency for s in specs)
+    ordered = any(node.ordered if s.ordered is None else s.ordered for s in specs)
+    return concurrency, ordered
 
 
 #: Settings of the control topic when the worker creates it.
