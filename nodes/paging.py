@@ -145,6 +145,8 @@ class ListBatch(Batch):
         if shifted:
             ctx.log.warning("list shifted while paging; watermark left as it was", path=self.path)
             return Result(message=f"{listed}; the list shifted while paging, so the next run lists from there again")
+        # the next run lists from here: only once the broker has every item listed up to here
+        await ctx.delivered()
         await shoptet.save_watermark(ctx, self.last_run_key, started_at)
         return Result(message=listed)
 

@@ -66,6 +66,7 @@ async def test_order_changes_all_pages_default_from_and_watermark(
         assert call.request.url.params["itemsPerPage"] == "1000"
     assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
     assert len(harness.store.setting_writes) == 1
+    assert run.deliveries == [(5, 0)]  # the watermark waited for the broker to have all 5 items
 
 
 async def test_stored_watermark_is_used_with_60_s_offset(harness: Harness, shoptet_api: respx.MockRouter) -> None:
