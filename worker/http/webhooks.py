@@ -193,7 +193,10 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
             await rt.store.release_lease(lease, owner)
         raise
     try:  # from now on, Shoptet's retries of this delivery are duplicates
-        await rt.store.hand_over_lease(lease, owner, f"ingress:accepted:{owner}", settings.webhook_dedup_window_seconds)
+        accepted = f"ingress:accepted:{owner}"
+        if not await rt.store.hand_over_lease(lease, owner, accepted, settings.webhook_dedup_window_seconds):
+            # the hand-over outlived its lease: a repeat may have taken it and started them again
+            bound.warning("webhook accepted after its hand-over lease expired; it may have started twice")
     except Exception as exc:  # the processes are started: the 200 stands; a retry may start them again
         bound.warning("webhook accepted; its duplicates may not be recognized", error=f"{type(exc).__name__}: {exc}")
     bound.info("webhook accepted", processes=len(process_ids))
