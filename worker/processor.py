@@ -306,6 +306,8 @@ class NodeProcessor:
             result_message=error.message[:500],
         )
         try:
+            # measured whole: its cursor (a node's resume point) may be most of it
+            self.rt.outputs.check_size(self.rt.topics.retry, again.encode_body(), again.key(), again.kafka_headers())
             if delivery is None:
                 delivery = Delivery(self.rt)
                 await delivery.send(Outgoing(self.rt.topics.retry, again))

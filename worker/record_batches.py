@@ -64,9 +64,7 @@ class RecordBatcher:
         Raises :class:`OutputTooLarge` for a record over ``max_record_bytes`` (``send`` checks that
         itself; ``create_batch`` does not, and an empty batch takes any record)."""
         if len(value) > self.max_record_bytes - HEADERS_ALLOWANCE_BYTES:  # exact only near the limit
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-            if size > self.max_record_bytes:
-                raise OutputTooLarge(f"an output to {topic} is {size} bytes; the broker takes {self.max_record_bytes}")
+            self.check_size(topic, value, key, headers)
         partitions = await self._partitions.of(topic)
         tp = (topic, partition_for_key(key, partitions, partitions))
         queued = self._batches.get(tp)
@@ -80,6 +78,14 @@ class RecordBatcher:
         if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             raise RuntimeError(f"an empty record batch for {topic} refused a record")
         return batch.acknowledged
+
+    def check_size(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        """Raise :class:`OutputTooLarge` for a record the broker would refuse. ``send`` measures only
+        values near the limit; a record with large headers (a retry's resume cursor) is checked
+        here before it is sent."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        if size > self.max_record_bytes:
+            raise OutputTooLarge(f"an output to {topic} is {size} bytes; the broker takes {self.max_record_bytes}")
 
     def _new_batch(self, tp: tuple[str, int]) -> _Batch:
         loop = asyncio.get_running_loop()

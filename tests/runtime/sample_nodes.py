@@ -65,7 +65,10 @@ class FlakyOnce(Connector):
         key = f"{message.correlation_id}:{message.body!r}"
         if key not in _failed_once:
             _failed_once.add(key)
-            raise RetryableError("first attempt fails", status=503, resume={"done": _n(message.body)})
+            resume = {"done": _n(message.body)}
+            if pad := int(ctx.options.get("resume_pad", 0)):  # a resume point too large for the broker
+                resume["pad"] = "x" * pad
+            raise RetryableError("first attempt fails", status=503, resume=resume)
         if not isinstance(message.body, dict):
             return Result(body=message.body)
         return Result(body={**message.body, "resumed_from": message.cursor})

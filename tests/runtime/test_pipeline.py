@@ -12,6 +12,7 @@ import pytest
 from worker.app import Worker
 from worker.control import control_client
 from worker.envelope import H
+from worker.kafka import MAX_RECORD_BYTES
 from worker.settings import Settings
 from worker.starter import run_manual
 from worker.topology import parse_topology
@@ -110,7 +111,10 @@ async def test_an_output_too_large_for_the_broker_sends_its_input_to_trash(worke
     worker = Worker(worker_settings, node_names=NODES)
     big = parse_topology(topology("big", sink, options="{pad: 1100000}"), registry=worker.registry)
     small = parse_topology(topology("small", sink), registry=worker.registry)
-    await worker.start(deploy=[big, small])
+    big_retry = parse_topology(
+        topology("big-retry", sink, "test-flaky-once", options="{resume_pad: 1100000}"), registry=worker.registry
+    )
+    await worker.start(deploy=[big, small, big_retry])
     try:
         await run_manual(worker.rt, "big", user="shop-1", body={"count": 1})
         await _eventually(lambda: worker.rt.store.count_trash(), 1)
@@ -125,6 +129,15 @@ async def test_an_output_too_large_for_the_broker_sends_its_input_to_trash(worke
             lambda ms: len(distinct_items(ms)) >= 3
         )
         assert distinct_items(messages) == {0, 1, 2}
+
+        # a retry whose resume point makes it too large: to trash as well, not resent forever
+        await worker.rt.store.remove_trash(entry.id or 0)
+        await run_manual(worker.rt, "big-retry", user="shop-1", body={"count": 1})
+        await _eventually(lambda: worker.rt.store.count_trash(), 1)
+        [entry] = await worker.rt.store.list_trash()
+        assert (entry.node_name, entry.topology_name) == ("test-flaky-once", "big-retry")
+        assert entry.error_message.startswith("first attempt fails (an output to ")
+        assert entry.error_message.endswith(f"; the broker takes {MAX_RECORD_BYTES})")
     finally:
         await worker.stop()
 

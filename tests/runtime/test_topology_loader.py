@@ -183,14 +183,23 @@ def test_node_limits_follow_every_active_topology(registry: NodeRegistry) -> Non
         return parse_topology(source.replace("concurrency: 4, ", pass_spec), registry=registry)
 
     node = Passthrough()
-    assert node_limits(node, []) == (node.concurrency, False)
-    assert node_limits(node, [version("a", "")]) == (node.concurrency, False)
-    assert node_limits(node, [version("a", "concurrency: 4, "), version("b", "concurrency: 7, ")]) == (7, False)
-    ordered = version("b", "ordered: true, ")
-    assert node_limits(node, [version("a", "concurrency: 4, "), ordered]) == (4, True)
-    writer = registry.get("shoptet-update-order-status")
-    assert writer is not None and writer.ordered
-    assert node_limits(writer(), [])[1] is True
+    assert node.concurrency == 10
+    assert node_limits(node, []) == (10, False)
+    assert node_limits(node, [version("a", "")]) == (10, False)
+    assert node_limits(node, [version("a", "concurrency: 4, "), version("b", "concurrency: 17, ")]) == (17, False)
+    assert node_limits(node, [version("a", "concurrency: 4, ")]) == (4, False)
+    # a topology that does not say asks the node's defaults
+    assert node_limits(node, [version("a", "concurrency: 4, "), version("b", "ordered: true, ")]) == (10, True)
+
+    writer_class = registry.get("shoptet-update-order-status")
+    assert writer_class is not None and writer_class.ordered
+    writer = writer_class()
+    silent = version("a", "")
+    silent.topology.nodes["pass"].node = writer.name
+    unordered = version("b", "ordered: false, ")
+    unordered.topology.nodes["pass"].node = writer.name
+    assert node_limits(writer, [unordered]) == (10, False)
+    assert node_limits(writer, [silent, unordered]) == (10, True)  # the silent one keeps its order
 
 
 def test_topologies_know_the_applications_the_worker_builds() -> None:
@@ -227,3 +236,24 @@ def test_the_webhook_events_are_those_shoptets_api_description_lists() -> None:
     description = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["info"]["description"]
     listed = set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+) +\|", description, flags=re.MULTILINE))
     assert listed == SHOPTET_WEBHOOK_EVENTS
+
+
+def test_a_version_deployed_before_the_newer_checks_keeps_running(registry: NodeRegistry) -> None:
+    """Checks added since a version was deployed apply to new deploys only: an upgraded worker that
+    refused the deployed version would stop its cron, webhooks and in-flight messages."""
+    import json
+
+    from worker.catalog import TopologyCatalog
+
+    old = GOOD.replace(
+        "start:\n  - manual: true", 'start:\n  - cron: "0 */10 * * * *"\n  - webhook: order:craete'
+    ).replace("start:", "application: shoptet-premiun\nstart:", 1)
+    with pytest.raises(TopologyError):
+        parse_topology(old, registry=registry)
+    catalog = TopologyCatalog(registry)
+    catalog.apply("version:sample:v-old", json.dumps({"name": "sample", "version": "v-old", "source": old}).encode())
+    pointer = {"name": "sample", "version": "v-old", "enabled": True, "deployed_at": ""}
+    catalog.apply("current:sample", json.dumps(pointer).encode())
+    active = catalog.active("sample")
+    assert active is not None and active.topology.application == "shoptet-premiun"
+    assert [s.cron for s in active.topology.start] == ["0 */10 * * * *", None]
