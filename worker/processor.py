@@ -293,7 +293,6 @@ class NodeProcessor:
             await self.trash(record, message, error, note=f"gave up after {hops} retries")
             return False
         delay = retry_delay(error.retry_after, base, hops)
-        log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
         again = message.with_headers(
             # a node that stopped part-way says where to go on; otherwise a batch keeps its page
             cursor=_resume_cursor(error) or message.headers.get(H.CURSOR),
@@ -317,6 +316,7 @@ class NodeProcessor:
         except OutputTooLarge as exc:  # raised out of this handler, it would fail the record for good
             await self.trash(record, message, error, note=exc.message)
             return False
+        log.info("retry scheduled", error=error.message, status=error.status, hop=hops + 1, delay=round(delay, 2))
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
         return True

@@ -257,3 +257,5 @@ def test_a_version_deployed_before_the_newer_checks_keeps_running(registry: Node
     active = catalog.active("sample")
     assert active is not None and active.topology.application == "shoptet-premiun"
     assert [s.cron for s in active.topology.start] == ["0 */10 * * * *", None]
+    # webhooks-subscribe registers the events in one call, which Shoptet would refuse whole
+    assert active.topology.webhook_events() == {"order:craete"} and catalog.webhook_events() == frozenset()
