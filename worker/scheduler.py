@@ -69,8 +69,18 @@ def minute_of(now: datetime) -> datetime:
 def due_starts(tvs: list[TopologyVersion], minute: datetime) -> Iterator[tuple[TopologyVersion, StartSpec]]:
     for tv in tvs:
         for start in tv.topology.start:
-            if start.cron and croniter.match(start.cron, minute):
+            if start.cron and _matches(tv, start.cron, minute):
                 yield tv, start
+
+
+def _matches(tv: TopologyVersion, cron: str, minute: datetime) -> bool:
+    """Whether ``cron`` is due; one that croniter cannot match (deployed before crons were checked
+    as strictly) is logged and skipped, not allowed to end the tick for every other topology."""
+    try:
+        return bool(croniter.match(cron, minute))
+    except Exception as exc:
+        log.error("cron cannot be matched; skipped", topology=tv.name, cron=cron, error=str(exc))
+        return False
 
 
 class Scheduler:
