@@ -3,7 +3,8 @@
 A run lists every page of one endpoint from a start time T and emits every item as its own message:
 
 1. T = cursor ``dateFrom``, else input ``from``, else the stored last-run setting minus 60 s, else
-   the node's default. T is frozen for the whole run (it travels in the cursor between hops).
+   the node's default. T is frozen for the whole run: it travels in the cursor between hops, and a
+   later hop keeps it even when it is "none" (a first run listing everything).
 2. Page 1 (or the cursor's page) tells ``paginator.pageCount``; the remaining pages are fetched in
    parallel, at most ``page_concurrency`` at a time (default 3 = a token's connection budget; the
    client's limiter enforces the per-token cap anyway). Items are emitted as pages arrive.
@@ -17,6 +18,8 @@ A run lists every page of one endpoint from a start time T and emits every item 
    slot, and one of them into a page already read). A page number cannot say so; an item seen twice
    in one run, or a ``totalCount`` that fell, can: then the watermark is left where it was, and the
    next run lists from the same start again (at-least-once: downstream sees some items twice).
+   Seen items are remembered within one hop only: with ``max_pages_per_hop``, a shift across hops
+   is not noticed.
 """
 
 from __future__ import annotations
@@ -109,12 +112,17 @@ class ListBatch(Batch):
         cursor = self._cursor(message)
         now = shoptet.utcnow()
         started_at = cursor.startedAt or shoptet.format_time(now)
-        date_from = (
-            cursor.dateFrom
-            or (shoptet.normalize_time(body.from_) if body.from_ else None)
-            or shoptet.watermark_start(install, self.last_run_key)
-            or self.default_from(now)
-        )
+        if cursor.startedAt is not None:
+            # a later hop of the run: T as its first hop froze it, "none" included (a first run
+            # that lists everything); read again, a watermark stored meanwhile filtered the rest
+            date_from = cursor.dateFrom
+        else:
+            date_from = (
+                cursor.dateFrom
+                or (shoptet.normalize_time(body.from_) if body.from_ else None)
+                or shoptet.watermark_start(install, self.last_run_key)
+                or self.default_from(now)
+            )
         first_page = cursor.page
         listing = _Listing(self.item_id)
         first = await self._fetch(ctx, first_page, date_from)

@@ -185,6 +185,26 @@ async def test_422_stops(harness: Harness, shoptet_api: respx.MockRouter) -> Non
     assert harness.store.setting_writes == []
 
 
+async def test_a_first_run_in_hops_lists_everything_even_if_a_watermark_appears_meanwhile(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """T is frozen by the first hop, "none" included: a later hop that read the watermark another
+    run stored meanwhile filtered the rest of the pages, and their items were never listed."""
+    pages = [[{"code": str(n)} for n in range(p * 50, p * 50 + 50)] for p in range(2)]
+    route = shoptet_api.get("/api/orders").mock(side_effect=paged("orders", pages, 50))
+    node = ShoptetGetOrdersList()
+
+    first = await harness.run(node, {}, options={"max_pages_per_hop": 1})
+    assert first.result.code == ResultCode.BATCH_CURSOR_WITH_ITEMS and first.result.cursor is not None
+    harness.install.settings[shoptet.LAST_RUN_ORDERS] = "2024-05-20T11:00:00Z"  # another run's
+    second = await harness.run(node, {}, cursor=first.result.cursor, options={"max_pages_per_hop": 1})
+
+    assert second.result.code == ResultCode.SUCCESS
+    assert pages_requested(route) == [1, 2]
+    assert all("creationTimeFrom" not in c.request.url.params for c in route.calls)
+    assert len(first.emitted + second.emitted) == 100
+
+
 async def test_max_pages_per_hop_returns_cursor_then_resumes(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
     pages = [changes(str(n)) for n in range(5)]
