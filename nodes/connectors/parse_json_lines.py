@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from nodes.shoptet import parse_body
 from nodes.snapshot import complete_export
 from worker.envelope import Message, ResultCode
-from worker.errors import StopError
+from worker.errors import RetryableError, StopError
 from worker.node import Batch, Emit, NodeContext, Result
 
 LINES_PER_MESSAGE = 50
@@ -39,11 +39,17 @@ class Job(BaseModel):
 
 
 async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Incrementally inflate a gzip stream (several concatenated members allowed)."""
+    """Incrementally inflate a gzip stream (several concatenated members allowed).
+
+    A stream that stops inside a member is refused: cut at a line break, it parsed as a shorter
+    file, and a full export's watermark then moved past the lines that never came.
+    """
     inflater = zlib.decompressobj(wbits=GZIP_WBITS)
+    in_member = False  # the current inflater has been given data of a member it has not ended
     async for chunk in chunks:
         data = chunk
         while data:
+            in_member = True
             try:
                 out = inflater.decompress(data, MAX_INFLATE_STEP)
             except zlib.error as exc:
@@ -53,11 +59,14 @@ async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             if inflater.eof:  # next gzip member, if any
                 data = inflater.unused_data
                 inflater = zlib.decompressobj(wbits=GZIP_WBITS)
+                in_member = False
             else:
                 data = inflater.unconsumed_tail
     tail = inflater.flush()
     if tail:
         yield tail
+    if in_member and not inflater.eof:  # most likely the download was cut: worth another try
+        raise RetryableError("result file is truncated: its gzip stream ends before its last member does")
 
 
 async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:

@@ -312,6 +312,18 @@ async def test_gunzip_is_incremental_and_handles_members() -> None:
     assert max(len(p) for p in pieces) <= parse_json_lines.MAX_INFLATE_STEP
 
 
+async def test_a_truncated_file_is_refused_even_when_cut_at_a_line_break() -> None:
+    """Read as a shorter file, it moved a full export's watermark past the lines that never came."""
+    payload = jsonl(3000)
+    cut = payload.index(b"\n", 70000) + 1  # at a line break
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    first = compressor.compress(payload[:cut]) + compressor.flush(zlib.Z_FULL_FLUSH)
+    whole = first + compressor.compress(payload[cut:]) + compressor.flush()
+    assert b"".join([p async for p in gunzip(chunks_of(whole, 997))]) == payload
+    with pytest.raises(RetryableError, match="truncated"):  # most likely a cut download
+        [p async for p in gunzip(chunks_of(first, 997))]
+
+
 async def test_memory_stays_flat_for_a_big_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """A highly compressible 64 MiB file inflates in small steps, never whole."""
     monkeypatch.setattr(parse_json_lines, "MAX_INFLATE_STEP", 64 * 1024)
