@@ -67,7 +67,7 @@ class Worker:
         self.inbound: ManagedConsumer | None = None
         self.readiness_consumers: list[ManagedConsumer] = []
         #: The consumer of each node type, for a deploy that changes its limits.
-        self._node_consumers: list[tuple[Node, ManagedConsumer]] = []
+        self._node_consumers: list[tuple[Node, ManagedConsumer, NodeProcessor]] = []
         self.follower: CatalogFollower | None = None
         self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
@@ -177,6 +177,7 @@ class Worker:
             node = cls()
             processor = NodeProcessor(rt, node)
             concurrency, ordered = node_limits(node, rt.catalog.active_all())
+            processor.ordered = ordered
             consumer = ManagedConsumer(
                 name,
                 make_consumer(self.settings, bootstrap, group_id=rt.topics.group(name)),
@@ -188,7 +189,7 @@ class Worker:
                 budget=budget,
             )
             self.consumers.append(consumer)
-            self._node_consumers.append((node, consumer))
+            self._node_consumers.append((node, consumer, processor))
         forwarder = RetryForwarder(rt)
         self.consumers.append(
             ManagedConsumer(
@@ -225,11 +226,12 @@ class Worker:
         """Catalog listener: a deploy that changes a node's ``concurrency`` or ``ordered`` applies it
         to the running consumer, without a restart."""
         active = self.rt.catalog.active_all()
-        for node, consumer in self._node_consumers:
+        for node, consumer, processor in self._node_consumers:
             concurrency, ordered = node_limits(node, active)
             if (concurrency, ordered) != (consumer.concurrency, consumer.ordered):
                 log.info("node limits changed by a deploy", node=node.name, concurrency=concurrency, ordered=ordered)
                 consumer.configure(concurrency=concurrency, ordered=ordered)
+                processor.ordered = ordered
 
     def _follow_inbound(self) -> None:
         """Catalog listener: consume the inbound topics of the active topologies.

@@ -101,6 +101,9 @@ class NodeProcessor:
         # the node's kind, found once: isinstance on an ABC per message showed in profiles
         self.connector = node if isinstance(node, Connector) else None
         self.batch = node if isinstance(node, Batch) else None
+        #: One message per install at a time, in order (the worker keeps it as its consumer's):
+        #: a retryable failure is then retried here, holding the install's next messages back.
+        self.ordered = node.ordered
 
     # --- entry point ---------------------------------------------------------------------------
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None] | None:
@@ -147,22 +150,63 @@ class NodeProcessor:
             await self.trash(record, message, missing)
             return self._finish(message, "trash", delivery)
         outcome = "ok"
-        try:
-            ctx = await self._context(message, tv, node_id, spec)
-            result = await self._call(message, ctx, tv, node_id, delivery)
-            await self._route_result(message, ctx, tv, node_id, result, delivery)
-        except RetryableError as exc:
-            retried = await self.retry(record, message, spec, exc, delivery=delivery)
-            outcome = "retry" if retried else "trash"
-        except NodeError as exc:
-            await self.trash(record, message, exc)
-            outcome = "trash"
-        except Exception as exc:  # a bug in a node: keep the message for an operator, keep going
-            log.exception("node raised an unexpected error")
-            await self.trash(record, message, exc)
-            outcome = "trash"
+        while True:
+            try:
+                ctx = await self._context(message, tv, node_id, spec)
+                result = await self._call(message, ctx, tv, node_id, delivery)
+                await self._route_result(message, ctx, tv, node_id, result, delivery)
+            except RetryableError as exc:
+                again = await self._retry_in_place(message, spec, exc)
+                if again is not None:
+                    message = again
+                    continue
+                retried = await self.retry(record, message, spec, exc, delivery=delivery)
+                outcome = "retry" if retried else "trash"
+            except NodeError as exc:
+                await self.trash(record, message, exc)
+                outcome = "trash"
+            except Exception as exc:  # a bug in a node: keep the message for an operator, keep going
+                log.exception("node raised an unexpected error")
+                await self.trash(record, message, exc)
+                outcome = "trash"
+            break
         # items a batch emitted before failing are delivered too: nothing is lost
         return self._finish(message, outcome, delivery)
+
+    async def _retry_in_place(self, message: Message, spec: NodeSpec, error: RetryableError) -> Message | None:
+        """For an ordered node, wait out the backoff here and return the message to run again (None
+        once its retries are spent, or for a node that is not ordered).
+
+        Sent to the retry topic, the message would let the install's next one go first: an older
+        status update retried later overwrote a newer one. Here the runner of the install's queue
+        waits, so its next messages wait too (other installs do not).
+        """
+        if not self.ordered:
+            return None
+        max_hops, base = self._retry_policy(spec)
+        hops = message.hops
+        if hops >= max_hops:
+            return None  # retry() sends it to trash
+        delay = retry_delay(error.retry_after, base, hops)
+        log.info(
+            "retry in place, holding the install's next messages",
+            error=error.message,
+            status=error.status,
+            hop=hops + 1,
+            delay=round(delay, 2),
+        )
+        if self.rt.metrics is not None:
+            self.rt.metrics.retried(self.node.name)
+        await asyncio.sleep(delay)
+        resume = _resume_cursor(error)  # a node that stopped part-way goes on from there
+        return message.with_headers(repeat_hops=str(hops + 1), **({"cursor": resume} if resume else {}))
+
+    def _retry_policy(self, spec: NodeSpec | None, interval: float | None = None) -> tuple[int, float]:
+        """Max hops and the backoff's base interval: the topology's, else the settings' defaults."""
+        settings = self.rt.settings
+        max_hops = spec.retry.max_hops if spec and spec.retry.max_hops is not None else settings.default_retry_max_hops
+        base = interval or (spec.retry.interval if spec and spec.retry.interval else None)
+        return max_hops, base or settings.default_retry_interval_seconds
 
     def _finish(self, message: Message, outcome: str, delivery: Delivery) -> tuple[str, asyncio.Future[None]]:
         """Count the message in the process ledger; its fate is recorded when the broker has the
@@ -284,10 +328,7 @@ class NodeProcessor:
         delivery: Delivery | None = None,
     ) -> bool:
         """Schedule another attempt; past max hops, trash instead and return False."""
-        settings = self.rt.settings
-        max_hops = spec.retry.max_hops if spec and spec.retry.max_hops is not None else settings.default_retry_max_hops
-        base = interval or (spec.retry.interval if spec and spec.retry.interval else None)
-        base = base or settings.default_retry_interval_seconds
+        max_hops, base = self._retry_policy(spec, interval)
         hops = message.hops
         if hops >= max_hops:
             await self.trash(record, message, error, note=f"gave up after {hops} retries")

@@ -74,6 +74,26 @@ class FlakyOnce(Connector):
         return Result(body={**message.body, "resumed_from": message.cursor})
 
 
+#: Bodies ``n`` OrderedFlakyOnce passed on, in the order it did.
+ordered_done: list[Any] = []
+
+
+class OrderedFlakyOnce(Connector):
+    """An ordered writer that fails retryably the first time it sees body ``n == 0`` of a process."""
+
+    name = "test-ordered-flaky-once"
+    needs_install = False
+    ordered = True
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        key = f"ordered:{message.correlation_id}:{message.body!r}"
+        if _n(message.body) == 0 and key not in _failed_once:
+            _failed_once.add(key)
+            raise RetryableError("first attempt fails", status=503)
+        ordered_done.append(_n(message.body))
+        return Result(body=message.body)
+
+
 class Explode(Connector):
     """Stops with 1006 when the body says so, or part-way (a 422 after ``stop_after`` steps, saying
     where to resume); otherwise passes it on."""

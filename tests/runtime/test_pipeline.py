@@ -142,6 +142,31 @@ async def test_an_output_too_large_for_the_broker_sends_its_input_to_trash(worke
         await worker.stop()
 
 
+async def test_an_ordered_node_retries_in_place_so_a_later_message_never_overtakes(
+    worker_settings: Settings,
+) -> None:
+    """Through the retry topic, item 0 of a shop would be applied after its items 1 and 2 (an older
+    status overwriting a newer one); an ordered node retries it in place, holding 1 and 2 back."""
+    from tests.runtime import sample_nodes
+
+    sample_nodes.ordered_done.clear()
+    sink = f"{worker_settings.kafka_topic_prefix}.ordered"
+    worker = Worker(worker_settings, node_names=["test-emit-items", "test-ordered-flaky-once"])
+    tv = parse_topology(topology("ordered", sink, "test-ordered-flaky-once"), registry=worker.registry)
+    await worker.start(deploy=[tv])
+    try:
+        await run_manual(worker.rt, "ordered", user="shop-1", body={"count": 3})
+        messages = await SinkReader(worker_settings.kafka_bootstrap_servers, sink).collect_until(
+            lambda ms: len(distinct_items(ms)) >= 3
+        )
+        assert distinct_items(messages) == {0, 1, 2}
+        assert sample_nodes.ordered_done == [0, 1, 2]
+        assert [m.body["n"] for m in messages] == [0, 1, 2]  # one key, one partition: in the order sent
+        assert await worker.rt.store.count_trash() == 0
+    finally:
+        await worker.stop()
+
+
 def _poison_for(worker: Worker, tv: object, body: object = None) -> object:
     from worker.envelope import Message
     from worker.router import start_headers
