@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,6 +188,7 @@ class Worker:
                 max_in_flight=self.settings.consumer_read_ahead_records,
                 budget=budget,
             )
+            processor.generation = _generation_of(consumer)
             self.consumers.append(consumer)
             self._node_consumers.append((node, consumer, processor))
         forwarder = RetryForwarder(rt)
@@ -330,6 +331,10 @@ async def open_configured_store(settings: Settings) -> InstallStore:
     from worker.store import open_store
 
     return await open_store(settings)
+
+
+def _generation_of(consumer: ManagedConsumer) -> Callable[[], int]:
+    return lambda: consumer.generation
 
 
 def node_limits(node: Node, active: Iterable[TopologyVersion]) -> tuple[int, bool]:

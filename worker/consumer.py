@@ -51,8 +51,12 @@ HANDLER_RETRY_FIRST_SECONDS = 0.5
 HANDLER_RETRY_MAX_SECONDS = 5.0
 
 
-class _Abandoned(Exception):
-    """A record given up without a fate (rebalance or stop): left uncommitted, so it is read again."""
+class RecordAbandoned(Exception):
+    """A record given up without a fate (rebalance or stop): left uncommitted, so it is read again.
+
+    A handler raises it for a record it stopped waiting on because its partition moved (see
+    ``ManagedConsumer.generation``); the consumer raises it itself for one whose retries outlived
+    the partition."""
 
 
 class ReadAheadBudget:
@@ -284,7 +288,7 @@ class ManagedConsumer:
                 offsets, record = queue.records.popleft()
                 try:
                     recorded = await self._handle(record)
-                except _Abandoned:
+                except RecordAbandoned:
                     self._release(record)  # uncommitted: its partition's next owner reads it again
                     continue
                 except BaseException:
@@ -328,6 +332,8 @@ class ManagedConsumer:
         while True:
             try:
                 return await self.handler(record)
+            except RecordAbandoned:
+                raise
             except Exception:
                 delay = next(delays)
                 log.exception(
@@ -335,7 +341,7 @@ class ManagedConsumer:
                 )
             await asyncio.sleep(delay)
             if self._stopping or self.generation != generation:
-                raise _Abandoned
+                raise RecordAbandoned
 
     async def _commit_loop(self) -> None:
         while True:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiokafka.structs import ConsumerRecord
 
 from applications.client import ShoptetClient
+from worker.consumer import RecordAbandoned
 from worker.envelope import H, MalformedMessage, Message, ResultCode, encode_json
 from worker.errors import InstallDisabled, InstallNotFound, NodeError, OutputTooLarge, RetryableError, StopError
 from worker.kafka import resend_until_acknowledged, unacknowledged
@@ -34,6 +36,9 @@ log = structlog.get_logger("processor")
 UNKNOWN_VERSION_RETRY_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
 
+
+#: How often a retry waiting in place checks that its partition was not rebalanced away.
+IN_PLACE_CHECK_SECONDS = 1.0
 
 #: A batch's outputs are awaited in chunks of this many, so memory stays flat however many it emits.
 FLUSH_EVERY = 500
@@ -104,6 +109,9 @@ class NodeProcessor:
         #: One message per install at a time, in order (the worker keeps it as its consumer's):
         #: a retryable failure is then retried here, holding the install's next messages back.
         self.ordered = node.ordered
+        #: The consumer's rebalance count (``ManagedConsumer.generation``), set by the worker: a
+        #: retry waiting here gives its record up once the partition may be another member's.
+        self.generation: Callable[[], int] = lambda: 0
 
     # --- entry point ---------------------------------------------------------------------------
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None] | None:
@@ -150,13 +158,14 @@ class NodeProcessor:
             await self.trash(record, message, missing)
             return self._finish(message, "trash", delivery)
         outcome = "ok"
+        generation = self.generation()
         while True:
             try:
                 ctx = await self._context(message, tv, node_id, spec)
                 result = await self._call(message, ctx, tv, node_id, delivery)
                 await self._route_result(message, ctx, tv, node_id, result, delivery)
             except RetryableError as exc:
-                again = await self._retry_in_place(message, spec, exc)
+                again = await self._retry_in_place(message, spec, exc, generation)
                 if again is not None:
                     message = again
                     continue
@@ -173,7 +182,9 @@ class NodeProcessor:
         # items a batch emitted before failing are delivered too: nothing is lost
         return self._finish(message, outcome, delivery)
 
-    async def _retry_in_place(self, message: Message, spec: NodeSpec, error: RetryableError) -> Message | None:
+    async def _retry_in_place(
+        self, message: Message, spec: NodeSpec, error: RetryableError, generation: int
+    ) -> Message | None:
         """For an ordered node, wait out the backoff here and return the message to run again (None
         once its retries are spent, or for a node that is not ordered).
 
@@ -197,7 +208,12 @@ class NodeProcessor:
         )
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
-        await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(left, IN_PLACE_CHECK_SECONDS))
+            if self.generation() != generation:  # rebalanced: the partition's owner reads it again
+                raise RecordAbandoned
         resume = _resume_cursor(error)  # a node that stopped part-way goes on from there
         return message.with_headers(repeat_hops=str(hops + 1), **({"cursor": resume} if resume else {}))
 

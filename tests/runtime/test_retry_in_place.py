@@ -1,0 +1,67 @@
+"""An ordered node's retry waits in place, and gives its record up if its partition moves."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from worker import processor as processor_module
+from worker.consumer import RecordAbandoned
+from worker.envelope import H, Message
+from worker.errors import RetryableError
+from worker.node import Connector, NodeContext, Result
+from worker.processor import NodeProcessor
+from worker.topics import TopicNames
+from worker.topology import NodeSpec, RetrySpec
+
+
+class Writer(Connector):
+    name = "test-writer"
+    ordered = True
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        return Result()
+
+
+@pytest.fixture
+def processor(monkeypatch: pytest.MonkeyPatch) -> NodeProcessor:
+    monkeypatch.setattr(processor_module, "IN_PLACE_CHECK_SECONDS", 0.01)
+    settings = SimpleNamespace(default_retry_max_hops=10, default_retry_interval_seconds=1.0)
+    runtime: Any = SimpleNamespace(topics=TopicNames("t"), metrics=None, settings=settings)
+    return NodeProcessor(runtime, Writer())
+
+
+MESSAGE = Message(body={"id": 1}, headers={H.PROCESS_ID: "p1"})
+
+
+async def test_the_retry_waits_its_backoff_and_counts_the_hop(processor: NodeProcessor) -> None:
+    spec = NodeSpec(node="test-writer", retry=RetrySpec(interval=0.05, max_hops=3))
+    error = RetryableError("503", resume={"done": 2})
+
+    again = await asyncio.wait_for(processor._retry_in_place(MESSAGE, spec, error, processor.generation()), 5)
+
+    assert again is not None and again.hops == 1 and again.cursor == {"done": 2}
+    spent = MESSAGE.with_headers(repeat_hops="3")
+    assert await processor._retry_in_place(spent, spec, error, processor.generation()) is None  # to trash
+
+
+async def test_a_rebalance_while_waiting_gives_the_record_up(processor: NodeProcessor) -> None:
+    generation = [0]
+    processor.generation = lambda: generation[0]
+    spec = NodeSpec(node="test-writer", retry=RetrySpec(interval=60, max_hops=3))
+    waiting = asyncio.create_task(processor._retry_in_place(MESSAGE, spec, RetryableError("503"), 0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+
+    generation[0] = 1  # the partition was revoked: its next owner reads the record again
+    with pytest.raises(RecordAbandoned):
+        await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_node_that_is_not_ordered_does_not_retry_in_place(processor: NodeProcessor) -> None:
+    processor.ordered = False
+    spec = NodeSpec(node="test-writer")
+    assert await processor._retry_in_place(MESSAGE, spec, RetryableError("503"), 0) is None
