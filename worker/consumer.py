@@ -387,6 +387,7 @@ class ManagedConsumer:
     async def stop(self, graceful_timeout: float = 30.0) -> None:
         """Stop fetching, let in-flight records finish (up to the timeout), commit, leave the group."""
         self._stopping = True
+        self.generation += 1  # a handler waiting on its own (an in-place retry) gives its record up
         await cancel_and_wait(self._loop_task, self._commit_task)
         with contextlib.suppress(Exception):
             await self._drain_and_commit(graceful_timeout)

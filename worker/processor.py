@@ -39,6 +39,8 @@ MAX_BACKOFF_SECONDS = 600.0
 
 #: How often a retry waiting in place checks that its partition was not rebalanced away.
 IN_PLACE_CHECK_SECONDS = 1.0
+#: The longest one retry waits in place (unless Shoptet's Retry-After asks for longer).
+IN_PLACE_MAX_WAIT_SECONDS = 60.0
 
 #: A batch's outputs are awaited in chunks of this many, so memory stays flat however many it emits.
 FLUSH_EVERY = 500
@@ -165,7 +167,7 @@ class NodeProcessor:
                 result = await self._call(message, ctx, tv, node_id, delivery)
                 await self._route_result(message, ctx, tv, node_id, result, delivery)
             except RetryableError as exc:
-                again = await self._retry_in_place(message, spec, exc, generation)
+                again = await self._retry_in_place(message, spec, exc, generation, delivery)
                 if again is not None:
                     message = again
                     continue
@@ -183,7 +185,7 @@ class NodeProcessor:
         return self._finish(message, outcome, delivery)
 
     async def _retry_in_place(
-        self, message: Message, spec: NodeSpec, error: RetryableError, generation: int
+        self, message: Message, spec: NodeSpec, error: RetryableError, generation: int, delivery: Delivery
     ) -> Message | None:
         """For an ordered node, wait out the backoff here and return the message to run again (None
         once its retries are spent, or for a node that is not ordered).
@@ -192,13 +194,16 @@ class NodeProcessor:
         status update retried later overwrote a newer one. Here the runner of the install's queue
         waits, so its next messages wait too (other installs do not).
         """
-        if not self.ordered:
+        if not self.ordered or delivery.node_outputs or delivery.sink_outputs:
+            # a batch that emitted before failing: given up here (a rebalance, a stop), its items
+            # would be out without their count in the ledger; the retry topic keeps both
             return None
         max_hops, base = self._retry_policy(spec)
         hops = message.hops
         if hops >= max_hops:
             return None  # retry() sends it to trash
-        delay = retry_delay(error.retry_after, base, hops)
+        # capped: the partition's committed offset waits with it, and a rebalance starts it over
+        delay = min(retry_delay(error.retry_after, base, hops), max(IN_PLACE_MAX_WAIT_SECONDS, error.retry_after or 0))
         log.info(
             "retry in place, holding the install's next messages",
             error=error.message,

@@ -94,6 +94,23 @@ class OrderedFlakyOnce(Connector):
         return Result(body=message.body)
 
 
+#: The ``attempt`` cursor OrderedAlwaysFails saw, call by call.
+attempts_seen: list[int] = []
+
+
+class OrderedAlwaysFails(Connector):
+    """An ordered writer that fails retryably every time, saying where the next attempt resumes."""
+
+    name = "test-ordered-always-fails"
+    needs_install = False
+    ordered = True
+
+    async def process(self, message: Message, ctx: NodeContext) -> Result:
+        attempt = int((message.cursor or {}).get("attempt", 0))
+        attempts_seen.append(attempt)
+        raise RetryableError("still failing", status=503, resume={"attempt": attempt + 1})
+
+
 class Explode(Connector):
     """Stops with 1006 when the body says so, or part-way (a 422 after ``stop_after`` steps, saying
     where to resume); otherwise passes it on."""

@@ -167,6 +167,29 @@ async def test_an_ordered_node_retries_in_place_so_a_later_message_never_overtak
         await worker.stop()
 
 
+async def test_an_ordered_node_that_keeps_failing_goes_to_trash_after_its_retries_in_place(
+    worker_settings: Settings,
+) -> None:
+    """Each attempt runs with the hop counted and the resume point of the one before; past max hops
+    the message goes to trash saying so, with where a replay would resume."""
+    from tests.runtime import sample_nodes
+
+    sample_nodes.attempts_seen.clear()
+    worker = Worker(worker_settings, node_names=["test-emit-items", "test-ordered-always-fails"])
+    source = topology("failing", f"{worker_settings.kafka_topic_prefix}.failing", "test-ordered-always-fails")
+    tv = parse_topology(source.replace("max_hops: 3", "max_hops: 2"), registry=worker.registry)
+    await worker.start(deploy=[tv])
+    try:
+        await run_manual(worker.rt, "failing", user="shop-1", body={"count": 1})
+        await _eventually(lambda: worker.rt.store.count_trash(), 1)
+        [entry] = await worker.rt.store.list_trash()
+        assert entry.error_message == "still failing (gave up after 2 retries)"
+        assert json.loads(entry.headers[H.CURSOR]) == {"attempt": 3}
+        assert sample_nodes.attempts_seen == [0, 1, 2]
+    finally:
+        await worker.stop()
+
+
 def _poison_for(worker: Worker, tv: object, body: object = None) -> object:
     from worker.envelope import Message
     from worker.router import start_headers
