@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,7 +67,7 @@ class Worker:
         self.inbound: ManagedConsumer | None = None
         self.readiness_consumers: list[ManagedConsumer] = []
         #: The consumer of each node type, for a deploy that changes its limits.
-        self._node_consumers: list[tuple[Node, ManagedConsumer, NodeProcessor]] = []
+        self._node_consumers: list[tuple[Node, ManagedConsumer]] = []
         self.follower: CatalogFollower | None = None
         self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
@@ -177,7 +177,6 @@ class Worker:
             node = cls()
             processor = NodeProcessor(rt, node)
             concurrency, ordered = node_limits(node, rt.catalog.active_all())
-            processor.ordered = ordered
             consumer = ManagedConsumer(
                 name,
                 make_consumer(self.settings, bootstrap, group_id=rt.topics.group(name)),
@@ -188,9 +187,9 @@ class Worker:
                 max_in_flight=self.settings.consumer_read_ahead_records,
                 budget=budget,
             )
-            processor.generation = _generation_of(consumer)
+            processor.feed = consumer
             self.consumers.append(consumer)
-            self._node_consumers.append((node, consumer, processor))
+            self._node_consumers.append((node, consumer))
         forwarder = RetryForwarder(rt)
         self.consumers.append(
             ManagedConsumer(
@@ -227,12 +226,11 @@ class Worker:
         """Catalog listener: a deploy that changes a node's ``concurrency`` or ``ordered`` applies it
         to the running consumer, without a restart."""
         active = self.rt.catalog.active_all()
-        for node, consumer, processor in self._node_consumers:
+        for node, consumer in self._node_consumers:
             concurrency, ordered = node_limits(node, active)
             if (concurrency, ordered) != (consumer.concurrency, consumer.ordered):
                 log.info("node limits changed by a deploy", node=node.name, concurrency=concurrency, ordered=ordered)
                 consumer.configure(concurrency=concurrency, ordered=ordered)
-                processor.ordered = ordered
 
     def _follow_inbound(self) -> None:
         """Catalog listener: consume the inbound topics of the active topologies.
@@ -331,10 +329,6 @@ async def open_configured_store(settings: Settings) -> InstallStore:
     from worker.store import open_store
 
     return await open_store(settings)
-
-
-def _generation_of(consumer: ManagedConsumer) -> Callable[[], int]:
-    return lambda: consumer.generation
 
 
 def node_limits(node: Node, active: Iterable[TopologyVersion]) -> tuple[int, bool]:

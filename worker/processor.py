@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 from aiokafka.structs import ConsumerRecord
@@ -99,6 +99,24 @@ def retry_delay(retry_after: float | None, interval: float, hops: int) -> float:
     return max(retry_after * random.uniform(1.0, 1.2), backoff_seconds(RETRY_AFTER_BACKOFF_BASE_SECONDS, hops))
 
 
+class Feed(Protocol):
+    """What the processor reads of the consumer that hands it records (``ManagedConsumer``)."""
+
+    #: One message per install at a time, in order: a retryable failure is then retried in place,
+    #: holding the install's next messages back.
+    ordered: bool
+    #: Counts rebalances: a retry waiting in place gives its record up once it changes.
+    generation: int
+
+
+@dataclass(slots=True)
+class _NoConsumer:
+    """A processor driven without a consumer (tests): the node's own ordering, no rebalances."""
+
+    ordered: bool
+    generation: int = 0
+
+
 class NodeProcessor:
     def __init__(self, runtime: Runtime, node: Node) -> None:
         self.rt = runtime
@@ -108,12 +126,9 @@ class NodeProcessor:
         # the node's kind, found once: isinstance on an ABC per message showed in profiles
         self.connector = node if isinstance(node, Connector) else None
         self.batch = node if isinstance(node, Batch) else None
-        #: One message per install at a time, in order (the worker keeps it as its consumer's):
-        #: a retryable failure is then retried here, holding the install's next messages back.
-        self.ordered = node.ordered
-        #: The consumer's rebalance count (``ManagedConsumer.generation``), set by the worker: a
-        #: retry waiting here gives its record up once the partition may be another member's.
-        self.generation: Callable[[], int] = lambda: 0
+        #: The consumer that hands this processor its records (the worker sets it): read for its
+        #: current ``ordered`` and ``generation`` rather than copies kept in step with it.
+        self.feed: Feed = _NoConsumer(node.ordered)
 
     # --- entry point ---------------------------------------------------------------------------
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None] | None:
@@ -160,7 +175,7 @@ class NodeProcessor:
             await self.trash(record, message, missing)
             return self._finish(message, "trash", delivery)
         outcome = "ok"
-        generation = self.generation()
+        generation = self.feed.generation
         while True:
             try:
                 ctx = await self._context(message, tv, node_id, spec)
@@ -194,7 +209,7 @@ class NodeProcessor:
         status update retried later overwrote a newer one. Here the runner of the install's queue
         waits, so its next messages wait too (other installs do not).
         """
-        if not self.ordered or delivery.node_outputs or delivery.sink_outputs:
+        if not self.feed.ordered or delivery.node_outputs or delivery.sink_outputs:
             # a batch that emitted before failing: given up here (a rebalance, a stop), its items
             # would be out without their count in the ledger; the retry topic keeps both
             return None
@@ -217,7 +232,7 @@ class NodeProcessor:
         until = loop.time() + delay
         while (left := until - loop.time()) > 0:
             await asyncio.sleep(min(left, IN_PLACE_CHECK_SECONDS))
-            if self.generation() != generation:  # rebalanced: the partition's owner reads it again
+            if self.feed.generation != generation:  # rebalanced: the partition's owner reads it again
                 raise RecordAbandoned
         resume = _resume_cursor(error)  # a node that stopped part-way goes on from there
         return message.with_headers(repeat_hops=str(hops + 1), **({"cursor": resume} if resume else {}))

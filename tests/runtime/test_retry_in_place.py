@@ -55,14 +55,12 @@ async def test_the_retry_waits_its_backoff_and_counts_the_hop(processor: NodePro
 
 
 async def test_a_rebalance_while_waiting_gives_the_record_up(processor: NodeProcessor) -> None:
-    generation = [0]
-    processor.generation = lambda: generation[0]
     spec = NodeSpec(node="test-writer", retry=RetrySpec(interval=60, max_hops=3))
     waiting = asyncio.create_task(in_place(processor, MESSAGE, spec, RetryableError("503")))
     await asyncio.sleep(0.05)
     assert not waiting.done()
 
-    generation[0] = 1  # the partition was revoked: its next owner reads the record again
+    processor.feed.generation = 1  # the partition was revoked: its next owner reads the record again
     with pytest.raises(RecordAbandoned):
         await asyncio.wait_for(waiting, 1)
 
@@ -74,5 +72,5 @@ async def test_not_in_place_for_a_node_that_is_not_ordered_or_has_sent_outputs(p
     emitted = Delivery(processor.rt)
     emitted.node_outputs = 2
     assert await in_place(processor, MESSAGE, spec, RetryableError("503"), emitted) is None
-    processor.ordered = False
+    processor.feed.ordered = False
     assert await in_place(processor, MESSAGE, spec, RetryableError("503")) is None
