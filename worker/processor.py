@@ -265,11 +265,11 @@ class NodeProcessor:
             settings=self.rt.settings,
             node_id=node_id,
             options=spec.options,
-            webhook_events=self.rt.catalog.webhook_events(),
             log=self.log,
             client_factory=self._client_for,
         )
         if not self.node.needs_install:
+            ctx.webhook_events = self.rt.catalog.webhook_events()
             return ctx
         application = message.application or tv.topology.application_of(node_id, self.node.application)
         if not message.user or not application:
