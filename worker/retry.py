@@ -49,16 +49,14 @@ class RetryForwarder:
         wait = due - time.time()
         if wait > HOLD_SECONDS:
             await asyncio.sleep(HOLD_SECONDS)
-            future = await self.rt.producer.send(
-                record.topic, record.value, key=record.key, headers=list(record.headers or ())
-            )
-            await future
+            await self._send(record.topic, record, list(record.headers or ()))  # back in line, unchanged
             return
         await asyncio.sleep(max(0.0, wait))
         headers.pop(H.RETRY_TARGET_TOPIC, None)
         headers.pop(H.RETRY_DUE_AT, None)
-        future = await self.rt.producer.send(
-            target, record.value, key=record.key, headers=[(k, v.encode()) for k, v in headers.items()]
-        )
-        await future
+        await self._send(target, record, [(k, v.encode()) for k, v in headers.items()])
         log.debug("retried", topic=target, hop=headers.get(H.REPEAT_HOPS))
+
+    async def _send(self, topic: str, record: ConsumerRecord[bytes, bytes], headers: list[tuple[str, bytes]]) -> None:
+        """The record's key and value to ``topic``; returns once the broker has it."""
+        await (await self.rt.producer.send(topic, record.value, key=record.key, headers=headers))
