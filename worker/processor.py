@@ -381,15 +381,15 @@ class NodeProcessor:
             result_code=str(int(ResultCode.REPEAT)),
             result_message=error.message[:500],
         )
+        # measured whole: its cursor (a node's resume point) may be most of it
+        out = Outgoing(self.rt.topics.retry, again, measure_whole=True)
         try:
-            # measured whole: its cursor (a node's resume point) may be most of it
-            self.rt.outputs.check_size(self.rt.topics.retry, again.encode_body(), again.key(), again.kafka_headers())
             if delivery is None:
                 delivery = Delivery(self.rt)
-                await delivery.send(Outgoing(self.rt.topics.retry, again))
+                await delivery.send(out)
                 await delivery.flush()
             else:
-                await delivery.send(Outgoing(self.rt.topics.retry, again))
+                await delivery.send(out)
         except OutputTooLarge as exc:  # raised out of this handler, it would fail the record for good
             await self.trash(record, message, error, note=exc.message)
             return False

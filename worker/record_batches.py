@@ -58,13 +58,17 @@ class RecordBatcher:
         self._senders: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._partitions = PartitionLists(producer, give_up_after=OUTPUT_TOPIC_WAIT_SECONDS)
 
-    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: Headers, *, measure_whole: bool = False
+    ) -> asyncio.Future[None]:
         """Append one record; the future resolves when the broker has acknowledged its batch.
 
         Raises :class:`OutputTooLarge` for a record over ``max_record_bytes`` (``send`` checks that
-        itself; ``create_batch`` does not, and an empty batch takes any record)."""
-        if len(value) > self.max_record_bytes - HEADERS_ALLOWANCE_BYTES:  # exact only near the limit
-            self.check_size(topic, value, key, headers)
+        itself; ``create_batch`` does not, and an empty batch takes any record). The record is
+        measured when its value is near the limit, or always with ``measure_whole`` (one whose
+        headers may be large)."""
+        if measure_whole or len(value) > self.max_record_bytes - HEADERS_ALLOWANCE_BYTES:
+            self._check_size(topic, value, key, headers)
         partitions = await self._partitions.of(topic)
         tp = (topic, partition_for_key(key, partitions, partitions))
         queued = self._batches.get(tp)
@@ -79,10 +83,8 @@ class RecordBatcher:
             raise RuntimeError(f"an empty record batch for {topic} refused a record")
         return batch.acknowledged
 
-    def check_size(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
-        """Raise :class:`OutputTooLarge` for a record the broker would refuse. ``send`` measures only
-        values near the limit; a record with large headers (a retry's resume cursor) is checked
-        here before it is sent."""
+    def _check_size(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        """Raise :class:`OutputTooLarge` for a record the broker would refuse."""
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
         if size > self.max_record_bytes:
             raise OutputTooLarge(f"an output to {topic} is {size} bytes; the broker takes {self.max_record_bytes}")

@@ -21,6 +21,9 @@ class Outgoing:
     message: Message
     #: To a sink (leaves the process) rather than to a node topic (stays in flight until handled).
     to_sink: bool = False
+    #: Measured whole against the broker's size limit, headers included (a retry: its resume cursor
+    #: may be most of it); other outputs are measured only when their value is near the limit.
+    measure_whole: bool = False
 
 
 #: Headers that describe one hop and must not leak into the next one.

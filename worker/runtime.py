@@ -56,4 +56,6 @@ class Runtime:
 
     async def send_output(self, out: Outgoing) -> asyncio.Future[Any]:
         message = out.message
-        return await self.outputs.send(out.topic, message.encode_body(), message.key(), message.kafka_headers())
+        return await self.outputs.send(
+            out.topic, message.encode_body(), message.key(), message.kafka_headers(), measure_whole=out.measure_whole
+        )
