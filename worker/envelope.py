@@ -60,6 +60,10 @@ class H:
 #: Headers every message on a node topic must carry; anything less is malformed and goes to trash.
 REQUIRED_HEADERS = (H.CORRELATION_ID, H.PROCESS_ID, H.TOPOLOGY_NAME, H.TOPOLOGY_VERSION, H.NODE_ID)
 
+#: Bookkeeping of one attempt (its retries, its result, its wait on the retry topic): a follower, the
+#: next paging step and a replay from trash each start without it.
+ATTEMPT_HEADERS = frozenset((H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT))
+
 
 #: Header value types decoded as UTF-8 (a tuple: ``bytes | bytearray`` would build a union per header).
 _BYTES = (bytes, bytearray)

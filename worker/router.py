@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from worker.envelope import H, Message, ResultCode, new_id
+from worker.envelope import ATTEMPT_HEADERS, H, Message, ResultCode, new_id
 from worker.node import Result
 from worker.topics import TopicNames
 from worker.topology import TopologyVersion
@@ -27,7 +27,7 @@ class Outgoing:
 
 
 #: Headers that describe one hop and must not leak into the next one.
-_PER_HOP = frozenset((H.CURSOR, H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT))
+_PER_HOP = ATTEMPT_HEADERS | {H.CURSOR}
 
 
 def start_headers(tv: TopologyVersion, node_id: str, *, user: str | None, application: str | None) -> dict[str, str]:
@@ -106,14 +106,10 @@ def cursor_message(incoming: Message, result: Result) -> Message:
     The next step starts with no retries spent: the retries of earlier steps added up over a long
     paging run, and a step sent to trash after its first failure stopped the run.
     """
-    return incoming.with_headers(
-        cursor=json.dumps(result.cursor, separators=(",", ":")),
-        result_code=str(int(result.code)),
-        repeat_hops=None,
-        result_message=None,
-        retry_target_topic=None,
-        retry_due_at=None,
-    )
+    headers = {k: v for k, v in incoming.headers.items() if k not in ATTEMPT_HEADERS}
+    headers[H.CURSOR] = json.dumps(result.cursor, separators=(",", ":"))
+    headers[H.RESULT_CODE] = str(int(result.code))
+    return Message(body=incoming.body, headers=headers)
 
 
 def follows(result: Result) -> bool:

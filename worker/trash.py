@@ -9,15 +9,12 @@ from typing import Any
 import structlog
 from aiokafka.structs import ConsumerRecord
 
-from worker.envelope import H, Message
+from worker.envelope import ATTEMPT_HEADERS, H, Message
 from worker.processes import HandledTally, handled_record, root_of
 from worker.starter import Starter
 from worker.store import InstallStore, TrashEntry
 
 log = structlog.get_logger("trash")
-
-#: Bookkeeping of the failed attempt that must not follow the message back.
-_RESET = (H.REPEAT_HOPS, H.RESULT_CODE, H.RESULT_MESSAGE, H.RETRY_TARGET_TOPIC, H.RETRY_DUE_AT)
 
 
 #: Undecodable record values are kept as text up to this many characters.
@@ -63,7 +60,7 @@ def replay_message(entry: TrashEntry, body: Any = None) -> Message:
                 f"trash entry {entry.id} has no decodable body ({entry.error_message}); pass an edited body"
             )
         body = entry.body
-    headers = {k: v for k, v in entry.headers.items() if k not in _RESET}
+    headers = {k: v for k, v in entry.headers.items() if k not in ATTEMPT_HEADERS}  # the failed attempt's
     if entry.key and H.USER not in headers:
         headers[H.USER] = entry.key
     return Message(body=body, headers=headers)
