@@ -7,7 +7,9 @@ A run lists every page of one endpoint from a start time T and emits every item 
    later hop keeps it even when it is "none" (a first run listing everything).
 2. Page 1 (or the cursor's page) tells ``paginator.pageCount``; the remaining pages are fetched in
    parallel, at most ``page_concurrency`` at a time (default 3 = a token's connection budget; the
-   client's limiter enforces the per-token cap anyway). Items are emitted as pages arrive.
+   client's limiter enforces the per-token cap anyway). Items are emitted as pages arrive. A page
+   that reports more pages than page 1 did (the list grew while it was paged) extends the run to
+   them: an item edited meanwhile moved to the end, and only there is it seen twice (see 5.).
 3. With option ``max_pages_per_hop`` a run stops after that many pages and answers
    BATCH_CURSOR_WITH_ITEMS with ``{page, dateFrom, startedAt}`` to go on in another hop.
 4. Only after the final page succeeded is the last-run setting written, atomically, and to the time
@@ -19,7 +21,8 @@ A run lists every page of one endpoint from a start time T and emits every item 
    in one run, or a ``totalCount`` that fell, can: then the watermark is left where it was, and the
    next run lists from the same start again (at-least-once: downstream sees some items twice).
    Seen items are remembered within one hop only: with ``max_pages_per_hop``, a shift across hops
-   is not noticed.
+   is not noticed. Nor is an order deleted from ``/api/orders`` while another is created: the
+   count and the pages stay as they were, and nothing is seen twice.
 """
 
 from __future__ import annotations
@@ -67,9 +70,12 @@ class _Listing:
         self.item_id = item_id
         self.seen: set[str] = set()
         self.total: int | None = None
+        #: The most pages any page of this hop reported: a list that grew has more than page 1 said.
+        self.page_count = 1
         self.shifted = False
 
-    def page(self, data: dict[str, Any], items: list[Any]) -> None:
+    def page(self, data: dict[str, Any], items: list[Any], pages: int) -> None:
+        self.page_count = max(self.page_count, pages)
         total = (data.get("paginator") or {}).get("totalCount")
         if isinstance(total, int):
             if self.total is not None and total < self.total:
@@ -83,6 +89,34 @@ class _Listing:
             if key in self.seen:
                 self.shifted = True
             self.seen.add(key)
+
+
+class _Pages(Iterator[int]):
+    """The pages after ``first`` still to fetch in this hop: up to the most pages any page reported
+    so far, and no further than ``limit`` (``max_pages_per_hop``).
+
+    Not exhausted for good: a worker that found no page left stops, and the others still ask after
+    each page, so pages a grown list reports late are fetched by whoever is still running.
+    """
+
+    def __init__(self, first: int, listing: _Listing, limit: int | None) -> None:
+        self.listing = listing
+        self.limit = limit
+        #: The highest page handed out (the first page was fetched before).
+        self.last = first
+
+    def _end(self) -> int:
+        count = self.listing.page_count
+        return count if self.limit is None else min(count, self.limit)
+
+    def done(self) -> bool:
+        return self.last >= self._end()
+
+    def __next__(self) -> int:
+        if self.done():
+            raise StopIteration
+        self.last += 1
+        return self.last
 
 
 class ListBatch(Batch):
@@ -126,20 +160,18 @@ class ListBatch(Batch):
         first_page = cursor.page
         listing = _Listing(self.item_id)
         first = await self._fetch(ctx, first_page, date_from)
-        items, page_count = self._items(first), self._page_count(first)
+        items = self._items(first)
         if first_page == 1 and not items:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message=self.empty_message)
-        listing.page(first, items)
+        listing.page(first, items, self._page_count(first))
         emitting = asyncio.Lock()
         await self._emit_all(emit, items, emitting)
 
-        last_page = page_count
         max_pages = ctx.options.get("max_pages_per_hop")
-        if isinstance(max_pages, int) and max_pages > 0:
-            last_page = min(page_count, first_page + max_pages - 1)
-        if last_page > first_page:
-            pages = range(first_page + 1, last_page + 1)
-            await self._fetch_rest(ctx, emit, pages, date_from, emitting, listing)
+        limit = first_page + max_pages - 1 if isinstance(max_pages, int) and max_pages > 0 else None
+        pages = _Pages(first_page, listing, limit)
+        await self._fetch_rest(ctx, emit, pages, date_from, emitting, listing)
+        last_page, page_count = pages.last, listing.page_count
 
         shifted = cursor.shifted or listing.shifted
         if last_page < page_count:
@@ -188,25 +220,28 @@ class ListBatch(Batch):
         self,
         ctx: NodeContext,
         emit: Emit,
-        pages: range,
+        pages: _Pages,
         date_from: str | None,
         lock: asyncio.Lock,
         listing: _Listing,
     ) -> None:
         """Fetch ``pages`` with a few workers; the first failure cancels the rest and is raised."""
-        todo: Iterator[int] = iter(pages)
         concurrency = int(ctx.options.get("page_concurrency") or DEFAULT_PAGE_CONCURRENCY)
 
         async def worker() -> None:
-            for page in todo:  # a shared iterator: each page is taken by exactly one worker
+            # a shared iterator: each page is taken by exactly one worker; asked again after every
+            # page, it hands out the pages a grown list reported meanwhile
+            for page in pages:
                 data = await self._fetch(ctx, page, date_from)
                 items = self._items(data)
-                listing.page(data, items)
+                listing.page(data, items, self._page_count(data))
                 await self._emit_all(emit, items, lock)
 
+        if pages.done():
+            return
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(max(1, min(concurrency, len(pages)))):
+                for _ in range(max(1, concurrency)):
                     group.create_task(worker())
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None

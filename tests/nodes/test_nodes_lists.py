@@ -269,6 +269,44 @@ async def test_an_item_moved_while_paging_leaves_the_watermark_alone(
     assert "shifted" in run.result.message
 
 
+async def test_a_list_that_grew_while_paging_is_read_to_its_new_end(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Order 2 was edited again after page 1 was read, and orders 7-9 changed too: order 2's change
+    moved past the pages page 1 announced, order 4 slipped into page 1. Only the page the list grew
+    by shows order 2 a second time; without it nothing tells, and order 4 is never listed again."""
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
+    before = [changes("1", "2", "3"), changes("4", "5", "6")]
+    after = [changes("1", "3", "4"), changes("5", "6", "7"), changes("8", "9", "2")]
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 3))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {}, options={"page_concurrency": 1})
+
+    assert pages_requested(route) == [1, 2, 3]
+    assert [i["code"] for i in run.emitted] == ["1", "2", "3", "5", "6", "7", "8", "9", "2"]
+    assert harness.store.setting_writes == []
+    assert "shifted" in run.result.message
+
+
+async def test_a_grown_list_goes_on_in_the_next_hop_past_the_pages_first_announced(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    before = [changes("1", "2"), changes("3", "4")]
+    after = [changes("1", "2"), changes("3", "4"), changes("5", "6")]
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 2))
+    node = ShoptetGetOrderChangesList()
+
+    first = await harness.run(node, {}, options={"max_pages_per_hop": 2})
+    assert first.result.code == ResultCode.BATCH_CURSOR_WITH_ITEMS
+    assert first.result.cursor is not None and first.result.cursor["page"] == 3
+    last = await harness.run(node, {}, cursor=first.result.cursor, options={"max_pages_per_hop": 2})
+
+    assert pages_requested(route) == [1, 2, 3]
+    assert [i["code"] for i in first.emitted + last.emitted] == ["1", "2", "3", "4", "5", "6"]
+    assert last.result.code == ResultCode.SUCCESS
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+
+
 async def test_a_total_that_fell_while_paging_leaves_the_watermark_alone(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
