@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from worker.errors import StopError
 
@@ -122,6 +122,19 @@ class EntityRef(BaseModel):
     eventInstance: str | None = None
     event: str | None = None
     changeType: str | None = None
+
+    @field_validator("event")
+    @classmethod
+    def _one_entity(cls, event: str | None) -> str | None:
+        # a mass event's eventInstance is a JSON list of codes: read as one code it was a 404, and
+        # a 404 for a webhook means "deleted", so every order of the event was dropped unseen
+        if event and ":mass" in event:
+            raise ValueError(
+                f"{event} names several entities (eventInstance is a JSON list) and this node reads one; "
+                "Shoptet also sends the single event (such as order:update) for each of them: start the "
+                "process on those"
+            )
+        return event
 
     @property
     def reported_deleted(self) -> bool:

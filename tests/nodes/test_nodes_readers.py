@@ -15,6 +15,7 @@ from nodes.connectors.get_product_detail import ShoptetGetProductDetail
 from nodes.connectors.get_shipping_methods import ShoptetGetShippingMethods
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
+from worker.node import Connector
 
 ESHOP = {"contactInformation": {"eshopId": 222651}, "orderStatuses": {"statuses": []}}
 STOCKS = {"stocks": [{"id": 1, "title": "Main"}], "defaultStockId": 1}
@@ -187,3 +188,21 @@ def test_reference_data_readers_accept_a_disabled_install() -> None:
 async def test_bad_input_message_is_clear(harness: Harness) -> None:
     with pytest.raises(StopError, match="shoptet-get-order-detail: invalid input body"):
         await harness.run(ShoptetGetOrderDetail(), {"code": None})
+
+
+@pytest.mark.parametrize(
+    ("node", "event", "instance"),
+    [
+        (ShoptetGetOrderDetail, "order:massUpdate", '["2024000001","2024000002"]'),
+        (ShoptetGetProductDetail, "product:massCreate", '["guid-1","guid-2"]'),
+    ],
+)
+async def test_a_mass_webhook_is_refused_not_taken_for_a_deleted_entity(
+    harness: Harness, shoptet_api: respx.MockRouter, node: type[Connector], event: str, instance: str
+) -> None:
+    """A mass event's eventInstance is a list of codes: read as one code it was a 404, which for a
+    webhook means "deleted", and every order of the event was dropped with nothing in trash."""
+    body = {**WEBHOOK, "event": event, "eventInstance": instance}
+    with pytest.raises(StopError, match=f"{event} names several entities"):
+        await harness.run(node(), body)
+    assert not shoptet_api.calls
