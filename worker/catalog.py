@@ -22,7 +22,7 @@ from worker.kafka import read_from_start
 from worker.registry import NodeRegistry
 from worker.tasks import cancel_and_wait
 from worker.topology import TopologyError, TopologyVersion, parse_topology
-from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
+from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS, SYSTEM_WEBHOOK_EVENTS
 
 log = structlog.get_logger("catalog")
 
@@ -70,10 +70,12 @@ class TopologyCatalog:
 
     def webhook_events(self, application: str | None = None) -> frozenset[str]:
         """Events the active topologies start on (of ``application``, or of none, as the ingress
-        routes them); computed once per catalog change, read per message.
+        routes them) that webhooks-subscribe registers; computed once per catalog change, read per
+        message.
 
-        Only events Shoptet sends: a version deployed before they were checked may name another,
-        and webhooks-subscribe registers these in one call, which Shoptet refuses whole (422)."""
+        Only events Shoptet sends and lets the API register: a version deployed before they were
+        checked may name another, a system event (``addon:*``) is set up in the Partners' addon
+        administration, and Shoptet refuses a registration call with either as a whole."""
         events = self._events.get(application)
         if events is None:
             events = self._events[application] = frozenset(
@@ -81,7 +83,7 @@ class TopologyCatalog:
                 for tv in self.active_all()
                 if application is None or tv.topology.serves(application)
                 for event in tv.topology.webhook_events()
-                if event in SHOPTET_WEBHOOK_EVENTS
+                if event in SHOPTET_WEBHOOK_EVENTS and event not in SYSTEM_WEBHOOK_EVENTS
             )
         return events
 

@@ -105,3 +105,10 @@ SHOPTET_WEBHOOK_EVENTS: frozenset[str] = frozenset(
         "warranty:update",
     }
 )
+
+#: Shoptet's system webhooks: set up in the Partners' addon administration, never registered through
+#: the API (a POST naming one is refused, and with it every other event of that call). A topology may
+#: start on them; webhooks-subscribe leaves them out.
+SYSTEM_WEBHOOK_EVENTS: frozenset[str] = frozenset(
+    {"addon:approve", "addon:suspend", "addon:terminate", "addon:uninstall"}
+)

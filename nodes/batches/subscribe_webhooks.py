@@ -11,6 +11,7 @@ from worker.envelope import Message, ResultCode
 from worker.errors import StopError
 from worker.node import Batch, Emit, NodeContext, Result
 from worker.store import WebhookRegistration
+from worker.webhook_events import SYSTEM_WEBHOOK_EVENTS
 from worker.webhook_keys import has_signature_key, renew_signature_key
 
 
@@ -19,18 +20,30 @@ def webhook_url(ctx: NodeContext, application: str) -> str:
     return f"{ctx.settings.public_base_url.rstrip('/')}/webhooks/shoptet/{application}"
 
 
+#: Shoptet registers at most this many webhooks in one call.
+REGISTER_PER_CALL = 50
+
+
 def wanted_events(ctx: NodeContext) -> list[str]:
-    """Option ``events`` (a list) if the topology gives one, else every event a topology starts on."""
+    """Option ``events`` (a list) if the topology gives one, else every event a topology starts on
+    (system events left out: see :data:`SYSTEM_WEBHOOK_EVENTS`)."""
     configured = ctx.options.get("events")
     if configured:
         if not isinstance(configured, list) or not all(isinstance(e, str) for e in configured):
             raise StopError("option `events` must be a list of Shoptet event names")
+        system = sorted(set(configured) & SYSTEM_WEBHOOK_EVENTS)
+        if system:
+            raise StopError(
+                f"option `events` names {', '.join(system)}: Shoptet's system webhooks are set up in the "
+                "Partners' addon administration, not through the API"
+            )
         return list(dict.fromkeys(configured))
     return sorted(ctx.webhook_events)
 
 
 class ShoptetSubscribeWebhooks(Batch):
-    """POST /api/webhooks ``{data: [{event, url}]}`` for the wanted events Shoptet does not have yet.
+    """POST /api/webhooks ``{data: [{event, url}]}`` for the wanted events Shoptet does not have yet,
+    at most 50 a call (Shoptet's limit).
 
     Fix: Orchesty (and we, before) judged "registered" by its own records only, so a webhook removed
     on Shoptet's side was never registered again, and a lost record made the POST fail as a
@@ -67,15 +80,17 @@ class ShoptetSubscribeWebhooks(Batch):
             return Result(code=ResultCode.DO_NOT_CONTINUE, message="All webhooks are already registered.")
         free = [event for event in missing if event not in taken]
         created: list[dict[str, Any]] = []
-        if free:
+        for start in range(0, len(free), REGISTER_PER_CALL):
+            chunk = free[start : start + REGISTER_PER_CALL]
             envelope = await client.request(
-                "POST", "/api/webhooks", json={"data": [{"event": e, "url": url} for e in free]}
+                "POST", "/api/webhooks", json={"data": [{"event": e, "url": url} for e in chunk]}
             )
-            created = shoptet.data_of(envelope, "webhooks")
-            for webhook in created:
+            # stored call by call: a later call that fails leaves these recorded for the next run
+            for webhook in shoptet.data_of(envelope, "webhooks"):
                 await ctx.store.add_webhook(
                     _registration(user=install.user, application=install.application, webhook=webhook, url=url)
                 )
+                created.append(webhook)
         blocked = [taken[event] for event in missing if event in taken]
         if blocked:
             raise StopError(_taken_message(blocked, url, registered=[str(w["event"]) for w in created]))

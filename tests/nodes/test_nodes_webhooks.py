@@ -17,6 +17,7 @@ from nodes.batches.unsubscribe_webhooks import ShoptetUnsubscribeWebhooks
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
 from worker.store import WebhookRegistration
+from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS, SYSTEM_WEBHOOK_EVENTS
 from worker.webhook_keys import CURRENT_KEY
 
 
@@ -233,3 +234,35 @@ async def test_subscribe_records_our_url_when_shoptet_leaves_it_out(
     await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:create"]})
     [stored] = await harness.store.list_webhooks(harness.install.user, harness.install.application)
     assert (stored.webhook_id, stored.url) == (8, our_url(harness))
+
+
+async def test_subscribe_registers_at_most_50_a_call(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Shoptet registers up to 50 webhooks a call; a longer list in one call is refused whole."""
+    url = our_url(harness)
+    wanted = sorted(e for e in SHOPTET_WEBHOOK_EVENTS if e not in SYSTEM_WEBHOOK_EVENTS)[:60]
+    next_id = iter(range(1, 1000))
+
+    def register(request: httpx.Request) -> httpx.Response:
+        data = json.loads(request.content)["data"]
+        if len(data) > 50:
+            return httpx.Response(422, json=error_body("validation", "up to 50 webhooks"))
+        return httpx.Response(201, json=created(*((next(next_id), w["event"]) for w in data), url=url))
+
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed())
+    route = shoptet_api.post("/api/webhooks").mock(side_effect=register)
+
+    run = await harness.run(ShoptetSubscribeWebhooks(), None, ctx=harness.context(webhook_events=frozenset(wanted)))
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert [len(json.loads(c.request.content)["data"]) for c in route.calls] == [50, 10]
+    assert {event for _, event in await stored_ids(harness)} == set(wanted)
+
+
+async def test_subscribe_refuses_system_events_named_in_its_options(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed())
+    route = shoptet_api.post("/api/webhooks")
+    with pytest.raises(StopError, match="addon:uninstall: Shoptet's system webhooks"):
+        await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:create", "addon:uninstall"]})
+    assert route.call_count == 0

@@ -238,6 +238,34 @@ def test_the_webhook_events_are_those_shoptets_api_description_lists() -> None:
     assert listed == SHOPTET_WEBHOOK_EVENTS
 
 
+def test_the_system_webhooks_are_listed_by_shoptet_and_left_out_of_registration(registry: NodeRegistry) -> None:
+    """A topology may start on ``addon:uninstall``; Shoptet refuses to register it through the API,
+    and a registration call naming it is refused whole, so the catalog does not hand it over."""
+    import json
+    import re
+
+    import yaml
+
+    from tests.nodes.nodes_openapi_check import SPEC_PATH
+    from worker.catalog import TopologyCatalog
+    from worker.webhook_events import SYSTEM_WEBHOOK_EVENTS
+
+    description = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["info"]["description"]
+    system = description.split("### System Webhooks", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+) +\|", system, flags=re.MULTILINE)) == SYSTEM_WEBHOOK_EVENTS
+
+    source = GOOD.replace("  - manual: true", "  - webhook: [addon:uninstall, order:create]")
+    tv = parse_topology(source, registry=registry)
+    catalog = TopologyCatalog(registry)
+    catalog.apply(
+        f"version:sample:{tv.version}", json.dumps({"name": "sample", "version": tv.version, "source": source}).encode()
+    )
+    pointer = {"name": "sample", "version": tv.version, "enabled": True, "deployed_at": ""}
+    catalog.apply("current:sample", json.dumps(pointer).encode())
+    assert tv.topology.webhook_events() == {"addon:uninstall", "order:create"}
+    assert catalog.webhook_events() == frozenset({"order:create"})
+
+
 def test_a_version_deployed_before_the_newer_checks_keeps_running(registry: NodeRegistry) -> None:
     """Checks added since a version was deployed apply to new deploys only: an upgraded worker that
     refused the deployed version would stop its cron, webhooks and in-flight messages."""

@@ -85,3 +85,17 @@ async def test_one_url_per_event(api: httpx.AsyncClient, sim: Any) -> None:
     assert "already exists" in response.json()["errors"][0]["message"]
     listed = (await api.get("/api/webhooks")).json()["data"]["webhooks"]
     assert all(w["event"] != "order:paid" for w in listed)  # all or nothing
+
+
+async def test_registration_refuses_system_and_unknown_events_whole(make_sim: Any, receiver: Receiver) -> None:
+    """Shoptet registers system webhooks (``addon:*``) only in the Partners' administration, and no
+    misspelled event: a call naming one registers nothing, not even the good events beside it."""
+    sim = await make_sim()
+    async with httpx.AsyncClient(base_url=sim.url, headers=premium_headers(sim.premium_token())) as api:
+        for bad in ("addon:uninstall", "order:created"):
+            body = {"data": [{"event": "order:create", "url": receiver.url}, {"event": bad, "url": receiver.url}]}
+            answer = await api.post("/api/webhooks", content=json.dumps(body))
+            assert answer.status_code in (400, 422), answer.text
+            assert bad in answer.text
+        listed = (await api.get("/api/webhooks")).json()["data"]["webhooks"]
+    assert listed == []
