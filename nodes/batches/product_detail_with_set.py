@@ -35,8 +35,11 @@ def _decimal(value: Any, what: str) -> Decimal:
         raise StopError(f"{what} is not a number: {value!r}") from exc
 
 
-def expand_sets(items: list[dict[str, Any]], components: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Replace each set item by its components (``components[i]`` for the i-th set item).
+def expand_sets(
+    items: list[dict[str, Any]], components: list[list[dict[str, Any]] | None]
+) -> list[dict[str, Any]]:
+    """Replace each set item by its components (``components[i]`` for the i-th set item; None
+    keeps that set item as it is).
 
     A component's amount is its amount in the set times the set item's amount. A component whose
     code is already an ordered product line adds to that line's amount; the others become new
@@ -44,10 +47,13 @@ def expand_sets(items: list[dict[str, Any]], components: list[list[dict[str, Any
     evenly over the units of its new lines (Orchesty's rule) as a unit price with 2 decimals; a
     line fed by several sets gets the weighted average.
     """
-    out = [dict(item) for item in items if item.get("itemType") != PRODUCT_SET]
-    products = {item["code"]: item for item in out if item.get("itemType") == "product" and item.get("code")}
     sets = [item for item in items if item.get("itemType") == PRODUCT_SET]
+    kept = {id(item) for item, parts in zip(sets, components, strict=True) if parts is None}
+    out = [dict(item) for item in items if item.get("itemType") != PRODUCT_SET or id(item) in kept]
+    products = {item["code"]: item for item in out if item.get("itemType") == "product" and item.get("code")}
     for set_item, parts in zip(sets, components, strict=True):
+        if parts is None:
+            continue
         set_amount = _decimal(set_item.get("amount"), "set amount")
         new_lines: list[tuple[dict[str, Any], Decimal]] = []
         for part in parts:
@@ -84,7 +90,12 @@ class ShoptetProductDetailWithSet(Batch):
     GET /api/products/{productGuid}?include=setItems per set item, all within this one call (the
     client's limiter caps concurrency). Fix: Orchesty iterated set items over several hops and kept
     the partial results in a local data store; we keep nothing anywhere, so any replica can serve
-    any message. An order without sets is emitted unchanged. 404 of a set product stops (trash).
+    any message. An order without sets is emitted unchanged.
+
+    A set line that cannot be expanded stays in the order as it is, with its price: its product
+    was deleted since (no ``productGuid``, which Shoptet says need not name an existing product, or
+    a 404) or lists no components. Dropped, the order lost the line and its price; stopped, it sat
+    in trash, where a replay could not help.
     """
 
     name = "shoptet-product-detail-with-set"
@@ -97,17 +108,29 @@ class ShoptetProductDetailWithSet(Batch):
             return Result(message="no product sets")
         client = ctx.require_shoptet()
 
-        async def set_items(item: dict[str, Any]) -> list[dict[str, Any]]:
+        async def set_items(item: dict[str, Any]) -> list[dict[str, Any]] | None:
             guid = item.get("productGuid")
             if not guid:
-                raise StopError(f"product set {item.get('code')!r} has no productGuid (deleted product?)")
-            envelope = await client.request(
-                "GET", f"/api/products/{path_segment(guid)}", params={"include": "setItems"}
-            )
+                return None
+            try:
+                envelope = await client.request(
+                    "GET", f"/api/products/{path_segment(guid)}", params={"include": "setItems"}
+                )
+            except StopError as exc:
+                if exc.status == 404:
+                    return None
+                raise
             parts = data_of(envelope).get("setItems") or []
-            return list(parts)
+            return list(parts) or None
 
         components = await asyncio.gather(*(set_items(item) for item in sets))
         expanded = {**message.body, "items": expand_sets(order.items, list(components))}
         await emit(expanded)
+        unexpanded = [str(item.get("code")) for item, parts in zip(sets, components, strict=True) if parts is None]
+        if unexpanded:
+            ctx.log.warning("product sets kept unexpanded: deleted or without components", codes=unexpanded)
+            return Result(
+                message=f"expanded {len(sets) - len(unexpanded)} product set(s); kept {', '.join(unexpanded)} "
+                "as set lines (product deleted or without components)"
+            )
         return Result(message=f"expanded {len(sets)} product set(s)")

@@ -107,14 +107,34 @@ def test_set_price_split_evenly_over_its_units() -> None:
     ]
 
 
-async def test_set_product_gone_stops(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+async def test_a_set_that_cannot_be_expanded_stays_a_set_line(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Deleted since (a 404, or no productGuid: Shoptet says it need not name an existing product)
+    or without components: the line stays as it is, price included. It was dropped (the order
+    lost its price) or stopped in trash, where a replay could not help."""
     shoptet_api.get(f"/api/products/{SET_A}").mock(
         return_value=httpx.Response(404, json=error_body("product-not-found", "gone"))
+    )
+    shoptet_api.get(f"/api/products/{SET_B}").mock(
+        return_value=httpx.Response(200, json=envelope({"guid": SET_B, "setItems": None}))
+    )
+    gone = item("SA", "1.000", "product-set", productGuid=SET_A, itemPrice={"withVat": "10.00"})
+    empty = item("SB", "2.000", "product-set", productGuid=SET_B, itemPrice={"withVat": "20.00"})
+    nameless = item("SC", "1.000", "product-set", productGuid=None, itemPrice={"withVat": "30.00"})
+    body = order(item("A", "1.000"), gone, empty, nameless)
+
+    run = await harness.run(ShoptetProductDetailWithSet(), body)
+
+    assert run.emitted == [body]
+    assert run.result.code == ResultCode.SUCCESS
+    assert "kept SA, SB, SC as set lines" in (run.result.message or "")
+
+
+async def test_a_set_product_that_fails_otherwise_stops(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    shoptet_api.get(f"/api/products/{SET_A}").mock(
+        return_value=httpx.Response(403, json=error_body("forbidden", "no access"))
     )
     body = order(item("SA", "1.000", "product-set", productGuid=SET_A, itemPrice={"withVat": "1"}))
     with pytest.raises(StopError):
         await harness.run(ShoptetProductDetailWithSet(), body)
-    with pytest.raises(StopError, match="no productGuid"):
-        await harness.run(ShoptetProductDetailWithSet(), order(item("SA", "1", "product-set")))
     with pytest.raises(StopError, match="invalid input body"):
         await harness.run(ShoptetProductDetailWithSet(), {"code": "1"})
