@@ -35,9 +35,7 @@ def _decimal(value: Any, what: str) -> Decimal:
         raise StopError(f"{what} is not a number: {value!r}") from exc
 
 
-def expand_sets(
-    items: list[dict[str, Any]], components: list[list[dict[str, Any]] | None]
-) -> list[dict[str, Any]]:
+def expand_sets(items: list[dict[str, Any]], components: list[list[dict[str, Any]] | None]) -> list[dict[str, Any]]:
     """Replace each set item by its components (``components[i]`` for the i-th set item; None
     keeps that set item as it is).
 

@@ -372,3 +372,42 @@ async def test_a_dropped_database_connection_is_retryable_and_the_next_call_reco
     with pytest.raises(StoreUnavailable, match="install store unavailable"):
         await store.get_install("u1", "shoptet-premium")
     assert await store.get_install("u1", "shoptet-premium") is None  # a fresh connection answers
+
+
+async def test_rotation_re_encrypts_every_secret_under_the_new_key(store: SqlInstallStore) -> None:
+    """With ``NEW,OLD`` workers read both, but secrets written once (tokens at install) stayed under
+    OLD: dropping OLD then refused the start. After ``secrets rotate``, NEW alone reads them all."""
+    from worker.store.crypto import SecretBox, SecretKeyError
+
+    old, new = SecretBox.generate_key(), SecretBox.generate_key()
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
+    on_old = SqlInstallStore(store._engine, SecretBox(old))
+    await on_old.add_install(_install("a"))
+    await on_old.put_token("a/access", "access-token", expires)
+    lost = SqlInstallStore(store._engine, SecretBox(SecretBox.generate_key()))
+    await lost.add_install(_install("lost"))
+    await lost.put_token("lost/access", "other-token", expires)
+
+    done = await SqlInstallStore(store._engine, SecretBox(f"{new},{old}")).rotate_secrets()
+
+    assert (done.secrets, done.tokens, done.dropped_tokens) == (1, 1, 1)
+    assert done.unreadable == ["lost/shoptet-premium: token"]
+    on_new = SqlInstallStore(store._engine, SecretBox(new))
+    a = await on_new.get_install("a", "shoptet-premium")
+    assert a is not None and a.secrets == {"token": SECRET}
+    assert await on_new.get_token("a/access") == ("access-token", expires)
+    assert await on_new.get_token("lost/access") is None
+    with pytest.raises(SecretKeyError):
+        await SqlInstallStore(store._engine, SecretBox(old)).check_secret_key(sample=1)
+
+
+async def test_a_cached_token_the_key_cannot_decrypt_is_a_cache_miss(store: SqlInstallStore) -> None:
+    """Written by a worker already on a new key: the addon fetches a new token instead of sending
+    every message of the install to trash until that worker refreshes it."""
+    from worker.store.crypto import SecretBox
+
+    elsewhere = SqlInstallStore(store._engine, SecretBox(SecretBox.generate_key()))
+    await elsewhere.put_token("k", "theirs", datetime(2030, 1, 1, tzinfo=UTC))
+    assert await store.get_token("k") is None
+    await store.delete_token("k", token="theirs")  # not readable here, so not "that one": kept
+    assert await elsewhere.get_token("k") is not None

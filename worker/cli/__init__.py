@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from worker.cli.secrets import secrets_app
 from worker.cli.topology import topology_app
 from worker.cli.trash import trash_app
 from worker.logging import configure_logging
@@ -17,6 +18,7 @@ from worker.settings import Settings
 app = typer.Typer(help="Run Orchesty-style Shoptet integration processes on Kafka.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
 app.add_typer(trash_app, name="trash")
+app.add_typer(secrets_app, name="secrets")
 
 
 def _mount_optional() -> None:

@@ -51,6 +51,13 @@ class SecretBox:
         except InvalidToken as exc:
             raise SecretKeyError("a stored secret cannot be decrypted: wrong SECRET_KEY?") from exc
 
+    def rotate(self, ciphertext: str) -> str:
+        """The same secret encrypted under the first (newest) key."""
+        try:
+            return self._fernet.rotate(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretKeyError("a stored secret cannot be decrypted: wrong SECRET_KEY?") from exc
+
     @staticmethod
     def generate_key() -> str:
         return Fernet.generate_key().decode()

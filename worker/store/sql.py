@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,14 @@ class SqlInstallStore:
             row = (await conn.execute(select(t.token_cache).where(t.token_cache.c.key == key))).first()
         if row is None:
             return None
-        return self._box.decrypt(row.token), datetime.fromtimestamp(row.expires_at, UTC)
+        try:
+            token = self._box.decrypt(row.token)
+        except SecretKeyError:
+            # written by a worker whose SECRET_KEY this one does not hold yet (a rotation rolling
+            # out): only a cache, so fetched anew rather than failing the install's messages
+            log.warning("cached token cannot be decrypted; fetching a new one", key=key)
+            return None
+        return token, datetime.fromtimestamp(row.expires_at, UTC)
 
     async def put_token(self, key: str, token: str, expires_at: datetime) -> None:
         stmt = self._insert(t.token_cache).values(
@@ -237,7 +245,7 @@ class SqlInstallStore:
         # transaction: SQLite would have to upgrade its lock, which can fail under contention.)
         async with self._read() as conn:
             row = (await conn.execute(select(t.token_cache.c.token).where(t.token_cache.c.key == key))).first()
-        if row is None or self._box.decrypt(row.token) != token:
+        if row is None or self._decrypts_to(row.token) != token:
             return
         async with self._tx() as conn:
             await conn.execute(
@@ -379,6 +387,50 @@ class SqlInstallStore:
             )
         return installs
 
+    def _decrypts_to(self, ciphertext: str) -> str | None:
+        try:
+            return self._box.decrypt(ciphertext)
+        except SecretKeyError:
+            return None
+
+    async def rotate_secrets(self) -> SecretRotation:
+        """Encrypt every stored secret under the first key of ``SECRET_KEY`` (``NEW,OLD``), so that
+        OLD can then be dropped. Each row is replaced only if it still holds what was read: a secret
+        written meanwhile (by a worker already on NEW) is left as it is. A cached token no key
+        decrypts is deleted (it is fetched again); an install secret no key decrypts is counted and
+        left for an operator (``install list`` marks it)."""
+        done = SecretRotation()
+        s, c = t.install_settings, t.token_cache
+        async with self._read() as conn:
+            secrets = (await conn.execute(select(s).where(s.c.encrypted.is_(True)))).all()
+            tokens = (await conn.execute(select(c.c.key, c.c.token))).all()
+        for row in secrets:
+            try:
+                rotated = self._box.rotate(row.value)
+            except SecretKeyError:
+                done.unreadable.append(f"{row.user}/{row.application}: {row.key}")
+                continue
+            where = and_(
+                s.c.user == row.user,
+                s.c.application == row.application,
+                s.c.encrypted.is_(True),
+                s.c.key == row.key,
+                s.c.value == row.value,
+            )
+            async with self._tx() as conn:
+                await conn.execute(update(s).where(where).values(value=rotated))
+            done.secrets += 1
+        for row in tokens:
+            async with self._tx() as conn:
+                where = and_(c.c.key == row.key, c.c.token == row.token)
+                try:
+                    await conn.execute(update(c).where(where).values(token=self._box.rotate(row.token)))
+                    done.tokens += 1
+                except SecretKeyError:
+                    await conn.execute(delete(c).where(where))
+                    done.dropped_tokens += 1
+        return done
+
     async def check_secret_key(self, sample: int = 20) -> None:
         """Refuse a ``SECRET_KEY`` that decrypts none of the stored secrets (a wrong or lost key).
 
@@ -405,9 +457,20 @@ class SqlInstallStore:
         )
 
 
+@dataclass
+class SecretRotation:
+    """What :meth:`SqlInstallStore.rotate_secrets` did."""
+
+    secrets: int = 0
+    tokens: int = 0
+    dropped_tokens: int = 0
+    #: ``user/application: key`` of install secrets none of the keys decrypts.
+    unreadable: list[str] = field(default_factory=list)
+
+
 def _trash_entry(row: dict[str, Any]) -> TrashEntry:
-    for field in ("error_body", "body"):
-        row[field] = None if row[field] is None else json.loads(row[field])
+    for name in ("error_body", "body"):
+        row[name] = None if row[name] is None else json.loads(row[name])
     row["headers"] = json.loads(row["headers"]) if row["headers"] else {}
     row["created_at"] = datetime.fromtimestamp(row["created_at"], UTC)
     return TrashEntry.model_validate(row)
