@@ -287,17 +287,7 @@ class NodeProcessor:
         return ctx
 
     def _client_for(self, install: Install) -> ShoptetClient:
-        application = self.rt.applications.get(install.application)
-        if application is None:
-            raise StopError(f"unknown application {install.application!r}")
-        return ShoptetClient(
-            http=self.rt.http,
-            application=application,
-            install=install,
-            limiter=self.rt.limiter,
-            base_url=self.rt.settings.shoptet_api_url,
-            on_response=self.rt.metrics.shoptet_response if self.rt.metrics is not None else None,
-        )
+        return self.rt.shoptet_client(install)
 
     async def _call(
         self,

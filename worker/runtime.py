@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
+from worker.errors import StopError
 from worker.kafka import send_message
 from worker.ledger import LedgerWriter
 from worker.limiter import Limiter
@@ -19,12 +20,13 @@ from worker.record_batches import RecordBatcher
 from worker.registry import NodeRegistry
 from worker.router import Outgoing
 from worker.settings import Settings
-from worker.store import InstallStore
+from worker.store import Install, InstallStore
 from worker.store.cache import InstallCache
 from worker.topics import TopicNames
 
 if TYPE_CHECKING:
     from applications.base import Application
+    from applications.client import ShoptetClient
     from worker.metrics import Metrics
 
 
@@ -58,4 +60,20 @@ class Runtime:
         message = out.message
         return await self.outputs.send(
             out.topic, message.encode_body(), message.key(), message.kafka_headers(), measure_whole=out.measure_whole
+        )
+
+    def shoptet_client(self, install: Install) -> ShoptetClient:
+        """A client for one install's Shoptet calls, sharing the process's pool and limiter."""
+        from applications.client import ShoptetClient
+
+        application = self.applications.get(install.application)
+        if application is None:
+            raise StopError(f"unknown application {install.application!r}")
+        return ShoptetClient(
+            http=self.http,
+            application=application,
+            install=install,
+            limiter=self.limiter,
+            base_url=self.settings.shoptet_api_url,
+            on_response=self.metrics.shoptet_response if self.metrics is not None else None,
         )

@@ -134,3 +134,50 @@ async def test_install_add_without_kafka_stores_the_install_and_says_what_to_run
     assert "no Kafka to talk to" in added.output
     assert "shoptet-worker run webhooks-subscribe --user shop" in added.output
     assert "oauth-secret" not in added.output
+
+
+async def test_an_addon_install_without_webhook_topologies_still_verifies_its_lifecycle_events(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Shoptet sends ``addon:uninstall`` whatever the topologies register, signed with the e-shop's
+    key; only webhooks-subscribe fetched that key, so without it the uninstall got 401 and the
+    uninstalled shop stayed enabled. The install callback fetches it now."""
+    from datetime import UTC, datetime
+
+    from tests.ingress.helpers import signed, webhook_body
+
+    async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
+        settings = settings_for_test(
+            kafka_bootstrap,
+            tmp_path,
+            shoptet_api_url=sim.url,
+            shoptet_oauth_server_url=sim.url,
+            shoptet_oauth_client_id=sim.config.oauth_client_id,
+            shoptet_oauth_client_secret=SecretStr(sim.config.oauth_client_secret),
+            shoptet_oauth_redirect_url=REDIRECT,
+            public_base_url=PUBLIC,
+        )
+        worker = Worker(settings, node_names=[])
+        await worker.start(deploy=[])
+        try:
+            app = create_http_app(worker)
+            async with httpx.AsyncClient(timeout=10) as http:
+                code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client,
+            ):
+                assert (await client.get("/shoptet/install", params={"code": code})).status_code == 200
+                eshop = sim.state.eshops[0]
+                installed = await worker.rt.store.find_by_eshop(str(eshop.eshop_id), "shoptet")
+                assert installed is not None and eshop.signature_key
+                assert installed.secrets["webhook_signature_key"] == eshop.signature_key
+
+                now = datetime.now(UTC).isoformat()
+                body = webhook_body(eshop.eshop_id, event="addon:uninstall", instance=str(eshop.eshop_id), created=now)
+                headers = signed(body, eshop.signature_key)
+                response = await client.post("/webhooks/shoptet/shoptet", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+            assert await worker.rt.store.find_by_eshop(str(eshop.eshop_id), "shoptet") is None
+        finally:
+            await worker.stop()

@@ -24,9 +24,11 @@ from fastapi.responses import JSONResponse
 from applications.installs import AddonConfig, AddonNotConfigured, install_addon_from_code
 from applications.oauth import OAuthError
 from worker.envelope import H
+from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.starter import Starter, start_installed
 from worker.store import Install, InstallStore
+from worker.webhook_keys import has_signature_key, renew_signature_key
 
 log = structlog.get_logger(__name__)
 
@@ -64,11 +66,35 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
     if starter is None:
         log.warning("no worker runtime here: the install's `installed` starts did not run", user=install.user)
     else:  # bounded: Shoptet must get its 200 while it still waits for it
+        if isinstance(starter, Runtime):
+            await _fetch_signature_key(starter, install, settings.webhook_publish_timeout_seconds)
         await _start_installed(starter, install, settings.webhook_publish_timeout_seconds)
     return JSONResponse(
         status_code=200,
         content={"status": "installed", "eshopId": install.eshop_id, "user": install.user},
     )
+
+
+async def _fetch_signature_key(runtime: Runtime, install: Install, timeout: float) -> None:
+    """Get the e-shop's webhook signature key now, unless a re-install kept one.
+
+    The ingress answers 401 to a webhook it cannot verify, and ``addon:uninstall`` and its kin come
+    whether or not any topology registers webhooks: without a key they were refused, and an
+    uninstalled shop's install stayed enabled. ``webhooks-subscribe`` fetches one too, if deployed.
+    A failure leaves the install as it is (that node, or a later install, fetches it).
+    """
+    try:
+        stored = await runtime.store.get_install(install.user, install.application)
+        if stored is None or has_signature_key(stored):
+            return
+        await asyncio.wait_for(renew_signature_key(runtime.shoptet_client(stored), runtime.store, stored), timeout)
+    except Exception as exc:
+        log.error(
+            "the install's webhook signature key could not be fetched; its webhooks get 401 until "
+            "webhooks-subscribe runs for it",
+            user=install.user,
+            error=str(exc) or type(exc).__name__,
+        )
 
 
 async def _start_installed(starter: Starter, install: Install, timeout: float) -> None:
