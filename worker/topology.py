@@ -298,10 +298,18 @@ def load_topology_file(path: Path, registry: NodeRegistry | None = None) -> Topo
 
 def load_topology_dir(directory: Path, registry: NodeRegistry | None = None) -> list[TopologyVersion]:
     """Every ``*.yaml``/``*.yml`` file; names must be unique across the directory."""
-    found: dict[str, TopologyVersion] = {}
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        version = load_topology_file(path, registry)
+    paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    versions = [load_topology_file(path, registry) for path in paths]
+    check_unique_names(zip(paths, versions, strict=True))
+    return versions
+
+
+def check_unique_names(loaded: Iterable[tuple[Path, TopologyVersion]]) -> None:
+    """Refuse two files of one topology name: deployed together, the last would silently win."""
+    found: dict[str, Path] = {}
+    for path, version in loaded:
         if version.name in found:
-            raise TopologyError(str(path), 1, f"topology name {version.name!r} is used by another file")
-        found[version.name] = version
-    return list(found.values())
+            raise TopologyError(
+                str(path), 1, f"topology name {version.name!r} is used by another file ({found[version.name]})"
+            )
+        found[version.name] = path

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from worker.app import Worker
@@ -74,6 +75,45 @@ async def test_bad_file_is_refused_with_its_line_and_the_running_version_stays(
 
     listed = await asyncio.to_thread(runner.invoke, app, ["topology", "list"], env=env)
     assert listed.exit_code == 0 and "deployable" in listed.output and version in listed.output
+
+
+async def test_deploying_a_disabled_topology_keeps_it_disabled(worker_settings: Settings, tmp_path: Path) -> None:
+    """A fix deployed to a topology an operator stopped is not the decision to run it again."""
+    first, fixed = tmp_path / "first.yaml", tmp_path / "fixed.yaml"
+    first.write_text(GOOD)
+    fixed.write_text(GOOD.replace("next: [out]}", "next: [out], concurrency: 2}"))
+    env = _env(worker_settings)
+
+    async def cli(*args: str) -> str:
+        result = await asyncio.to_thread(runner.invoke, app, ["topology", *args], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    await cli("deploy", str(first))
+    before = await _current_version(worker_settings)
+    await cli("disable", "deployable")
+    output = await cli("deploy", str(fixed))
+    assert "disabled: `shoptet-worker topology enable deployable` runs it" in output
+    async with control_client(worker_settings) as control:
+        deployment = control.catalog.current["deployable"]
+    assert not deployment.enabled
+    assert deployment.version != before
+    assert "disabled" in await cli("list")
+
+
+def test_two_files_of_one_topology_name_are_refused(tmp_path: Path) -> None:
+    """``up`` refuses such a directory; ``validate`` passed it and ``deploy`` let the last file win."""
+    from worker.topology import TopologyError, load_topology_dir
+
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD.replace("next: [out]}", "next: [out], concurrency: 2}"))
+    files = [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+    for command in ("validate", "deploy"):
+        result = runner.invoke(app, ["topology", command, *files])
+        assert result.exit_code == 1, result.output
+        assert f"{files[1]}:1: topology name 'deployable' is used by another file ({files[0]})" in result.output
+    with pytest.raises(TopologyError, match="is used by another file"):
+        load_topology_dir(tmp_path)
 
 
 async def test_readiness_is_true_only_once_every_consumer_has_joined(worker_settings: Settings) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from worker.registry import default_registry
-from worker.topology import TopologyError, TopologyVersion, load_topology_file
+from worker.topology import TopologyError, TopologyVersion, check_unique_names, load_topology_file
 
 topology_app = typer.Typer(help="Topology files: validate and deploy them, inspect what runs.", no_args_is_help=True)
 
@@ -23,6 +23,12 @@ def _load_all(files: list[Path]) -> list[TopologyVersion]:
     for path in files:
         try:
             loaded.append(load_topology_file(path, registry))
+        except TopologyError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            failed = True
+    if not failed:
+        try:
+            check_unique_names(zip(files, loaded, strict=True))
         except TopologyError as exc:
             typer.echo(f"error: {exc}", err=True)
             failed = True
@@ -42,7 +48,8 @@ def validate(files: Files) -> None:
 def deploy(files: Files) -> None:
     """Validate every file, then make each one the current version on every worker.
 
-    Nothing is deployed when any file is bad, so the running versions stay.
+    Nothing is deployed when any file is bad, so the running versions stay. A disabled topology
+    stays disabled (as at `up`): deploying a fix is not the decision to run it again.
     """
     versions = _load_all(files)
 
@@ -58,8 +65,11 @@ def deploy(files: Files) -> None:
             own = sorted({topic for tv in versions for topic in tv.own_topics()})
             await ensure_topics(settings, control.bootstrap_servers, own)
             for tv in versions:
-                await publish_deployment(control.producer, control.topics.control, tv)
-                typer.echo(f"deployed {tv.name}@{tv.version}")
+                current = control.catalog.deployed.get(tv.name)
+                enabled = current.enabled if current is not None else True
+                await publish_deployment(control.producer, control.topics.control, tv, enabled)
+                note = "" if enabled else f" (disabled: `shoptet-worker topology enable {tv.name}` runs it)"
+                typer.echo(f"deployed {tv.name}@{tv.version}{note}")
 
     asyncio.run(_deploy())
 
