@@ -228,6 +228,10 @@ class ProcessBook:
         return p
 
     def _check_idle(self, p: ProcessCounts) -> None:
+        if p.finished_at is not None and p.in_flight > 0:
+            # a message replayed from trash: the process runs again, and is announced again (with
+            # the replay's outcome) once it is quiet; without this, status kept its old end
+            p.finished_at = None
         if p.starts and p.in_flight == 0 and p.finished_at is None:
             self.idle[p.root] = None  # re-inserted: the most recently touched is last
 

@@ -53,8 +53,18 @@ class NothingToReplay(ValueError):
     pass
 
 
-def replay_message(entry: TrashEntry, body: Any = None) -> Message:
-    if body is None:
+class _Stored:
+    """``body`` not given: replay the stored one (``None`` is a body of its own: JSON null)."""
+
+    def __repr__(self) -> str:
+        return "STORED"
+
+
+STORED: Any = _Stored()
+
+
+def replay_message(entry: TrashEntry, body: Any = STORED) -> Message:
+    if body is STORED:
         if entry.body is None:
             raise NothingToReplay(
                 f"trash entry {entry.id} has no decodable body ({entry.error_message}); pass an edited body"
@@ -71,7 +81,7 @@ def replay_message(entry: TrashEntry, body: Any = None) -> Message:
 REPLAY_LEASE_SECONDS = 600.0
 
 
-async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = None) -> Message:
+async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = STORED) -> Message:
     """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash).
 
     A stored entry is held by a lease while it is replayed, and read again under it: two operators
@@ -96,9 +106,15 @@ async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: 
 
 async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:
     message = replay_message(entry, body)
+    # counted before it is sent: its handling must never reach the ledger ahead of it
     counted = await _count_in_flight(sender, message)
-    future = await sender.send(entry.topic, message)
-    await future
+    try:
+        future = await sender.send(entry.topic, message)
+        await future
+    except BaseException:
+        if counted is not None:
+            await _take_back(sender, message, counted)
+        raise
     if counted is not None:
         await counted
     if entry.id is not None:
@@ -106,10 +122,23 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body
     return message
 
 
-async def _count_in_flight(sender: Starter, message: Message) -> asyncio.Future[Any] | None:
+async def _take_back(sender: Starter, message: Message, counted: asyncio.Future[Any]) -> None:
+    """The replay was not sent, so its entry stays in trash: take its count back, or its process
+    would wait for it forever (only once the count itself is known to have landed)."""
+    try:
+        await counted
+        undo = await _count_in_flight(sender, message, undo=True)
+        if undo is not None:
+            await undo
+    except Exception as exc:
+        log.warning("could not take back a failed replay's count", process=message.process_id, error=repr(exc))
+
+
+async def _count_in_flight(sender: Starter, message: Message, *, undo: bool = False) -> asyncio.Future[Any] | None:
     """A replayed message of a process is in flight again: the ledger counted the trashed attempt
     as handled, so without one more output its process would end at -1 in flight and never be
-    announced finished. Messages of no process (inbound topics) start one when handled."""
+    announced finished. Messages of no process (inbound topics) start one when handled. ``undo``
+    takes it back (the replay was not sent)."""
     if not message.process_id:
         return None
     tally = HandledTally(
@@ -117,8 +146,8 @@ async def _count_in_flight(sender: Starter, message: Message) -> asyncio.Future[
         message.headers.get(H.TOPOLOGY_NAME, ""),
         message.headers.get(H.TOPOLOGY_VERSION, ""),
         message.user or "",
-        handled=0,
-        node_outputs=1,
+        handled=1 if undo else 0,
+        node_outputs=0 if undo else 1,
     )
     record = handled_record([tally])
     return await sender.send(sender.topics.processes, Message(body=record).with_key(tally.root))

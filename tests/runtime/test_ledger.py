@@ -51,7 +51,7 @@ def writer_for(producer: FakeProducer, send_output: Any = no_resend) -> LedgerWr
 
 
 def tally(root: str, **counts: int) -> HandledTally:
-    return HandledTally(root=root, topology="t", version="1", user="shop", handled=1, **counts)
+    return HandledTally(root=root, topology="t", version="1", user="shop", **{"handled": 1, **counts})
 
 
 async def test_handled_messages_are_summed_per_process_in_the_roots_partition() -> None:
@@ -115,6 +115,28 @@ def test_the_book_counts_handled_rows() -> None:
     assert process.in_flight == 1
     assert (process.topology, process.version, process.user) == ("t", "1", "shop")
     assert book.processes["s"].done == 1
+
+
+def test_a_finished_process_runs_again_when_a_replay_puts_a_message_in_flight() -> None:
+    """Replayed from trash after its process was announced finished: status kept the old end, and
+    the replay's outcome was never announced. Now it is running again, and settles again."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", trashed=1)])))
+    assert [p.root for p in book.settled(0.0, now=float("inf"))] == ["r"]
+    book.apply_value(json.dumps({"kind": "finished", "root": "r", "at": 2}).encode())
+    assert book.processes["r"].finished and book.settled(0.0, now=float("inf")) == []
+
+    book.apply_value(encode_json(handled_record([tally("r", handled=0, node_outputs=1)])))  # the replay
+    assert not book.processes["r"].finished and book.processes["r"].in_flight == 1
+    book.apply_value(encode_json(handled_record([tally("r", done=1)])))
+    [again] = book.settled(0.0, now=float("inf"))
+    assert (again.root, again.done, again.trashed) == ("r", 1, 1)
+
+    duplicate = handled_record([tally("r", done=1)])  # a record counted twice (at-least-once)
+    book.apply_value(json.dumps({"kind": "finished", "root": "r", "at": 3}).encode())
+    book.apply_value(encode_json(duplicate))
+    assert book.processes["r"].finished  # below zero in flight is no reason to run again
 
 
 def test_rows_in_another_column_order_are_read_by_name() -> None:

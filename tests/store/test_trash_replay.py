@@ -50,3 +50,52 @@ async def test_two_replays_of_one_entry_at_once_publish_it_once(store: SqlInstal
     assert await store.get_trash(entry_id) is None
     with pytest.raises(NothingToReplay, match="replayed or discarded"):
         await replay(store, sender, entry)  # type: ignore[arg-type]
+
+
+class FailingNodeTopic(SlowSender):
+    """The ledger takes records; the node topic's publish fails (a broker gone away mid-replay)."""
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        if topic != self.topics.processes:
+            raise ConnectionError("broker gone")
+        return await super().send(topic, message)
+
+
+async def test_a_replay_that_could_not_be_sent_takes_its_count_back(store: SqlInstallStore) -> None:
+    """The +1 in flight went to the ledger first; the message did not go, and stays in trash. Its
+    process waited for it forever (never announced finished)."""
+    from worker.envelope import H
+    from worker.processes import ProcessBook
+
+    headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
+    entry_id = await store.add_trash(
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1})
+    )
+    entry = await store.get_trash(entry_id)
+    assert entry is not None
+    sender = FailingNodeTopic()
+
+    with pytest.raises(ConnectionError):
+        await replay(store, sender, entry)  # type: ignore[arg-type]
+
+    book = ProcessBook()
+    book.apply({"kind": "start", "root": "p1", "at": 1.0})
+    book.apply({"kind": "handled", "root": "p1", "handled": 1, "trashed": 1})  # the trashed attempt
+    for topic, message in sender.sent:
+        assert topic == sender.topics.processes
+        book.apply(message.body)
+    assert len(sender.sent) == 2  # the count, and its undo
+    assert book.processes["p1"].in_flight == 0
+    assert await store.get_trash(entry_id) is not None
+
+
+async def test_a_null_body_given_for_a_replay_is_sent_as_null(store: SqlInstallStore) -> None:
+    """``trash replay ID --body null``: JSON null is a body; it was taken for "no edit"."""
+    entry_id = await store.add_trash(
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
+    )
+    entry = await store.get_trash(entry_id)
+    assert entry is not None
+    sender = SlowSender()
+    await replay(store, sender, entry, None)  # type: ignore[arg-type]
+    assert [(topic, m.body) for topic, m in sender.sent] == [("t.node.x", None)]

@@ -71,7 +71,9 @@ def replay(
     body: Annotated[str | None, typer.Option(help="Replace the body (JSON) before replaying.")] = None,
 ) -> None:
     """Send the message back to its node with its original headers, then remove it from trash."""
-    edited: Any = None
+    from worker.trash import STORED
+
+    edited: Any = STORED
     if body is not None:
         try:
             edited = json.loads(body)
