@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -310,10 +311,55 @@ async def test_schema_is_versioned_and_migrating_again_is_a_no_op(store_factory:
     store = await store_factory()
     again = await store_factory()  # opening a migrated database runs nothing
     async with again._engine.connect() as conn:
-        versions = (await conn.execute(text("SELECT version FROM schema_version"))).scalars().all()
-    assert versions == [latest_version()]
+        versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
+    assert versions == list(range(1, latest_version() + 1))
     await store.add_install(_install())
     assert await again.get_install("u1", "shoptet-premium") is not None
+
+
+async def test_trash_ids_are_never_reused(store: SqlInstallStore) -> None:
+    """``trash show 42`` then ``replay 42``: on SQLite, 42 could meanwhile name another message."""
+    first = await store.add_trash(TrashEntry(topic="t", error_class="E", error_message="a", body={"code": "A"}))
+    await store.remove_trash(first)
+    second = await store.add_trash(TrashEntry(topic="t", error_class="E", error_message="b", body={"code": "B"}))
+    assert second > first
+    assert await store.get_trash(first) is None
+
+
+async def test_a_version_1_sqlite_store_keeps_its_trash_through_the_id_migration(tmp_path: Path) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from worker.store.crypto import SecretBox
+    from worker.store.migrations import _v1_initial
+
+    url = f"sqlite:///{tmp_path / 'v1.sqlite3'}"
+    engine = create_async_engine(async_database_url(url))
+    async with engine.begin() as conn:
+        await conn.run_sync(_v1_initial)
+        await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at FLOAT NOT NULL)"))
+        await conn.execute(text("INSERT INTO schema_version VALUES (1, 0)"))
+        for n in (1, 2, 3):
+            await conn.execute(
+                text(
+                    "INSERT INTO trash (id, topic, attempts, error_class, error_message, headers, body, created_at) "
+                    "VALUES (:id, 't', 1, 'E', :m, '{}', :b, 0)"
+                ),
+                {"id": n, "m": f"m{n}", "b": f'{{"n": {n}}}'},
+            )
+        await conn.execute(text("DELETE FROM trash WHERE id = 3"))
+    await engine.dispose()
+
+    store = await SqlInstallStore.open(url, SecretBox(SecretBox.generate_key()))
+    try:
+        assert [(e.id, e.body) for e in await store.list_trash()] == [(1, {"n": 1}), (2, {"n": 2})]
+        await store.remove_trash(2)
+        added = await store.add_trash(TrashEntry(topic="t", error_class="E", error_message="new"))
+        assert added == 3  # max id + 1 once: what was deleted before the upgrade is not known
+        assert await store.add_trash(TrashEntry(topic="t", error_class="E", error_message="x")) == 4
+        await store.remove_trash(4)
+        assert await store.add_trash(TrashEntry(topic="t", error_class="E", error_message="y")) == 5
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(

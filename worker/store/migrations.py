@@ -42,9 +42,27 @@ def _v1_initial(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _v2_trash_ids_never_reused(conn: Connection) -> None:
+    """SQLite handed a deleted trash entry's id to the next one (an INTEGER PRIMARY KEY without
+    AUTOINCREMENT takes max(id) + 1), so an operator's ``replay 42`` or ``discard 42``, typed after
+    ``show 42``, could act on another message. SQLite cannot alter a key: the table is rebuilt with
+    its rows. PostgreSQL's sequence never reuses ids."""
+    if conn.dialect.name != "sqlite":
+        return
+    conn.execute(text("ALTER TABLE trash RENAME TO trash_v1"))
+    metadata = MetaData()
+    trash = build_v1(metadata)["trash"]
+    trash.dialect_kwargs["sqlite_autoincrement"] = True
+    trash.create(conn)
+    columns = ", ".join(f'"{c.name}"' for c in trash.columns)
+    conn.execute(text(f"INSERT INTO trash ({columns}) SELECT {columns} FROM trash_v1"))
+    conn.execute(text("DROP TABLE trash_v1"))
+
+
 #: Append only; never edit a migration that has shipped.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "installs, settings, webhooks, token cache, leases, trash", _v1_initial),
+    (2, "trash ids are never reused (SQLite)", _v2_trash_ids_never_reused),
 ]
 
 
