@@ -397,7 +397,11 @@ class ManagedConsumer:
             await self.consumer.stop()
 
     def lag(self) -> dict[str, Any]:
-        """Per partition: the highest offset seen minus the committed one (cheap, local)."""
-        return {
-            f"{tp.topic}[{tp.partition}]": o.highest_seen + 1 - max(o.committed, 0) for tp, o in self._offsets.items()
-        }
+        """Per partition: its end as the last fetch saw it (the broker's high watermark) minus the
+        committed offset (cheap, local). The highest offset fetched instead capped it at the
+        read-ahead, and a backlog of millions showed as 50,000."""
+        lags = {}
+        for tp, o in self._offsets.items():
+            end = max(self.consumer.highwater(tp) or 0, o.highest_seen + 1)
+            lags[f"{tp.topic}[{tp.partition}]"] = end - max(o.committed, 0)
+        return lags

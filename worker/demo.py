@@ -121,6 +121,8 @@ class DemoEnvironment:
         s = worker.rt.settings
         base = f"http://{s.http_host}:{s.http_port}"
         shop = "the simulated shop" if self.simulator is not None else "your shop"
+        # the simulated shop's installs and trash are kept apart from a real shop's store
+        store = f"DATABASE_URL={s.database_url} " if self.simulator is not None else ""
         self.console.print(
             f"""
 [bold green]{count} orders[/] of {shop} reached topic [bold]{ORDERS_SINK}[/] in {elapsed:.1f} s.
@@ -129,7 +131,8 @@ Where to look next:
   Kafka        {worker.rt.bootstrap_servers}  topics: {ORDERS_SINK}, {worker.rt.topics.process_events}
   HTTP         {base}/readyz  {base}/metrics  {base}/asyncapi.json
   Status       .venv/bin/shoptet-worker status
-  Trash        .venv/bin/shoptet-worker trash list
+  Trash        {store}.venv/bin/shoptet-worker trash list
+  Installs     {store}.venv/bin/shoptet-worker install list
   Processes    .venv/bin/shoptet-worker topology list   (deployed from ./topology)
   Run again    .venv/bin/shoptet-worker run order-import --user {DEMO_USER}
   Your shop    SHOPTET_PRIVATE_API_TOKEN=... make run   (or see README: addon install)

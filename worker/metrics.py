@@ -34,7 +34,9 @@ class _LagCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "shoptet_worker_consumer_lag", "Records fetched but not yet committed, per consumer", labels=["consumer"]
+            "shoptet_worker_consumer_lag",
+            "Records behind the end of its partitions (high watermark minus committed), per consumer",
+            labels=["consumer"],
         )
         for name, lag in self.source():
             family.add_metric([name], lag)

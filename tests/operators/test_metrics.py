@@ -45,3 +45,29 @@ def test_messages_are_counted_per_node_and_outcome_with_a_cumulative_histogram()
 def test_endpoint_labels_replace_ids() -> None:
     assert endpoint_label("/api/orders/2024000123/status?x=1") == "/api/orders/{id}/status"
     assert endpoint_label("/api/eshop") == "/api/eshop"
+
+
+async def test_metrics_are_served_while_the_store_is_down() -> None:
+    """The trash size comes from the store; its outage failed the whole scrape (500), and every
+    series (lag, retries, 429s) went missing exactly when it mattered."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    from worker.errors import StoreUnavailable
+    from worker.http.app import create_http_app
+
+    class Down:
+        async def count_trash(self) -> int:
+            raise StoreUnavailable("database restarting")
+
+    metrics = Metrics()
+    metrics.trash_size.set(3)
+    metrics.observe_message("shoptet-get-order-detail", "ok", 0.01)
+    worker = SimpleNamespace(runtime=SimpleNamespace(metrics=metrics, store=Down()))
+    app = create_http_app(worker)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert "shoptet_worker_trash_size 3.0" in response.text  # the last count stands
+    assert 'shoptet_worker_messages_total{node="shoptet-get-order-detail",outcome="ok"} 1.0' in response.text

@@ -415,3 +415,25 @@ async def test_a_revocation_waits_for_a_slow_record_only_so_long_and_it_never_to
     release[b"b"].set()
     await asyncio.wait_for(asyncio.gather(*consumer._tasks), 2)
     assert consumer._offsets[TP].committable() == 1
+
+
+async def test_lag_counts_to_the_end_of_the_partition_not_to_the_read_ahead() -> None:
+    """2,000 records waiting, 100 read ahead: the lag metric said 100, and a backlog of millions
+    showed as the read-ahead limit."""
+
+    class AtHighWatermark:
+        def highwater(self, tp: TopicPartition) -> int | None:
+            return 2000 if tp == TP else None
+
+    release = asyncio.Event()
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        await release.wait()
+
+    consumer = ManagedConsumer("n", AtHighWatermark(), ["t"], handler, concurrency=1)  # type: ignore[arg-type]
+    await feed(consumer, [record(i, b"a") for i in range(100)])
+    assert consumer.lag() == {"t[0]": 2000}
+    release.set()
+    await asyncio.gather(*consumer._tasks)
+    consumer._offsets[TP].committed = 100
+    assert consumer.lag() == {"t[0]": 1900}

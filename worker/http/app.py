@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.app import Worker
+from worker.errors import StoreUnavailable
 from worker.http.run import router as run_router
 from worker.http.webhooks import router as webhooks_router
+
+log = structlog.get_logger("http")
 
 
 def create_http_app(worker: Worker) -> FastAPI:
@@ -32,7 +36,12 @@ def create_http_app(worker: Worker) -> FastAPI:
     async def metrics() -> Response:
         if worker.runtime is None or worker.runtime.metrics is None:
             return Response(status_code=503)
-        worker.runtime.metrics.trash_size.set(await worker.runtime.store.count_trash())
+        try:
+            worker.runtime.metrics.trash_size.set(await worker.runtime.store.count_trash())
+        except StoreUnavailable as exc:
+            # the last count stands: a scrape that failed whole lost every series (lag, retries)
+            # while the database was away, when they matter most
+            log.warning("trash size not refreshed: the store does not answer", error=str(exc))
         return Response(worker.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
