@@ -32,6 +32,10 @@ class TopologyNotRunnable(LookupError):
     """No active (deployed and enabled) topology of that name, or it has no such start."""
 
 
+class ApplicationNeeded(ValueError):
+    """A manual run whose install cannot be told: the topology names no application (or another)."""
+
+
 def find_start(tv: TopologyVersion, kind: str, value: str | None = None) -> StartSpec | None:
     for start in tv.topology.start:
         if kind == "manual" and start.manual:
@@ -69,14 +73,28 @@ async def start_process(
     return message
 
 
-async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any) -> Message:
+async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any, application: str | None = None) -> Message:
+    """Start a process by hand. ``application`` says whose install ``user`` is, for a topology
+    that names none (it serves both); refused when the start node needs an install and nothing
+    names its application: the message went to trash, and no replay could fix its headers."""
     tv = rt.catalog.active(name)
     if tv is None:
         raise TopologyNotRunnable(f"topology {name!r} is not deployed or is disabled")
     start = find_start(tv, "manual")
     if start is None:
         raise TopologyNotRunnable(f"topology {name!r} has no manual start")
-    return await start_process(rt, tv, start, user=user, body=body)
+    if application is not None and not tv.topology.serves(application):
+        raise ApplicationNeeded(f"topology {name!r} serves {tv.topology.application}, not {application}")
+    node_id = tv.topology.start_node(start)
+    node = rt.catalog.registry.get(tv.topology.nodes[node_id].node or "")
+    default = node.application if node is not None else None
+    if application is None and node is not None and node.needs_install:
+        if tv.topology.application_of(node_id, default) is None:
+            raise ApplicationNeeded(
+                f"topology {name!r} names no application and its start node {node_id!r} needs an install: "
+                "say whose (shoptet-premium or shoptet) with --application, or `application` in the body"
+            )
+    return await start_process(rt, tv, start, user=user, body=body, application=application)
 
 
 async def start_installed(rt: Starter, install: Install) -> list[Message]:

@@ -77,6 +77,10 @@ def run(
     topology: str,
     user: Annotated[str, typer.Option(help="The install's user (key of every message).")],
     body: Annotated[str, typer.Option(help="JSON body for the start node.")] = "{}",
+    application: Annotated[
+        str | None,
+        typer.Option(help="Whose install the user is (shoptet-premium, shoptet), for a topology naming none."),
+    ] = None,
 ) -> None:
     """Start a process of a deployed topology by hand (its `manual` start)."""
     try:
@@ -86,12 +90,12 @@ def run(
 
     async def _run() -> None:
         from worker.control import control_client
-        from worker.starter import TopologyNotRunnable, run_manual
+        from worker.starter import ApplicationNeeded, TopologyNotRunnable, run_manual
 
         async with control_client(settings_from_env()) as control:
             try:
-                message = await run_manual(control, topology, user=user, body=payload)
-            except TopologyNotRunnable as exc:
+                message = await run_manual(control, topology, user=user, body=payload, application=application)
+            except (TopologyNotRunnable, ApplicationNeeded) as exc:
                 typer.echo(str(exc), err=True)
                 raise typer.Exit(2) from exc
         typer.echo(json.dumps({"process-id": message.process_id, "correlation-id": message.correlation_id}))

@@ -7,7 +7,7 @@ unless ``API_KEY`` is configured, and the key is compared in constant time.
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of, validation_problems
-from worker.starter import TopologyNotRunnable, run_manual
+from worker.starter import ApplicationNeeded, TopologyNotRunnable, run_manual
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,8 @@ class RunRequest(BaseModel):
     #: ``{}`` when not given, as with ``shoptet-worker run``: nodes take objects, and a null body
     #: that reached trash could not be replayed as it was.
     body: Any = Field(default_factory=dict)
+    #: Whose install ``user`` is (``shoptet-premium`` or ``shoptet``), for a topology naming none.
+    application: Literal["shoptet-premium", "shoptet"] | None = None
 
 
 #: A run's body is the first message of a process, not a data transfer.
@@ -69,8 +71,9 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     """202 ``{process-id, correlation-id}`` once the broker acknowledged the first message.
 
     401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB; 422 bad
-    body; 503 broker failed. The body is read here, not declared as a parameter: FastAPI reads and
-    parses a declared body before it runs the key check, for anyone, and with no size limit.
+    body, or no application to tell whose install ``user`` is; 503 broker failed. The body is read
+    here, not declared as a parameter: FastAPI reads and parses a declared body before it runs the
+    key check, for anyone, and with no size limit.
     """
     rt = runtime_of(request)
     try:
@@ -80,10 +83,13 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     except ValidationError as exc:
         return _error(422, "; ".join(validation_problems(exc)))
     try:
-        message = await run_manual(rt, name, user=run.user, body=run.body)
+        message = await run_manual(rt, name, user=run.user, body=run.body, application=run.application)
     except TopologyNotRunnable as exc:
         log.warning("manual run refused", topology=name, reason=str(exc), status=404)
         return _error(404, str(exc))
+    except ApplicationNeeded as exc:
+        log.warning("manual run refused", topology=name, reason=str(exc), status=422)
+        return _error(422, str(exc))
     except Exception as exc:
         log.error("manual run failed", topology=name, reason=f"{type(exc).__name__}: {exc}", status=503)
         return _error(503, "could not start the process; retry later")
