@@ -77,6 +77,8 @@ class Worker:
         self._stopping = False
         #: Starting the inbound consumer a deploy asked for (see ``_follow_inbound``).
         self._inbound_start: asyncio.Task[None] | None = None
+        #: Starting consumers of node types a deploy brought (see ``_follow_node_types``).
+        self._late_starts: set[asyncio.Task[None]] = set()
 
     @property
     def rt(self) -> Runtime:
@@ -136,8 +138,10 @@ class Worker:
         self.readiness_consumers = list(self.consumers)
         catalog.listeners.append(self._follow_inbound)
         catalog.listeners.append(self._follow_node_limits)
+        catalog.listeners.append(self._follow_node_types)
         self._follow_node_limits()  # a deploy the follower applied while the consumers were starting
         self._follow_inbound()  # a deploy the follower applied while the consumers were starting
+        self._follow_node_types()
         await asyncio.gather(self.tracker.assigned.wait(), *(c.wait_assigned() for c in self.readiness_consumers))
         tune_garbage_collector()
         self.ready.set()
@@ -171,25 +175,7 @@ class Worker:
         rt = self.rt
         budget = self.read_ahead
         for name in names:
-            cls = self.registry.get(name)
-            if cls is None:
-                raise ValueError(f"unknown node type {name!r}")
-            node = cls()
-            processor = NodeProcessor(rt, node)
-            concurrency, ordered = node_limits(node, rt.catalog.active_all())
-            consumer = ManagedConsumer(
-                name,
-                make_consumer(self.settings, bootstrap, group_id=rt.topics.group(name)),
-                [rt.topics.node(name)],
-                processor.handle,
-                concurrency=concurrency,
-                ordered=ordered,
-                max_in_flight=self.settings.consumer_read_ahead_records,
-                budget=budget,
-            )
-            processor.feed = consumer
-            self.consumers.append(consumer)
-            self._node_consumers.append((node, consumer))
+            self._node_consumer(name)
         forwarder = RetryForwarder(rt)
         self.consumers.append(
             ManagedConsumer(
@@ -207,6 +193,60 @@ class Worker:
         if inbound_topics:
             self.inbound = self._inbound_consumer(inbound_topics)
             self.consumers.append(self.inbound)
+
+    def _node_consumer(self, name: str) -> ManagedConsumer:
+        """The consumer of one node type's topic (added to ``consumers``; not started)."""
+        rt = self.rt
+        cls = self.registry.get(name)
+        if cls is None:
+            raise ValueError(f"unknown node type {name!r}")
+        node = cls()
+        processor = NodeProcessor(rt, node)
+        concurrency, ordered = node_limits(node, rt.catalog.active_all())
+        consumer = ManagedConsumer(
+            name,
+            make_consumer(self.settings, rt.bootstrap_servers, group_id=rt.topics.group(name)),
+            [rt.topics.node(name)],
+            processor.handle,
+            concurrency=concurrency,
+            ordered=ordered,
+            max_in_flight=self.settings.consumer_read_ahead_records,
+            budget=self.read_ahead,
+        )
+        processor.feed = consumer
+        self.consumers.append(consumer)
+        self._node_consumers.append((node, consumer))
+        return consumer
+
+    def _follow_node_types(self) -> None:
+        """Catalog listener: consume the node types a deploy brought (a custom node's module, first
+        imported by the deploy), so that its processes run without a restart.
+
+        Only in a worker that consumes every node type: one given ``NODES`` keeps to its list.
+        """
+        if self._stopping or self._node_names is not None or self.settings.nodes:
+            return
+        consumed = {node.name for node, _ in self._node_consumers}
+        for tv in self.rt.catalog.active_all():
+            for name in sorted(tv.topology.node_types() - consumed):
+                if self.registry.get(name) is None:
+                    continue  # not importable here: the catalog logged it when it read the deploy
+                consumer = self._node_consumer(name)
+                consumed.add(name)
+                task = asyncio.get_running_loop().create_task(self._start_node_consumer(consumer))
+                self._late_starts.add(task)
+                task.add_done_callback(self._late_starts.discard)
+
+    async def _start_node_consumer(self, consumer: ManagedConsumer) -> None:
+        try:
+            await ensure_topics(self.settings, self.rt.bootstrap_servers, list(consumer.topics))
+            await consumer.start()
+        except Exception:  # the worker runs on; a restart consumes it
+            log.exception("consumer of a newly deployed node type did not start", node=consumer.name)
+            self.consumers.remove(consumer)
+            self._node_consumers = [(n, c) for n, c in self._node_consumers if c is not consumer]
+        else:
+            log.info("consuming a newly deployed node type", node=consumer.name)
 
     def _inbound_consumer(self, topics: list[str]) -> ManagedConsumer:
         rt = self.rt
@@ -263,6 +303,7 @@ class Worker:
         self._stopping = True
         if self._inbound_start is not None:  # one a deploy started: let it finish before it stops
             await asyncio.gather(self._inbound_start, return_exceptions=True)
+        await asyncio.gather(*self._late_starts, return_exceptions=True)
         timeout = self.settings.graceful_timeout_seconds
         await asyncio.gather(
             *(c.stop(0 if c.name == "retry" else timeout) for c in self.consumers), return_exceptions=True

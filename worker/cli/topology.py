@@ -62,7 +62,11 @@ def deploy(files: Files) -> None:
         settings = settings_from_env()
         async with control_client(settings) as control:
             # before the pointer moves: running workers start using the version at once
-            own = sorted({topic for tv in versions for topic in tv.own_topics()})
+            # and the node topics: a custom node type new to the cluster needs one before a start
+            own = sorted(
+                {topic for tv in versions for topic in tv.own_topics()}
+                | {control.topics.node(node) for tv in versions for node in tv.topology.node_types()}
+            )
             await ensure_topics(settings, control.bootstrap_servers, own)
             for tv in versions:
                 current = control.catalog.deployed.get(tv.name)
