@@ -19,7 +19,8 @@ def run_simulator(
     fault_rate: float,
 ) -> None:
     """Seed, print each e-shop's private API token, and serve until interrupted."""
-    public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    wildcard = host in ("0.0.0.0", "::")
+    public_host = "127.0.0.1" if wildcard else host
     config = SimulatorConfig(
         orders=orders,
         products=products,
@@ -27,7 +28,9 @@ def run_simulator(
         seed=seed,
         latency_ms=latency_ms,
         fault_rate=fault_rate,
-        public_url=f"http://{public_host}:{port}",
+        # on every address: result URLs follow the address each request came to, so a worker on
+        # another host gets one it can reach (not this host's 127.0.0.1)
+        public_url=None if wildcard else f"http://{public_host}:{port}",
     )
     app = create_app(config)
     freeze_seeded_data()

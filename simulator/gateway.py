@@ -31,9 +31,13 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ESHOP_SCOPE_KEY = "sim.eshop"
 
 
-def too_many(message: str, retry_after_seconds: float) -> Response:
-    retry = http_date(time.time() + max(1.0, retry_after_seconds))
-    error = ShoptetError(429, "too-many-requests", message, "rate-limit", headers={"Retry-After": retry})
+def too_many(message: str, retry_after_seconds: float | None) -> Response:
+    """A 429; ``Retry-After`` only when the leaky bucket is full (Shoptet: "only if bucket is
+    fulfilled"), not for the connection limits, which answer without one."""
+    headers = (
+        {} if retry_after_seconds is None else {"Retry-After": http_date(time.time() + max(1.0, retry_after_seconds))}
+    )
+    error = ShoptetError(429, "too-many-requests", message, "rate-limit", headers=headers)
     return error.to_response()
 
 
@@ -113,10 +117,10 @@ class ShoptetGateway:
             result["bucket"] = f"{bucket.level}/{config.bucket_size}".encode()
         if over_ip:
             stats.rate_limited["ip"] += 1
-            return too_many(f"Too many concurrent connections from your IP address (max {config.per_ip_limit}).", 1.0)
+            return too_many(f"Too many concurrent connections from your IP address (max {config.per_ip_limit}).", None)
         if over_token:
             stats.rate_limited["token"] += 1
-            return too_many(f"Too many concurrent connections for this token (max {config.per_token_limit}).", 1.0)
+            return too_many(f"Too many concurrent connections for this token (max {config.per_token_limit}).", None)
         stats.admitted(token, ip, on_token, on_ip)
         if bucket is not None and not bucket.accepted:
             stats.rate_limited["bucket"] += 1

@@ -6,6 +6,7 @@ Every change goes through here so that it always leaves the traces a real change
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -54,8 +55,13 @@ def change_order(
     billing_method_id: int | None = None,
     fields: dict[str, Any] | None = None,
 ) -> None:
-    """Status, payment flag, billing method and plain fields (email, phone, notes) in one change."""
+    """Status, payment flag, billing method and plain fields (email, phone, notes) in one change.
+
+    A change that changes nothing leaves no trace (Shoptet: "If you try to set the status that the
+    order already has, no change is done"); a status set to Cancelled also emits ``order:cancel``.
+    """
     paid_before = bool(order["paid"])
+    before = _snapshot(order)
     if status_id is not None:
         status = eshop.status(status_id)
         if status is None:
@@ -81,7 +87,20 @@ def change_order(
                 field["text"] = texts.get(field["index"], field["text"])
         else:
             order[key] = value
+    if _snapshot(order) == before:
+        return
     touch_order(state, eshop, order, paid_before=paid_before)
+    if order["status"]["id"] == CANCELLED_STATUS_ID and before["status"]["id"] != CANCELLED_STATUS_ID:
+        state.webhooks.emit(eshop, "order:cancel", order["code"])
+
+
+#: Shoptet's system status "Cancelled".
+CANCELLED_STATUS_ID = -4
+
+
+def _snapshot(order: Entity) -> Entity:
+    """What a change can touch, copied, to tell whether it touched anything."""
+    return copy.deepcopy({k: v for k, v in order.items() if k != "changeTime"})
 
 
 def move_stock(state: SimState, eshop: EshopData, stock_id: int, moves: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -99,8 +118,8 @@ def move_stock(state: SimState, eshop: EshopData, stock_id: int, moves: list[dic
         if found[0]["type"] == "product-set":
             errors.append(
                 {
-                    "errorCode": "product-set-stock",
-                    "message": "Stock of a product set cannot be changed.",
+                    "errorCode": "stock-change-not-allowed",
+                    "message": f'Stock change not allowed for product set "{code}".',
                     "instance": code,
                 }
             )

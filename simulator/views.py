@@ -17,8 +17,14 @@ ORDER_ITEM_SECTIONS = ("surchargeParameters",)
 PRODUCT_SECTIONS = ("setItems",)
 
 
+#: Section names by their lower case: Shoptet reads ``include`` with "no upper/lower case
+#: differentiation".
+_SECTIONS = {name.lower(): name for name in (*ORDER_SECTIONS, *ORDER_ITEM_SECTIONS, *PRODUCT_SECTIONS)}
+
+
 def includes(raw: str | None) -> set[str]:
-    return {part.strip() for part in (raw or "").split(",") if part.strip()}
+    parts = (part.strip() for part in (raw or "").split(","))
+    return {_SECTIONS.get(part.lower(), part) for part in parts if part}
 
 
 def order_detail(order: Entity, wanted: set[str]) -> Entity:

@@ -50,6 +50,24 @@ def int_param(request: Request, name: str) -> int | None:
         raise ShoptetError(400, "invalid-parameter", f'Invalid "{name}" parameter: integer expected.', name) from exc
 
 
+#: Shoptet's cap on the codes of one ``orderCodes`` / ``productCodes`` / ``productGuids`` filter.
+MAX_LISTED_CODES = 50
+
+
+def codes_param(request: Request, name: str) -> set[str] | None:
+    """A comma-separated code list (``orderCodes`` and the like): None when not given."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    codes = [code for code in raw.split(",") if code]
+    if not codes:
+        raise ShoptetError(400, "missing-parameter", f'Missing value for parameter "{name}".', name)
+    if len(codes) > MAX_LISTED_CODES:
+        message = f'Invalid "{name}" parameter. Expected max. {MAX_LISTED_CODES} elements, but {len(codes)} given.'
+        raise ShoptetError(400, "invalid-parameter", message, name)
+    return set(codes)
+
+
 def time_param(request: Request, name: str, *, required: bool = False) -> datetime | None:
     raw = request.query_params.get(name)
     if not raw:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from simulator.envelope import envelope_response
 from simulator.mutations import change_order, get_order
 from simulator.routes.deps import (
     changes_response,
+    codes_param,
     current_eshop,
     filter_by_time,
     get_state,
@@ -31,7 +32,11 @@ CHANGES_DEFAULT, CHANGES_MAX = 20, 1000
 
 
 def filter_orders(request: Request, eshop: EshopData) -> list[Entity]:
-    """The filters of ``GET /api/orders`` (and its snapshot) that the nodes use."""
+    """The filters of ``GET /api/orders`` (and its snapshot) that the nodes use. ``orderCodes``
+    names the whole set: "No additional filters take effect"."""
+    codes = codes_param(request, "orderCodes")
+    if codes is not None:
+        return [o for o in eshop.orders.values() if o["code"] in codes]
     orders = filter_by_time(request, list(eshop.orders.values()))
     status_id = int_param(request, "statusId")
     if status_id is not None:
@@ -39,10 +44,6 @@ def filter_orders(request: Request, eshop: EshopData) -> list[Entity]:
     email = request.query_params.get("email")
     if email:
         orders = [o for o in orders if o["email"] == email]
-    codes = request.query_params.get("orderCodes")
-    if codes:
-        wanted = set(codes.split(","))
-        orders = [o for o in orders if o["code"] in wanted]
     return orders
 
 
@@ -77,12 +78,31 @@ async def order_detail_route(code: str, request: Request, eshop: EshopData = Dep
     return envelope_response({"order": order_detail(order, includes(request.query_params.get("include")))})
 
 
-class StatusChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Change(BaseModel):
+    """A PATCH's ``data``: JSON types as the spec gives them (``"1"`` is no integer, ``"yes"`` no
+    boolean) and at least one field (``minProperties: 1``), as Shoptet checks them (422)."""
 
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("at least one field is required")
+        return self
+
+
+class StatusChange(_Change):
     statusId: int | None = None
     paid: bool | None = None
     billingMethodId: int | None = None
+
+    @field_validator("statusId", "billingMethodId", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # the spec's type is integer alone: null is refused when given (leaving it out is fine)
+        if value is None:
+            raise ValueError("an integer is required, not null")
+        return value
 
 
 class StatusBody(BaseModel):
@@ -109,9 +129,7 @@ class AdditionalField(BaseModel):
     text: str | None
 
 
-class NotesChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NotesChange(_Change):
     customerRemark: str | None = None
     eshopRemark: str | None = None
     trackingNumber: str | None = Field(default=None, max_length=32)

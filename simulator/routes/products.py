@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from simulator.envelope import envelope_response, not_found
-from simulator.routes.deps import changes_response, current_eshop, filter_by_time, get_state, paginate
+from simulator.envelope import ShoptetError, envelope_response, not_found
+from simulator.routes.deps import changes_response, codes_param, current_eshop, filter_by_time, get_state, paginate
 from simulator.routes.snapshots import start_snapshot
 from simulator.state import SimState
 from simulator.store import Entity, EshopData
@@ -19,19 +19,21 @@ CHANGES_PER_PAGE = 1000  # default and maximum
 
 
 def filter_products(request: Request, eshop: EshopData) -> list[Entity]:
+    """``productCodes`` or ``productGuids`` (not both) names the whole set: "No additional filters
+    take effect"."""
+    codes, guids = codes_param(request, "productCodes"), codes_param(request, "productGuids")
+    if codes is not None and guids is not None:
+        message = 'Invalid "productCodes" parameter. You can use "productCodes" or "productGuids", but not both.'
+        raise ShoptetError(400, "invalid-parameter", message, "productCodes")
+    if guids is not None:
+        return [p for p in eshop.products.values() if p["guid"] in guids]
+    if codes is not None:
+        return [p for p in eshop.products.values() if any(v["code"] in codes for v in p["variants"])]
     products = filter_by_time(request, list(eshop.products.values()))
     for name in ("type", "visibility"):
         wanted = request.query_params.get(name)
         if wanted:
             products = [p for p in products if p[name] == wanted]
-    guids = request.query_params.get("productGuids")
-    if guids:
-        wanted_guids = set(guids.split(","))
-        products = [p for p in products if p["guid"] in wanted_guids]
-    codes = request.query_params.get("productCodes")
-    if codes:
-        wanted_codes = set(codes.split(","))
-        products = [p for p in products if any(v["code"] in wanted_codes for v in p["variants"])]
     return products
 
 

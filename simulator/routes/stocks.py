@@ -22,7 +22,7 @@ MAX_MOVEMENTS = 300
 class Movement(BaseModel):
     """One row: ``productCode`` plus exactly one of ``amountChange``, ``quantity``, ``realStock``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "1" and true are no numbers
 
     productCode: str
     amountChange: float | None = None
