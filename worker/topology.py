@@ -170,6 +170,10 @@ def version_of(source: str) -> str:
 # --- YAML with line numbers -----------------------------------------------------------------
 
 
+#: More values than any topology needs; a file past it is refused before it is walked further.
+MAX_YAML_VALUES = 100_000
+
+
 def _line_index(
     node: yaml.Node,
     path: tuple[Any, ...],
@@ -181,6 +185,12 @@ def _line_index(
     and an alias inside what it names (``enclosing``: the ids of the nodes around this one)."""
     if id(node) in enclosing:
         raise TopologyError(origin, node.start_mark.line + 1, "a YAML alias refers to a mapping or list around it")
+    if len(index) > MAX_YAML_VALUES:
+        # aliases of aliases multiply (ten lists of ten aliases, six deep, are a million values):
+        # every reader of the file, each worker's catalog included, would walk them all
+        raise TopologyError(
+            origin, node.start_mark.line + 1, f"over {MAX_YAML_VALUES:,} values once its YAML aliases are expanded"
+        )
     enclosing = enclosing | {id(node)}
     index[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):

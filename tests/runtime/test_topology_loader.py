@@ -99,6 +99,16 @@ def test_a_recursive_yaml_alias_is_refused_with_its_line(registry: NodeRegistry)
     assert (error.line, error.reason) == (3, "a YAML alias refers to a mapping or list around it")
 
 
+def test_aliases_of_aliases_are_refused_before_they_multiply(registry: NodeRegistry) -> None:
+    """Nine levels of ten aliases each: a billion values. Walking them hung `validate`, `up` and
+    every worker reading the deploy; the walk stops past a size no topology reaches."""
+    lines = ["name: bomb", "x0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    source = "\n".join([*lines, "start: [{manual: true}]", "nodes: {out: {sink: s}}"]) + "\n"
+    error = refused(source, registry)
+    assert "over 100,000 values once its YAML aliases are expanded" in error.reason
+
+
 def test_start_needs_exactly_one_trigger(registry: NodeRegistry) -> None:
     error = refused(GOOD.replace("manual: true", "manual: true\n    topic: x"), registry)
     assert error.line == 4
