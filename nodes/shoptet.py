@@ -99,6 +99,21 @@ async def save_watermark(ctx: NodeContext, key: str, value: str, install: Instal
 
 # -- input validation ------------------------------------------------------------------------
 
+
+def names_option(ctx: NodeContext, name: str) -> list[str] | None:
+    """A topology option that lists names (``events``, ``endpoints``); None when not given.
+
+    A single string was matched by substring (``"order:update" in "order:updated"``), so a typo
+    in the topology filtered the wrong things in silence; it stops instead (trash, with the reason).
+    """
+    value = ctx.options.get(name)
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise StopError(f"option `{name}` must be a list of names, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

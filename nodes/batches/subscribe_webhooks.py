@@ -27,17 +27,15 @@ REGISTER_PER_CALL = 50
 def wanted_events(ctx: NodeContext) -> list[str]:
     """Option ``events`` (a list) if the topology gives one, else every event a topology starts on
     (system events left out: see :data:`SYSTEM_WEBHOOK_EVENTS`)."""
-    configured = ctx.options.get("events")
+    configured = shoptet.names_option(ctx, "events")
     if configured:
-        if not isinstance(configured, list) or not all(isinstance(e, str) for e in configured):
-            raise StopError("option `events` must be a list of Shoptet event names")
         system = sorted(set(configured) & SYSTEM_WEBHOOK_EVENTS)
         if system:
             raise StopError(
                 f"option `events` names {', '.join(system)}: Shoptet's system webhooks are set up in the "
                 "Partners' addon administration, not through the API"
             )
-        return list(dict.fromkeys(configured))
+        return configured
     return sorted(ctx.webhook_events)
 
 

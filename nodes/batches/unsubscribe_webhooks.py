@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodes.shoptet import path_segment
+from nodes.shoptet import names_option, path_segment
 from worker.envelope import Message
 from worker.errors import StopError
 from worker.node import Batch, Emit, NodeContext, Result
@@ -21,7 +21,7 @@ class ShoptetUnsubscribeWebhooks(Batch):
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         install = ctx.require_install()
         client = ctx.require_shoptet()
-        only = ctx.options.get("events")
+        only = names_option(ctx, "events")
         removed = 0
         for webhook in await ctx.store.list_webhooks(install.user, install.application):
             if only and webhook.event not in only:

@@ -60,7 +60,7 @@ class ShoptetJobFinishedWebhook(Connector):
         client = shoptet.client_for(ctx, install)
         envelope = await client.request("GET", f"/api/system/jobs/{shoptet.path_segment(payload.eventInstance)}")
         job = shoptet.data_of(envelope, "job")
-        wanted = ctx.options.get("endpoints")
+        wanted = shoptet.names_option(ctx, "endpoints")
         if wanted and job_endpoint(job) not in wanted:
             return Result(
                 code=ResultCode.DO_NOT_CONTINUE,

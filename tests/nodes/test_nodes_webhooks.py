@@ -266,3 +266,16 @@ async def test_subscribe_refuses_system_events_named_in_its_options(
     with pytest.raises(StopError, match="addon:uninstall: Shoptet's system webhooks"):
         await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": ["order:create", "addon:uninstall"]})
     assert route.call_count == 0
+
+
+async def test_an_events_option_that_is_not_a_list_stops_rather_than_match_by_substring(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """``events: "order:update"`` matched ``"order:up" in "order:update"``-style: a typo removed or
+    kept the wrong webhooks in silence."""
+    await harness.store.add_webhook(registration(harness, 7, "order:update"))
+    route = shoptet_api.delete("/api/webhooks/7")
+    with pytest.raises(StopError, match="option `events` must be a list of names"):
+        await harness.run(ShoptetUnsubscribeWebhooks(), None, options={"events": "order:updated"})
+    assert route.call_count == 0
+    assert await stored_ids(harness) == {(7, "order:update")}
