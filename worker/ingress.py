@@ -19,6 +19,7 @@ import uvicorn
 
 from worker.app import Worker
 from worker.catalog import CatalogFollower
+from worker.control import NoKafka
 from worker.http.app import create_http_app
 from worker.kafka import make_consumer
 from worker.settings import Settings
@@ -36,7 +37,7 @@ class IngressWorker(Worker):
     async def start(self, *, deploy: Iterable[TopologyVersion] = (), deploy_dir: Path | None = None) -> None:
         settings = self.settings
         if not settings.kafka_bootstrap_servers:
-            raise RuntimeError("the standalone ingress needs KAFKA_BOOTSTRAP_SERVERS (the workers' broker)")
+            raise NoKafka("the standalone ingress needs KAFKA_BOOTSTRAP_SERVERS (the workers' broker)")
         if list(deploy) or deploy_dir is not None:
             raise ValueError("the ingress does not deploy topologies; it follows what the workers deployed")
         rt = await self._start_runtime(settings.kafka_bootstrap_servers)

@@ -52,3 +52,38 @@ def test_up_with_its_http_port_taken_says_so_before_starting_anything(
     assert result.exit_code == 2, result.output
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
     assert not (tmp_path / "var" / "worker.json").exists()
+
+
+def test_up_with_a_bad_topology_file_says_its_line_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed a 125-line traceback with the file and line somewhere inside."""
+    topologies = tmp_path / "topology"
+    topologies.mkdir()
+    (topologies / "bad.yaml").write_text("name: x\nstart: [{manual: true}]\nnodes:\n  a: {node: nope}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("TOPOLOGY_DIR", str(topologies))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "up", "--no-http"])
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {topologies / 'bad.yaml'}:4: unknown node type 'nope'" in err
+    assert "Traceback" not in err
+
+
+def test_the_standalone_ingress_without_kafka_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "ingress"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert "error: the standalone ingress needs KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err

@@ -132,10 +132,12 @@ def simulator(
 def main() -> None:
     from worker.control import NoKafka
     from worker.store.crypto import SecretKeyError
+    from worker.topology import TopologyError
 
     try:
         app()
-    except (NoKafka, SecretKeyError) as exc:  # no Kafka, or a SECRET_KEY that does not fit: one line
+    except (NoKafka, SecretKeyError, TopologyError) as exc:
+        # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR: one line each
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
 
