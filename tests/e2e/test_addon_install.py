@@ -17,6 +17,7 @@ from simulator.server import SimulatorServer
 from tests.support import settings_for_test
 from worker.app import Worker
 from worker.http.app import create_http_app
+from worker.settings import Settings
 from worker.topology import TopologyVersion, load_topology_file, parse_topology
 
 pytestmark = pytest.mark.e2e
@@ -41,18 +42,23 @@ async def webhooks_registered(sim: SimulatorServer, eshop_id: int) -> None:
         await asyncio.sleep(0.2)
 
 
+def addon_settings(kafka_bootstrap: str, tmp_path: Path, sim: SimulatorServer) -> Settings:
+    """A worker configured for the simulator's OAuth addon, its install URL and public URL."""
+    return settings_for_test(
+        kafka_bootstrap,
+        tmp_path,
+        shoptet_api_url=sim.url,
+        shoptet_oauth_server_url=sim.url,
+        shoptet_oauth_client_id=sim.config.oauth_client_id,
+        shoptet_oauth_client_secret=SecretStr(sim.config.oauth_client_secret),
+        shoptet_oauth_redirect_url=REDIRECT,
+        public_base_url=PUBLIC,
+    )
+
+
 async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap: str, tmp_path: Path) -> None:
     async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
-        settings = settings_for_test(
-            kafka_bootstrap,
-            tmp_path,
-            shoptet_api_url=sim.url,
-            shoptet_oauth_server_url=sim.url,
-            shoptet_oauth_client_id=sim.config.oauth_client_id,
-            shoptet_oauth_client_secret=SecretStr(sim.config.oauth_client_secret),
-            shoptet_oauth_redirect_url=REDIRECT,
-            public_base_url=PUBLIC,
-        )
+        settings = addon_settings(kafka_bootstrap, tmp_path, sim)
         worker = Worker(settings, node_names=["shoptet-subscribe-webhooks"])
         files = ("webhooks-subscribe.yaml", "order-webhook.yaml")
         topologies = [for_the_addon(TOPOLOGY_DIR / f, worker) for f in files]
@@ -147,16 +153,7 @@ async def test_an_addon_install_without_webhook_topologies_still_verifies_its_li
     from tests.ingress.helpers import signed, webhook_body
 
     async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
-        settings = settings_for_test(
-            kafka_bootstrap,
-            tmp_path,
-            shoptet_api_url=sim.url,
-            shoptet_oauth_server_url=sim.url,
-            shoptet_oauth_client_id=sim.config.oauth_client_id,
-            shoptet_oauth_client_secret=SecretStr(sim.config.oauth_client_secret),
-            shoptet_oauth_redirect_url=REDIRECT,
-            public_base_url=PUBLIC,
-        )
+        settings = addon_settings(kafka_bootstrap, tmp_path, sim)
         worker = Worker(settings, node_names=[])
         await worker.start(deploy=[])
         try:
