@@ -91,8 +91,18 @@ class HandledTally:
     done: int = 0
 
     @classmethod
-    def of(cls, message: Message, *, outcome: str, node_outputs: int, sink_outputs: int, emitted: int) -> HandledTally:
-        """One handled message: ``outcome`` is ``ok``, ``retry`` or ``trash``."""
+    def of(
+        cls,
+        message: Message,
+        *,
+        outcome: str,
+        node_outputs: int,
+        sink_outputs: int,
+        emitted: int,
+        retried_in_place: int = 0,
+    ) -> HandledTally:
+        """One handled message: ``outcome`` is ``ok``, ``retry`` or ``trash``; an ordered node's
+        retries waited out in place count as retries too."""
         headers = message.headers
         # positional and straight from the headers: this runs once per hop
         return cls(
@@ -104,7 +114,7 @@ class HandledTally:
             node_outputs,
             sink_outputs,
             emitted,
-            outcome == "retry",
+            (outcome == "retry") + retried_in_place,
             outcome == "trash",
             outcome == "ok" and node_outputs == 0,
         )

@@ -55,6 +55,8 @@ class Delivery:
         self.node_outputs = 0
         self.sink_outputs = 0
         self.emitted = 0
+        #: Retries an ordered node waited out in place (counted in the ledger like the others).
+        self.retried_in_place = 0
 
     async def send(self, out: Outgoing) -> None:
         self.pending.append((out, await self.rt.send_output(out)))
@@ -235,6 +237,7 @@ class NodeProcessor:
             if self.feed.generation != generation:  # rebalanced: the partition's owner reads it again
                 raise RecordAbandoned
         resume = _resume_cursor(error)  # a node that stopped part-way goes on from there
+        delivery.retried_in_place += 1
         return message.with_headers(repeat_hops=str(hops + 1), **({"cursor": resume} if resume else {}))
 
     def _retry_policy(self, spec: NodeSpec | None, interval: float | None = None) -> tuple[int, float]:
@@ -255,6 +258,7 @@ class NodeProcessor:
             node_outputs=delivery.node_outputs,
             sink_outputs=delivery.sink_outputs,
             emitted=delivery.emitted,
+            retried_in_place=delivery.retried_in_place,
         )
         return outcome, self.rt.ledger.add(tally, delivery.take())
 

@@ -13,6 +13,7 @@ from worker.consumer import RecordAbandoned
 from worker.envelope import H, Message
 from worker.errors import RetryableError
 from worker.node import Connector, NodeContext, Result
+from worker.processes import HandledTally
 from worker.processor import Delivery, NodeProcessor
 from worker.topics import TopicNames
 from worker.topology import NodeSpec, RetrySpec
@@ -47,9 +48,13 @@ async def test_the_retry_waits_its_backoff_and_counts_the_hop(processor: NodePro
     spec = NodeSpec(node="test-writer", retry=RetrySpec(interval=0.05, max_hops=3))
     error = RetryableError("503", resume={"done": 2})
 
-    again = await asyncio.wait_for(in_place(processor, MESSAGE, spec, error), 5)
+    delivery = Delivery(processor.rt)
+    again = await asyncio.wait_for(in_place(processor, MESSAGE, spec, error, delivery), 5)
 
     assert again is not None and again.hops == 1 and again.cursor == {"done": 2}
+    # counted in the ledger as a retry (status showed none for ordered writers)
+    tally = HandledTally.of(again, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0, retried_in_place=1)
+    assert delivery.retried_in_place == 1 and tally.retries == 1
     spent = MESSAGE.with_headers(repeat_hops="3")
     assert await in_place(processor, spent, spec, error) is None  # retry() sends it to trash
 
