@@ -14,15 +14,18 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from nodes.shoptet import parse_body
+from nodes.shoptet import parse_body, parse_cursor
 from nodes.snapshot import complete_export
 from worker.envelope import Message, ResultCode
-from worker.errors import RetryableError, StopError
+from worker.errors import NodeError, RetryableError, StopError
 from worker.node import Batch, Emit, NodeContext, Result
 
 LINES_PER_MESSAGE = 50
+#: A message's lines stay under this much JSON: fifty lines of products with long descriptions
+#: passed the broker's 1 MiB a record, and the whole export stopped at that message.
+MAX_MESSAGE_BYTES = 768 * 1024
 #: Upper bound of decompressed bytes produced per step: a tiny, highly compressed chunk cannot
 #: blow up memory.
 MAX_INFLATE_STEP = 1 << 20
@@ -46,7 +49,9 @@ async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """
     inflater = zlib.decompressobj(wbits=GZIP_WBITS)
     in_member = False  # the current inflater has been given data of a member it has not ended
+    received = False
     async for chunk in chunks:
+        received = received or bool(chunk)
         data = chunk
         while data:
             in_member = True
@@ -67,10 +72,13 @@ async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield tail
     if in_member and not inflater.eof:  # most likely the download was cut: worth another try
         raise RetryableError("result file is truncated: its gzip stream ends before its last member does")
+    if not received:  # even an export of nothing is a gzip file (20 bytes at least)
+        raise RetryableError("result file is empty: no gzip stream at all")
 
 
-async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-    """Parse JSON Lines from byte chunks; blank lines are skipped, a bad line stops the run."""
+async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[Any, int]]:
+    """Parse JSON Lines from byte chunks into (value, bytes of its line); blank lines are skipped,
+    a bad line stops the run."""
     pending = b""
     number = 0
     async for chunk in chunks:
@@ -81,9 +89,9 @@ async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
         for line in lines:
             number += 1
             if line.strip():
-                yield _parse_line(line, number)
+                yield _parse_line(line, number), len(line)
     if pending.strip():
-        yield _parse_line(pending, number + 1)
+        yield _parse_line(pending, number + 1), len(pending)
 
 
 def _parse_line(line: bytes, number: int) -> Any:
@@ -93,8 +101,29 @@ def _parse_line(line: bytes, number: int) -> Any:
         raise StopError(f"result file line {number} is not JSON: {exc}") from exc
 
 
+class ParseCursor(BaseModel):
+    """Where an earlier attempt stopped (the ``cursor`` header of a retry or of a trashed message)."""
+
+    model_config = ConfigDict(extra="ignore")
+    #: Lines it emitted: the file at ``resultUrl`` does not change, so the next attempt skips them.
+    skip: int = Field(default=0, ge=0)
+    #: It emitted the whole file; only recording the export failed.
+    sent: bool = False
+
+
+class _Progress:
+    def __init__(self, emitted: int) -> None:
+        #: Lines of the file emitted so far, by this attempt and the ones before it.
+        self.emitted = emitted
+
+
 class ShoptetParseJsonLines(Batch):
-    """Input ``data.job``; emits one message per 50 parsed lines (a list). Job not completed -> 1006."""
+    """Input ``data.job``; emits the parsed lines in lists of up to 50 (fewer when they are large,
+    so that a message stays under the broker's record limit). Job not completed -> 1006.
+
+    A retry goes on after the lines already emitted (a download cut at 90% of a million lines sent
+    them all again, on every retry); a replay from trash too.
+    """
 
     name = "shoptet-parse-json-lines"
 
@@ -106,20 +135,41 @@ class ShoptetParseJsonLines(Batch):
             )
         if not job.resultUrl:
             return Result(code=ResultCode.STOP_AND_FAIL, message=f"Job [jobId={job.jobId}] has no resultUrl.")
-        lines = 0
-        batch: list[Any] = []
-        async with ctx.require_shoptet().stream(job.resultUrl) as response:
-            # aiter_raw: the bytes as sent; the file itself is gzip, whatever Content-Encoding says.
-            async for item in json_lines(gunzip(response.aiter_raw())):
-                batch.append(item)
-                lines += 1
-                if len(batch) == LINES_PER_MESSAGE:
-                    await emit(batch)
-                    batch = []
-        if batch:
-            await emit(batch)
+        cursor = parse_cursor(ParseCursor, message, self.name)
+        progress = _Progress(cursor.skip)
+        if not cursor.sent:
+            try:
+                await self._emit_file(ctx, job.resultUrl, emit, progress)
+            except NodeError as exc:
+                if exc.resume is None and progress.emitted > cursor.skip:
+                    exc.resume = ParseCursor(skip=progress.emitted).model_dump()
+                raise
         # the whole file is read and its items are with the broker: a full export moves the change
         # feed on (before they are, a worker that died would lose them once the file expired)
         await ctx.delivered()
-        await complete_export(ctx, ctx.require_install(), message.body)
-        return Result(message=f"job {job.jobId}: {lines} line(s)")
+        try:
+            await complete_export(ctx, ctx.require_install(), message.body)
+        except NodeError as exc:
+            exc.resume = ParseCursor(skip=progress.emitted, sent=True).model_dump()
+            raise
+        return Result(message=f"job {job.jobId}: {progress.emitted} line(s)")
+
+    async def _emit_file(self, ctx: NodeContext, url: str, emit: Emit, progress: _Progress) -> None:
+        skip = progress.emitted
+        seen = size = 0
+        batch: list[Any] = []
+        async with ctx.require_shoptet().stream(url) as response:
+            # aiter_raw: the bytes as sent; the file itself is gzip, whatever Content-Encoding says.
+            async for item, length in json_lines(gunzip(response.aiter_raw())):
+                seen += 1
+                if seen <= skip:
+                    continue
+                if batch and (len(batch) == LINES_PER_MESSAGE or size + length > MAX_MESSAGE_BYTES):
+                    await emit(batch)
+                    progress.emitted += len(batch)
+                    batch, size = [], 0
+                batch.append(item)
+                size += length + 1
+        if batch:
+            await emit(batch)
+            progress.emitted += len(batch)

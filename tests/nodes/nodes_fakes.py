@@ -118,6 +118,8 @@ class Harness:
     limiter: LocalLimiter
     settings: Settings
     install: Install
+    #: What the last batch run emitted, kept when the run raised (a failure part-way).
+    emitted: list[Any] = field(default_factory=list)
 
     def client(self, install: Install) -> ShoptetClient:
         return ShoptetClient(
@@ -157,6 +159,7 @@ class Harness:
         context = ctx or self.context(options=options)
         if isinstance(node, Batch):
             emitted: list[Any] = []
+            self.emitted = emitted
             deliveries: list[tuple[int, int]] = []
 
             async def emit(item: Any) -> None:

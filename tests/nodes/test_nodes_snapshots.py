@@ -20,7 +20,7 @@ from nodes.connectors.get_all_products import ShoptetGetAllProducts
 from nodes.connectors.job_finished_webhook import ShoptetJobFinishedWebhook
 from nodes.connectors.parse_json_lines import ShoptetParseJsonLines, gunzip, json_lines
 from worker.envelope import ResultCode
-from worker.errors import RetryableError, StopError
+from worker.errors import RetryableError, StopError, StoreUnavailable
 from worker.node import NodeContext
 from worker.store import Install
 
@@ -299,6 +299,73 @@ async def test_parse_json_lines_expired_file_and_bad_files(harness: Harness, sho
         await harness.run(ShoptetParseJsonLines(), job())
 
 
+async def test_a_retry_after_a_cut_download_goes_on_after_the_lines_already_emitted(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """The file does not change: every retry sent the whole file again from line 1 (a million-line
+    export cut at 90% put millions of duplicates on the sink)."""
+    whole = gzip.compress(jsonl(400))
+    route = shoptet_api.get(RESULT_URL).mock(
+        side_effect=[httpx.Response(200, content=whole[: len(whole) // 2]), httpx.Response(200, content=whole)]
+    )
+    with pytest.raises(RetryableError, match="truncated") as cut:
+        await harness.run(ShoptetParseJsonLines(), job())
+    assert cut.value.resume is not None and cut.value.resume["skip"] > 0
+    first = [o["code"] for batch in harness.emitted for o in batch]
+    assert len(first) == cut.value.resume["skip"]
+
+    again = await harness.run(ShoptetParseJsonLines(), job(), cursor=cut.value.resume)
+
+    rest = [o["code"] for batch in again.emitted for o in batch]
+    assert first + rest == [str(n) for n in range(400)]  # each line once
+    assert again.result.message == "job 3ax1844: 400 line(s)"
+    assert route.call_count == 2
+
+
+async def test_large_lines_go_in_smaller_messages_under_the_record_limit(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Fifty lines of 25 KB passed the broker's 1 MiB a record, and the whole export stopped there."""
+    big = b"".join(json.dumps({"code": str(n), "description": "x" * 25_000}).encode() + b"\n" for n in range(60))
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(big)))
+
+    run = await harness.run(ShoptetParseJsonLines(), job())
+
+    assert [o["code"] for batch in run.emitted for o in batch] == [str(n) for n in range(60)]
+    assert len(run.emitted) >= 2  # not one message of 50 (1.25 MB)
+    assert max(len(json.dumps(batch)) for batch in run.emitted) < 800 * 1024
+
+
+async def test_an_export_sent_whole_is_not_sent_again_when_only_recording_it_failed(
+    harness: Harness, shoptet_api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(3))))
+    stored_setting(harness, shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], "3ax1844")
+    real = harness.store.set_setting
+
+    async def store_down(*args: Any) -> None:
+        raise StoreUnavailable("database restarting")
+
+    monkeypatch.setattr(harness.store, "set_setting", store_down)
+    with pytest.raises(StoreUnavailable) as down:
+        await harness.run(ShoptetParseJsonLines(), job())
+    assert down.value.resume == {"skip": 3, "sent": True}
+    monkeypatch.setattr(harness.store, "set_setting", real)
+
+    again = await harness.run(ShoptetParseJsonLines(), job(), cursor=down.value.resume)
+
+    assert again.emitted == [] and route.call_count == 1
+    assert [w[2:] for w in harness.store.setting_writes] == [(shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T09:00:00Z")]
+
+
+async def test_an_empty_download_is_no_export_of_nothing(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Even an export of nothing is a gzip file; no bytes at all parsed as zero lines, and a full
+    export then moved the change feed past every change."""
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=b""))
+    with pytest.raises(RetryableError, match="empty"):
+        await harness.run(ShoptetParseJsonLines(), job())
+
+
 async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
@@ -338,9 +405,9 @@ async def test_memory_stays_flat_for_a_big_file(monkeypatch: pytest.MonkeyPatch)
             yield piece
 
     lines = 0
-    async for item in json_lines(measured(gunzip(chunks_of(compressed, 65536)))):
+    async for item, length in json_lines(measured(gunzip(chunks_of(compressed, 65536)))):
         lines += 1
-        assert item == {"code": "x" * 1000}
+        assert item == {"code": "x" * 1000} and length == len(line) - 1
     assert lines == 64 * 1024
     assert sum(sizes) == 64 * 1024 * len(line)
     assert max(sizes) <= 64 * 1024
