@@ -5,6 +5,9 @@ by electing a leader, so nothing depends on one process staying alive. Each firi
 start, minute, install) is claimed with a short lease, published, and only then confirmed with a
 long one. A process that dies between claim and confirm leaves a claim that expires; every loop
 also re-checks the last few minutes, so another process fires it, a little late, instead of never.
+A scheduler that starts (or stalled) looks back an hour: ticks missed while no worker ran fire
+once, late, per start only the latest one (as a cron daemon that was down runs a missed job once).
+A minute from before the topology was deployed or enabled, or the install added, is not fired late.
 Minutes are evaluated in UTC.
 """
 
@@ -35,8 +38,8 @@ CLAIM_TTL_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 10.0
 #: Minutes before the current one that every loop checks again (firings whose claimer died).
 RECHECK_MINUTES = 2
-#: After a stall (suspended laptop, overloaded loop) at most this many minutes back are fired.
-MAX_CATCH_UP_MINUTES = 5
+#: Minutes back a scheduler looks when it starts, or after a stall, for ticks no worker fired.
+CATCH_UP_MINUTES = 60
 #: Starts published at once within a tick.
 START_CONCURRENCY = 50
 #: How often each scheduler deletes expired leases (its own firings' and the webhook dedup ones).
@@ -108,22 +111,68 @@ class Scheduler:
         self._last_minute: datetime | None = None
         self._next_purge = 0.0
 
-    async def tick(self, now: datetime) -> int:
+    async def tick(self, now: datetime, *, past: bool = False) -> int:
         """Fire every cron start due in the minute of ``now``; returns how many processes this
-        scheduler started (those another scheduler already fired are not counted)."""
+        scheduler started (those another scheduler already fired are not counted). ``past``: the
+        minute is re-checked later, so what did not exist then is left out."""
         minute = minute_of(now)
+        due = [(tv, start, minute) for tv, start in due_starts(self.rt.catalog.active_all(), minute)]
+        if past:
+            due = [(tv, start, m) for tv, start, m in due if self._deployed_by(tv, m)]
+        count, firings = await self._fire_all(await self._firings(due, past=past))
+        if count:  # re-checks of past minutes usually start nothing: no log line for those
+            log.info("cron tick", minute=minute.isoformat(), due=firings, started=count, owner=self.owner_id)
+        return count
+
+    async def catch_up(self, minutes: list[datetime]) -> int:
+        """Ticks missed in ``minutes`` (oldest first) while no scheduler ran: per start, only the
+        latest one due fires; a start every minute does not fire sixty times after an hour down."""
+        latest: dict[tuple[str, str | None, str | None], tuple[TopologyVersion, StartSpec, datetime]] = {}
+        active = self.rt.catalog.active_all()
+        for minute in minutes:
+            for tv, start in due_starts(active, minute):
+                if self._deployed_by(tv, minute):
+                    latest[(tv.name, start.cron, start.to)] = (tv, start, minute)
+        count, firings = await self._fire_all(await self._firings(list(latest.values()), past=True))
+        if count:
+            log.info("missed cron ticks fired late", due=firings, started=count, owner=self.owner_id)
+        return count
+
+    def _deployed_by(self, tv: TopologyVersion, minute: datetime) -> bool:
+        """Whether the topology ran as it is now (deployed and enabled) at ``minute``: a redeploy
+        that moved a cron, or an enable, must not fire a minute from before it, late."""
+        deployment = self.rt.catalog.current.get(tv.name)
+        if deployment is None or not deployment.deployed_at:
+            return True
+        try:
+            at = datetime.fromisoformat(deployment.deployed_at)
+        except ValueError:
+            return True
+        return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) <= minute
+
+    async def _firings(self, due: list[tuple[TopologyVersion, StartSpec, datetime]], *, past: bool) -> list[Firing]:
+        """Each due start once per enabled install of its topology's application (or once, with no
+        install, for a topology naming none)."""
         firings: list[Firing] = []
         installs: dict[str, list[Install]] = {}
-        for tv, start in due_starts(self.rt.catalog.active_all(), minute):
+        for tv, start, minute in due:
             application = tv.topology.application
             if application is None:
                 firings.append(Firing(tv, start, minute, None))
                 continue
             if application not in installs:
                 installs[application] = await self.rt.store.list_installs(application, enabled_only=True)
-            firings.extend(Firing(tv, start, minute, install) for install in installs[application])
+            firings.extend(
+                Firing(tv, start, minute, install)
+                for install in installs[application]
+                if not past or install.installed_at is None or install.installed_at <= minute
+            )
+        return firings
+
+    async def _fire_all(self, firings: list[Firing]) -> tuple[int, int]:
+        """(started, due)."""
         if not firings:
-            return 0
+            return 0, 0
         limit = asyncio.Semaphore(START_CONCURRENCY)
 
         async def fire_limited(firing: Firing) -> bool:
@@ -131,10 +180,7 @@ class Scheduler:
                 return await self._fire(firing)
 
         fired = await asyncio.gather(*(fire_limited(f) for f in firings))
-        count = sum(fired)
-        if count:  # re-checks of past minutes usually start nothing: no log line for those
-            log.info("cron tick", minute=minute.isoformat(), due=len(firings), started=count, owner=self.owner_id)
-        return count
+        return sum(fired), len(firings)
 
     async def _fire(self, firing: Firing) -> bool:
         """Claim, publish, confirm. False when another scheduler has it or publishing failed."""
@@ -171,23 +217,32 @@ class Scheduler:
         return True
 
     # the loop -----------------------------------------------------------------------------------
-    def minutes_to_fire(self, now: datetime) -> list[datetime]:
-        """The current minute and the ones before it that may still hold unfired starts: the last
-        RECHECK_MINUTES always, missed ones since the last tick up to MAX_CATCH_UP_MINUTES."""
+    def minutes_to_fire(self, now: datetime) -> tuple[list[datetime], list[datetime]]:
+        """(missed, recent), oldest first: minutes no tick of this scheduler covered (since it
+        started, or stalled: up to CATCH_UP_MINUTES back), and the last RECHECK_MINUTES with the
+        current one, which every loop ticks."""
         current = minute_of(now)
-        back = RECHECK_MINUTES
-        if self._last_minute is not None:
-            missed = int((current - self._last_minute) / timedelta(minutes=1)) - 1
-            back = max(back, min(missed, MAX_CATCH_UP_MINUTES))
-        return [current - timedelta(minutes=k) for k in range(back, -1, -1)]
+        recent = [current - timedelta(minutes=k) for k in range(RECHECK_MINUTES, -1, -1)]
+        if self._last_minute is None:
+            back = CATCH_UP_MINUTES
+        else:
+            back = min(int((current - self._last_minute) / timedelta(minutes=1)) - 1, CATCH_UP_MINUTES)
+        missed = [current - timedelta(minutes=k) for k in range(back, RECHECK_MINUTES, -1)]
+        return missed, recent
 
     async def run(self) -> None:
         """Tick at every minute boundary until cancelled; a failing tick is logged, never fatal."""
         while True:
             now = datetime.now(UTC)
-            for minute in self.minutes_to_fire(now):
+            missed, recent = self.minutes_to_fire(now)
+            if missed:
                 try:
-                    await self.tick(minute)
+                    await self.catch_up(missed)
+                except Exception:
+                    log.exception("missed cron ticks failed", first=missed[0].isoformat())
+            for minute in recent:
+                try:
+                    await self.tick(minute, past=minute != recent[-1])
                 except Exception:
                     log.exception("cron tick failed", minute=minute.isoformat())
             self._last_minute = minute_of(now)

@@ -191,12 +191,48 @@ def test_minutes_to_fire_rechecks_recent_and_catches_up_missed() -> None:
     scheduler = Scheduler(cast(Runtime, None), "worker-1")
     now = datetime(2024, 5, 2, 10, 7, 30, tzinfo=UTC)
     at = [datetime(2024, 5, 2, 10, m, tzinfo=UTC) for m in range(60)]
+    recent = [at[5], at[6], at[7]]
 
-    assert scheduler.minutes_to_fire(now) == [at[5], at[6], at[7]]
+    missed, rechecked = scheduler.minutes_to_fire(now)  # just started: the last hour
+    assert rechecked == recent
+    assert missed == [at[7] - timedelta(minutes=k) for k in range(60, 2, -1)]
     scheduler._last_minute = at[6]
-    assert scheduler.minutes_to_fire(now) == [at[5], at[6], at[7]]
-    scheduler._last_minute = at[0]  # stalled: six minutes missed, five are caught up
-    assert scheduler.minutes_to_fire(now) == [at[2], at[3], at[4], at[5], at[6], at[7]]
+    assert scheduler.minutes_to_fire(now) == ([], recent)
+    scheduler._last_minute = at[0]  # stalled: six minutes missed, four of them before the re-check
+    assert scheduler.minutes_to_fire(now) == ([at[1], at[2], at[3], at[4]], recent)
+
+
+async def test_missed_ticks_fire_once_per_start_the_latest_only(worker: Worker, watch: TopicWatch) -> None:
+    """An hour without a running worker (a long deploy, an outage) dropped its ticks: a nightly
+    sync at 03:00 did not run that day. Now each start fires its latest missed tick, once."""
+    hour = [datetime(2030, 5, 2, 10, m, tzinfo=UTC) for m in range(60)]  # after the deploy and installs
+    scheduler = Scheduler(worker.rt, "w1")
+
+    assert await scheduler.catch_up(hour) == len(USERS) + 1  # */5: 10:55 for each install; 0 *: 10:00
+    premium = await watch.new("test-passthrough")
+    assert sorted(message.headers[H.USER] for _, message in premium) == USERS
+    assert len(await watch.new("test-flaky-once")) == 1
+    assert await Scheduler(worker.rt, "w2").tick(hour[55]) == 0  # that is the 10:55 tick: fired once
+
+
+async def test_a_minute_from_before_the_deploy_or_the_install_is_not_fired_late(
+    worker: Worker, watch: TopicWatch
+) -> None:
+    """Re-checked or caught up later, a minute from before the topology was deployed (or enabled,
+    or its cron moved) or the install added fired anyway, minutes late."""
+    scheduler = Scheduler(worker.rt, "w1")
+    minute = _minute(DUE, 7)  # 2024: before this module deployed its topologies and added installs
+    assert await scheduler.tick(minute, past=True) == 0
+    assert await scheduler.catch_up([minute]) == 0
+    await watch.assert_nothing_new()
+
+    deployment = worker.rt.catalog.current["cron-premium"]
+    worker.rt.catalog.current["cron-premium"] = dataclasses.replace(deployment, deployed_at="2024-01-01T00:00:00+00:00")
+    try:
+        assert await scheduler.tick(minute, past=True) == 0  # deployed by then, but no install was
+    finally:
+        worker.rt.catalog.current["cron-premium"] = deployment
+    assert await scheduler.tick(minute) == len(USERS)  # the current minute is the current minute
 
 
 def test_minute_of_is_utc() -> None:
@@ -212,13 +248,17 @@ async def test_run_ticks_the_current_and_recent_minutes_until_stopped(monkeypatc
     ticked: list[datetime] = []
     first_round = asyncio.Event()
 
-    async def record(now: datetime) -> int:
+    async def record(now: datetime, *, past: bool = False) -> int:
         ticked.append(now)
         if len(ticked) == 3:
             first_round.set()
         return 0
 
+    async def no_catch_up(minutes: list[datetime]) -> int:
+        return 0
+
     monkeypatch.setattr(scheduler, "tick", record)
+    monkeypatch.setattr(scheduler, "catch_up", no_catch_up)
     before = minute_of(datetime.now(UTC))
     scheduler.start()
     await asyncio.wait_for(first_round.wait(), 5)
