@@ -242,7 +242,9 @@ class ProcessBook:
             # a message replayed from trash: the process runs again, and is announced again (with
             # the replay's outcome) once it is quiet; without this, status kept its old end
             p.finished_at = None
-        if p.starts and p.in_flight == 0 and p.finished_at is None:
+        # below zero: a message handled twice (a redelivery after a rebalance or a crash; the
+        # ledger is at-least-once) counted one more handled than was sent; it is done all the same
+        if p.starts and p.in_flight <= 0 and p.finished_at is None:
             self.idle[p.root] = None  # re-inserted: the most recently touched is last
 
     def apply_value(self, value: bytes | None, received_at: float | None = None) -> None:
@@ -263,7 +265,7 @@ class ProcessBook:
             if now - self.touched.get(root, now) < quiet_seconds:
                 break  # touched in order: every later one is younger still
             ready.append(self.processes[root])
-        return [p for p in ready if not p.finished and p.starts and p.in_flight == 0]
+        return [p for p in ready if not p.finished and p.starts and p.in_flight <= 0]
 
 
 class _Replay(ConsumerRebalanceListener):

@@ -139,6 +139,18 @@ def test_a_finished_process_runs_again_when_a_replay_puts_a_message_in_flight() 
     assert book.processes["r"].finished  # below zero in flight is no reason to run again
 
 
+def test_a_message_handled_twice_still_lets_its_process_finish() -> None:
+    """A redelivery (a rebalance, a crash before the commit) counts one more handled than was sent:
+    the process stood at -1 in flight and was never announced finished."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", node_outputs=1)])))
+    book.apply_value(encode_json(handled_record([tally("r", done=1)])))
+    book.apply_value(encode_json(handled_record([tally("r", done=1)])))  # the same message again
+    assert book.processes["r"].in_flight == -1
+    assert [p.root for p in book.settled(0.0, now=float("inf"))] == ["r"]
+
+
 def test_rows_in_another_column_order_are_read_by_name() -> None:
     book = ProcessBook()
     columns = ["done", "root", "handled", "node_outputs"]
