@@ -19,14 +19,22 @@ from aiokafka.structs import ConsumerRecord
 from applications.client import ShoptetClient
 from worker.consumer import RecordAbandoned
 from worker.envelope import H, MalformedMessage, Message, ResultCode, encode_json
-from worker.errors import InstallDisabled, InstallNotFound, NodeError, OutputTooLarge, RetryableError, StopError
+from worker.errors import (
+    InstallDisabled,
+    InstallNotFound,
+    NodeError,
+    OutputTooLarge,
+    RetryableError,
+    StopError,
+    StoreUnavailable,
+)
 from worker.kafka import resend_until_acknowledged, unacknowledged
 from worker.logging import bind_message
 from worker.node import Batch, Connector, Node, NodeContext, Result
 from worker.processes import HandledTally
 from worker.router import Outgoing, cursor_message, route
 from worker.runtime import Runtime
-from worker.store import Install
+from worker.store import Install, TrashEntry
 from worker.topology import NodeSpec, TopologyVersion
 from worker.trash import record_entry, record_headers
 
@@ -41,6 +49,10 @@ MAX_BACKOFF_SECONDS = 600.0
 IN_PLACE_CHECK_SECONDS = 1.0
 #: The longest one retry waits in place (unless Shoptet's Retry-After asks for longer).
 IN_PLACE_MAX_WAIT_SECONDS = 60.0
+
+#: Backoff of a trash write while the store does not answer.
+TRASH_RETRY_FIRST_SECONDS = 0.5
+TRASH_RETRY_MAX_SECONDS = 30.0
 
 #: A batch's outputs are awaited in chunks of this many, so memory stays flat however many it emits.
 FLUSH_EVERY = 500
@@ -424,7 +436,7 @@ class NodeProcessor:
             error_body=getattr(error, "body", None),
             body=message.body if message else None,
         )
-        entry_id = await self.rt.store.add_trash(entry)
+        entry_id = await self._store_trash(entry)
         log.warning(
             "message moved to trash",
             trash_id=entry_id,
@@ -433,6 +445,25 @@ class NodeProcessor:
         )
         if self.rt.metrics is not None:
             self.rt.metrics.trashed(self.node.name)
+
+    async def _store_trash(self, entry: TrashEntry) -> int:
+        """Write the trash row, waiting out a store outage here: raised, the consumer ran the node
+        again on the record, and work that went through (a stock movement call, emitted items) was
+        done again, with the resume point lost. A rebalance or a stop gives the record up."""
+        generation = self.feed.generation
+        delay = TRASH_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await self.rt.store.add_trash(entry)
+            except StoreUnavailable as exc:
+                log.warning("trash not written: the store does not answer; trying again", error=str(exc))
+            loop = asyncio.get_running_loop()
+            until = loop.time() + delay
+            while (left := until - loop.time()) > 0:
+                await asyncio.sleep(min(left, IN_PLACE_CHECK_SECONDS))
+                if self.feed.generation != generation:
+                    raise RecordAbandoned
+            delay = min(delay * 2, TRASH_RETRY_MAX_SECONDS)
 
 
 def _resume_cursor(error: BaseException) -> str | None:
