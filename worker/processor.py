@@ -42,6 +42,8 @@ log = structlog.get_logger("processor")
 
 #: A message whose topology version this worker has not seen yet (a deploy still on its way).
 UNKNOWN_VERSION_RETRY_SECONDS = 2.0
+#: How long an ordered node waits in place for such a deploy before it retries the message.
+UNKNOWN_VERSION_WAIT_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 600.0
 
 
@@ -175,6 +177,8 @@ class NodeProcessor:
         name = message.headers[H.TOPOLOGY_NAME]
         version = message.headers[H.TOPOLOGY_VERSION]
         tv = self.rt.catalog.get(name, version)
+        if tv is None and self.feed.ordered:
+            tv = await self._await_version(name, version)
         delivery = Delivery(self.rt)
         if tv is None:
             error = RetryableError(f"topology {name}@{version} is not known to this worker (yet)")
@@ -212,6 +216,22 @@ class NodeProcessor:
             break
         # items a batch emitted before failing are delivered too: nothing is lost
         return self._finish(message, outcome, delivery)
+
+    async def _await_version(self, name: str, version: str) -> TopologyVersion | None:
+        """For an ordered node, wait here for a deploy this worker has not read yet: sent to the
+        retry topic, the message let the install's next one go first, and an older status update
+        landed after a newer one. None after ``UNKNOWN_VERSION_WAIT_SECONDS`` (then it retries)."""
+        generation = self.feed.generation
+        loop = asyncio.get_running_loop()
+        until = loop.time() + UNKNOWN_VERSION_WAIT_SECONDS
+        while loop.time() < until:
+            await asyncio.sleep(IN_PLACE_CHECK_SECONDS)
+            if self.feed.generation != generation:
+                raise RecordAbandoned
+            tv = self.rt.catalog.get(name, version)
+            if tv is not None:
+                return tv
+        return None
 
     async def _retry_in_place(
         self, message: Message, spec: NodeSpec, error: RetryableError, generation: int, delivery: Delivery

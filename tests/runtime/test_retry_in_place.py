@@ -79,3 +79,21 @@ async def test_not_in_place_for_a_node_that_is_not_ordered_or_has_sent_outputs(p
     assert await in_place(processor, MESSAGE, spec, RetryableError("503"), emitted) is None
     processor.feed.ordered = False
     assert await in_place(processor, MESSAGE, spec, RetryableError("503")) is None
+
+
+async def test_an_ordered_node_waits_in_place_for_a_deploy_it_has_not_read_yet(processor: NodeProcessor) -> None:
+    """Sent to the retry topic, the message of an unknown version let the install's next one go
+    first: an older status update landed after a newer one during a deploy."""
+    known: dict[tuple[str, str], Any] = {}
+    processor.rt.catalog = SimpleNamespace(get=lambda name, version: known.get((name, version)))
+    waiting = asyncio.create_task(processor._await_version("sync", "v2"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    known[("sync", "v2")] = deployed = object()
+    assert await asyncio.wait_for(waiting, 1) is deployed
+
+    waiting = asyncio.create_task(processor._await_version("sync", "v3"))
+    await asyncio.sleep(0.05)
+    processor.feed.generation += 1  # rebalanced: its next owner reads it again
+    with pytest.raises(RecordAbandoned):
+        await asyncio.wait_for(waiting, 1)
