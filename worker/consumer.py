@@ -169,6 +169,8 @@ class ManagedConsumer:
         self.assigned = asyncio.Event()
         #: Counts revocations: records fetched or taken up in an earlier generation are not handled.
         self.generation = 0
+        #: ``start`` has subscribed: from then on a change of topics subscribes again.
+        self._subscribed = False
         self._held = 0
         self._room = asyncio.Event()
         self._queues: dict[bytes, _KeyQueue] = {}
@@ -195,15 +197,22 @@ class ManagedConsumer:
 
     async def start(self) -> None:
         await self.consumer.start()
-        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))  # the topics as they are now
+        self._subscribed = True
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.name}")
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"commit:{self.name}")
 
     def resubscribe(self, topics: list[str]) -> None:
         """Follow another set of topics (a deploy changed the inbound ones), keeping the rebalance
-        listener: without it, aiokafka rebalances with no drain and no commit."""
+        listener: without it, aiokafka rebalances with no drain and no commit.
+
+        Before ``start`` has subscribed (one deploy bringing several inbound topologies applies
+        them one by one while the consumer starts), only the topics change: a subscribe while
+        aiokafka's consumer was starting killed its fetcher, and the consumer read nothing, for good.
+        """
         self.topics = topics
-        self.consumer.subscribe(topics, listener=_Rebalance(self))
+        if self._subscribed:
+            self.consumer.subscribe(topics, listener=_Rebalance(self))
 
     async def wait_assigned(self) -> None:
         await self.assigned.wait()

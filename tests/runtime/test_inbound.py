@@ -91,6 +91,32 @@ async def test_a_deploy_with_the_first_inbound_start_is_consumed_without_a_resta
     assert worker.inbound is not None and worker.inbound.topics == [inbound]
 
 
+async def test_one_deploy_with_two_inbound_topologies_consumes_both(worker_settings: Settings) -> None:
+    """The second topology's topics were subscribed while the consumer the first one started was
+    still starting: aiokafka's fetcher died, and nothing on either topic was ever read."""
+    prefix = worker_settings.kafka_topic_prefix
+    first, second, sink = f"{prefix}.erp-a", f"{prefix}.erp-b", f"{prefix}.out2"
+    worker = Worker(worker_settings, node_names=["test-passthrough"])
+    versions = [
+        parse_topology(PASS_THROUGH.format(name=name, start=f"topic: {topic}", sink=sink), registry=worker.registry)
+        for name, topic in (("fed-a", first), ("fed-b", second))
+    ]
+    await worker.start(deploy=[])
+    try:
+        await ensure_topics(worker_settings, worker.rt.bootstrap_servers, [first, second, sink])
+        for tv in versions:
+            await publish_deployment(worker.rt.producer, worker.rt.topics.control, tv)
+        for n, topic in enumerate((first, second)):
+            await (await worker.rt.producer.send(topic, json.dumps({"n": n}).encode(), key=b"shop-1"))
+
+        messages = await SinkReader(worker_settings.kafka_bootstrap_servers, sink).collect_until(
+            lambda ms: {m.body.get("n") for m in ms} == {0, 1}, timeout=60
+        )
+    finally:
+        await worker.stop()
+    assert sorted(m.headers[H.TOPOLOGY_NAME] for m in messages) == ["fed-a", "fed-b"]
+
+
 PASS_THROUGH = """\
 name: {name}
 imports: [tests.runtime.sample_nodes]
