@@ -14,6 +14,8 @@ class ShoptetGetPaymentMethods(Connector):
     """
 
     name = "shoptet-get-payment-methods"
+    #: It only reads, as the other reference readers do (a suspended install still has its data).
+    accepts_disabled_install = True
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         return Result(body=await ctx.require_shoptet().request("GET", "/api/payment-methods"))

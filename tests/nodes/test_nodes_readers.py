@@ -182,6 +182,7 @@ def test_reference_data_readers_accept_a_disabled_install() -> None:
     assert ShoptetGetEshopInfo.accepts_disabled_install
     assert ShoptetGetListOfStocks.accepts_disabled_install
     assert ShoptetGetShippingMethods.accepts_disabled_install
+    assert ShoptetGetPaymentMethods.accepts_disabled_install  # eshop-reference-data lost it for a suspended shop
     assert not ShoptetGetOrderDetail.accepts_disabled_install
 
 

@@ -149,3 +149,18 @@ def test_kafka_is_a_single_kraft_node(compose: dict[str, Any]) -> None:
     assert kafka["image"].startswith("apache/kafka:")
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+
+
+def test_the_workers_know_the_public_url_and_the_addon(compose: dict[str, Any]) -> None:
+    """webhooks-subscribe runs in the workers and registers PUBLIC_BASE_URL: set on the ingress
+    alone, every e-shop's webhooks pointed at http://127.0.0.1:8080. The install callback (ingress)
+    and token refreshes (workers) both need the addon's OAuth settings."""
+    needed = {
+        "PUBLIC_BASE_URL",
+        "SHOPTET_OAUTH_CLIENT_ID",
+        "SHOPTET_OAUTH_CLIENT_SECRET",
+        "SHOPTET_OAUTH_REDIRECT_URL",
+        "SHOPTET_OAUTH_SERVER_URL",
+    }
+    for name in OUR_SERVICES:
+        assert needed <= set(_services(compose)[name]["environment"]), name
