@@ -79,6 +79,12 @@ async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any, app
     names its application: the message went to trash, and no replay could fix its headers."""
     tv = rt.catalog.active(name)
     if tv is None:
+        deployed = rt.catalog.deployed.get(name)
+        if deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None:
+            raise TopologyNotRunnable(
+                f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules "
+                "it imports importable from this shell (PYTHONPATH)?"
+            )
         raise TopologyNotRunnable(f"topology {name!r} is not deployed or is disabled")
     start = find_start(tv, "manual")
     if start is None:

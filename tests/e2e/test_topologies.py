@@ -61,6 +61,28 @@ async def test_order_import_delivers_every_order_detail(stack: Stack) -> None:
     assert "lastRunListOrders" in watermark
 
 
+async def test_order_sets_expands_what_the_order_topologies_publish(stack: Stack) -> None:
+    """shoptet.orders holds one shape (the order detail) whichever topology published it; order
+    webhooks expanded product sets and order-sync did not, so the last one decided an ERP's items.
+    order-sets publishes the expanded orders on a topic of their own."""
+    start = await run_manual(stack.worker.rt, "order-import", user=stack.install.user, body={})
+    orders = await from_sink(stack, "shoptet.orders", start, lambda ms: len({m.body["code"] for m in ms}) >= ORDERS)
+    with_sets = {m.body["code"] for m in orders if any(i["itemType"] == "product-set" for i in m.body["items"])}
+    assert with_sets, "the simulator seeds orders with product sets"
+
+    # this stack's order-sets reads a prefixed copy of shoptet.orders (see fast_retries): fed as the
+    # sink would feed it, record for record
+    producer = stack.worker.rt.producer
+    inbound = stack.inbound("shoptet.orders")
+    for message in (m for m in orders if m.body["code"] in with_sets):
+        await (await producer.send(inbound, message.encode_body(), key=message.key(), headers=message.kafka_headers()))
+    reader = SinkReader(stack.settings.kafka_bootstrap_servers, "shoptet.orders.expanded")
+    await reader.collect_until(lambda ms: {m.body["code"] for m in ms} >= with_sets, timeout=120)
+    expanded = {m.body["code"]: m.body for m in reader.messages if m.body["code"] in with_sets}
+    for code in with_sets:
+        assert not [i for i in expanded[code]["items"] if i["itemType"] == "product-set"], code
+
+
 async def test_order_sync_cron_start_delivers_changed_orders(stack: Stack) -> None:
     rt = stack.worker.rt
     tv = rt.catalog.active("order-sync")

@@ -3,7 +3,7 @@
 Everything is real: the simulator signs its deliveries with the e-shop's key (which the
 webhooks-subscribe topology obtained by renewing it), uvicorn serves the worker's HTTP app on a free port
 that ``public_base_url`` points at, the webhooks-subscribe topology registers that URL, and the
-orders arrive on the ``shoptet.orders`` sink through the broker.
+orders arrive on the ``shoptet.orders.snapshot`` sink through the broker.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class Chain:
         return {entity[self.id_field] for m in messages if m.user == user for entity in m.body}
 
 
-ORDERS_CHAIN = Chain("order-snapshot", "shoptet.orders", "code", shoptet.LAST_RUN_ORDER_CHANGES)
-PRODUCTS_CHAIN = Chain("product-snapshot", "shoptet.products", "guid", shoptet.LAST_RUN_PRODUCT_CHANGES)
+ORDERS_CHAIN = Chain("order-snapshot", "shoptet.orders.snapshot", "code", shoptet.LAST_RUN_ORDER_CHANGES)
+PRODUCTS_CHAIN = Chain("product-snapshot", "shoptet.products.snapshot", "guid", shoptet.LAST_RUN_PRODUCT_CHANGES)
 
 
 @pytest.mark.parametrize("chain", [ORDERS_CHAIN, PRODUCTS_CHAIN], ids=["orders", "products"])

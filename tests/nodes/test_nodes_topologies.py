@@ -68,13 +68,10 @@ def test_every_builtin_node_is_used(topologies: dict[str, Topology], registry: N
         (
             "order-snapshot",
             "webhook",
-            ["shoptet-job-finished-webhook", "shoptet-parse-json-lines", "sink:shoptet.orders"],
+            ["shoptet-job-finished-webhook", "shoptet-parse-json-lines", "sink:shoptet.orders.snapshot"],
         ),
-        (
-            "order-webhook",
-            "webhook",
-            ["shoptet-get-order-detail", "shoptet-product-detail-with-set", "sink:shoptet.orders"],
-        ),
+        ("order-webhook", "webhook", ["shoptet-get-order-detail", "sink:shoptet.orders"]),
+        ("order-sets", "topic", ["shoptet-product-detail-with-set", "sink:shoptet.orders.expanded"]),
         ("stock-update", "topic", ["shoptet-update-stock-movements"]),
         ("webhooks-subscribe", "manual", ["shoptet-subscribe-webhooks"]),
         ("product-snapshot", "manual", ["shoptet-get-all-products"]),
@@ -130,3 +127,13 @@ def test_reference_data_reaches_the_sink_from_all_four_readers(topologies: dict[
         if spec.node:
             assert "out" in spec.next, f"{node_id} does not publish to the sink"
     assert topology.nodes["out"].sink == "shoptet.reference"
+
+
+def test_order_sets_reads_what_the_order_topologies_publish(topologies: dict[str, Topology]) -> None:
+    sinks = {
+        spec.sink
+        for name in ("order-sync", "order-import", "order-webhook")
+        for spec in topologies[name].nodes.values()
+    }
+    assert sinks - {None} == {"shoptet.orders"}
+    assert [s.topic for s in topologies["order-sets"].start] == ["shoptet.orders"]

@@ -62,3 +62,20 @@ async def test_a_manual_run_for_another_application_than_the_topologys_is_refuse
         await run_manual(sender, "detail", user="shop", body={}, application="shoptet")
     started = await run_manual(sender, "detail", user="shop", body={})
     assert started.headers[H.APPLICATION] == "shoptet-premium"
+
+
+async def test_a_deployed_topology_this_shell_cannot_load_is_named_as_such() -> None:
+    """Run from a shell without the custom node's module on its path, it said "not deployed or
+    disabled" while `topology list` showed it deployed and enabled."""
+    import json
+
+    from worker.starter import TopologyNotRunnable
+
+    sender = Sender()
+    source = SOURCE.format(application="imports: [no_such_module.nodes]\n")
+    record = {"name": "detail", "version": "v1", "source": source}
+    sender.catalog.apply("version:detail:v1", json.dumps(record).encode())
+    pointer = {"name": "detail", "version": "v1", "enabled": True, "deployed_at": ""}
+    sender.catalog.apply("current:detail", json.dumps(pointer).encode())
+    with pytest.raises(TopologyNotRunnable, match="deployed, but its version cannot be loaded here"):
+        await run_manual(sender, "detail", user="shop", body={})
