@@ -90,9 +90,13 @@ class ShoptetUpdateStockMovements(Connector):
             except RetryableError as exc:
                 _resume_after(exc, start, missing, answers)
                 raise
+        merged = _merge(answers)
+        skipped = [f"{e.get('instance') or '?'}: {e.get('errorCode')}" for e in merged.get("errors") or []]
+        if skipped:  # Shoptet answers 200 and skips unknown products: nobody would know otherwise
+            ctx.log.warning("stock movements skipped by Shoptet", stock_id=body.stockId, skipped=skipped[:50])
         if missing == len(answers):
-            return Result(code=ResultCode.DO_NOT_CONTINUE, body=_merge(answers), message=MISSING_PRODUCT)
-        return Result(body=_merge(answers))
+            return Result(code=ResultCode.DO_NOT_CONTINUE, body=merged, message=MISSING_PRODUCT)
+        return Result(body=merged)
 
 
 def _resume_after(error: NodeError, sent: int, missing: int, answers: list[dict[str, Any]]) -> None:

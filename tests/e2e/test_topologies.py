@@ -133,10 +133,14 @@ async def test_stock_update_applies_movements_the_simulator_then_reports(stack: 
     stock_id = eshop.default_stock_id
     code = next(code for (sid, code) in eshop.stock_amounts if sid == stock_id)
     before = eshop.stock_amounts[(stock_id, code)]
-    await produce(
-        stack, "shoptet.stock-movements", {"stockId": stock_id, "data": [{"productCode": code, "amountChange": 7}]}
-    )
+    moves = [{"productCode": code, "amountChange": 7}, {"productCode": "NO-SUCH-PRODUCT", "amountChange": 1}]
+    await produce(stack, "shoptet.stock-movements", {"stockId": stock_id, "data": moves})
     await eventually(lambda: eshop.stock_amounts[(stock_id, code)] == before + 7)
+    # what Shoptet skipped reaches the ERP: it went nowhere before
+    results = SinkReader(stack.settings.kafka_bootstrap_servers, "shoptet.stock-movements.results")
+    await results.collect_until(
+        lambda ms: any("NO-SUCH-PRODUCT" in json.dumps(m.body.get("errors")) for m in ms), timeout=60
+    )
 
 
 async def test_order_status_update_changes_the_order(stack: Stack) -> None:

@@ -72,7 +72,7 @@ def test_every_builtin_node_is_used(topologies: dict[str, Topology], registry: N
         ),
         ("order-webhook", "webhook", ["shoptet-get-order-detail", "sink:shoptet.orders"]),
         ("order-sets", "topic", ["shoptet-product-detail-with-set", "sink:shoptet.orders.expanded"]),
-        ("stock-update", "topic", ["shoptet-update-stock-movements"]),
+        ("stock-update", "topic", ["shoptet-update-stock-movements", "sink:shoptet.stock-movements.results"]),
         ("webhooks-subscribe", "manual", ["shoptet-subscribe-webhooks"]),
         ("product-snapshot", "manual", ["shoptet-get-all-products"]),
         (
