@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 import structlog
-from aiokafka.errors import KafkaError
 
 from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
 from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
 from worker.consumer import ManagedConsumer, ReadAheadBudget
 from worker.inbound import InboundBridge
-from worker.kafka import cleanup_policy, ensure_topics, make_consumer, make_producer
+from worker.kafka import ensure_control_topic, ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
 from worker.metrics import Metrics
 from worker.node import Node
@@ -44,6 +43,10 @@ log = structlog.get_logger("worker")
 
 #: Records the retry consumer may hold while they wait for their due time.
 RETRY_CONCURRENCY = 10_000
+
+
+class UnknownNodeType(ValueError):
+    """``NODES`` (or ``node_names``) names a node type no module provides."""
 
 
 class Worker:
@@ -109,13 +112,19 @@ class Worker:
         node_topics = [topics.node(n) for n in self.registry.names()]
         runtime_topics = [topics.retry, topics.processes, topics.process_events]
         await ensure_topics(settings, bootstrap, [*node_topics, *runtime_topics, *own_topics])
-        await _ensure_control_topic(settings, bootstrap, topics.control)
+        await ensure_control_topic(settings, bootstrap, topics.control)
         self.follower = CatalogFollower(
             make_consumer(settings, bootstrap, group_id=None),
             topics.control,
             catalog,
         )
         await self.follower.start()
+        # NODES is checked now that deployed custom nodes are imported, before anything is deployed
+        unknown = [name for name in names if self.registry.get(name) is None]
+        if unknown:
+            raise UnknownNodeType(
+                f"NODES names unknown node type(s): {', '.join(unknown)} (see `shoptet-worker nodes`)"
+            )
         for tv in to_deploy:
             # a version deployed before leaves the pointer to the operators: a restart must not
             # enable what they disabled, or roll back what they deployed since from elsewhere
@@ -346,26 +355,6 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def _ensure_control_topic(settings: Settings, bootstrap: str, topic: str) -> None:
-    """One partition, compacted: the latest record of every key (each version, each pointer) is
-    kept for good, where plain retention would drop deploys older than a week."""
-    one_partition = settings.model_copy(update={"kafka_partitions": 1})
-    await ensure_topics(one_partition, bootstrap, [topic], configs=CONTROL_TOPIC_CONFIGS)
-    try:
-        policy = await cleanup_policy(settings, bootstrap, topic)
-    except KafkaError as exc:  # e.g. no DescribeConfigs permission: the deploys still work
-        log.warning("could not check the control topic's cleanup policy", topic=topic, error=str(exc))
-        return
-    if {p.strip() for p in policy.split(",")} != {"compact"}:  # "compact,delete" still drops old deploys
-        # not altered here: AlterConfigs replaces every setting of the topic, not just this one
-        log.error(
-            "the control topic is not compacted: deploys older than its retention will be lost; "
-            "set cleanup.policy=compact on it",
-            topic=topic,
-            cleanup_policy=policy,
-        )
-
-
 async def open_configured_store(settings: Settings) -> InstallStore:
     from worker.store import open_store
 
@@ -386,7 +375,6 @@ def node_limits(node: Node, active: Iterable[TopologyVersion]) -> tuple[int, boo
 
 
 #: Settings of the control topic when the worker creates it.
-CONTROL_TOPIC_CONFIGS = {"cleanup.policy": "compact"}
 
 
 def configured_applications(

@@ -9,6 +9,7 @@ start and follow it while running: a deploy reaches every worker without a resta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,11 @@ class TopologyCatalog:
             versions = self.history.setdefault(tv.name, [])
             if tv.version not in versions:
                 versions.append(tv.version)
+            deployed = self.deployed.get(tv.name)
+            if deployed is not None and deployed.version == tv.version and self.current.get(tv.name) != deployed:
+                # its pointer came first (a control topic of several partitions keeps no order
+                # between the two records), and the version run meanwhile was the one before
+                self.current[tv.name] = dataclasses.replace(deployed)
         elif kind == "current":
             self.deployed[rest] = Deployment(**data)
             deployment = Deployment(**data)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.catalog import CatalogFollower, TopologyCatalog
 from worker.envelope import Message
-from worker.kafka import make_consumer, make_producer, send_message
+from worker.kafka import ensure_control_topic, make_consumer, make_producer, send_message
 from worker.registry import NodeRegistry, default_registry
 from worker.settings import Settings
 from worker.topics import TopicNames
@@ -73,6 +73,9 @@ async def control_client(settings: Settings, registry: NodeRegistry | None = Non
     bootstrap = resolve_bootstrap(settings)
     topics = TopicNames(settings.kafka_topic_prefix)
     catalog = TopologyCatalog(registry or default_registry())
+    # before it is read: a read of a missing topic made the broker create it with its defaults
+    # (several partitions, not compacted), and deploys then went out of order (see the catalog)
+    await ensure_control_topic(settings, bootstrap, topics.control)
     producer = make_producer(settings, bootstrap)
     await producer.start()
     follower = CatalogFollower(make_consumer(settings, bootstrap, group_id=None), topics.control, catalog)

@@ -21,7 +21,7 @@ from worker.app import Worker
 from worker.catalog import CatalogFollower
 from worker.control import NoKafka
 from worker.http.app import create_http_app
-from worker.kafka import make_consumer
+from worker.kafka import ensure_control_topic, make_consumer
 from worker.settings import Settings
 from worker.topology import TopologyVersion
 
@@ -41,6 +41,9 @@ class IngressWorker(Worker):
         if list(deploy) or deploy_dir is not None:
             raise ValueError("the ingress does not deploy topologies; it follows what the workers deployed")
         rt = await self._start_runtime(settings.kafka_bootstrap_servers)
+        # before it is read: a read of a topic that does not exist yet made the broker create it as
+        # it creates any (several partitions, not compacted), and deploys then went out of order
+        await ensure_control_topic(settings, rt.bootstrap_servers, rt.topics.control)
         consumer = make_consumer(settings, rt.bootstrap_servers, group_id=None)
         self.follower = CatalogFollower(consumer, rt.topics.control, rt.catalog)
         await self.follower.start()

@@ -279,3 +279,27 @@ async def cleanup_policy(settings: Settings, bootstrap_servers: str, topic: str)
             if entry[0] == "cleanup.policy":
                 return str(entry[1])
     return "delete"
+
+
+#: The control topic keeps the latest record of every key (each version, each pointer) for good.
+CONTROL_TOPIC_CONFIGS = {"cleanup.policy": "compact"}
+
+
+async def ensure_control_topic(settings: Settings, bootstrap: str, topic: str) -> None:
+    """One partition, compacted: the latest record of every key (each version, each pointer) is
+    kept for good, where plain retention would drop deploys older than a week."""
+    one_partition = settings.model_copy(update={"kafka_partitions": 1})
+    await ensure_topics(one_partition, bootstrap, [topic], configs=CONTROL_TOPIC_CONFIGS)
+    try:
+        policy = await cleanup_policy(settings, bootstrap, topic)
+    except KafkaError as exc:  # e.g. no DescribeConfigs permission: the deploys still work
+        log.warning("could not check the control topic's cleanup policy", topic=topic, error=str(exc))
+        return
+    if {p.strip() for p in policy.split(",")} != {"compact"}:  # "compact,delete" still drops old deploys
+        # not altered here: AlterConfigs replaces every setting of the topic, not just this one
+        log.error(
+            "the control topic is not compacted: deploys older than its retention will be lost; "
+            "set cleanup.policy=compact on it",
+            topic=topic,
+            cleanup_policy=policy,
+        )

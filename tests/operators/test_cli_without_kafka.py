@@ -87,3 +87,23 @@ def test_the_standalone_ingress_without_kafka_is_one_clear_line(
         main()
     assert exited.value.code == 2
     assert "error: the standalone ingress needs KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err
+
+
+def test_up_with_a_typo_in_nodes_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed a traceback, after it had created topics and published the deploys."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("NODES", "shoptet-get-order-detial")
+    monkeypatch.setenv("TOPOLOGY_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "up", "--no-http"])
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: NODES names unknown node type(s): shoptet-get-order-detial" in err
+    assert "Traceback" not in err

@@ -130,14 +130,16 @@ def simulator(
 
 
 def main() -> None:
+    from worker.app import UnknownNodeType
     from worker.control import NoKafka
     from worker.store.crypto import SecretKeyError
     from worker.topology import TopologyError
 
     try:
         app()
-    except (NoKafka, SecretKeyError, TopologyError) as exc:
-        # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR: one line each
+    except (NoKafka, SecretKeyError, TopologyError, UnknownNodeType) as exc:
+        # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR, a typo in NODES:
+        # one line each
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
 
