@@ -119,12 +119,6 @@ class Worker:
             catalog,
         )
         await self.follower.start()
-        # NODES is checked now that deployed custom nodes are imported, before anything is deployed
-        unknown = [name for name in names if self.registry.get(name) is None]
-        if unknown:
-            raise UnknownNodeType(
-                f"NODES names unknown node type(s): {', '.join(unknown)} (see `shoptet-worker nodes`)"
-            )
         for tv in to_deploy:
             # a version deployed before leaves the pointer to the operators: a restart must not
             # enable what they disabled, or roll back what they deployed since from elsewhere
@@ -134,6 +128,11 @@ class Worker:
                 enabled = current.enabled if current is not None else True
                 await publish_deployment(producer, topics.control, tv, enabled)
                 catalog.add_local(tv, enabled)  # the follower reads it back as well; new starts need it now
+        # checked once the deployed custom nodes are imported (the catalog imports them)
+        unknown = [name for name in names if self.registry.get(name) is None]
+        if unknown:
+            listed = ", ".join(unknown)
+            raise UnknownNodeType(f"NODES names unknown node type(s): {listed} (see `shoptet-worker nodes`)")
         self._build_consumers(names, bootstrap)
         self.tracker = ProcessTracker(
             make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),

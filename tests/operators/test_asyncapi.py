@@ -161,4 +161,5 @@ def test_running_worker_documents_what_is_deployed(tmp_path: Path) -> None:
 
     channels = worker_asyncapi(worker)["channels"]
     assert "inbound.shoptet.stock-movements" in channels
-    assert not [c for c in channels if c.startswith("sink.")]  # stock-update has no sink
+    # stock-update's only sink: Shoptet's answers
+    assert [c for c in channels if c.startswith("sink.")] == ["sink.shoptet.stock-movements.results"]

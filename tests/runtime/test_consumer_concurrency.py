@@ -364,8 +364,11 @@ async def test_resubscribing_keeps_the_rebalance_listener() -> None:
 
     fake = Recording()
     consumer = ManagedConsumer("inbound", fake, ["a"], lambda r: None)  # type: ignore[arg-type]
-    consumer.resubscribe(["a", "b"])
-    assert consumer.topics == ["a", "b"] and fake.topics == ["a", "b"]
+    consumer.resubscribe(["a", "b"])  # still starting: start subscribes to them (see the next test)
+    assert consumer.topics == ["a", "b"] and not hasattr(fake, "topics")
+    consumer._subscribed = True  # started
+    consumer.resubscribe(["a", "c"])
+    assert consumer.topics == ["a", "c"] and fake.topics == ["a", "c"]
     assert isinstance(fake.listener, ConsumerRebalanceListener)
 
 
