@@ -54,6 +54,21 @@ def test_up_with_its_http_port_taken_says_so_before_starting_anything(
     assert not (tmp_path / "var" / "worker.json").exists()
 
 
+def exit_of(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], **env: str
+) -> tuple[object, str]:
+    """Run the CLI as its console script would, in ``tmp_path`` with no Kafka: (exit code, stderr)."""
+    monkeypatch.chdir(tmp_path)  # no var/worker.json of a local `up`
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", *command])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
 def test_up_with_a_bad_topology_file_says_its_line_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,17 +76,8 @@ def test_up_with_a_bad_topology_file_says_its_line_in_one_line(
     topologies = tmp_path / "topology"
     topologies.mkdir()
     (topologies / "bad.yaml").write_text("name: x\nstart: [{manual: true}]\nnodes:\n  a: {node: nope}\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setenv("TOPOLOGY_DIR", str(topologies))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    monkeypatch.setattr("sys.argv", ["shoptet-worker", "up", "--no-http"])
-
-    with pytest.raises(SystemExit) as exited:
-        main()
-
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
+    code, err = exit_of(["up", "--no-http"], tmp_path, monkeypatch, capsys, TOPOLOGY_DIR=str(topologies))
+    assert code == 2
     assert f"error: {topologies / 'bad.yaml'}:4: unknown node type 'nope'" in err
     assert "Traceback" not in err
 
@@ -79,31 +85,17 @@ def test_up_with_a_bad_topology_file_says_its_line_in_one_line(
 def test_the_standalone_ingress_without_kafka_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    monkeypatch.setattr("sys.argv", ["shoptet-worker", "ingress"])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    assert exited.value.code == 2
-    assert "error: the standalone ingress needs KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err
+    code, err = exit_of(["ingress"], tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert "error: the standalone ingress needs KAFKA_BOOTSTRAP_SERVERS" in err
 
 
 def test_up_with_a_typo_in_nodes_says_so_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """It printed a traceback, after it had created topics and published the deploys."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setenv("NODES", "shoptet-get-order-detial")
-    monkeypatch.setenv("TOPOLOGY_DIR", str(tmp_path))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    monkeypatch.setattr("sys.argv", ["shoptet-worker", "up", "--no-http"])
-
-    with pytest.raises(SystemExit) as exited:
-        main()
-
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
+    """It printed a traceback."""
+    env = {"NODES": "shoptet-get-order-detial", "TOPOLOGY_DIR": str(tmp_path)}
+    code, err = exit_of(["up", "--no-http"], tmp_path, monkeypatch, capsys, **env)
+    assert code == 2
     assert "error: NODES names unknown node type(s): shoptet-get-order-detial" in err
     assert "Traceback" not in err
