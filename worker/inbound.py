@@ -2,6 +2,8 @@
 
 The install's ``user`` is the record's ``user`` header, else its key; the value is the JSON body for
 the start node. A record with neither, or with a body that is not JSON, goes to trash with the reason.
+A record with an ``application`` header (one a worker published: addon copies of the shipped
+topologies write to the same sinks) starts only the topologies that serve that application, for it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class InboundBridge:
         body = None
         headers = dict(record.headers or ())
         user_header = headers.get("user", b"").decode(errors="replace")
+        application = headers.get("application", b"").decode(errors="replace") or None
         user = user_header or (record.key or b"").decode(errors="replace")
         if not user:
             reason = "inbound record names no install: set the `user` header or the key to the install's user"
@@ -41,12 +44,19 @@ class InboundBridge:
         if reason is not None:
             await self._trash(record, reason)
             return
-        started = 0
+        started = listening = 0
         for tv in self.rt.catalog.active_all():
             start = find_start(tv, "topic", record.topic)
-            if start is not None:
-                await start_process(self.rt, tv, start, user=user, body=body)
-                started += 1
+            if start is None:
+                continue
+            listening += 1
+            if application is not None and not tv.topology.serves(application):
+                continue  # another application's install: the premium topology looked for it in vain
+            await start_process(self.rt, tv, start, user=user, body=body, application=application)
+            started += 1
+        if listening and not started:
+            log.debug("inbound record of an application no topology here serves", application=application)
+            return
         if not started:  # disabled meanwhile: kept for an operator to replay once it is enabled
             reason = f"no active topology starts on topic {record.topic!r} (disabled?)"
             # with the decoded body: `trash replay` sends it back as it came

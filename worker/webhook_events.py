@@ -1,5 +1,6 @@
 """The webhook events Shoptet sends, as its API description lists them (``info.description``'s
-table in openapi.yaml; ``tests/runtime/test_topology_loader.py`` checks that they agree).
+table in openapi.yaml, beta events marked ``(*)`` there included; ``tests/runtime/
+test_topology_loader.py`` checks that they agree).
 
 A topology's ``webhook:`` start is checked against them: a misspelled event would be accepted,
 subscribed in vain (Shoptet answers 422) and never start anything.
@@ -71,7 +72,21 @@ SHOPTET_WEBHOOK_EVENTS: frozenset[str] = frozenset(
         "paymentMethod:change",
         "pricelist:create",
         "pricelist:delete",
+        "product:create",
+        "product:delete",
+        "product:massCreate",
+        "product:massDelete",
+        "product:massUpdate",
+        "product:update",
         "productReview:created",
+        "productVariant:create",
+        "productVariant:delete",
+        "productVariant:massCreate",
+        "productVariant:massDelete",
+        "productVariant:massUpdate",
+        "productVariant:update",
+        "productVariantPrice:massUpdate",
+        "productVariantPrice:update",
         "proformaInvoice:create",
         "proformaInvoice:delete",
         "proformaInvoice:update",
@@ -96,7 +111,10 @@ SHOPTET_WEBHOOK_EVENTS: frozenset[str] = frozenset(
         "shippingMethod:change",
         "shippingRequest:cancelled",
         "shippingRequest:confirmed",
+        "stock:inStock",
+        "stock:minStockSupplyReached",
         "stock:movement",
+        "stock:soldOut",
         "supplier:create",
         "supplier:delete",
         "supplier:update",

@@ -126,3 +126,28 @@ nodes:
   mid: {{node: test-passthrough, next: [out]}}
   out: {{sink: {sink}}}
 """
+
+
+async def test_a_record_of_another_application_starts_only_the_topologies_serving_it() -> None:
+    """Addon copies of the shipped topologies publish to the same sinks: a premium topology that
+    starts on shoptet.orders took each addon order for a premium install and sent it to trash."""
+    from tests.runtime.test_manual_run import Sender
+
+    premium = "name: sets\napplication: shoptet-premium\nstart:\n  - topic: shoptet.orders\nnodes:\n"
+    premium += "  sets: {node: shoptet-product-detail-with-set, next: [out]}\n  out: {sink: expanded}\n"
+    sender = Sender(premium)
+    store = Store()
+    bridge = InboundBridge(
+        SimpleNamespace(catalog=sender.catalog, store=store, topics=sender.topics, metrics=None, send=sender.send)
+    )  # type: ignore[arg-type]
+
+    def order(application: str) -> ConsumerRecord[bytes, Any]:
+        headers = (("user", b"222651"), ("application", application.encode()))
+        return ConsumerRecord("shoptet.orders", 0, 1, 0, 0, b"222651", b'{"code": "1"}', None, 6, 13, headers)
+
+    await bridge.handle(order("shoptet"))
+    assert sender.sent == [] and store.trash == []
+    await bridge.handle(order("shoptet-premium"))
+    [_, (topic, start)] = sender.sent  # the ledger record, then the start
+    assert topic == "t.node.shoptet-product-detail-with-set"
+    assert start.headers[H.APPLICATION] == "shoptet-premium" and start.user == "222651"

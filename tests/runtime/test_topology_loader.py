@@ -244,8 +244,10 @@ def test_the_webhook_events_are_those_shoptets_api_description_lists() -> None:
     from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
 
     description = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["info"]["description"]
-    listed = set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+) +\|", description, flags=re.MULTILINE))
+    listed = set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+)(?: \(\*\))? +\|", description, flags=re.MULTILINE))
     assert listed == SHOPTET_WEBHOOK_EVENTS
+    # the beta events, marked "(*)" in the table: a topology starting on product:update was refused
+    assert {"product:update", "stock:soldOut", "productVariant:create"} <= SHOPTET_WEBHOOK_EVENTS
 
 
 def test_the_system_webhooks_are_listed_by_shoptet_and_left_out_of_registration(registry: NodeRegistry) -> None:
@@ -262,7 +264,10 @@ def test_the_system_webhooks_are_listed_by_shoptet_and_left_out_of_registration(
 
     description = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["info"]["description"]
     system = description.split("### System Webhooks", 1)[1].split("\n## ", 1)[0]
-    assert set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+) +\|", system, flags=re.MULTILINE)) == SYSTEM_WEBHOOK_EVENTS
+    assert (
+        set(re.findall(r"^ *([a-zA-Z]+:[a-zA-Z]+)(?: \(\*\))? +\|", system, flags=re.MULTILINE))
+        == SYSTEM_WEBHOOK_EVENTS
+    )
 
     source = GOOD.replace("  - manual: true", "  - webhook: [addon:uninstall, order:create]")
     tv = parse_topology(source, registry=registry)
