@@ -53,7 +53,8 @@ class ShoptetUpdateStockMovements(Connector):
 
     Codes: 0 with the response body (``errors`` lists per-product failures Shoptet skipped);
     1003 "Missing product in shoptet!" when Shoptet answers 400 (every product unknown: a business
-    no-op, not a failure); 422 and other 4xx stop; 423/429/5xx repeat.
+    no-op, not a failure), or 0 with that answer under option ``report_unknown_products`` (so a
+    topology can publish it); 422 and other 4xx stop; 423/429/5xx repeat.
 
     Fix: inputs over 300 items are sent as several calls of at most 300. Their answers are merged
     (``errors`` concatenated); a call answered 400 adds its errors, and only when every call was a
@@ -94,7 +95,7 @@ class ShoptetUpdateStockMovements(Connector):
         skipped = [f"{e.get('instance') or '?'}: {e.get('errorCode')}" for e in merged.get("errors") or []]
         if skipped:  # Shoptet answers 200 and skips unknown products: nobody would know otherwise
             ctx.log.warning("stock movements skipped by Shoptet", stock_id=body.stockId, skipped=skipped[:50])
-        if missing == len(answers):
+        if missing == len(answers) and not ctx.options.get("report_unknown_products"):
             return Result(code=ResultCode.DO_NOT_CONTINUE, body=merged, message=MISSING_PRODUCT)
         return Result(body=merged)
 

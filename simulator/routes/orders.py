@@ -135,6 +135,13 @@ class NotesChange(_Change):
     trackingNumber: str | None = Field(default=None, max_length=32)
     additionalFields: list[AdditionalField] | None = Field(default=None, min_length=1)
 
+    @field_validator("additionalFields", mode="before")
+    @classmethod
+    def _fields_not_null(cls, value: object) -> object:
+        if value is None:  # an array of at least one in the spec, never null
+            raise ValueError("an array is required, not null")
+        return value
+
 
 class NotesBody(BaseModel):
     data: NotesChange

@@ -156,6 +156,13 @@ async def test_stock_movements_all_chunks_400(harness: Harness, shoptet_api: res
     assert run.result.code == ResultCode.DO_NOT_CONTINUE
     assert run.result.message == "Missing product in shoptet!"
 
+    # stock-update publishes Shoptet's answers: the commonest skip (one unknown product) went nowhere
+    reported = await harness.run(
+        ShoptetUpdateStockMovements(), {"stockId": 3, "data": items}, options={"report_unknown_products": True}
+    )
+    assert reported.result.code == ResultCode.SUCCESS
+    assert reported.result.body is not None and reported.result.body["errors"]
+
 
 @pytest.mark.parametrize(
     ("failure", "error_class"),
