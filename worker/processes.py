@@ -37,6 +37,11 @@ from worker.tasks import cancel_and_wait
 log = structlog.get_logger("processes")
 
 
+#: How long a process below zero in flight must stay unchanged to count as finished: a batch's
+#: items are counted before the batch's own row, which comes only when its hop ends.
+BELOW_ZERO_QUIET_SECONDS = 60.0
+
+
 @dataclass(slots=True)
 class ProcessCounts:
     root: str
@@ -192,6 +197,8 @@ class ProcessBook:
             p.starts += 1
             p.started_at = min(p.started_at or p.updated_at, p.updated_at)
         elif kind == "handled":  # one process per record, as written before handled rows
+            if p.finished_at is not None and int(record.get("node_outputs", 0)) > 0:
+                p.finished_at = None  # as in ``_apply_rows``
             p.handled += int(record.get("handled", 0))
             p.node_outputs += int(record.get("node_outputs", 0))
             p.emitted += int(record.get("emitted", 0))
@@ -214,6 +221,10 @@ class ProcessBook:
             if not root:
                 continue
             p = self._touch(root, topology, version, user, at, received_at)
+            if p.finished_at is not None and node_outputs > 0:
+                # a message replayed from trash: the process runs again, and is announced again
+                # (with the replay's outcome) once it is quiet; without this, status kept its old end
+                p.finished_at = None
             p.handled += handled
             p.node_outputs += node_outputs
             p.emitted += emitted
@@ -238,12 +249,9 @@ class ProcessBook:
         return p
 
     def _check_idle(self, p: ProcessCounts) -> None:
-        if p.finished_at is not None and p.in_flight > 0:
-            # a message replayed from trash: the process runs again, and is announced again (with
-            # the replay's outcome) once it is quiet; without this, status kept its old end
-            p.finished_at = None
-        # below zero: a message handled twice (a redelivery after a rebalance or a crash; the
-        # ledger is at-least-once) counted one more handled than was sent; it is done all the same
+        # below zero: a batch's items counted before the batch's own row (which comes when its hop
+        # ends), or a message handled twice (a redelivery; the ledger is at-least-once); only a long
+        # quiet tells the two apart (see ``settled``)
         if p.starts and p.in_flight <= 0 and p.finished_at is None:
             self.idle[p.root] = None  # re-inserted: the most recently touched is last
 
@@ -258,13 +266,18 @@ class ProcessBook:
             log.warning("ledger record skipped", error=str(exc))
 
     def settled(self, quiet_seconds: float, now: float | None = None) -> list[ProcessCounts]:
-        """Unfinished processes with nothing in flight and no change for ``quiet_seconds``."""
+        """Unfinished processes with nothing in flight and no change for ``quiet_seconds``; below
+        zero in flight, for ``BELOW_ZERO_QUIET_SECONDS`` (a batch's row may still be on its way)."""
         now = time.monotonic() if now is None else now
         ready = []
         for root in self.idle:
-            if now - self.touched.get(root, now) < quiet_seconds:
+            quiet = now - self.touched.get(root, now)
+            if quiet < quiet_seconds:
                 break  # touched in order: every later one is younger still
-            ready.append(self.processes[root])
+            p = self.processes[root]
+            if p.in_flight < 0 and quiet < max(quiet_seconds, BELOW_ZERO_QUIET_SECONDS):
+                continue
+            ready.append(p)
         return [p for p in ready if not p.finished and p.starts and p.in_flight <= 0]
 
 

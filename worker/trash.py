@@ -146,8 +146,8 @@ async def _count_in_flight(sender: Starter, message: Message, *, undo: bool = Fa
         message.headers.get(H.TOPOLOGY_NAME, ""),
         message.headers.get(H.TOPOLOGY_VERSION, ""),
         message.user or "",
-        handled=1 if undo else 0,
-        node_outputs=0 if undo else 1,
+        handled=0,
+        node_outputs=-1 if undo else 1,
     )
     record = handled_record([tally])
     return await sender.send(sender.topics.processes, Message(body=record).with_key(tally.root))

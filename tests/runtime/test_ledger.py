@@ -151,6 +151,29 @@ def test_a_message_handled_twice_still_lets_its_process_finish() -> None:
     assert [p.root for p in book.settled(0.0, now=float("inf"))] == ["r"]
 
 
+def test_a_batch_whose_items_were_counted_before_its_own_row_is_not_finished_early() -> None:
+    """Items go out while their batch runs; its row (node_outputs) comes when its hop ends. Below
+    zero meanwhile, the process was announced finished after 2 s, with partial counts."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode(), received_at=0.0)
+    for _ in range(3):
+        book.apply_value(encode_json(handled_record([tally("r", done=1)])), received_at=0.0)
+    assert book.processes["r"].in_flight == -2
+    assert book.settled(2.0, now=2.5) == []
+    book.apply_value(encode_json(handled_record([tally("r", node_outputs=3)])), received_at=3.0)  # the batch
+    assert [p.root for p in book.settled(2.0, now=5.5)] == ["r"]
+
+
+def test_a_replay_reopens_a_process_that_had_counted_a_duplicate() -> None:
+    """Finished at -1 (a redelivery), the replay's +1 brought it to 0 only, and it stayed finished."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", trashed=1), tally("r", done=1)])))
+    book.apply_value(json.dumps({"kind": "finished", "root": "r", "at": 2}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", handled=0, node_outputs=1)])))  # the replay
+    assert not book.processes["r"].finished
+
+
 def test_rows_in_another_column_order_are_read_by_name() -> None:
     book = ProcessBook()
     columns = ["done", "root", "handled", "node_outputs"]
