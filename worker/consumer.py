@@ -410,7 +410,10 @@ class ManagedConsumer:
         committed offset (cheap, local). The highest offset fetched instead capped it at the
         read-ahead, and a backlog of millions showed as 50,000."""
         lags = {}
+        assigned = self.consumer.assignment()
         for tp, o in self._offsets.items():
-            end = max(self.consumer.highwater(tp) or 0, o.highest_seen + 1)
+            # aiokafka asserts the partition is assigned (a resubscribe may have taken it away)
+            highwater = self.consumer.highwater(tp) if tp in assigned else None
+            end = max(highwater or 0, o.highest_seen + 1)
             lags[f"{tp.topic}[{tp.partition}]"] = end - max(o.committed, 0)
         return lags

@@ -235,14 +235,18 @@ class Scheduler:
         while True:
             now = datetime.now(UTC)
             missed, recent = self.minutes_to_fire(now)
+            *rechecked, current = recent
             if missed:
+                # the re-checked minutes are missed ones too: ticked on their own, a start fired
+                # for the latest missed tick and again for each of them
                 try:
-                    await self.catch_up(missed)
+                    await self.catch_up(missed + rechecked)
                 except Exception:
                     log.exception("missed cron ticks failed", first=missed[0].isoformat())
-            for minute in recent:
+                rechecked = []
+            for minute in [*rechecked, current]:
                 try:
-                    await self.tick(minute, past=minute != recent[-1])
+                    await self.tick(minute, past=minute != current)
                 except Exception:
                     log.exception("cron tick failed", minute=minute.isoformat())
             self._last_minute = minute_of(now)

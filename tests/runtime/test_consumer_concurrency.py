@@ -425,7 +425,13 @@ async def test_lag_counts_to_the_end_of_the_partition_not_to_the_read_ahead() ->
     showed as the read-ahead limit."""
 
     class AtHighWatermark:
+        assigned = {TP}
+
+        def assignment(self) -> set[TopicPartition]:
+            return self.assigned
+
         def highwater(self, tp: TopicPartition) -> int | None:
+            assert tp in self.assigned, "Partition is not assigned"  # as aiokafka does
             return 2000 if tp == TP else None
 
     release = asyncio.Event()
@@ -440,3 +446,5 @@ async def test_lag_counts_to_the_end_of_the_partition_not_to_the_read_ahead() ->
     await asyncio.gather(*consumer._tasks)
     consumer._offsets[TP].committed = 100
     assert consumer.lag() == {"t[0]": 1900}
+    AtHighWatermark.assigned = set()  # resubscribed: /metrics failed (500) until the revocation
+    assert consumer.lag() == {"t[0]": 0}

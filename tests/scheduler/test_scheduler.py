@@ -246,28 +246,43 @@ def test_minute_of_is_utc() -> None:
 async def test_run_ticks_the_current_and_recent_minutes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     scheduler = Scheduler(cast(Runtime, None), "worker-1")
     ticked: list[datetime] = []
-    first_round = asyncio.Event()
+    first_ticked, first_round = asyncio.Event(), asyncio.Event()
 
     async def record(now: datetime, *, past: bool = False) -> int:
         ticked.append(now)
+        first_ticked.set()
         if len(ticked) == 3:
             first_round.set()
         return 0
 
-    async def no_catch_up(minutes: list[datetime]) -> int:
+    caught_up: list[list[datetime]] = []
+
+    async def catch_up(minutes: list[datetime]) -> int:
+        caught_up.append(minutes)
         return 0
 
     monkeypatch.setattr(scheduler, "tick", record)
-    monkeypatch.setattr(scheduler, "catch_up", no_catch_up)
+    monkeypatch.setattr(scheduler, "catch_up", catch_up)
     before = minute_of(datetime.now(UTC))
+    scheduler.start()
+    await asyncio.wait_for(first_ticked.wait(), 5)
+    await scheduler.stop()
+
+    # just started: the last hour before the current minute is caught up (latest per start),
+    # and not re-checked minute by minute as well (a start fired for each of them too)
+    current = ticked[0]  # `before`, or the next minute if the clock crossed a boundary meanwhile
+    assert current >= before
+    assert caught_up[0] == [current - timedelta(minutes=k) for k in range(60, 0, -1)]
+    assert scheduler._task is None
+
+    # running: the last minutes are re-checked, then the current one ticked
+    ticked.clear()
+    scheduler._last_minute = minute_of(datetime.now(UTC)) - timedelta(minutes=1)
     scheduler.start()
     await asyncio.wait_for(first_round.wait(), 5)
     await scheduler.stop()
-
-    current = ticked[2]  # `before`, or the next minute if the clock crossed a boundary meanwhile
-    assert current >= before
+    current = ticked[2]
     assert ticked[:3] == [current - timedelta(minutes=2), current - timedelta(minutes=1), current]
-    assert scheduler._task is None
 
 
 async def test_the_scheduler_purges_expired_leases_once_an_interval(worker: Worker) -> None:
