@@ -15,7 +15,7 @@ from worker.processes import start_record
 from worker.router import start_headers
 from worker.store import Install
 from worker.topics import TopicNames
-from worker.topology import StartSpec, TopologyVersion
+from worker.topology import APPLICATIONS, StartSpec, TopologyVersion
 
 
 class Starter(Protocol):
@@ -78,28 +78,32 @@ async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any, app
     that names none (it serves both); refused when the start node needs an install and nothing
     names its application: the message went to trash, and no replay could fix its headers."""
     tv = rt.catalog.active(name)
+    deployed = rt.catalog.deployed.get(name)
+    if deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None:
+        # with a version before it loadable, the run started that one (an error line said so)
+        raise TopologyNotRunnable(
+            f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules "
+            "it imports importable from this shell (PYTHONPATH)?"
+        )
     if tv is None:
-        deployed = rt.catalog.deployed.get(name)
-        if deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None:
-            raise TopologyNotRunnable(
-                f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules "
-                "it imports importable from this shell (PYTHONPATH)?"
-            )
         raise TopologyNotRunnable(f"topology {name!r} is not deployed or is disabled")
     start = find_start(tv, "manual")
     if start is None:
         raise TopologyNotRunnable(f"topology {name!r} has no manual start")
+    if application is not None and application not in APPLICATIONS:
+        raise ApplicationNeeded(f"unknown application {application!r} (known: {', '.join(sorted(APPLICATIONS))})")
     if application is not None and not tv.topology.serves(application):
         raise ApplicationNeeded(f"topology {name!r} serves {tv.topology.application}, not {application}")
-    node_id = tv.topology.start_node(start)
-    node = rt.catalog.registry.get(tv.topology.nodes[node_id].node or "")
-    default = node.application if node is not None else None
-    if application is None and node is not None and node.needs_install:
-        if tv.topology.application_of(node_id, default) is None:
-            raise ApplicationNeeded(
-                f"topology {name!r} names no application and its start node {node_id!r} needs an install: "
-                "say whose (shoptet-premium or shoptet) with --application, or `application` in the body"
-            )
+    if application is None:
+        for node_id, spec in tv.topology.nodes.items():  # any node of it: the message gets there
+            node = rt.catalog.registry.get(spec.node or "")
+            if node is None or not node.needs_install:
+                continue
+            if tv.topology.application_of(node_id, node.application) is None:
+                raise ApplicationNeeded(
+                    f"topology {name!r} names no application and its node {node_id!r} needs an install: "
+                    "say whose (shoptet-premium or shoptet) with --application, or `application` in the body"
+                )
     return await start_process(rt, tv, start, user=user, body=body, application=application)
 
 

@@ -79,3 +79,40 @@ async def test_a_deployed_topology_this_shell_cannot_load_is_named_as_such() -> 
     sender.catalog.apply("current:detail", json.dumps(pointer).encode())
     with pytest.raises(TopologyNotRunnable, match="deployed, but its version cannot be loaded here"):
         await run_manual(sender, "detail", user="shop", body={})
+
+
+async def test_every_node_that_needs_an_install_asks_for_an_application() -> None:
+    """A custom start node that needs no install, then the order detail: the check looked at the
+    start node only, and the detail node trashed the message."""
+    mixed = """\
+name: detail
+imports: [tests.runtime.sample_nodes]
+start:
+  - manual: true
+nodes:
+  map: {node: test-passthrough, next: [detail]}
+  detail: {node: shoptet-get-order-detail, next: [out]}
+  out: {sink: detail.out}
+"""
+    sender = Sender(mixed)
+    with pytest.raises(ApplicationNeeded, match="its node 'detail' needs an install"):
+        await run_manual(sender, "detail", user="shop", body={})
+    with pytest.raises(ApplicationNeeded, match="unknown application 'premium'"):
+        await run_manual(sender, "detail", user="shop", body={}, application="premium")
+
+
+async def test_a_deployed_version_this_shell_cannot_load_is_not_run_as_the_one_before() -> None:
+    import json
+
+    from worker.starter import TopologyNotRunnable
+
+    sender = Sender(SOURCE.format(application="application: shoptet-premium\n"))
+    source = SOURCE.format(application="imports: [no_such_module.nodes]\n")
+    sender.catalog.apply(
+        "version:detail:v2", json.dumps({"name": "detail", "version": "v2", "source": source}).encode()
+    )
+    pointer = {"name": "detail", "version": "v2", "enabled": True, "deployed_at": ""}
+    sender.catalog.apply("current:detail", json.dumps(pointer).encode())
+    assert sender.catalog.active("detail") is not None  # the worker keeps running the one before
+    with pytest.raises(TopologyNotRunnable, match="cannot be loaded here"):
+        await run_manual(sender, "detail", user="shop", body={})

@@ -87,6 +87,7 @@ def run(
         payload: Any = json.loads(body)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--body is not JSON: {exc}") from exc
+    whose = _application_name(application)
 
     async def _run() -> None:
         from worker.control import control_client
@@ -94,13 +95,25 @@ def run(
 
         async with control_client(settings_from_env()) as control:
             try:
-                message = await run_manual(control, topology, user=user, body=payload, application=application)
+                message = await run_manual(control, topology, user=user, body=payload, application=whose)
             except (TopologyNotRunnable, ApplicationNeeded) as exc:
                 typer.echo(str(exc), err=True)
                 raise typer.Exit(2) from exc
         typer.echo(json.dumps({"process-id": message.process_id, "correlation-id": message.correlation_id}))
 
     asyncio.run(_run())
+
+
+def _application_name(value: str | None) -> str | None:
+    """``premium`` and ``addon`` as ``install`` takes them, or the real names."""
+    from applications.installs import application_name
+
+    if value is None:
+        return None
+    try:
+        return application_name(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()
