@@ -119,6 +119,14 @@ class Worker:
             catalog,
         )
         await self.follower.start()
+        # before anything is deployed: the deployed custom nodes are imported now (the follower
+        # read them), and the ones the files bring are imported here
+        for path in {path for tv in to_deploy for path in tv.topology.imports}:
+            self.registry.import_path(path)
+        unknown = [name for name in names if self.registry.get(name) is None]
+        if unknown:
+            listed = ", ".join(unknown)
+            raise UnknownNodeType(f"NODES names unknown node type(s): {listed} (see `shoptet-worker nodes`)")
         for tv in to_deploy:
             # a version deployed before leaves the pointer to the operators: a restart must not
             # enable what they disabled, or roll back what they deployed since from elsewhere
@@ -128,11 +136,6 @@ class Worker:
                 enabled = current.enabled if current is not None else True
                 await publish_deployment(producer, topics.control, tv, enabled)
                 catalog.add_local(tv, enabled)  # the follower reads it back as well; new starts need it now
-        # checked once the deployed custom nodes are imported (the catalog imports them)
-        unknown = [name for name in names if self.registry.get(name) is None]
-        if unknown:
-            listed = ", ".join(unknown)
-            raise UnknownNodeType(f"NODES names unknown node type(s): {listed} (see `shoptet-worker nodes`)")
         self._build_consumers(names, bootstrap)
         self.tracker = ProcessTracker(
             make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),

@@ -175,3 +175,17 @@ async def test_a_restart_neither_re_enables_nor_rolls_back_what_operators_change
     await start_and_stop("deploy newer")
     await start_and_stop("nothing")
     assert await _current_version(worker_settings) == newer.version
+
+
+async def test_a_typo_in_nodes_stops_the_start_before_anything_is_deployed(worker_settings: Settings) -> None:
+    from worker.app import UnknownNodeType
+    from worker.registry import default_registry
+    from worker.topology import parse_topology
+
+    worker = Worker(worker_settings, node_names=["test-emit-itemz"])
+    try:
+        with pytest.raises(UnknownNodeType, match="test-emit-itemz"):
+            await worker.start(deploy=[parse_topology(GOOD, registry=default_registry())])
+    finally:
+        await worker.stop()
+    assert await _current_version(worker_settings) is None
