@@ -254,6 +254,8 @@ class Worker:
             await consumer.start()
         except Exception:  # the worker runs on; a restart consumes it
             log.exception("consumer of a newly deployed node type did not start", node=consumer.name)
+            with contextlib.suppress(Exception):
+                await consumer.consumer.stop()  # its connections, which a failed start may hold
             self.consumers.remove(consumer)
             self._node_consumers = [(n, c) for n, c in self._node_consumers if c is not consumer]
         else:
