@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
+from worker.topology import APPLICATIONS
 from worker.trash import record_entry
 
 log = structlog.get_logger("inbound")
@@ -41,6 +42,8 @@ class InboundBridge:
                 body = json.loads(record.value or b"")
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 reason = f"inbound record body is not JSON: {exc}"
+        if reason is None and application is not None and application not in APPLICATIONS:
+            reason = f"inbound record names an unknown application {application!r}"
         if reason is not None:
             await self._trash(record, reason)
             return
@@ -55,7 +58,7 @@ class InboundBridge:
             await start_process(self.rt, tv, start, user=user, body=body, application=application)
             started += 1
         if listening and not started:
-            log.debug("inbound record of an application no topology here serves", application=application)
+            log.info("inbound record of an application no topology here serves", application=application)
             return
         if not started:  # disabled meanwhile: kept for an operator to replay once it is enabled
             reason = f"no active topology starts on topic {record.topic!r} (disabled?)"

@@ -197,7 +197,7 @@ class ProcessBook:
             p.starts += 1
             p.started_at = min(p.started_at or p.updated_at, p.updated_at)
         elif kind == "handled":  # one process per record, as written before handled rows
-            if p.finished_at is not None and int(record.get("node_outputs", 0)) > 0:
+            if p.finished_at is not None and int(record.get("node_outputs", 0)) > 0 and not record.get("handled"):
                 p.finished_at = None  # as in ``_apply_rows``
             p.handled += int(record.get("handled", 0))
             p.node_outputs += int(record.get("node_outputs", 0))
@@ -221,9 +221,9 @@ class ProcessBook:
             if not root:
                 continue
             p = self._touch(root, topology, version, user, at, received_at)
-            if p.finished_at is not None and node_outputs > 0:
-                # a message replayed from trash: the process runs again, and is announced again
-                # (with the replay's outcome) once it is quiet; without this, status kept its old end
+            if p.finished_at is not None and node_outputs > 0 and handled == 0:
+                # a message replayed from trash (its row hands nothing over, it only adds one in
+                # flight): the process runs again, and is announced again, with the replay's outcome
                 p.finished_at = None
             p.handled += handled
             p.node_outputs += node_outputs

@@ -73,14 +73,18 @@ async def start_process(
     return message
 
 
-async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any, application: str | None = None) -> Message:
+async def run_manual(
+    rt: Starter, name: str, *, user: str | None, body: Any, application: str | None = None, strict: bool = False
+) -> Message:
     """Start a process by hand. ``application`` says whose install ``user`` is, for a topology
     that names none (it serves both); refused when the start node needs an install and nothing
     names its application: the message went to trash, and no replay could fix its headers."""
     tv = rt.catalog.active(name)
     deployed = rt.catalog.deployed.get(name)
-    if deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None:
-        # with a version before it loadable, the run started that one (an error line said so)
+    unloadable = deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None
+    # ``strict`` (the CLI): a shell without the deployed version's modules would start the version
+    # before it; a worker keeps running that one by design (a rolling upgrade), so its runs do too
+    if unloadable and (strict or tv is None):
         raise TopologyNotRunnable(
             f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules "
             "it imports importable from this shell (PYTHONPATH)?"
@@ -102,7 +106,7 @@ async def run_manual(rt: Starter, name: str, *, user: str | None, body: Any, app
             if tv.topology.application_of(node_id, node.application) is None:
                 raise ApplicationNeeded(
                     f"topology {name!r} names no application and its node {node_id!r} needs an install: "
-                    "say whose (shoptet-premium or shoptet) with --application, or `application` in the body"
+                    "say whose (shoptet-premium or shoptet): `run --application`, or `application` in the HTTP request"
                 )
     return await start_process(rt, tv, start, user=user, body=body, application=application)
 

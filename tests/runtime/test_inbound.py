@@ -147,6 +147,9 @@ async def test_a_record_of_another_application_starts_only_the_topologies_servin
 
     await bridge.handle(order("shoptet"))
     assert sender.sent == [] and store.trash == []
+    await bridge.handle(order("shoptet-premiun"))  # not an application: kept, with the reason
+    [typo] = store.trash
+    assert "unknown application 'shoptet-premiun'" in typo.error_message and sender.sent == []
     await bridge.handle(order("shoptet-premium"))
     [_, (topic, start)] = sender.sent  # the ledger record, then the start
     assert topic == "t.node.shoptet-product-detail-with-set"

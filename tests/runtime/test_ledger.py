@@ -164,6 +164,17 @@ def test_a_batch_whose_items_were_counted_before_its_own_row_is_not_finished_ear
     assert [p.root for p in book.settled(2.0, now=5.5)] == ["r"]
 
 
+def test_a_batch_row_after_its_items_does_not_announce_the_process_twice() -> None:
+    """The batch's own row (handled 1, its outputs) came after its items had ended: read as a
+    replay, it reopened the finished process, which was announced a second time."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", done=1)])))
+    book.apply_value(json.dumps({"kind": "finished", "root": "r", "at": 2}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", node_outputs=1)])))  # the batch's row
+    assert book.processes["r"].finished
+
+
 def test_a_replay_reopens_a_process_that_had_counted_a_duplicate() -> None:
     """Finished at -1 (a redelivery), the replay's +1 brought it to 0 only, and it stayed finished."""
     book = ProcessBook()

@@ -115,4 +115,6 @@ async def test_a_deployed_version_this_shell_cannot_load_is_not_run_as_the_one_b
     sender.catalog.apply("current:detail", json.dumps(pointer).encode())
     assert sender.catalog.active("detail") is not None  # the worker keeps running the one before
     with pytest.raises(TopologyNotRunnable, match="cannot be loaded here"):
-        await run_manual(sender, "detail", user="shop", body={})
+        await run_manual(sender, "detail", user="shop", body={}, strict=True)  # the CLI
+    started = await run_manual(sender, "detail", user="shop", body={})  # a worker (HTTP): as it runs
+    assert started.headers[H.TOPOLOGY_VERSION] != "v2"

@@ -95,7 +95,7 @@ def run(
 
         async with control_client(settings_from_env()) as control:
             try:
-                message = await run_manual(control, topology, user=user, body=payload, application=whose)
+                message = await run_manual(control, topology, user=user, body=payload, application=whose, strict=True)
             except (TopologyNotRunnable, ApplicationNeeded) as exc:
                 typer.echo(str(exc), err=True)
                 raise typer.Exit(2) from exc
