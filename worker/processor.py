@@ -225,9 +225,7 @@ class NodeProcessor:
         loop = asyncio.get_running_loop()
         until = loop.time() + UNKNOWN_VERSION_WAIT_SECONDS
         while loop.time() < until:
-            await asyncio.sleep(IN_PLACE_CHECK_SECONDS)
-            if self.feed.generation != generation:
-                raise RecordAbandoned
+            await self._hold(IN_PLACE_CHECK_SECONDS, generation)
             tv = self.rt.catalog.get(name, version)
             if tv is not None:
                 return tv
@@ -262,15 +260,20 @@ class NodeProcessor:
         )
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
-        loop = asyncio.get_running_loop()
-        until = loop.time() + delay
-        while (left := until - loop.time()) > 0:
-            await asyncio.sleep(min(left, IN_PLACE_CHECK_SECONDS))
-            if self.feed.generation != generation:  # rebalanced: the partition's owner reads it again
-                raise RecordAbandoned
+        await self._hold(delay, generation)
         resume = _resume_cursor(error)  # a node that stopped part-way goes on from there
         delivery.retried_in_place += 1
         return message.with_headers(repeat_hops=str(hops + 1), **({"cursor": resume} if resume else {}))
+
+    async def _hold(self, seconds: float, generation: int) -> None:
+        """Wait here, holding the record; once the consumer's generation moved on from
+        ``generation`` (a rebalance, a stop), give it up: its partition's owner reads it again."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(left, IN_PLACE_CHECK_SECONDS))
+            if self.feed.generation != generation:
+                raise RecordAbandoned
 
     def _retry_policy(self, spec: NodeSpec | None, interval: float | None = None) -> tuple[int, float]:
         """Max hops and the backoff's base interval: the topology's, else the settings' defaults."""
@@ -477,12 +480,7 @@ class NodeProcessor:
                 return await self.rt.store.add_trash(entry)
             except StoreUnavailable as exc:
                 log.warning("trash not written: the store does not answer; trying again", error=str(exc))
-            loop = asyncio.get_running_loop()
-            until = loop.time() + delay
-            while (left := until - loop.time()) > 0:
-                await asyncio.sleep(min(left, IN_PLACE_CHECK_SECONDS))
-                if self.feed.generation != generation:
-                    raise RecordAbandoned
+            await self._hold(delay, generation)
             delay = min(delay * 2, TRASH_RETRY_MAX_SECONDS)
 
 
