@@ -20,7 +20,7 @@ import structlog
 from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
 from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
-from worker.consumer import ManagedConsumer, ReadAheadBudget
+from worker.consumer import ManagedConsumer, ReadAheadBudget, revoke_wait_seconds
 from worker.inbound import InboundBridge
 from worker.kafka import ensure_control_topic, ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
@@ -223,6 +223,7 @@ class Worker:
             ordered=ordered,
             max_in_flight=self.settings.consumer_read_ahead_records,
             budget=self.read_ahead,
+            revoke_wait=revoke_wait_seconds(self.settings),
         )
         processor.feed = consumer
         self.consumers.append(consumer)
@@ -270,6 +271,7 @@ class Worker:
             InboundBridge(rt).handle,
             concurrency=50,
             budget=self.read_ahead,
+            revoke_wait=revoke_wait_seconds(self.settings),
         )
 
     def _lag(self) -> list[tuple[str, int]]:

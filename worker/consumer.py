@@ -43,8 +43,11 @@ DEFAULT_READ_AHEAD_BYTES: int = Settings.model_fields["consumer_read_ahead_bytes
 RECORD_OVERHEAD_BYTES = 2048
 #: A runner whose node never waits gives the event loop a turn after this many records.
 YIELD_EVERY = 32
-#: How long a revocation waits for running records before it lets the rebalance go on.
+#: How long a revocation waits for running records before it lets the rebalance go on, in a
+#: consumer built without the worker's settings (tests); see :func:`revoke_wait_seconds`.
 REVOKE_WAIT_SECONDS = 4.0
+#: What a revocation leaves of the group's rebalance timeout for the rejoin itself.
+REJOIN_MARGIN_SECONDS = 5.0
 #: Backoff of a record whose handler raised (see ``ManagedConsumer._handle``); short at most,
 #: because a sleeping record notices a revocation only when it wakes.
 HANDLER_RETRY_FIRST_SECONDS = 0.5
@@ -90,6 +93,17 @@ class ReadAheadBudget:
         await self._room.wait()
 
 
+def revoke_wait_seconds(settings: Settings) -> float:
+    """How long a revocation waits for the records still running: most of the rebalance timeout.
+
+    A record still running when the wait ends is left uncommitted, and the partition's next owner
+    (perhaps this member again) reads and runs it while the first run goes on: a write applied
+    twice. The group waits for this member up to its rebalance timeout, so the wait may use most
+    of it; past the timeout, the member would be dropped from the group, which is a rebalance more.
+    """
+    return max(1.0, settings.kafka_rebalance_timeout_ms / 1000 - REJOIN_MARGIN_SECONDS)
+
+
 def record_cost(record: ConsumerRecord[bytes, bytes]) -> int:
     return max(record.serialized_value_size, 0) + max(record.serialized_key_size, 0) + RECORD_OVERHEAD_BYTES
 
@@ -116,10 +130,10 @@ class _Rebalance(ConsumerRebalanceListener):
         if self.owner.abandon_on_revoke:
             for task in list(self.owner._tasks):
                 task.cancel()  # their records stay uncommitted: the partitions' next owner has them
-        # bounded: the group waits for this member's rejoin only up to its rebalance timeout (the
-        # session timeout, 6 s by default); past it, this member is dropped and rejoins, which is
-        # a rebalance more. A record still running is then left uncommitted for the next owner.
-        await self.owner._drain_and_commit(REVOKE_WAIT_SECONDS)
+        # bounded: the group waits for this member's rejoin only up to its rebalance timeout; past
+        # it, this member is dropped and rejoins, which is a rebalance more. A record still running
+        # is then left uncommitted for the next owner (see ``revoke_wait_seconds``).
+        await self.owner._drain_and_commit(self.owner.revoke_wait)
         for tp in revoked:
             self.owner._offsets.pop(tp, None)
 
@@ -149,6 +163,7 @@ class ManagedConsumer:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         budget: ReadAheadBudget | None = None,
         abandon_on_revoke: bool = False,
+        revoke_wait: float | None = None,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -164,6 +179,8 @@ class ManagedConsumer:
         #: topic, whose records wait up to their due time (minutes). Waiting that long stalls the
         #: rebalance past the session timeout, and the next owner forwards them as well.
         self.abandon_on_revoke = abandon_on_revoke
+        #: How long a revocation waits for the running records (see :func:`revoke_wait_seconds`).
+        self.revoke_wait = REVOKE_WAIT_SECONDS if revoke_wait is None else revoke_wait
         # a consumer built on its own (tests) gets a budget of its own, as large as the default
         self.budget = budget or ReadAheadBudget(DEFAULT_READ_AHEAD_BYTES)
         self.assigned = asyncio.Event()

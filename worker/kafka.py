@@ -161,6 +161,7 @@ def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, grou
         max_poll_records=500,
         max_poll_interval_ms=600_000,
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
     )
 

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = 1
     #: A group join takes about half of this on the embedded broker; failover after a crash takes all of it.
     kafka_session_timeout_ms: int = 6_000
+    #: How long the group waits in a rebalance for a member to finish the records it is running
+    #: (a Shoptet call may take 30 s). Cut short, a record still running was read and run again by
+    #: the partition's next owner: a stock movement applied twice.
+    kafka_rebalance_timeout_ms: int = 60_000
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
