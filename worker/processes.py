@@ -105,9 +105,11 @@ class HandledTally:
         sink_outputs: int,
         emitted: int,
         retried_in_place: int = 0,
+        ended: bool | None = None,
     ) -> HandledTally:
         """One handled message: ``outcome`` is ``ok``, ``retry`` or ``trash``; an ordered node's
-        retries waited out in place count as retries too."""
+        retries waited out in place count as retries too. ``ended``: the message's branch ended
+        here (by default: it had no node outputs; a batch counts its items' outputs earlier)."""
         headers = message.headers
         # positional and straight from the headers: this runs once per hop
         return cls(
@@ -121,7 +123,23 @@ class HandledTally:
             emitted,
             (outcome == "retry") + retried_in_place,
             outcome == "trash",
-            outcome == "ok" and node_outputs == 0,
+            outcome == "ok" and (node_outputs == 0 if ended is None else ended),
+        )
+
+    @classmethod
+    def outputs_of(cls, message: Message, *, node_outputs: int, sink_outputs: int) -> HandledTally:
+        """The outputs of one item a batch emitted, counted while the batch still runs (nothing
+        handled yet: the batch's own message is counted when its hop ends)."""
+        headers = message.headers
+        return cls(
+            headers.get(H.ROOT_PROCESS_ID) or headers.get(H.PROCESS_ID, ""),
+            headers.get(H.TOPOLOGY_NAME, ""),
+            headers.get(H.TOPOLOGY_VERSION, ""),
+            headers.get(H.USER) or "",
+            0,
+            node_outputs,
+            sink_outputs,
+            1,
         )
 
     def merge(self, other: HandledTally) -> None:

@@ -35,6 +35,7 @@ from worker.processes import HandledTally
 from worker.router import Outgoing, cursor_message, route
 from worker.runtime import Runtime
 from worker.store import Install, TrashEntry
+from worker.tasks import when_all_done
 from worker.topology import NodeSpec, TopologyVersion
 from worker.trash import record_entry, record_headers
 
@@ -61,7 +62,12 @@ FLUSH_EVERY = 500
 
 
 class Delivery:
-    """Outputs of one input on their way to the broker, and how many went where (for the ledger)."""
+    """Outputs of one input on their way to the broker, and how many went where (for the ledger).
+
+    A batch's items are counted in the ledger as they are emitted, together with their outputs.
+    Counted only when the batch's hop ended, an item whose branch ended before that left nothing
+    in flight for the tracker, and the process was announced finished while the batch still ran.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -71,6 +77,11 @@ class Delivery:
         self.emitted = 0
         #: Retries an ordered node waited out in place (counted in the ledger like the others).
         self.retried_in_place = 0
+        #: Of the counts above, those already in the ledger (emitted items and their outputs).
+        self._counted_node_outputs = self._counted_sink_outputs = self._counted_emitted = 0
+        #: The ledger batches that count them (and settle their outputs), oldest first.
+        self._counting: list[asyncio.Future[None]] = []
+        self._emitted_outputs = 0
 
     async def send(self, out: Outgoing) -> None:
         self.pending.append((out, await self.rt.send_output(out)))
@@ -79,6 +90,28 @@ class Delivery:
         else:
             self.node_outputs += 1
         if len(self.pending) >= FLUSH_EVERY:
+            await self.flush()
+
+    async def emit(self, message: Message, outs: list[Outgoing]) -> None:
+        """One item of a batch (``message``): its outputs sent and counted in the ledger now."""
+        sent: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        try:
+            for out in outs:
+                sent.append((out, await self.rt.send_output(out)))
+        finally:  # what went out is counted, also when an output could not go
+            node = sum(1 for out, _ in sent if not out.to_sink)
+            sink = len(sent) - node
+            self.emitted += 1
+            self.node_outputs += node
+            self.sink_outputs += sink
+            self._counted_emitted += 1
+            self._counted_node_outputs += node
+            self._counted_sink_outputs += sink
+            counting = self.rt.ledger.add(HandledTally.outputs_of(message, node_outputs=node, sink_outputs=sink), sent)
+            if not self._counting or self._counting[-1] is not counting:
+                self._counting.append(counting)
+        self._emitted_outputs += len(sent)
+        if self._emitted_outputs >= FLUSH_EVERY:
             await self.flush()
 
     def take(self) -> list[tuple[Outgoing, asyncio.Future[Any]]]:
@@ -90,6 +123,29 @@ class Delivery:
         """Wait until the broker has every output; resend what failed until it does."""
         failed = await unacknowledged(self.take())
         await resend_until_acknowledged(failed, self.rt.send_output, what="outputs")
+        counting, self._counting = self._counting, []
+        for batch in counting:
+            # shielded: the ledger batch is shared, and a cancelled wait here must not cancel it
+            await asyncio.shield(batch)  # it resends until the broker has it all: it never fails
+        self._emitted_outputs = 0
+
+    def tally(self, message: Message, outcome: str) -> HandledTally:
+        """The input's row in the ledger: what is not counted yet (its emitted items are)."""
+        return HandledTally.of(
+            message,
+            outcome=outcome,
+            node_outputs=self.node_outputs - self._counted_node_outputs,
+            sink_outputs=self.sink_outputs - self._counted_sink_outputs,
+            emitted=self.emitted - self._counted_emitted,
+            retried_in_place=self.retried_in_place,
+            ended=self.node_outputs == 0,
+        )
+
+    def recorded(self, last: asyncio.Future[None]) -> asyncio.Future[None]:
+        """Done when ``last`` (the input's own ledger batch) and the ledger batches that counted its
+        items are: only then is every count and output with the broker."""
+        earlier = [batch for batch in self._counting if not batch.done()]
+        return when_all_done([*earlier, last]) if earlier else last
 
 
 def backoff_seconds(interval: float, hops: int) -> float:
@@ -287,15 +343,8 @@ class NodeProcessor:
         outputs and the ledger record, which the ledger batch settles together (nothing is awaited
         here, so the node takes its next message meanwhile; at-least-once: the ledger may count a
         redelivery twice)."""
-        tally = HandledTally.of(
-            message,
-            outcome=outcome,
-            node_outputs=delivery.node_outputs,
-            sink_outputs=delivery.sink_outputs,
-            emitted=delivery.emitted,
-            retried_in_place=delivery.retried_in_place,
-        )
-        return outcome, self.rt.ledger.add(tally, delivery.take())
+        last = self.rt.ledger.add(delivery.tally(message, outcome), delivery.take())
+        return outcome, delivery.recorded(last)
 
     # --- the node call -------------------------------------------------------------------------
     async def _context(self, message: Message, tv: TopologyVersion, node_id: str, spec: NodeSpec) -> NodeContext:
@@ -343,9 +392,8 @@ class NodeProcessor:
 
         async def emit(body: Any) -> None:
             overrides = _install_headers(ctx)
-            delivery.emitted += 1
-            for out in route(self.rt.topics, tv, node_id, message, body, new_process=True, overrides=overrides):
-                await delivery.send(out)
+            outs = route(self.rt.topics, tv, node_id, message, body, new_process=True, overrides=overrides)
+            await delivery.emit(message, outs)
             if self.rt.metrics is not None:
                 self.rt.metrics.items_emitted(self.node.name)
 

@@ -29,3 +29,28 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def when_all_done(futures: list[asyncio.Future[Any]]) -> asyncio.Future[None]:
+    """A future done once every one of ``futures`` is; cancelled if one was cancelled or failed.
+
+    Built on callbacks, not on awaiting them: these are shared futures (a ledger batch's), and a
+    task cancelled while it awaits one cancels it for everybody."""
+    combined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    left = len(futures)
+
+    def one_done(future: asyncio.Future[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if combined.done():
+            return
+        if future.cancelled() or future.exception() is not None:
+            combined.cancel()
+        elif left == 0:
+            combined.set_result(None)
+
+    if not futures:
+        combined.set_result(None)
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined

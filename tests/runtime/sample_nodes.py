@@ -14,7 +14,8 @@ _failed_once: set[str] = set()
 
 
 class EmitItems(Batch):
-    """Emits ``count`` items ``{"n": i}``; with ``pages`` it walks a cursor, ``per_page`` items a hop."""
+    """Emits ``count`` items ``{"n": i}``; with ``pages`` it walks a cursor, ``per_page`` items a hop;
+    with ``then_wait`` it waits that many seconds after its items (a slow last page)."""
 
     name = "test-emit-items"
     needs_install = False
@@ -26,6 +27,7 @@ class EmitItems(Batch):
         first, last = page * per_page, min(count, (page + 1) * per_page)
         for i in range(first, last):
             await emit({"n": i})
+        await asyncio.sleep(float(message.body.get("then_wait") or 0))
         if last < count:
             return Result(code=ResultCode.BATCH_CURSOR_WITH_ITEMS, cursor={"page": page + 1})
         return Result()

@@ -1,7 +1,8 @@
 """``ctx.delivered()`` in a batch: it returns only once the broker has every item emitted so far.
 
 The processor runs on a stand-in runtime whose ``send_output`` hands back acknowledgements the test
-settles itself, so the test decides when "the broker" has the items.
+settles itself, so the test decides when "the broker" has the items (the stand-in ledger settles
+an item's count with them, as the real one does).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from worker.envelope import Message
 from worker.node import Batch, Emit, NodeContext, Result
 from worker.processor import Delivery, NodeProcessor
 from worker.router import Outgoing
+from worker.tasks import when_all_done
 from worker.topics import TopicNames
 from worker.topology import parse_topology
 
@@ -54,7 +56,13 @@ async def test_delivered_waits_for_the_brokers_acknowledgement_of_every_emitted_
         acks.append(loop.create_future())
         return acks[-1]
 
-    runtime: Any = SimpleNamespace(topics=TopicNames("t"), metrics=None, send_output=send_output)
+    def ledger_add(tally: Any, outputs: Any = ()) -> asyncio.Future[None]:
+        """The ledger batch that counts an item: done once the broker has the item's outputs."""
+        return when_all_done([ack for _, ack in outputs])
+
+    runtime: Any = SimpleNamespace(
+        topics=TopicNames("t"), metrics=None, send_output=send_output, ledger=SimpleNamespace(add=ledger_add)
+    )
     node = EmitThenConfirm()
     processor = NodeProcessor(runtime, node)
     tv = parse_topology(TOPOLOGY)

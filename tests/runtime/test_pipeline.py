@@ -324,3 +324,22 @@ async def test_process_finished_event_carries_the_counts(worker_settings: Settin
     assert event["trashed"] == 0
     assert event["in_flight"] == 0
     assert event["handled"] == 3 + 30 * 2  # three batch hops, each item twice (fail, then pass)
+
+
+async def test_a_process_is_not_finished_while_its_batch_still_runs(worker_settings: Settings) -> None:
+    """The batch's one item ends its branch at once while the batch hop runs on. The batch's
+    outputs were counted only when its hop ended, so for the tracker nothing was in flight and the
+    process was announced finished, with half its counts, seconds before it was."""
+    sink = f"{worker_settings.kafka_topic_prefix}.out"
+    worker = Worker(worker_settings, node_names=NODES[:2])
+    tv = parse_topology(topology("slow-batch", sink), registry=worker.registry)
+    await worker.start(deploy=[tv])
+    try:
+        start = await run_manual(worker.rt, "slow-batch", user="shop-3", body={"count": 1, "then_wait": 5})
+        events = await SinkReader(
+            worker_settings.kafka_bootstrap_servers, worker.rt.topics.process_events
+        ).collect_until(lambda ms: any(m.body.get("root") == start.process_id for m in ms), timeout=60)
+    finally:
+        await worker.stop()
+    [event] = [m.body for m in events if m.body["root"] == start.process_id]
+    assert (event["handled"], event["emitted"], event["delivered"]) == (2, 1, 1)
