@@ -176,14 +176,18 @@ Send = Callable[[T], Awaitable["asyncio.Future[Any]"]]
 
 
 async def unacknowledged(pending: Iterable[tuple[T, asyncio.Future[Any]]]) -> list[T]:
-    """Wait for every acknowledgement; the items the broker did not take."""
-    failed = []
-    for item, ack in pending:  # all are on their way already: awaiting in turn costs no time
-        try:
-            await ack
-        except Exception:  # KafkaError subclasses: timeouts, leader changes, broker gone
-            failed.append(item)
-    return failed
+    """Wait for every acknowledgement; the items the broker did not take (a KafkaError: timeouts,
+    leader changes, broker gone).
+
+    Waited for with ``asyncio.wait``, which leaves them be when the waiter is cancelled (a stop):
+    an acknowledgement is shared by a whole record batch, and awaited directly, it was cancelled
+    with the waiter for every record of the batch, and the ledger batch waiting on it never ended.
+    """
+    pending = list(pending)
+    waiting = {ack for _, ack in pending if not ack.done()}  # a record batch's is shared: once
+    if waiting:
+        await asyncio.wait(waiting)
+    return [item for item, ack in pending if ack.cancelled() or ack.exception() is not None]
 
 
 async def send_all(items: Iterable[T], send: Send[T]) -> list[tuple[T, asyncio.Future[Any]]]:
