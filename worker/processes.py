@@ -110,13 +110,8 @@ class HandledTally:
         """One handled message: ``outcome`` is ``ok``, ``retry`` or ``trash``; an ordered node's
         retries waited out in place count as retries too. ``ended``: the message's branch ended
         here (by default: it had no node outputs; a batch counts its items' outputs earlier)."""
-        headers = message.headers
-        # positional and straight from the headers: this runs once per hop
-        return cls(
-            headers.get(H.ROOT_PROCESS_ID) or headers.get(H.PROCESS_ID, ""),
-            headers.get(H.TOPOLOGY_NAME, ""),
-            headers.get(H.TOPOLOGY_VERSION, ""),
-            headers.get(H.USER) or "",
+        return cls._counting(
+            message,
             1,
             node_outputs,
             sink_outputs,
@@ -130,16 +125,19 @@ class HandledTally:
     def outputs_of(cls, message: Message, *, node_outputs: int, sink_outputs: int) -> HandledTally:
         """The outputs of one item a batch emitted, counted while the batch still runs (nothing
         handled yet: the batch's own message is counted when its hop ends)."""
+        return cls._counting(message, 0, node_outputs, sink_outputs, 1)
+
+    @classmethod
+    def _counting(cls, message: Message, *counts: int) -> HandledTally:
+        """A tally of ``message``'s process with ``counts`` in field order from ``handled`` on."""
         headers = message.headers
+        # positional and straight from the headers: this runs once per hop
         return cls(
             headers.get(H.ROOT_PROCESS_ID) or headers.get(H.PROCESS_ID, ""),
             headers.get(H.TOPOLOGY_NAME, ""),
             headers.get(H.TOPOLOGY_VERSION, ""),
             headers.get(H.USER) or "",
-            0,
-            node_outputs,
-            sink_outputs,
-            1,
+            *counts,
         )
 
     def merge(self, other: HandledTally) -> None:

@@ -6,6 +6,7 @@ import collections
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -303,19 +304,27 @@ async def test_sigterm_finishes_in_flight_and_restart_has_no_duplicates(
     assert max(counts.values()) == 1, f"duplicates after a graceful stop: {[n for n, c in counts.items() if c > 1]}"
 
 
-async def test_process_finished_event_carries_the_counts(worker_settings: Settings) -> None:
-    sink = f"{worker_settings.kafka_topic_prefix}.out"
-    worker = Worker(worker_settings, node_names=NODES)
-    tv = parse_topology(topology("counted", sink, "test-flaky-once"), registry=worker.registry)
+async def finished_event(
+    settings: Settings, topology_name: str, nodes: list[str], middle: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Run one process of ``topology(topology_name, ..., middle)``; its ``process finished`` event."""
+    sink = f"{settings.kafka_topic_prefix}.out"
+    worker = Worker(settings, node_names=nodes)
+    tv = parse_topology(topology(topology_name, sink, middle), registry=worker.registry)
     await worker.start(deploy=[tv])
     try:
-        start = await run_manual(worker.rt, "counted", user="shop-2", body={"count": 30, "per_page": 10})
-        events = await SinkReader(
-            worker_settings.kafka_bootstrap_servers, worker.rt.topics.process_events
-        ).collect_until(lambda ms: any(m.body.get("root") == start.process_id for m in ms), timeout=60)
+        start = await run_manual(worker.rt, topology_name, user="shop-2", body=body)
+        events = await SinkReader(settings.kafka_bootstrap_servers, worker.rt.topics.process_events).collect_until(
+            lambda ms: any(m.body.get("root") == start.process_id for m in ms), timeout=60
+        )
     finally:
         await worker.stop()
     [event] = [m.body for m in events if m.body["root"] == start.process_id]
+    return event
+
+
+async def test_process_finished_event_carries_the_counts(worker_settings: Settings) -> None:
+    event = await finished_event(worker_settings, "counted", NODES, "test-flaky-once", {"count": 30, "per_page": 10})
     assert event["event"] == "process finished"
     assert event["topology"] == "counted"
     assert event["emitted"] == 30
@@ -330,16 +339,6 @@ async def test_a_process_is_not_finished_while_its_batch_still_runs(worker_setti
     """The batch's one item ends its branch at once while the batch hop runs on. The batch's
     outputs were counted only when its hop ended, so for the tracker nothing was in flight and the
     process was announced finished, with half its counts, seconds before it was."""
-    sink = f"{worker_settings.kafka_topic_prefix}.out"
-    worker = Worker(worker_settings, node_names=NODES[:2])
-    tv = parse_topology(topology("slow-batch", sink), registry=worker.registry)
-    await worker.start(deploy=[tv])
-    try:
-        start = await run_manual(worker.rt, "slow-batch", user="shop-3", body={"count": 1, "then_wait": 5})
-        events = await SinkReader(
-            worker_settings.kafka_bootstrap_servers, worker.rt.topics.process_events
-        ).collect_until(lambda ms: any(m.body.get("root") == start.process_id for m in ms), timeout=60)
-    finally:
-        await worker.stop()
-    [event] = [m.body for m in events if m.body["root"] == start.process_id]
+    body = {"count": 1, "then_wait": 5}
+    event = await finished_event(worker_settings, "slow-batch", NODES[:2], "test-passthrough", body)
     assert (event["handled"], event["emitted"], event["delivered"]) == (2, 1, 1)
