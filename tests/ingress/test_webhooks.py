@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -381,3 +382,34 @@ async def test_standalone_ingress_follows_the_deployed_topologies(
     assert (response.status_code, response.json()["status"]) == (200, "accepted")
     [(key, _)] = await watch.new("test-passthrough")
     assert key == install.user.encode()
+
+
+def test_a_mass_events_codes_name_its_lease_by_their_hash() -> None:
+    """``order:massUpdate`` carries its codes as a JSON list in ``eventInstance``: whole, the lease
+    name outgrew its column (512 characters) and PostgreSQL refused every delivery."""
+    from worker.http.webhooks import WebhookPayload
+
+    def key(codes: list[str]) -> str:
+        payload = WebhookPayload.model_validate(
+            {
+                "eshopId": 1,
+                "event": "order:massUpdate",
+                "eventCreated": "2026-11-25T03:00:00+0100",
+                "eventInstance": json.dumps(codes),
+            }
+        )
+        return payload.dedup_key("shoptet-premium")
+
+    codes = [f"2026{n:06d}" for n in range(200)]
+    assert len(key(codes)) < 200
+    assert key(codes) == key(list(codes))
+    assert key(codes) != key(codes[:-1])
+    single = WebhookPayload.model_validate(
+        {
+            "eshopId": 1,
+            "event": "order:create",
+            "eventCreated": "2026-11-25T03:00:00+0100",
+            "eventInstance": "2026000001",
+        }
+    )
+    assert single.dedup_key("shoptet-premium").endswith(":2026000001:2026-11-25T03:00:00+0100")

@@ -420,6 +420,22 @@ async def test_a_dropped_database_connection_is_retryable_and_the_next_call_reco
     assert await store.get_install("u1", "shoptet-premium") is None  # a fresh connection answers
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_factory", ["postgresql"], indirect=True)
+async def test_a_statement_postgresql_refuses_is_not_an_outage(store_factory: Factory) -> None:
+    """asyncpg reports a value too long for its column as a plain DBAPIError: read as an outage, a
+    webhook got 500 on every delivery and a message retried to its last hop for a permanent refusal."""
+    from sqlalchemy.exc import DBAPIError
+
+    from worker.errors import StoreUnavailable
+
+    store = await store_factory()
+    with pytest.raises(DBAPIError) as refused:
+        await store.acquire_lease("x" * 600, "owner", 60)
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert "too long" in str(refused.value)
+
+
 async def test_rotation_re_encrypts_every_secret_under_the_new_key(store: SqlInstallStore) -> None:
     """With ``NEW,OLD`` workers read both, but secrets written once (tokens at install) stayed under
     OLD: dropping OLD then refused the start. After ``secrets rotate``, NEW alone reads them all."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ router = APIRouter()
 
 #: Applications with a webhook URL; a deployment may add others through ``rt.applications``.
 KNOWN_APPLICATIONS = APPLICATIONS
+#: An ``eventInstance`` longer than this names its deduplication lease by its hash.
+MAX_PLAIN_INSTANCE_CHARS = 100
 
 
 class WebhookPayload(BaseModel):
@@ -48,8 +51,14 @@ class WebhookPayload(BaseModel):
     eventInstance: str = Field(min_length=1)
 
     def dedup_key(self, application: str) -> str:
-        """What makes two deliveries the same notification (Shoptet may deliver one twice)."""
-        return f"webhook:{application}:{self.eshopId}:{self.event}:{self.eventInstance}:{self.eventCreated}"
+        """What makes two deliveries the same notification (Shoptet may deliver one twice).
+
+        A long ``eventInstance`` (a mass event's list of codes) is named by its hash: whole, the
+        key outgrew the lease column, and PostgreSQL refused every delivery of the event."""
+        instance = self.eventInstance
+        if len(instance) > MAX_PLAIN_INSTANCE_CHARS:
+            instance = "sha256-" + hashlib.sha256(instance.encode()).hexdigest()
+        return f"webhook:{application}:{self.eshopId}:{self.event}:{instance}:{self.eventCreated}"
 
 
 class BodyTooLarge(Exception):

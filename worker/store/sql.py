@@ -498,6 +498,17 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
 
 #: What the database says of a statement it refuses, every time it is sent.
 REFUSED = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
+#: SQLSTATE classes of a refused statement: data exception, integrity constraint, syntax or access.
+#: asyncpg's refusals reach SQLAlchemy as a plain DBAPIError (a value too long for its column too),
+#: which read as an outage: a webhook got 500 on every delivery, a message retried to its last hop.
+REFUSED_SQLSTATE_CLASSES = frozenset({"22", "23", "42"})
+
+
+def _refused(exc: DBAPIError) -> bool:
+    if isinstance(exc, REFUSED):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in REFUSED_SQLSTATE_CLASSES
 
 
 @asynccontextmanager
@@ -516,7 +527,7 @@ def _raise_unavailable(exc: Exception) -> None:
     SQLite file; all worth another try, unlike a statement the database refuses (``REFUSED``).
     Only the error's first line is kept: the rest is the statement and its parameters."""
     if isinstance(exc, OSError | SQLAlchemyTimeoutError) or (
-        isinstance(exc, DBAPIError) and not isinstance(exc, REFUSED)
+        isinstance(exc, DBAPIError) and not _refused(exc)
     ):
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         raise StoreUnavailable(f"install store unavailable: {type(exc).__name__}: {first_line}") from exc
