@@ -29,13 +29,16 @@ async def apply_addon_event(store: InstallStore, application: str, eshop_id: str
     if event not in ADDON_EVENTS:
         log.warning("not an addon lifecycle event", addon_event=event, eshop_id=eshop_id)
         return False
-    install = await store.find_by_eshop(str(eshop_id), application)
-    if install is None:
+    installs = await store.installs_of_eshop(str(eshop_id), application)
+    if not installs:
         log.warning("addon event for an unknown install", addon_event=event, eshop_id=eshop_id)
         return False
-    if event in REMOVE:
-        done = await store.remove_install(install.user, application)
-    else:
-        done = await store.set_enabled(install.user, application, event in ENABLE)
-    log.info("addon event applied", addon_event=event, eshop_id=eshop_id, user=install.user, changed=done)
-    return done
+    changed = False
+    for install in installs:  # the addon's state is the e-shop's: every install of it follows
+        if event in REMOVE:
+            done = await store.remove_install(install.user, application)
+        else:
+            done = await store.set_enabled(install.user, application, event in ENABLE)
+        log.info("addon event applied", addon_event=event, eshop_id=eshop_id, user=install.user, changed=done)
+        changed = changed or done
+    return changed

@@ -321,6 +321,36 @@ async def test_disabled_install_is_acknowledged_but_not_started(
     await watch.assert_nothing_new()
 
 
+async def test_an_eshop_installed_under_two_users_is_verified_against_the_install_that_signed(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    """The same token added again as another user renewed the e-shop's key for that user only; the
+    first install (first by user) was the only one checked, and every webhook got 401."""
+    second_key = "0f" * 16
+    second = Install(
+        user=f"{install.user}-second",
+        application="shoptet-premium",
+        eshop_id=str(eshop_id),
+        secrets={"token": "premium-token", CURRENT_KEY: second_key},
+    )
+    await worker.rt.store.add_install(second)
+    body = webhook_body(eshop_id)
+
+    response = await client.post(URL, content=body, headers=signed(body, second_key))
+    assert (response.status_code, response.json()["status"]) == (200, "accepted"), response.text
+    [(key, _)] = await watch.new("test-passthrough")
+    assert key == second.user.encode()
+
+    # both with the key, the first one disabled: the e-shop's webhooks go on for the enabled one
+    await worker.rt.store.set_secret(install.user, install.application, CURRENT_KEY, second_key)
+    await worker.rt.store.set_enabled(install.user, install.application, False)
+    again = webhook_body(eshop_id, instance="2024000124")
+    response = await client.post(URL, content=again, headers=signed(again, second_key))
+    assert (response.status_code, response.json()["status"]) == (200, "accepted"), response.text
+    [_, (key, _)] = await watch.new("test-passthrough")  # everything since the test began
+    assert key == second.user.encode()
+
+
 async def test_addon_lifecycle_events_update_the_install(
     worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
 ) -> None:

@@ -48,10 +48,12 @@ class MemoryStore:
         return found.model_copy(deep=True) if found else None
 
     async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None:
-        for install in self.installs.values():
-            if install.eshop_id == eshop_id and install.application == application:
-                return install.model_copy(deep=True)
-        return None
+        found = await self.installs_of_eshop(eshop_id, application)
+        return found[0] if found else None
+
+    async def installs_of_eshop(self, eshop_id: str, application: str) -> list[Install]:
+        found = [i for i in self.installs.values() if i.eshop_id == eshop_id and i.application == application]
+        return [i.model_copy(deep=True) for i in sorted(found, key=lambda i: (not i.enabled, i.user))]
 
     async def set_setting(self, user: str, application: str, key: str, value: Any) -> None:
         self.setting_writes.append((user, application, key, value))

@@ -155,19 +155,23 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         return _answer(400, "error", reason)
 
     bound = bound.bind(eshop_id=payload.eshopId, webhook_event=payload.event, event_instance=payload.eventInstance)
-    install = await rt.store.find_by_eshop(payload.eshopId, application)
-    if install is None:
+    installs = await rt.store.installs_of_eshop(payload.eshopId, application)
+    if not installs:
         bound.warning("webhook ignored", reason="unknown e-shop")
         return _answer(200, "ignored", "unknown e-shop")
-    bound = bound.bind(user=install.user)
-    if not has_signature_key(install):
+    if not any(has_signature_key(candidate) for candidate in installs):
         bound.warning("webhook rejected", reason="signature key missing for the install", status=401)
         return _answer(401, "error", "signature cannot be verified")
     signature = request.headers.get(SIGNATURE_HEADER)
-    if not verify_signature(raw, signature, install, datetime.now(UTC), settings.signature_key_grace_seconds):
+    now = datetime.now(UTC)
+    # an e-shop installed under two users: the install whose key signed it (enabled ones first)
+    signed_for = [i for i in installs if verify_signature(raw, signature, i, now, settings.signature_key_grace_seconds)]
+    if not signed_for:
         reason = "signature mismatch" if signature else "signature missing"
         bound.warning("webhook rejected", reason=reason, status=401)
         return _answer(401, "error", "invalid signature")
+    install = signed_for[0]
+    bound = bound.bind(user=install.user)
 
     is_addon_event = payload.event in ADDON_EVENTS
     if is_addon_event and _predates_install(payload.eventCreated, install):

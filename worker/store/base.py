@@ -83,7 +83,14 @@ class InstallStore(Protocol):
 
     async def get_install(self, user: str, application: str) -> Install | None: ...
 
-    async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None: ...
+    async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None:
+        """The e-shop's install in ``application``: the first of :meth:`installs_of_eshop`."""
+
+    async def installs_of_eshop(self, eshop_id: str, application: str) -> list[Install]:
+        """Every install of the e-shop in ``application``, enabled ones first, then by user.
+
+        Usually one; two when an e-shop was installed under two users (one token added twice, an
+        addon e-shop added by hand and then installed through the callback)."""
 
     async def list_installs(self, application: str | None = None, *, enabled_only: bool = False) -> list[Install]: ...
 

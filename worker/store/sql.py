@@ -143,8 +143,12 @@ class SqlInstallStore:
         return found[0] if found else None
 
     async def find_by_eshop(self, eshop_id: str, application: str) -> Install | None:
-        found = await self._load(and_(t.installs.c.eshop_id == str(eshop_id), t.installs.c.application == application))
+        found = await self.installs_of_eshop(eshop_id, application)
         return found[0] if found else None
+
+    async def installs_of_eshop(self, eshop_id: str, application: str) -> list[Install]:
+        found = await self._load(and_(t.installs.c.eshop_id == str(eshop_id), t.installs.c.application == application))
+        return sorted(found, key=lambda install: not install.enabled)  # stable: by user within each
 
     async def list_installs(self, application: str | None = None, *, enabled_only: bool = False) -> list[Install]:
         conditions = []
@@ -526,9 +530,7 @@ def _raise_unavailable(exc: Exception) -> None:
     dropped (asyncpg reports a terminated session in several ways), a pool timeout, a locked
     SQLite file; all worth another try, unlike a statement the database refuses (``REFUSED``).
     Only the error's first line is kept: the rest is the statement and its parameters."""
-    if isinstance(exc, OSError | SQLAlchemyTimeoutError) or (
-        isinstance(exc, DBAPIError) and not _refused(exc)
-    ):
+    if isinstance(exc, OSError | SQLAlchemyTimeoutError) or (isinstance(exc, DBAPIError) and not _refused(exc)):
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         raise StoreUnavailable(f"install store unavailable: {type(exc).__name__}: {first_line}") from exc
 
