@@ -78,8 +78,8 @@ class LedgerHandled(BaseModel):
 
     One record per ledger partition per batch; a row's process belongs to that partition. Written
     with the batch's node outputs, and the inputs are committed only when both are acknowledged.
-    A batch node's items are counted as it emits them (rows with ``handled`` 0), before any of them
-    can be handled; its own message is counted when its hop ends.
+    A batch node's items are counted as it emits them (rows with ``handled`` 0 and ``emitted`` 1),
+    not only when its hop ends, where its own message is counted.
     """
 
     kind: Literal["handled"]

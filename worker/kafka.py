@@ -151,6 +151,10 @@ def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProduce
     )
 
 
+#: aiokafka's own request timeout.
+DEFAULT_REQUEST_TIMEOUT_MS = 40_000
+
+
 def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, group_id: str | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
@@ -162,6 +166,9 @@ def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, grou
         max_poll_interval_ms=600_000,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        # a JoinGroup is answered when every member has rejoined, which may take the whole
+        # rebalance timeout: under aiokafka's 40 s default the others timed out and rejoined again
+        request_timeout_ms=max(DEFAULT_REQUEST_TIMEOUT_MS, settings.kafka_rebalance_timeout_ms + 5_000),
         heartbeat_interval_ms=max(500, settings.kafka_session_timeout_ms // 4),
     )
 

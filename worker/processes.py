@@ -37,8 +37,9 @@ from worker.tasks import cancel_and_wait
 log = structlog.get_logger("processes")
 
 
-#: How long a process below zero in flight must stay unchanged to count as finished: a batch's
-#: items are counted before the batch's own row, which comes only when its hop ends.
+#: How long a process below zero in flight must stay unchanged to count as finished: a message
+#: handled twice (a redelivery), or a follower's row that overtook the row counting it (written by
+#: different hops, perhaps different workers), is told apart from a real end only by a long quiet.
 BELOW_ZERO_QUIET_SECONDS = 60.0
 
 
@@ -213,7 +214,12 @@ class ProcessBook:
             p.starts += 1
             p.started_at = min(p.started_at or p.updated_at, p.updated_at)
         elif kind == "handled":  # one process per record, as written before handled rows
-            if p.finished_at is not None and int(record.get("node_outputs", 0)) > 0 and not record.get("handled"):
+            if (
+                p.finished_at is not None
+                and int(record.get("node_outputs", 0)) > 0
+                and not record.get("handled")
+                and not record.get("emitted")
+            ):
                 p.finished_at = None  # as in ``_apply_rows``
             p.handled += int(record.get("handled", 0))
             p.node_outputs += int(record.get("node_outputs", 0))
@@ -237,9 +243,10 @@ class ProcessBook:
             if not root:
                 continue
             p = self._touch(root, topology, version, user, at, received_at)
-            if p.finished_at is not None and node_outputs > 0 and handled == 0:
+            if p.finished_at is not None and node_outputs > 0 and handled == 0 and emitted == 0:
                 # a message replayed from trash (its row hands nothing over, it only adds one in
-                # flight): the process runs again, and is announced again, with the replay's outcome
+                # flight): the process runs again, and is announced again, with the replay's outcome.
+                # Not a batch's item (emitted): a redelivered batch must not announce it twice.
                 p.finished_at = None
             p.handled += handled
             p.node_outputs += node_outputs
@@ -265,9 +272,9 @@ class ProcessBook:
         return p
 
     def _check_idle(self, p: ProcessCounts) -> None:
-        # below zero: a batch's items counted before the batch's own row (which comes when its hop
-        # ends), or a message handled twice (a redelivery; the ledger is at-least-once); only a long
-        # quiet tells the two apart (see ``settled``)
+        # below zero: a message handled twice (a redelivery; the ledger is at-least-once), or a
+        # follower's row that overtook the row counting it; only a long quiet tells these apart
+        # from a real end (see ``settled``)
         if p.starts and p.in_flight <= 0 and p.finished_at is None:
             self.idle[p.root] = None  # re-inserted: the most recently touched is last
 

@@ -175,6 +175,19 @@ def test_a_batch_row_after_its_items_does_not_announce_the_process_twice() -> No
     assert book.processes["r"].finished
 
 
+def test_a_redelivered_batchs_items_do_not_announce_the_process_twice() -> None:
+    """A batch's items are counted as it emits them (handled 0, node outputs): read as a replay's
+    row, a batch run again after its process had finished (at-least-once) reopened the process,
+    which was announced a second time a minute later."""
+    book = ProcessBook()
+    book.apply_value(json.dumps({"kind": "start", "root": "r", "at": 1}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", handled=0, node_outputs=1, emitted=1)])))  # an item
+    book.apply_value(encode_json(handled_record([tally("r"), tally("r", done=1)])))  # the batch, the item
+    book.apply_value(json.dumps({"kind": "finished", "root": "r", "at": 2}).encode())
+    book.apply_value(encode_json(handled_record([tally("r", handled=0, node_outputs=1, emitted=1)])))  # again
+    assert book.processes["r"].finished
+
+
 def test_a_replay_reopens_a_process_that_had_counted_a_duplicate() -> None:
     """Finished at -1 (a redelivery), the replay's +1 brought it to 0 only, and it stayed finished."""
     book = ProcessBook()

@@ -62,3 +62,14 @@ async def test_a_record_running_through_a_rebalance_runs_once(worker_settings: S
     finally:
         await asyncio.gather(first.stop(5), second.stop(5))
         await producer.stop()
+
+
+async def test_a_join_may_take_the_whole_rebalance_timeout(worker_settings: Settings) -> None:
+    """A JoinGroup is answered once every member has rejoined (one may wait the rebalance timeout
+    out for its running records): under aiokafka's 40 s default the others timed out and rejoined."""
+    settings = worker_settings.model_copy(update={"kafka_rebalance_timeout_ms": 120_000})
+    consumer = make_consumer(settings, settings.kafka_bootstrap_servers, group_id="g")
+    try:
+        assert consumer._client._request_timeout_ms > settings.kafka_rebalance_timeout_ms
+    finally:
+        await consumer.stop()
