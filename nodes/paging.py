@@ -18,11 +18,15 @@ A run lists every page of one endpoint from a start time T and emits every item 
 5. Shoptet warns that items shift between pages when the list changes while it is paged, so some
    are missed (an edited order moves to the end of the change feed; the orders behind it move up a
    slot, and one of them into a page already read). A page number cannot say so; an item seen twice
-   in one run, or a ``totalCount`` that fell, can: then the watermark is left where it was, and the
-   next run lists from the same start again (at-least-once: downstream sees some items twice).
-   Seen items are remembered within one hop only: with ``max_pages_per_hop``, a shift across hops
-   is not noticed. Nor is an order deleted from ``/api/orders`` while another is created: the
-   count and the pages stay as they were, and nothing is seen twice.
+   in one run, or a ``totalCount`` lower than a page answered before it was asked for, can. Then a
+   list leaves the watermark where it was, and the next run lists from the same start again
+   (at-least-once: downstream sees some items twice). A change feed, oldest change first, moves it
+   to the last change on its first page: an item the run missed was behind that one when page 1
+   was read, or changed after, so the next run still lists it; on a busy shop, left alone, the
+   watermark never moved again and every run listed the whole window. Seen items are remembered
+   within one hop only: with ``max_pages_per_hop``, a shift across hops is not noticed. Nor is
+   an order deleted from ``/api/orders`` while another is created: the count and the pages stay as
+   they were, and nothing is seen twice.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from worker.node import Batch, Emit, NodeContext, Result
 
 if TYPE_CHECKING:
     from applications.client import ShoptetClient
+    from worker.store import Install
 
 DEFAULT_PAGE_CONCURRENCY = 3
 
@@ -61,6 +66,8 @@ class ListCursor(BaseModel):
     startedAt: str | None = None
     #: (ours) an earlier hop of this run saw the list shift: the run must not move the watermark.
     shifted: bool = False
+    #: (ours) a change feed's last change on page 1: as far as a shifted run moves the watermark.
+    shiftedUpTo: str | None = None
 
 
 class _Listing:
@@ -74,11 +81,16 @@ class _Listing:
         self.page_count = 1
         self.shifted = False
 
-    def page(self, data: dict[str, Any], items: list[Any], pages: int) -> None:
+    def page(self, data: dict[str, Any], items: list[Any], pages: int, floor: int | None = None) -> None:
+        """Count one page in; ``floor``: the highest ``totalCount`` answered before it was asked for.
+
+        Only that one can tell a list that lost items: pages are asked for three at a time and
+        answered in any order, and one answered late may well count fewer items than one asked for
+        after it (a growing list shifts nothing), which read as a shift on every busy run."""
         self.page_count = max(self.page_count, pages)
         total = (data.get("paginator") or {}).get("totalCount")
         if isinstance(total, int):
-            if self.total is not None and total < self.total:
+            if floor is not None and total < floor:
                 self.shifted = True
             self.total = total if self.total is None else max(self.total, total)
         for item in items:
@@ -135,6 +147,9 @@ class ListBatch(Batch):
     item_id: ClassVar[str]
     #: Result message for an empty first page (answered with DO_NOT_CONTINUE).
     empty_message: ClassVar[str] = "Nothing to list."
+    #: The item field that orders the list, oldest first (a change feed's ``changeTime``): a run
+    #: that saw the list shift still moves the watermark to page 1's last value (see 5. above).
+    ordered_by: ClassVar[str | None] = None
 
     def default_from(self, now: datetime) -> str | None:
         """T when there is no cursor, no input and no stored watermark (None: list everything)."""
@@ -164,6 +179,7 @@ class ListBatch(Batch):
         if first_page == 1 and not items:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message=self.empty_message)
         listing.page(first, items, self._page_count(first))
+        shifted_up_to = self._last_of(items) if first_page == 1 else cursor.shiftedUpTo
         emitting = asyncio.Lock()
         await self._emit_all(emit, items, emitting)
 
@@ -175,20 +191,48 @@ class ListBatch(Batch):
 
         shifted = cursor.shifted or listing.shifted
         if last_page < page_count:
-            next_cursor = ListCursor(page=last_page + 1, dateFrom=date_from, startedAt=started_at, shifted=shifted)
+            next_cursor = ListCursor(
+                page=last_page + 1, dateFrom=date_from, startedAt=started_at, shifted=shifted, shiftedUpTo=shifted_up_to
+            )
             return Result(
                 code=ResultCode.BATCH_CURSOR_WITH_ITEMS,
-                cursor=next_cursor.model_dump(exclude=None if shifted else {"shifted"}),
+                # Orchesty's {page, dateFrom} and our startedAt always; the rest only when set
+                cursor=next_cursor.model_dump(
+                    exclude={k for k in ("shifted", "shiftedUpTo") if not getattr(next_cursor, k)}
+                ),
                 message=f"pages {first_page}-{last_page} of {page_count}",
             )
         listed = f"listed {page_count} page(s) from {date_from or 'the beginning'}"
         if shifted:
-            ctx.log.warning("list shifted while paging; watermark left as it was", path=self.path)
-            return Result(message=f"{listed}; the list shifted while paging, so the next run lists from there again")
+            moved_to = self._shifted_watermark(install, shifted_up_to)
+            if moved_to is None:
+                ctx.log.warning("list shifted while paging; watermark left as it was", path=self.path)
+                return Result(
+                    message=f"{listed}; the list shifted while paging, so the next run lists from there again"
+                )
+            ctx.log.warning("list shifted while paging; watermark moved to page 1's last change", path=self.path)
+            started_at, listed = moved_to, f"{listed}; the list shifted while paging: watermark moved to {moved_to}"
         # the next run lists from here: only once the broker has every item listed up to here
         await ctx.delivered()
         await shoptet.save_watermark(ctx, self.last_run_key, started_at)
         return Result(message=listed)
+
+    def _last_of(self, items: list[Any]) -> str | None:
+        """The ordering field of the page's last item (None for a list not ordered by one)."""
+        if self.ordered_by is None or not items or not isinstance(items[-1], dict):
+            return None
+        value = items[-1].get(self.ordered_by)
+        return shoptet.normalize_time(value) if isinstance(value, str) and value else None
+
+    def _shifted_watermark(self, install: Install, shifted_up_to: str | None) -> str | None:
+        """Where a run that saw its list shift may move the watermark: page 1's last change, if
+        that is ahead of the stored one (None: leave it)."""
+        if shifted_up_to is None:
+            return None
+        stored = install.settings.get(self.last_run_key)
+        if stored and shoptet.parse_time(str(stored)) >= shoptet.parse_time(shifted_up_to):
+            return None
+        return shifted_up_to
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -232,9 +276,10 @@ class ListBatch(Batch):
             # a shared iterator: each page is taken by exactly one worker; asked again after every
             # page, it hands out the pages a grown list reported meanwhile
             for page in pages:
+                floor = listing.total  # the most items any page answered so far counted
                 data = await self._fetch(ctx, page, date_from)
                 items = self._items(data)
-                listing.page(data, items, self._page_count(data))
+                listing.page(data, items, self._page_count(data), floor)
                 await self._emit_all(emit, items, lock)
 
         if pages.done():
@@ -306,6 +351,7 @@ class ChangeFeedBatch(ListBatch):
     from_param = "from"
     items_per_page = 1000
     empty_message = "No changes since last import."
+    ordered_by = "changeTime"
 
     def default_from(self, now: datetime) -> str | None:
         return shoptet.format_time(now - shoptet.CHANGE_FEED_RETENTION)

@@ -45,6 +45,11 @@ def changes(*codes: str) -> list[dict[str, Any]]:
     return [{"code": c, "changeTime": "2024-05-20T10:00:00+0200", "changeType": "edit"} for c in codes]
 
 
+def timed_changes(*changed: tuple[str, int]) -> list[dict[str, Any]]:
+    """Changes of ``(code, minute)``: changed at 2024-05-20 08:mm UTC."""
+    return [{"code": c, "changeTime": f"2024-05-20T10:{m:02d}:00+0200", "changeType": "edit"} for c, m in changed]
+
+
 def pages_requested(route: respx.Route) -> list[int]:
     return sorted(int(call.request.url.params["page"]) for call in route.calls)
 
@@ -215,7 +220,13 @@ async def test_max_pages_per_hop_returns_cursor_then_resumes(harness: Harness, s
 
     assert first.result.code == ResultCode.BATCH_CURSOR_WITH_ITEMS
     cursor = first.result.cursor
-    assert cursor == {"page": 3, "dateFrom": "2024-05-18T23:59:00Z", "startedAt": NOW_TEXT}
+    # with page 1's last change: as far as a run that sees the feed shift later moves the watermark
+    assert cursor == {
+        "page": 3,
+        "dateFrom": "2024-05-18T23:59:00Z",
+        "startedAt": NOW_TEXT,
+        "shiftedUpTo": "2024-05-20T08:00:00Z",
+    }
     assert sorted(i["code"] for i in first.emitted) == ["0", "1"]
     assert harness.store.setting_writes == []
 
@@ -250,23 +261,61 @@ def shifting(
     return answer
 
 
-async def test_an_item_moved_while_paging_leaves_the_watermark_alone(
+async def test_an_item_moved_while_paging_moves_the_watermark_only_to_page_1s_last_change(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
     """Order 2 was edited after page 1 was read: its change moved to the end of the feed, order 4
     moved up into page 1's last slot, and no page of this run holds it. Only order 2 showing up
-    twice tells; the next run must list from the same start again, or order 4 is never listed."""
+    twice tells. The next run must list order 4: the watermark goes no further than order 3's
+    change, the last on page 1 (left where it was, on a busy shop it never moved again)."""
     harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
-    before = [changes("1", "2", "3"), changes("4", "5", "6")]
-    after = [changes("1", "3", "4"), changes("5", "6", "2")]
+    before = [timed_changes(("1", 1), ("2", 2), ("3", 3)), timed_changes(("4", 4), ("5", 5), ("6", 6))]
+    after = [timed_changes(("1", 1), ("3", 3), ("4", 4)), timed_changes(("5", 5), ("6", 6), ("2", 7))]
     shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 3))
 
     run = await harness.run(ShoptetGetOrderChangesList(), {})
 
     assert run.result.code == ResultCode.SUCCESS
     assert "4" not in {i["code"] for i in run.emitted}  # what the shift hid
-    assert harness.store.setting_writes == []
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:03:00Z"
     assert "shifted" in run.result.message
+    next_from = shoptet.watermark_start(harness.install, shoptet.LAST_RUN_ORDER_CHANGES)
+    assert next_from is not None and next_from <= "2024-05-20T08:04:00Z"  # order 4's change
+
+
+async def test_a_shifted_run_never_moves_the_watermark_back(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-20T08:30:00Z"
+    before = [timed_changes(("1", 1), ("2", 2), ("3", 3)), timed_changes(("4", 4), ("5", 5), ("6", 6))]
+    after = [timed_changes(("1", 1), ("3", 3), ("4", 4)), timed_changes(("5", 5), ("6", 6), ("2", 7))]
+    shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 3))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {"from": "2024-05-20T08:00:00Z"})
+
+    assert "shifted" in run.result.message
+    assert harness.store.setting_writes == []
+
+
+async def test_pages_answered_out_of_order_are_no_shift(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Page 3, asked for after page 2, is answered first and counts one change more (the feed grew):
+    page 2 counting fewer than page 3 read as a shift, and on a busy shop nearly every run did."""
+    feed = [timed_changes((str(n), n)) for n in range(1, 8)]  # one change a page
+    sizes = {1: 6, 2: 6}  # the feed had 6 changes until page 3 was answered, 7 from then on
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        if page == 2:
+            await asyncio.sleep(0.05)  # answered after page 3
+        total = sizes.get(page, 7)
+        paginator = {"totalCount": total, "page": page, "pageCount": total, "itemsOnPage": 1, "itemsPerPage": 1}
+        return httpx.Response(200, json=envelope({"changes": feed[page - 1], "paginator": paginator}))
+
+    shoptet_api.get("/api/orders/changes").mock(side_effect=answer)
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {}, options={"page_concurrency": 2})
+
+    assert sorted(i["code"] for i in run.emitted) == ["1", "2", "3", "4", "5", "6", "7"]
+    assert "shifted" not in run.result.message
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
 
 
 async def test_a_list_that_grew_while_paging_is_read_to_its_new_end(
@@ -284,8 +333,9 @@ async def test_a_list_that_grew_while_paging_is_read_to_its_new_end(
 
     assert pages_requested(route) == [1, 2, 3]
     assert [i["code"] for i in run.emitted] == ["1", "2", "3", "5", "6", "7", "8", "9", "2"]
-    assert harness.store.setting_writes == []
     assert "shifted" in run.result.message
+    # no further than page 1's last change, which order 4's is not before
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:00:00Z"
 
 
 async def test_a_grown_list_goes_on_in_the_next_hop_past_the_pages_first_announced(
@@ -320,11 +370,11 @@ async def test_a_total_that_fell_while_paging_leaves_the_watermark_alone(
     assert harness.store.setting_writes == []
 
 
-async def test_a_shift_seen_in_an_earlier_hop_keeps_the_watermark_at_the_end(
+async def test_a_shift_seen_in_an_earlier_hop_holds_the_watermark_to_page_1s_last_change(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
-    before = [changes("1", "2"), changes("3", "4"), changes("5", "6")]
-    after = [changes("1", "3"), changes("4", "2"), changes("5", "6")]
+    before = [timed_changes(("1", 1), ("2", 2)), timed_changes(("3", 3), ("4", 4)), timed_changes(("5", 5), ("6", 6))]
+    after = [timed_changes(("1", 1), ("3", 3)), timed_changes(("4", 4), ("2", 7)), timed_changes(("5", 5), ("6", 6))]
     shoptet_api.get("/api/orders/changes").mock(side_effect=shifting("changes", before, after, 2))
     node = ShoptetGetOrderChangesList()
 
@@ -333,7 +383,9 @@ async def test_a_shift_seen_in_an_earlier_hop_keeps_the_watermark_at_the_end(
     last = await harness.run(node, {}, cursor=first.result.cursor, options={"max_pages_per_hop": 2})
 
     assert last.result.code == ResultCode.SUCCESS
-    assert harness.store.setting_writes == []
+    assert harness.store.setting_writes == [
+        (harness.install.user, harness.install.application, shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T08:02:00Z")
+    ]
 
 
 async def test_orchesty_cursor_without_started_at(harness: Harness, shoptet_api: respx.MockRouter) -> None:
