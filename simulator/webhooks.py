@@ -25,7 +25,12 @@ from simulator.store import EshopData
 from simulator.timefmt import now, shoptet_time
 
 SIGNATURE_HEADER = "Shoptet-Webhook-Signature"
-MUTUALLY_EXCLUSIVE = ({"order:update", "order:cancel"},)
+#: Events Shoptet answers 409 for when one e-shop would have both (openapi.yaml's event table).
+MUTUALLY_EXCLUSIVE = (
+    {"order:update", "order:cancel"},
+    {"customer:update", "customer:disableOrders"},
+    {"customer:update", "customer:enableOrders"},
+)
 
 
 def sign(key: str, body: bytes) -> str:

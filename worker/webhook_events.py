@@ -130,3 +130,21 @@ SHOPTET_WEBHOOK_EVENTS: frozenset[str] = frozenset(
 SYSTEM_WEBHOOK_EVENTS: frozenset[str] = frozenset(
     {"addon:approve", "addon:suspend", "addon:terminate", "addon:uninstall"}
 )
+
+#: Events Shoptet does not register together for one e-shop (``409 Conflict``, openapi.yaml's event
+#: table), the more general one of each pair first: where neither is registered yet, it is kept.
+EXCLUSIVE_WEBHOOK_EVENTS: tuple[tuple[str, str], ...] = (
+    ("order:update", "order:cancel"),
+    ("customer:update", "customer:disableOrders"),
+    ("customer:update", "customer:enableOrders"),
+)
+
+
+def exclusive_with(event: str, others: set[str]) -> str | None:
+    """One of ``others`` that Shoptet does not register together with ``event``, if any."""
+    for pair in EXCLUSIVE_WEBHOOK_EVENTS:
+        if event in pair:
+            other = pair[1] if event == pair[0] else pair[0]
+            if other in others:
+                return other
+    return None

@@ -11,7 +11,7 @@ from worker.envelope import Message, ResultCode
 from worker.errors import StopError
 from worker.node import Batch, Emit, NodeContext, Result
 from worker.store import WebhookRegistration
-from worker.webhook_events import SYSTEM_WEBHOOK_EVENTS
+from worker.webhook_events import EXCLUSIVE_WEBHOOK_EVENTS, SYSTEM_WEBHOOK_EVENTS, exclusive_with
 from worker.webhook_keys import has_signature_key, renew_signature_key
 
 
@@ -55,7 +55,10 @@ class ShoptetSubscribeWebhooks(Batch):
     An event taken by another URL (an Orchesty install being migrated, or this worker under an
     earlier ``PUBLIC_BASE_URL``) is therefore left out of the POST, so the free events still get
     registered, and the message then stops naming each taken event, its URL and webhook id: an
-    operator removes those and replays it. Emits nothing. Codes: 0; 1003 when every wanted event is
+    operator removes those and replays it. So are events Shoptet does not register together
+    (``order:cancel`` with ``order:update``, ``customer:update`` with ``customer:enableOrders`` or
+    ``customer:disableOrders``: 409 for the whole call): the one Shoptet has, or the more general
+    one, is registered, and the message stops naming the other. Emits nothing. Codes: 0; 1003 when every wanted event is
     registered (or none is wanted); 409/422 and taken events stop (trash).
     """
 
@@ -76,7 +79,9 @@ class ShoptetSubscribeWebhooks(Batch):
         missing = [event for event in wanted_events(ctx) if event not in registered]
         if not missing:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message="All webhooks are already registered.")
-        free = [event for event in missing if event not in taken]
+        free, clashing = _compatible(
+            [event for event in missing if event not in taken], on_shoptet=registered | set(taken)
+        )
         created: list[dict[str, Any]] = []
         for start in range(0, len(free), REGISTER_PER_CALL):
             chunk = free[start : start + REGISTER_PER_CALL]
@@ -90,16 +95,42 @@ class ShoptetSubscribeWebhooks(Batch):
                 )
                 created.append(webhook)
         blocked = [taken[event] for event in missing if event in taken]
-        if blocked:
-            raise StopError(_taken_message(blocked, url, registered=[str(w["event"]) for w in created]))
-        return Result(message=f"registered {', '.join(str(w['event']) for w in created)}")
+        done = [str(w["event"]) for w in created]
+        if blocked or clashing:
+            problems = [_taken_message(blocked, url)] if blocked else []
+            problems += [_clashing_message(clashing)] if clashing else []
+            raise StopError((f"registered {', '.join(done)}; " if done else "") + " ".join(problems))
+        return Result(message=f"registered {', '.join(done)}")
 
 
-def _taken_message(blocked: list[dict[str, Any]], url: str, *, registered: list[str]) -> str:
-    taken = "; ".join(f"{w['event']} -> {_origin(str(w.get('url') or ''))} (webhook {w['id']})" for w in blocked)
-    done = f"registered {', '.join(registered)}; " if registered else ""
+def _compatible(events: list[str], *, on_shoptet: set[str]) -> tuple[list[str], dict[str, str]]:
+    """``events`` without those Shoptet does not register together with one it has or one kept
+    (409 for the whole call, which left every other event unregistered), and those left out, each
+    with the event it clashes with. Of two wanted, the more general one is kept (``order:update``)."""
+    general_first = sorted(events, key=lambda e: not any(e == pair[0] for pair in EXCLUSIVE_WEBHOOK_EVENTS))
+    kept: set[str] = set()
+    clashing: dict[str, str] = {}
+    for event in general_first:
+        other = exclusive_with(event, on_shoptet | kept)
+        if other is None:
+            kept.add(event)
+        else:
+            clashing[event] = other
+    return [e for e in events if e in kept], clashing
+
+
+def _clashing_message(clashing: dict[str, str]) -> str:
+    pairs = "; ".join(f"{event} (with {other})" for event, other in sorted(clashing.items()))
     return (
-        f"{done}Shoptet allows one URL per event and these are registered for another URL than {url}: "
+        f"Shoptet does not register these together with another event of the e-shop: {pairs}. Start the "
+        "topologies on one event of each pair (order:update covers cancellations), then replay this message."
+    )
+
+
+def _taken_message(blocked: list[dict[str, Any]], url: str) -> str:
+    taken = "; ".join(f"{w['event']} -> {_origin(str(w.get('url') or ''))} (webhook {w['id']})" for w in blocked)
+    return (
+        f"Shoptet allows one URL per event and these are registered for another URL than {url}: "
         f"{taken}. Delete them (DELETE /api/webhooks/{{id}}, or the old integration's unsubscribe), "
         "then replay this message."
     )

@@ -17,7 +17,7 @@ from nodes.batches.unsubscribe_webhooks import ShoptetUnsubscribeWebhooks
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
 from worker.store import WebhookRegistration
-from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS, SYSTEM_WEBHOOK_EVENTS
+from worker.webhook_events import EXCLUSIVE_WEBHOOK_EVENTS, SHOPTET_WEBHOOK_EVENTS, SYSTEM_WEBHOOK_EVENTS
 from worker.webhook_keys import CURRENT_KEY
 
 
@@ -190,6 +190,29 @@ async def test_subscribe_stops_without_posting_when_every_missing_event_is_taken
     assert await stored_ids(harness) == set()
 
 
+async def test_subscribe_leaves_out_events_shoptet_does_not_register_together(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """order:cancel with order:update is 409 for the whole call: job:finished, wanted as well, was
+    never registered either, and every replay failed the same way."""
+    url = our_url(harness)
+    shoptet_api.get("/api/webhooks").mock(side_effect=listed(hooks((5, "customer:enableOrders"), url=url)))
+    route = shoptet_api.post("/api/webhooks").mock(
+        return_value=httpx.Response(201, json=created((12, "job:finished"), (13, "order:update"), url=url))
+    )
+    wanted = ["customer:update", "job:finished", "order:cancel", "order:update"]
+
+    with pytest.raises(StopError) as stopped:
+        await harness.run(ShoptetSubscribeWebhooks(), None, options={"events": wanted})
+
+    posted = [item["event"] for item in json.loads(route.calls.last.request.content)["data"]]
+    assert posted == ["job:finished", "order:update"]  # the general one of a wanted pair
+    reason = stopped.value.message
+    assert reason.startswith("registered job:finished, order:update;")
+    assert "customer:update (with customer:enableOrders)" in reason  # the one Shoptet has stays
+    assert "order:cancel (with order:update)" in reason
+
+
 async def test_subscribe_422_stops_and_stores_nothing(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     shoptet_api.get("/api/webhooks").mock(side_effect=listed())
     shoptet_api.post("/api/webhooks").mock(return_value=httpx.Response(422, json=error_body("invalid", "bad event")))
@@ -239,7 +262,8 @@ async def test_subscribe_records_our_url_when_shoptet_leaves_it_out(
 async def test_subscribe_registers_at_most_50_a_call(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     """Shoptet registers up to 50 webhooks a call; a longer list in one call is refused whole."""
     url = our_url(harness)
-    wanted = sorted(e for e in SHOPTET_WEBHOOK_EVENTS if e not in SYSTEM_WEBHOOK_EVENTS)[:60]
+    clashing = {pair[1] for pair in EXCLUSIVE_WEBHOOK_EVENTS}  # not registered with their pair's other
+    wanted = sorted(e for e in SHOPTET_WEBHOOK_EVENTS if e not in SYSTEM_WEBHOOK_EVENTS | clashing)[:60]
     next_id = iter(range(1, 1000))
 
     def register(request: httpx.Request) -> httpx.Response:

@@ -106,3 +106,21 @@ async def test_stock_movements_refuse_what_shoptet_refuses(make_sim: Any) -> Non
             bad = {"data": [{"productCode": set_code, "amountChange": amount}]}
             refused = await api.patch("/api/stocks/1/movements", content=json.dumps(bad))
             assert refused.status_code == 422, refused.text
+
+
+async def test_events_shoptet_does_not_register_together_are_409(make_sim: Any) -> None:
+    """openapi.yaml's event table: order:cancel with order:update, customer:update with
+    customer:enableOrders or customer:disableOrders "throws 409 Conflict"."""
+    sim = await make_sim()
+    url = "https://worker.example.com/webhooks/shoptet/shoptet-premium"
+    async with httpx.AsyncClient(base_url=sim.url, headers=premium_headers(sim.premium_token())) as api:
+
+        async def register(*events: str) -> int:
+            body = {"data": [{"event": event, "url": url} for event in events]}
+            return (await api.post("/api/webhooks", content=json.dumps(body))).status_code
+
+        assert await register("customer:update", "customer:enableOrders") == 409
+        assert await register("customer:enableOrders", "customer:disableOrders") == 201
+        assert await register("customer:update") == 409  # with one the e-shop has
+        assert await register("order:cancel") == 201
+        assert await register("order:update") == 409
