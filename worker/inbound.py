@@ -14,7 +14,7 @@ import structlog
 from aiokafka.structs import ConsumerRecord
 
 from worker.runtime import Runtime
-from worker.starter import find_start, start_process
+from worker.starter import start_inbound
 from worker.topology import APPLICATIONS
 from worker.trash import record_entry
 
@@ -47,16 +47,7 @@ class InboundBridge:
         if reason is not None:
             await self._trash(record, reason)
             return
-        started = listening = 0
-        for tv in self.rt.catalog.active_all():
-            start = find_start(tv, "topic", record.topic)
-            if start is None:
-                continue
-            listening += 1
-            if application is not None and not tv.topology.serves(application):
-                continue  # another application's install: the premium topology looked for it in vain
-            await start_process(self.rt, tv, start, user=user, body=body, application=application)
-            started += 1
+        listening, started = await start_inbound(self.rt, record.topic, user=user, body=body, application=application)
         if listening and not started:
             log.info("inbound record of an application no topology here serves", application=application)
             return

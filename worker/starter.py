@@ -73,6 +73,24 @@ async def start_process(
     return message
 
 
+async def start_inbound(
+    rt: Starter, topic: str, *, user: str, body: Any, application: str | None = None
+) -> tuple[int, int]:
+    """Start every active topology that starts on inbound ``topic``; of those, a record naming its
+    ``application`` starts only the ones that serve it. How many listen, and how many started."""
+    listening = started = 0
+    for tv in rt.catalog.active_all():
+        start = find_start(tv, "topic", topic)
+        if start is None:
+            continue
+        listening += 1
+        if application is not None and not tv.topology.serves(application):
+            continue  # another application's install: the premium topology looked for it in vain
+        await start_process(rt, tv, start, user=user, body=body, application=application)
+        started += 1
+    return listening, started
+
+
 async def run_manual(
     rt: Starter, name: str, *, user: str | None, body: Any, application: str | None = None, strict: bool = False
 ) -> Message:

@@ -11,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import ATTEMPT_HEADERS, H, Message
 from worker.processes import HandledTally, handled_record, root_of
-from worker.starter import Starter
+from worker.starter import Starter, start_inbound
 from worker.store import InstallStore, TrashEntry
 
 log = structlog.get_logger("trash")
@@ -105,11 +105,19 @@ async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: 
 
 
 async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:
+    topics = sender.topics
+    if entry.topic != topics.retry and not entry.topic.startswith(topics.node_prefix):
+        return await _start_again(store, sender, entry, body)
+    # a record of the retry topic goes to the node topic it was waiting for (its header says which)
+    topic = entry.headers.get(H.RETRY_TARGET_TOPIC, "") if entry.topic == topics.retry else entry.topic
+    if not topic.startswith(topics.node_prefix):
+        raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
     message = replay_message(entry, body)
-    # counted before it is sent: its handling must never reach the ledger ahead of it
-    counted = await _count_in_flight(sender, message)
+    # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:
+    # it was counted in flight when it was scheduled, and never handled.
+    counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None
     try:
-        future = await sender.send(entry.topic, message)
+        future = await sender.send(topic, message)
         await future
     except BaseException:
         if counted is not None:
@@ -117,6 +125,28 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body
         raise
     if counted is not None:
         await counted
+    if entry.id is not None:
+        await store.remove_trash(entry.id)
+    return message
+
+
+async def _start_again(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:
+    """An inbound topic's record starts its processes again, as the inbound consumer does. Sent back
+    to the topic, every other reader of it (the ERP) had it twice, and its headers (a sink's record
+    carries the process that wrote it) put that finished process back in flight for good."""
+    message = replay_message(entry, body)
+    user = message.user
+    if not user:
+        raise NothingToReplay(f"trash entry {entry.id} names no install: give it a `user` header or key")
+    listening, started = await start_inbound(
+        sender, entry.topic, user=user, body=message.body, application=message.application
+    )
+    if not started:
+        raise NothingToReplay(
+            f"no active topology on topic {entry.topic!r} serves application {message.application!r}"
+            if listening
+            else f"no active topology starts on topic {entry.topic!r} (disabled?)"
+        )
     if entry.id is not None:
         await store.remove_trash(entry.id)
     return message

@@ -99,3 +99,82 @@ async def test_a_null_body_given_for_a_replay_is_sent_as_null(store: SqlInstallS
     sender = SlowSender()
     await replay(store, sender, entry, None)  # type: ignore[arg-type]
     assert [(topic, m.body) for topic, m in sender.sent] == [("t.node.x", None)]
+
+
+SETS = """\
+name: sets
+application: shoptet-premium
+start:
+  - topic: shoptet.orders
+nodes:
+  sets: {node: shoptet-product-detail-with-set, next: [out]}
+  out: {sink: expanded}
+"""
+
+
+async def test_an_inbound_record_starts_its_processes_again_and_is_not_sent_back(store: SqlInstallStore) -> None:
+    """Trashed while its topology was disabled, an order of shoptet.orders (a sink another process
+    wrote) went back to the topic: the ERP reading it had it twice, and its headers put the
+    finished process that wrote it back in flight, for good."""
+    from tests.runtime.test_manual_run import Sender
+    from worker.envelope import H
+
+    headers = {H.PROCESS_ID: "writer", H.ROOT_PROCESS_ID: "writer", H.USER: "222651", H.APPLICATION: "shoptet-premium"}
+    entry_id = await store.add_trash(
+        TrashEntry(
+            topic="shoptet.orders",
+            error_class="TopologyNotRunnable",
+            error_message="no active topology starts on topic 'shoptet.orders' (disabled?)",
+            headers=headers,
+            key="222651",
+            body={"code": "1"},
+        )
+    )
+    entry = await store.get_trash(entry_id)
+    assert entry is not None
+    sender = Sender(SETS)
+
+    await replay(store, sender, entry)  # type: ignore[arg-type]
+
+    [(ledger, record), (topic, start)] = sender.sent
+    assert (ledger, record.body["kind"]) == ("t.processes", "start")  # a new process, nothing else counted
+    assert topic == "t.node.shoptet-product-detail-with-set"
+    assert (start.user, start.body, start.headers[H.TOPOLOGY_NAME]) == ("222651", {"code": "1"}, "sets")
+    assert start.process_id != "writer"
+    assert await store.get_trash(entry_id) is None
+
+
+async def test_an_inbound_record_no_topology_starts_on_stays_in_trash(store: SqlInstallStore) -> None:
+    from tests.runtime.test_manual_run import Sender
+
+    entry_id = await store.add_trash(
+        TrashEntry(topic="shoptet.orders", error_class="TopologyNotRunnable", error_message="x", key="1", body={})
+    )
+    entry = await store.get_trash(entry_id)
+    assert entry is not None
+    sender = Sender()
+    with pytest.raises(NothingToReplay, match=r"no active topology starts on topic 'shoptet\.orders'"):
+        await replay(store, sender, entry)  # type: ignore[arg-type]
+    assert sender.sent == [] and await store.get_trash(entry_id) is not None
+
+
+async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounted(store: SqlInstallStore) -> None:
+    """A record the retry forwarder could not read went back to the retry topic without its target
+    (an attempt's header), straight back to trash; and it was counted in flight once more, though it
+    had been counted when its retry was scheduled and never handled: its process never finished."""
+    from worker.envelope import H
+
+    headers = {H.PROCESS_ID: "p1", H.RETRY_TARGET_TOPIC: "t.node.x", H.RETRY_DUE_AT: "soon"}
+    entry_id = await store.add_trash(
+        TrashEntry(
+            topic="t.retry", error_class="MalformedMessage", error_message="bad due time", headers=headers, body={}
+        )
+    )
+    entry = await store.get_trash(entry_id)
+    assert entry is not None
+    sender = SlowSender()
+
+    await replay(store, sender, entry)  # type: ignore[arg-type]
+
+    [(topic, message)] = sender.sent
+    assert topic == "t.node.x" and H.RETRY_TARGET_TOPIC not in message.headers

@@ -97,7 +97,7 @@ def replay(
                 except NothingToReplay as exc:
                     typer.echo(str(exc), err=True)
                     raise typer.Exit(1) from exc
-            typer.echo(f"replayed {entry_id} to {entry.topic}")
+            typer.echo(f"replayed {entry_id} (trashed from {entry.topic})")
 
     asyncio.run(_replay())
 
