@@ -398,6 +398,18 @@ async def test_a_secret_the_key_cannot_decrypt_fails_its_install_only(store: Sql
         await wrong_key.check_secret_key()
 
 
+async def test_a_right_key_is_not_refused_for_the_rows_it_happened_to_read_first(store: SqlInstallStore) -> None:
+    """The check read 20 rows: 25 of old installs under a key since dropped, read first, refused a
+    key that reads every newer install."""
+    from worker.store.crypto import SecretBox
+
+    dropped = SqlInstallStore(store._engine, SecretBox(SecretBox.generate_key()))
+    for n in range(25):
+        await dropped.add_install(_install(f"old-{n:02d}"))
+    await store.add_install(_install("new"))
+    await store.check_secret_key()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("store_factory", ["postgresql"], indirect=True)  # a session that can be dropped
 async def test_a_dropped_database_connection_is_retryable_and_the_next_call_reconnects(
@@ -460,7 +472,7 @@ async def test_rotation_re_encrypts_every_secret_under_the_new_key(store: SqlIns
     assert await on_new.get_token("a/access") == ("access-token", expires)
     assert await on_new.get_token("lost/access") is None
     with pytest.raises(SecretKeyError):
-        await SqlInstallStore(store._engine, SecretBox(old)).check_secret_key(sample=1)
+        await SqlInstallStore(store._engine, SecretBox(old)).check_secret_key()
 
 
 async def test_a_cached_token_the_key_cannot_decrypt_is_a_cache_miss(store: SqlInstallStore) -> None:

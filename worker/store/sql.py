@@ -435,16 +435,17 @@ class SqlInstallStore:
                     done.dropped_tokens += 1
         return done
 
-    async def check_secret_key(self, sample: int = 20) -> None:
+    async def check_secret_key(self) -> None:
         """Refuse a ``SECRET_KEY`` that decrypts none of the stored secrets (a wrong or lost key).
 
         Without this, a worker started with the wrong key ran and failed every install's work, one
         trash entry at a time. A few rows that fail among others that work are left to their
-        installs (see ``Install.unreadable_secrets``).
+        installs (see ``Install.unreadable_secrets``). Every row is tried until one decrypts: a
+        sample of 20 that happened to hold only an old install's rows refused a right key.
         """
         async with self._read() as conn:
             rows = await conn.execute(
-                select(t.install_settings.c.value).where(t.install_settings.c.encrypted.is_(True)).limit(sample)
+                select(t.install_settings.c.value).where(t.install_settings.c.encrypted.is_(True))
             )
             values = [row.value for row in rows]
         if not values:
@@ -456,7 +457,7 @@ class SqlInstallStore:
                 continue
             return
         raise SecretKeyError(
-            f"SECRET_KEY decrypts none of the {len(values)} stored secrets it tried: "
+            f"SECRET_KEY decrypts none of the {len(values)} stored secrets: "
             "is it the key they were stored with? (to rotate keys, give the new and the old: NEW,OLD)"
         )
 
