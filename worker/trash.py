@@ -81,6 +81,23 @@ def replay_message(entry: TrashEntry, body: Any = STORED) -> Message:
 REPLAY_LEASE_SECONDS = 600.0
 
 
+def _replay_lease(entry_id: int) -> tuple[str, str]:
+    """The lease that holds one trash entry against a second replay, or a discard, meanwhile."""
+    return f"trash-replay:{entry_id}", f"replay:{uuid.uuid4().hex}"
+
+
+async def discard(store: InstallStore, entry_id: int) -> bool:
+    """Delete an entry for good (False: no such entry). Refused while it is being replayed: deleted
+    under a replay, the replay still sent it."""
+    lease, owner = _replay_lease(entry_id)
+    if not await store.acquire_lease(lease, owner, REPLAY_LEASE_SECONDS):
+        raise NothingToReplay(f"trash entry {entry_id} is being replayed; try again once that is done")
+    try:
+        return await store.remove_trash(entry_id)
+    finally:
+        await store.release_lease(lease, owner)
+
+
 async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = STORED) -> Message:
     """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash).
 
@@ -89,7 +106,7 @@ async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: 
     """
     if entry.id is None:
         return await _publish(store, sender, entry, body)
-    lease, owner = f"trash-replay:{entry.id}", f"replay:{uuid.uuid4().hex}"
+    lease, owner = _replay_lease(entry.id)
     if not await store.acquire_lease(lease, owner, REPLAY_LEASE_SECONDS):
         raise NothingToReplay(f"trash entry {entry.id} is being replayed by someone else")
     try:

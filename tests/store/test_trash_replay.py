@@ -178,3 +178,21 @@ async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounte
 
     [(topic, message)] = sender.sent
     assert topic == "t.node.x" and H.RETRY_TARGET_TOPIC not in message.headers
+
+
+async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInstallStore) -> None:
+    """Deleted under a replay, the replay still sent it: the operator discarded a message that went."""
+    from worker.trash import discard
+
+    entry_id = await store.add_trash(
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
+    )
+    entry = await store.get_trash(entry_id)
+    assert entry is not None
+    sender = SlowSender()
+    replaying = asyncio.create_task(replay(store, sender, entry))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)  # the replay holds its lease while the broker takes the message
+    with pytest.raises(NothingToReplay, match="being replayed"):
+        await discard(store, entry_id)
+    await replaying
+    assert sender.sent and not await discard(store, entry_id)  # replayed, so gone

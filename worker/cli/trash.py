@@ -107,8 +107,16 @@ def discard(entry_id: int) -> None:
     """Delete an entry for good."""
 
     async def _discard() -> None:
+        from worker.trash import NothingToReplay
+        from worker.trash import discard as do_discard
+
         async with _opened_store() as store:
-            if not await store.remove_trash(entry_id):
+            try:
+                found = await do_discard(store, entry_id)
+            except NothingToReplay as exc:
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(1) from exc
+            if not found:
                 typer.echo(f"no trash entry {entry_id}", err=True)
                 raise typer.Exit(1)
             typer.echo(f"discarded {entry_id}")
