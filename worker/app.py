@@ -101,6 +101,11 @@ class Worker:
         if not bootstrap:
             self.broker = EmbeddedBroker()
             bootstrap = await asyncio.to_thread(self.broker.start)
+            log.warning(
+                "the embedded broker keeps its topics in memory: messages in flight, deploys and the "
+                "process ledger are gone when it stops, while the store keeps watermarks; set "
+                "KAFKA_BOOTSTRAP_SERVERS for anything you keep"
+            )
         await self._start_runtime(bootstrap)
         rt = self.rt
         producer, topics, catalog = rt.producer, rt.topics, rt.catalog

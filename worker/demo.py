@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -41,9 +42,16 @@ class DemoEnvironment:
         return self.settings.shoptet_private_api_token is None
 
     async def start(self) -> Settings:
-        """Start the simulator when no real shop is configured; return the settings to run with."""
+        """Start the simulator when no real shop is configured; return the settings to run with.
+
+        On the embedded broker, a run starts from a fresh store. The broker keeps its topics in
+        memory, and a watermark kept from an earlier run skipped, for good, the orders that were
+        still on their way when it stopped (listed, not fetched yet); the simulator is new each run
+        too, and the last run's watermark hid its orders."""
         if not self.simulated:
-            return self.settings
+            if self.settings.kafka_bootstrap_servers:
+                return self.settings
+            return self.settings.model_copy(update={"database_url": _fresh_store("var/demo-shop.sqlite3")})
         from simulator.config import SimulatorConfig
         from simulator.server import SimulatorServer
 
@@ -56,7 +64,7 @@ class DemoEnvironment:
                 "shoptet_api_url": self.simulator.url,
                 "shoptet_oauth_server_url": self.simulator.url,
                 "shoptet_oauth_client_id": config.oauth_client_id,
-                "database_url": "sqlite:///var/demo.sqlite3",
+                "database_url": _fresh_store("var/demo.sqlite3"),
             }
         )
 
@@ -143,3 +151,10 @@ The worker keeps serving webhooks and cron starts until Ctrl-C."""
     async def stop(self) -> None:
         if self.simulator is not None:
             await asyncio.to_thread(self.simulator.stop)
+
+
+def _fresh_store(path: str) -> str:
+    """The URL of an empty SQLite store at ``path`` (an earlier run's file removed)."""
+    for stale in (path, f"{path}-wal", f"{path}-shm"):
+        Path(stale).unlink(missing_ok=True)
+    return f"sqlite:///{path}"
