@@ -63,7 +63,11 @@ async def serve_ingress(settings: Settings) -> None:
     try:
         await worker.start()
         config = uvicorn.Config(
-            create_http_app(worker), host=settings.http_host, port=settings.http_port, log_level="warning"
+            create_http_app(worker),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            log_config=None,
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]

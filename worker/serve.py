@@ -69,7 +69,11 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
         )
         if http:
             config = uvicorn.Config(
-                create_http_app(worker), host=settings.http_host, port=settings.http_port, log_level="warning"
+                create_http_app(worker),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level="warning",
+                log_config=None,
             )
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]

@@ -44,3 +44,28 @@ def test_a_field_given_on_the_line_wins_over_the_message_field(json_logs: io.Str
     bind_message(node="detail")
     structlog.get_logger("test").info("routed", node="list")
     assert json.loads(json_logs.getvalue())["node"] == "list"
+
+
+def test_library_lines_are_json_with_the_message_ids_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """aiokafka, uvicorn and asyncio log through the standard library: in plain text, a JSON log
+    pipeline split or dropped the very lines a broker or database incident needs."""
+    import logging
+
+    saved, saved_handlers = structlog.get_config(), logging.getLogger().handlers[:]
+    configure_logging("json", "INFO")
+    try:
+        bind_message(correlation_id="corr-2", user="shop-2")
+        try:
+            raise ConnectionError("broker gone")
+        except ConnectionError:
+            logging.getLogger("aiokafka.consumer").warning("Heartbeat failed for group %s", "g", exc_info=True)
+    finally:
+        bind_message()
+        structlog.configure(**saved)
+        logging.getLogger().handlers = saved_handlers
+    [line] = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert record["event"] == "Heartbeat failed for group g"
+    assert (record["level"], record["logger"]) == ("warning", "aiokafka.consumer")
+    assert (record["correlation_id"], record["user"]) == ("corr-2", "shop-2")
+    assert "ConnectionError: broker gone" in record["exception"]
