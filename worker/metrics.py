@@ -6,7 +6,6 @@ process and read exact numbers.
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
@@ -17,14 +16,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-M = TypeVar("M", Counter, Histogram)
+from worker.shoptet_paths import SHOPTET_PATH_WORDS
 
-_ID_SEGMENT = re.compile(r"^(?=.*\d)[\w.-]+$|^[0-9a-f-]{16,}$")
+M = TypeVar("M", Counter, Histogram)
 
 
 def endpoint_label(path: str) -> str:
-    """``/api/orders/2024000123/status`` -> ``/api/orders/{id}/status``: bounded label values."""
-    parts = [("{id}" if _ID_SEGMENT.match(p) else p) for p in path.split("?")[0].split("/")]
+    """``/api/orders/2024000123/status`` -> ``/api/orders/{id}/status``: bounded label values (a
+    segment that is not a word of Shoptet's paths is an id)."""
+    parts = [p if not p or p in SHOPTET_PATH_WORDS else "{id}" for p in path.split("?")[0].split("/")]
     return "/".join(parts) or "/"
 
 

@@ -45,6 +45,21 @@ def test_messages_are_counted_per_node_and_outcome_with_a_cumulative_histogram()
 def test_endpoint_labels_replace_ids() -> None:
     assert endpoint_label("/api/orders/2024000123/status?x=1") == "/api/orders/{id}/status"
     assert endpoint_label("/api/eshop") == "/api/eshop"
+    # a job id with no digit in it (one in ten) got a label value of its own, for good
+    assert endpoint_label("/api/system/jobs/kqzwbxa") == "/api/system/jobs/{id}"
+    assert endpoint_label("/api/orders/A B/notes") == "/api/orders/{id}/notes"
+    assert endpoint_label("/api/webhooks/renew-signature-key") == "/api/webhooks/renew-signature-key"
+
+
+def test_the_path_words_are_those_of_shoptets_api_description() -> None:
+    import yaml
+
+    from tests.nodes.nodes_openapi_check import SPEC_PATH
+    from worker.shoptet_paths import SHOPTET_PATH_WORDS
+
+    paths = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["paths"]
+    words = {part for path in paths for part in path.split("/") if part and "{" not in part and "." not in part}
+    assert words == SHOPTET_PATH_WORDS
 
 
 async def test_metrics_are_served_while_the_store_is_down() -> None:
