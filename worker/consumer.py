@@ -263,7 +263,9 @@ class ManagedConsumer:
                     return
                 offsets = self._offsets.get(tp)
                 if offsets is None:  # not setdefault: that builds a PartitionOffsets per record
-                    offsets = self._offsets[tp] = PartitionOffsets()
+                    # the fetch began at the group's committed offset: until this member commits,
+                    # the lag counted from -1, the whole partition, and a rebalance set off alerts
+                    offsets = self._offsets[tp] = PartitionOffsets(committed=record.offset)
                 offsets.started(record.offset)
                 self._enqueue(offsets, record)
 

@@ -17,6 +17,7 @@ partitioner (:func:`worker.kafka.partition_for_key`), as for the start records k
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from worker.envelope import encode_json
 from worker.kafka import PartitionLists, Send, partition_for_key, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import HandledTally, handled_record
 from worker.router import Outgoing
+from worker.tasks import background_task
 
 log = structlog.get_logger("ledger")
 
@@ -71,7 +73,8 @@ class LedgerWriter:
         if batch is None:
             loop = asyncio.get_running_loop()
             batch = self._open = _Batch(loop.create_future())
-            self._timer = loop.call_later(self.linger, self._send_open)
+            # in no message's context: the batch is every message's (see ``background_task``)
+            self._timer = loop.call_later(self.linger, self._send_open, context=contextvars.Context())
         known = batch.tallies.get(tally.root)
         if known is None:
             batch.tallies[tally.root] = tally
@@ -85,7 +88,7 @@ class LedgerWriter:
         batch, self._open = self._open, None
         if batch is None:
             return
-        task = asyncio.create_task(self._send(batch))
+        task = background_task(self._send(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 

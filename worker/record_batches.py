@@ -26,6 +26,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.errors import OutputTooLarge
 from worker.kafka import MAX_RECORD_BYTES, PartitionLists, partition_for_key
+from worker.tasks import background_task
 
 #: How long the first record of a batch waits for others before the batch goes out.
 LINGER_SECONDS = 0.002
@@ -94,7 +95,7 @@ class RecordBatcher:
         batch = _Batch(self.producer.create_batch(), loop.create_future())
         self._batches.setdefault(tp, deque()).append(batch)
         if tp not in self._senders:
-            self._senders[tp] = loop.create_task(self._hand_over(tp), name=f"batches:{tp[0]}[{tp[1]}]")
+            self._senders[tp] = background_task(self._hand_over(tp), name=f"batches:{tp[0]}[{tp[1]}]")
         return batch
 
     async def _hand_over(self, tp: tuple[str, int]) -> None:

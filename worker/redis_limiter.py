@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 
 from worker.errors import RetryableError
 from worker.limiter import OnWait, Pacing
-from worker.tasks import cancel_and_wait
+from worker.tasks import background_task, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -347,7 +347,7 @@ class RedisLimiter:
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+            self._renewer = background_task(self._renew_forever())
 
     async def _renew_forever(self) -> None:
         """Every third of the TTL, push every held lease's expiry forward; stop when none are held."""

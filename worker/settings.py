@@ -41,12 +41,13 @@ class Settings(BaseSettings):
 
     # storage -----------------------------------------------------------------------------------
     #: SQLite file by default; a postgresql:// URL for many workers.
-    database_url: str = "sqlite:///var/shoptet-worker.sqlite3"
+    #: Kept out of ``repr``: a PostgreSQL URL carries its password.
+    database_url: str = Field(default="sqlite:///var/shoptet-worker.sqlite3", repr=False)
     #: Fernet key that encrypts secrets at rest. Required in production.
     secret_key: SecretStr | None = None
     secret_key_file: Path = Path("var/secret.key")
     #: Shared per-token limiter across worker processes; empty means in-process.
-    redis_url: str = ""
+    redis_url: str = Field(default="", repr=False)
     #: Namespace of the limiter's keys, so several deployments can share one Redis.
     redis_limiter_prefix: str = "shoptet-worker:limiter:"
 

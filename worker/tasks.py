@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import contextvars
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def backoff_delays(first: float, cap: float) -> Iterator[float]:
@@ -54,3 +57,10 @@ def when_all_done(futures: list[asyncio.Future[Any]]) -> asyncio.Future[None]:
     for future in futures:
         future.add_done_callback(one_done)
     return combined
+
+
+def background_task(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+    """A task for work shared by many messages (a ledger batch, a record batch, a lease renewer),
+    in no message's context: started from whichever message came first, its log lines named that
+    message (its correlation id, its shop) for all of them."""
+    return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())

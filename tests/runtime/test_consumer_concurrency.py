@@ -448,3 +448,12 @@ async def test_lag_counts_to_the_end_of_the_partition_not_to_the_read_ahead() ->
     assert consumer.lag() == {"t[0]": 1900}
     AtHighWatermark.assigned = set()  # resubscribed: /metrics failed (500) until the revocation
     assert consumer.lag() == {"t[0]": 0}
+
+    # a partition just assigned, read from its committed offset 1,500: 500 behind, not 2,000
+    AtHighWatermark.assigned = {TP}
+    fresh = ManagedConsumer("n", AtHighWatermark(), ["t"], handler, concurrency=1)  # type: ignore[arg-type]
+    await fresh._take_up({TP: [record(1500, b"a")]})
+    assert fresh.lag() == {"t[0]": 500}
+    assert fresh._offsets[TP].committable() is None  # nothing new to commit before it is done
+    await asyncio.gather(*fresh._tasks)
+    assert fresh._offsets[TP].committable() == 1501

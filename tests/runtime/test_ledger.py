@@ -227,3 +227,25 @@ async def test_a_batch_is_settled_even_when_the_ledger_partitions_were_unknown_f
     waiter = writer.add(tally("root-a"))
     await asyncio.wait_for(waiter, 3)
     assert [row[0] for _, r in producer.sent for row in r["rows"]] == ["root-a"]
+
+
+async def test_a_batch_is_sent_in_no_messages_log_context() -> None:
+    """Started from whichever message opened it, the batch's send carried that message's ids: its
+    warnings (a resend) named one shop for a batch of many."""
+    from worker.logging import _MESSAGE_FIELDS, bind_message
+
+    seen: list[object] = []
+
+    class Watching(FakeProducer):
+        async def send(self, topic: str, value: bytes, *, partition: int) -> asyncio.Future[None]:
+            seen.append(_MESSAGE_FIELDS.get())
+            return await super().send(topic, value, partition=partition)
+
+    writer = writer_for(Watching())
+    bind_message(correlation_id="corr-a", user="shop-a")
+    try:
+        settled = writer.add(tally("root-a"))
+    finally:
+        bind_message()
+    await asyncio.wait_for(settled, 2)
+    assert seen == [None]
