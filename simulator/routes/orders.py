@@ -128,6 +128,13 @@ class AdditionalField(BaseModel):
     index: Literal[1, 2, 3, 4, 5, 6]
     text: str | None
 
+    @model_validator(mode="after")
+    def _first_three_are_short(self) -> AdditionalField:
+        """ "additionalField with index 1, 2 & 3 cannot be longer than 255 characters." """
+        if self.index <= 3 and self.text is not None and len(self.text) > 255:
+            raise ValueError(f"additionalField {self.index} cannot be longer than 255 characters")
+        return self
+
 
 class NotesChange(_Change):
     customerRemark: str | None = None

@@ -49,11 +49,15 @@ async def test_order_writes_take_the_spec_types_and_at_least_one_field(make_sim:
             ("status", {"paid": True, "billingMethodId": None}),
             ("status", {"statusId": None}),
             ("notes", {"additionalFields": None}),  # it answered 500 (a retried 5xx for the worker)
+            ("notes", {"additionalFields": [{"index": 1, "text": "x" * 256}]}),  # 1-3: at most 255
         ]:
             answer = await api.patch(f"/api/orders/{code}/{path}", content=json.dumps({"data": data}))
             assert answer.status_code == 422, (path, data, answer.text)
         ok = await api.patch(f"/api/orders/{code}/status", content=json.dumps({"data": {"paid": None}}))
         assert ok.status_code == 200, ok.text  # paid is boolean|null
+        long_ok = {"additionalFields": [{"index": 4, "text": "x" * 256}]}
+        ok = await api.patch(f"/api/orders/{code}/notes", content=json.dumps({"data": long_ok}))
+        assert ok.status_code == 200, ok.text  # only fields 1-3 are capped
 
 
 async def test_setting_what_an_order_has_changes_nothing_and_cancel_is_its_own_event(
