@@ -14,6 +14,14 @@ from worker.topics import TopicNames
 from worker.trash import NothingToReplay, replay
 
 
+async def stored(store: SqlInstallStore, entry: TrashEntry) -> tuple[int, TrashEntry]:
+    """``entry`` written to trash, and read back as a replay finds it."""
+    entry_id = await store.add_trash(entry)
+    found = await store.get_trash(entry_id)
+    assert found is not None
+    return entry_id, found
+
+
 class SlowSender:
     """Sends nothing anywhere; each send takes a while, as the broker's acknowledgement does."""
 
@@ -30,11 +38,9 @@ class SlowSender:
 
 
 async def test_two_replays_of_one_entry_at_once_publish_it_once(store: SqlInstallStore) -> None:
-    entry_id = await store.add_trash(
-        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
+    entry_id, entry = await stored(
+        store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = SlowSender()
 
     outcomes = await asyncio.gather(
@@ -68,11 +74,10 @@ async def test_a_replay_that_could_not_be_sent_takes_its_count_back(store: SqlIn
     from worker.processes import ProcessBook
 
     headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
-    entry_id = await store.add_trash(
-        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1})
+    entry_id, entry = await stored(
+        store,
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1}),
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = FailingNodeTopic()
 
     with pytest.raises(ConnectionError):
@@ -91,11 +96,9 @@ async def test_a_replay_that_could_not_be_sent_takes_its_count_back(store: SqlIn
 
 async def test_a_null_body_given_for_a_replay_is_sent_as_null(store: SqlInstallStore) -> None:
     """``trash replay ID --body null``: JSON null is a body; it was taken for "no edit"."""
-    entry_id = await store.add_trash(
-        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
+    _, entry = await stored(
+        store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = SlowSender()
     await replay(store, sender, entry, None)  # type: ignore[arg-type]
     assert [(topic, m.body) for topic, m in sender.sent] == [("t.node.x", None)]
@@ -120,7 +123,8 @@ async def test_an_inbound_record_starts_its_processes_again_and_is_not_sent_back
     from worker.envelope import H
 
     headers = {H.PROCESS_ID: "writer", H.ROOT_PROCESS_ID: "writer", H.USER: "222651", H.APPLICATION: "shoptet-premium"}
-    entry_id = await store.add_trash(
+    entry_id, entry = await stored(
+        store,
         TrashEntry(
             topic="shoptet.orders",
             error_class="TopologyNotRunnable",
@@ -128,10 +132,8 @@ async def test_an_inbound_record_starts_its_processes_again_and_is_not_sent_back
             headers=headers,
             key="222651",
             body={"code": "1"},
-        )
+        ),
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = Sender(SETS)
 
     await replay(store, sender, entry)  # type: ignore[arg-type]
@@ -147,11 +149,10 @@ async def test_an_inbound_record_starts_its_processes_again_and_is_not_sent_back
 async def test_an_inbound_record_no_topology_starts_on_stays_in_trash(store: SqlInstallStore) -> None:
     from tests.runtime.test_manual_run import Sender
 
-    entry_id = await store.add_trash(
-        TrashEntry(topic="shoptet.orders", error_class="TopologyNotRunnable", error_message="x", key="1", body={})
+    entry_id, entry = await stored(
+        store,
+        TrashEntry(topic="shoptet.orders", error_class="TopologyNotRunnable", error_message="x", key="1", body={}),
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = Sender()
     with pytest.raises(NothingToReplay, match=r"no active topology starts on topic 'shoptet\.orders'"):
         await replay(store, sender, entry)  # type: ignore[arg-type]
@@ -165,13 +166,12 @@ async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounte
     from worker.envelope import H
 
     headers = {H.PROCESS_ID: "p1", H.RETRY_TARGET_TOPIC: "t.node.x", H.RETRY_DUE_AT: "soon"}
-    entry_id = await store.add_trash(
+    _, entry = await stored(
+        store,
         TrashEntry(
             topic="t.retry", error_class="MalformedMessage", error_message="bad due time", headers=headers, body={}
-        )
+        ),
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = SlowSender()
 
     await replay(store, sender, entry)  # type: ignore[arg-type]
@@ -184,11 +184,9 @@ async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInst
     """Deleted under a replay, the replay still sent it: the operator discarded a message that went."""
     from worker.trash import discard
 
-    entry_id = await store.add_trash(
-        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
+    entry_id, entry = await stored(
+        store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
     )
-    entry = await store.get_trash(entry_id)
-    assert entry is not None
     sender = SlowSender()
     replaying = asyncio.create_task(replay(store, sender, entry))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)  # the replay holds its lease while the broker takes the message
