@@ -18,7 +18,8 @@ A run lists every page of one endpoint from a start time T and emits every item 
 5. Shoptet warns that items shift between pages when the list changes while it is paged, so some
    are missed (an edited order moves to the end of the change feed; the orders behind it move up a
    slot, and one of them into a page already read). A page number cannot say so; an item seen twice
-   in one run, or a ``totalCount`` lower than a page answered before it was asked for, can. Then a
+   in one run, or a ``totalCount`` that fell, can (for a list, only below a page answered before
+   it was asked for: pages answered out of order are no shift there). Then a
    list leaves the watermark where it was, and the next run lists from the same start again
    (at-least-once: downstream sees some items twice). A change feed, oldest change first, moves it
    to the last change on its first page: an item the run missed was behind that one when page 1
@@ -73,8 +74,12 @@ class ListCursor(BaseModel):
 class _Listing:
     """What one run has seen, to tell whether the list shifted while it was paged (see 5. above)."""
 
-    def __init__(self, item_id: str) -> None:
+    def __init__(self, item_id: str, *, any_fall_shifts: bool = False) -> None:
         self.item_id = item_id
+        #: A change feed: any page counting fewer items than one seen before is a shift. Its oldest
+        #: entries expire as new ones come, so a count can fall below a page asked for later; and
+        #: a false alarm costs it little (the watermark still moves, to page 1's last change).
+        self.any_fall_shifts = any_fall_shifts
         self.seen: set[str] = set()
         self.total: int | None = None
         #: The most pages any page of this hop reported: a list that grew has more than page 1 said.
@@ -90,7 +95,8 @@ class _Listing:
         self.page_count = max(self.page_count, pages)
         total = (data.get("paginator") or {}).get("totalCount")
         if isinstance(total, int):
-            if floor is not None and total < floor:
+            reference = self.total if self.any_fall_shifts else floor
+            if reference is not None and total < reference:
                 self.shifted = True
             self.total = total if self.total is None else max(self.total, total)
         for item in items:
@@ -173,7 +179,7 @@ class ListBatch(Batch):
                 or self.default_from(now)
             )
         first_page = cursor.page
-        listing = _Listing(self.item_id)
+        listing = _Listing(self.item_id, any_fall_shifts=self.ordered_by is not None)
         first = await self._fetch(ctx, first_page, date_from)
         items = self._items(first)
         if first_page == 1 and not items:
@@ -222,7 +228,12 @@ class ListBatch(Batch):
         if self.ordered_by is None or not items or not isinstance(items[-1], dict):
             return None
         value = items[-1].get(self.ordered_by)
-        return shoptet.normalize_time(value) if isinstance(value, str) and value else None
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            return shoptet.normalize_time(value)
+        except StopError:  # not a date: the run goes on, and a shift leaves the watermark alone
+            return None
 
     def _shifted_watermark(self, install: Install, shifted_up_to: str | None) -> str | None:
         """Where a run that saw its list shift may move the watermark: page 1's last change, if

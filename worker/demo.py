@@ -129,8 +129,8 @@ class DemoEnvironment:
         s = worker.rt.settings
         base = f"http://{s.http_host}:{s.http_port}"
         shop = "the simulated shop" if self.simulator is not None else "your shop"
-        # the simulated shop's installs and trash are kept apart from a real shop's store
-        store = f"DATABASE_URL={s.database_url} " if self.simulator is not None else ""
+        # this run's own store (a fresh one on the embedded broker), not the configured one
+        store = f"DATABASE_URL={s.database_url} " if s.database_url != self.settings.database_url else ""
         self.console.print(
             f"""
 [bold green]{count} orders[/] of {shop} reached topic [bold]{ORDERS_SINK}[/] in {elapsed:.1f} s.

@@ -13,6 +13,7 @@ from worker.envelope import ATTEMPT_HEADERS, H, Message
 from worker.processes import HandledTally, handled_record, root_of
 from worker.starter import Starter, start_inbound
 from worker.store import InstallStore, TrashEntry
+from worker.topics import TopicNames
 
 log = structlog.get_logger("trash")
 
@@ -71,7 +72,7 @@ def replay_message(entry: TrashEntry, body: Any = STORED) -> Message:
             )
         body = entry.body
     headers = {k: v for k, v in entry.headers.items() if k not in ATTEMPT_HEADERS}  # the failed attempt's
-    if entry.key and H.USER not in headers:
+    if entry.key and not headers.get(H.USER):  # as the inbound consumer: the header, else the key
         headers[H.USER] = entry.key
     return Message(body=body, headers=headers)
 
@@ -125,8 +126,7 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body
     topics = sender.topics
     if entry.topic != topics.retry and not entry.topic.startswith(topics.node_prefix):
         return await _start_again(store, sender, entry, body)
-    # a record of the retry topic goes to the node topic it was waiting for (its header says which)
-    topic = entry.headers.get(H.RETRY_TARGET_TOPIC, "") if entry.topic == topics.retry else entry.topic
+    topic = _retried_topic(topics, entry) if entry.topic == topics.retry else entry.topic
     if not topic.startswith(topics.node_prefix):
         raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
     message = replay_message(entry, body)
@@ -145,6 +145,16 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body
     if entry.id is not None:
         await store.remove_trash(entry.id)
     return message
+
+
+def _retried_topic(topics: TopicNames, entry: TrashEntry) -> str:
+    """The node topic a record of the retry topic was waiting for: its target header, else (the
+    forwarder trashes a record without one) the topic of the node type it names."""
+    target = entry.headers.get(H.RETRY_TARGET_TOPIC)
+    if target:
+        return target
+    node_name = entry.headers.get(H.NODE_NAME)
+    return topics.node(node_name) if node_name else ""
 
 
 async def _start_again(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:

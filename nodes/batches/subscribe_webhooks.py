@@ -79,9 +79,9 @@ class ShoptetSubscribeWebhooks(Batch):
         missing = [event for event in wanted_events(ctx) if event not in registered]
         if not missing:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message="All webhooks are already registered.")
-        free, clashing = _compatible(
-            [event for event in missing if event not in taken], on_shoptet=registered | set(taken)
-        )
+        ours = {str(w["event"]): w for w in on_shoptet if w.get("url") == url}
+        free = [event for event in missing if event not in taken]
+        free, clashing = _compatible(free, on_shoptet=registered | set(taken))
         created: list[dict[str, Any]] = []
         for start in range(0, len(free), REGISTER_PER_CALL):
             chunk = free[start : start + REGISTER_PER_CALL]
@@ -98,7 +98,7 @@ class ShoptetSubscribeWebhooks(Batch):
         done = [str(w["event"]) for w in created]
         if blocked or clashing:
             problems = [_taken_message(blocked, url)] if blocked else []
-            problems += [_clashing_message(clashing)] if clashing else []
+            problems += [_clashing_message(clashing, ours=ours, taken=taken)] if clashing else []
             raise StopError((f"registered {', '.join(done)}; " if done else "") + " ".join(problems))
         return Result(message=f"registered {', '.join(done)}")
 
@@ -119,11 +119,27 @@ def _compatible(events: list[str], *, on_shoptet: set[str]) -> tuple[list[str], 
     return [e for e in events if e in kept], clashing
 
 
-def _clashing_message(clashing: dict[str, str]) -> str:
-    pairs = "; ".join(f"{event} (with {other})" for event, other in sorted(clashing.items()))
+def _clashing_message(
+    clashing: dict[str, str], *, ours: dict[str, dict[str, Any]], taken: dict[str, dict[str, Any]]
+) -> str:
+    """Why each left-out event was, and what clears it: the other event is wanted too, or a webhook
+    on Shoptet (this worker's, for an event no topology starts on any more, or another URL's)."""
+
+    def clash(event: str, other: str) -> str:
+        if other in taken:
+            holder = taken[other]
+            where = _origin(str(holder.get("url") or ""))
+            return f"{event} (with {other}, registered for {where}: webhook {holder['id']})"
+        if other in ours:
+            webhook = ours[other]["id"]
+            return f"{event} (with {other}, this worker's webhook {webhook}: delete it if nothing starts on {other})"
+        return f"{event} (with {other}, wanted too: start the topologies on one of them)"
+
+    pairs = "; ".join(clash(event, other) for event, other in sorted(clashing.items()))
     return (
-        f"Shoptet does not register these together with another event of the e-shop: {pairs}. Start the "
-        "topologies on one event of each pair (order:update covers cancellations), then replay this message."
+        f"Shoptet does not register these together with another event of the e-shop: {pairs}. "
+        "Clear each (order:update covers cancellations; DELETE /api/webhooks/{id} deletes a webhook), "
+        "then replay this message."
     )
 
 

@@ -295,27 +295,59 @@ async def test_a_shifted_run_never_moves_the_watermark_back(harness: Harness, sh
     assert harness.store.setting_writes == []
 
 
-async def test_pages_answered_out_of_order_are_no_shift(harness: Harness, shoptet_api: respx.MockRouter) -> None:
-    """Page 3, asked for after page 2, is answered first and counts one change more (the feed grew):
-    page 2 counting fewer than page 3 read as a shift, and on a busy shop nearly every run did."""
-    feed = [timed_changes((str(n), n)) for n in range(1, 8)]  # one change a page
-    sizes = {1: 6, 2: 6}  # the feed had 6 changes until page 3 was answered, 7 from then on
+def out_of_order(key: str, items: list[dict[str, Any]]) -> Callable[[httpx.Request], Any]:
+    """One item a page; page 2 is answered after page 3, which counts one item more (the list
+    grew in between)."""
 
     async def answer(request: httpx.Request) -> httpx.Response:
         page = int(request.url.params["page"])
         if page == 2:
-            await asyncio.sleep(0.05)  # answered after page 3
-        total = sizes.get(page, 7)
+            await asyncio.sleep(0.05)
+        total = len(items) - 1 if page <= 2 else len(items)
         paginator = {"totalCount": total, "page": page, "pageCount": total, "itemsOnPage": 1, "itemsPerPage": 1}
-        return httpx.Response(200, json=envelope({"changes": feed[page - 1], "paginator": paginator}))
+        return httpx.Response(200, json=envelope({key: [items[page - 1]], "paginator": paginator}))
 
-    shoptet_api.get("/api/orders/changes").mock(side_effect=answer)
+    return answer
 
-    run = await harness.run(ShoptetGetOrderChangesList(), {}, options={"page_concurrency": 2})
+
+async def test_pages_answered_out_of_order_are_no_shift(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Page 3, asked for after page 2, is answered first and counts one order more (the list grew):
+    page 2 counting fewer than page 3 read as a shift, and on a busy shop nearly every run did."""
+    orders = [{"code": str(n)} for n in range(1, 8)]
+    shoptet_api.get("/api/orders").mock(side_effect=out_of_order("orders", orders))
+
+    run = await harness.run(ShoptetGetOrdersList(), {}, options={"page_concurrency": 2})
 
     assert sorted(i["code"] for i in run.emitted) == ["1", "2", "3", "4", "5", "6", "7"]
     assert "shifted" not in run.result.message
-    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == NOW_TEXT
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDERS) == NOW_TEXT
+
+
+async def test_a_change_feed_whose_count_fell_is_shifted(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """A change feed's oldest entries expire while new ones come: a count below one seen before
+    may hide a change that moved into a page already read, whichever page was asked for first.
+    The watermark then moves no further than page 1's last change."""
+    changes_fed = [c for n in range(1, 8) for c in timed_changes((str(n), n))]
+    shoptet_api.get("/api/orders/changes").mock(side_effect=out_of_order("changes", changes_fed))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {}, options={"page_concurrency": 2})
+
+    assert "shifted" in run.result.message
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:01:00Z"
+
+
+async def test_a_change_that_is_no_date_leaves_a_shifted_feeds_watermark_alone(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
+    changes_fed = [c for n in range(1, 8) for c in timed_changes((str(n), n))]
+    changes_fed[0]["changeTime"] = "yesterday"
+    shoptet_api.get("/api/orders/changes").mock(side_effect=out_of_order("changes", changes_fed))
+
+    run = await harness.run(ShoptetGetOrderChangesList(), {}, options={"page_concurrency": 2})
+
+    assert len(run.emitted) == 7 and "shifted" in run.result.message
+    assert harness.store.setting_writes == []
 
 
 async def test_a_list_that_grew_while_paging_is_read_to_its_new_end(

@@ -209,8 +209,9 @@ async def test_subscribe_leaves_out_events_shoptet_does_not_register_together(
     assert posted == ["job:finished", "order:update"]  # the general one of a wanted pair
     reason = stopped.value.message
     assert reason.startswith("registered job:finished, order:update;")
-    assert "customer:update (with customer:enableOrders)" in reason  # the one Shoptet has stays
-    assert "order:cancel (with order:update)" in reason
+    # the one Shoptet has stays, and the reason says which webhook holds it
+    assert "customer:update (with customer:enableOrders, this worker's webhook 5" in reason
+    assert "order:cancel (with order:update, wanted too" in reason
 
 
 async def test_subscribe_422_stops_and_stores_nothing(harness: Harness, shoptet_api: respx.MockRouter) -> None:

@@ -179,6 +179,14 @@ async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounte
     [(topic, message)] = sender.sent
     assert topic == "t.node.x" and H.RETRY_TARGET_TOPIC not in message.headers
 
+    # what the forwarder trashes: no target header; its node type says where it was going
+    headers = {H.PROCESS_ID: "p2", H.NODE_NAME: "y"}
+    _, entry = await stored(
+        store, TrashEntry(topic="t.retry", error_class="MalformedMessage", error_message="no target", headers=headers)
+    )
+    await replay(store, sender, entry, {})  # type: ignore[arg-type]
+    assert [topic for topic, _ in sender.sent] == ["t.node.x", "t.node.y"]
+
 
 async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInstallStore) -> None:
     """Deleted under a replay, the replay still sent it: the operator discarded a message that went."""
