@@ -85,14 +85,17 @@ return 0
 """
 )
 
-# KEYS[1] lease set; ARGV ttl ms, lease id. 1 renewed, 0 lease gone (expired and taken, or released).
+# KEYS[1] lease set; ARGV ttl ms, lease id. 1 renewed, 2 put back: the lease was gone (Redis restarted
+# or evicted it, or this process stalled past the TTL) while its request still runs. Dropped, it let
+# others in past the limit: Redis must count every request that is really in flight.
 _RENEW = (
     _NOW
     + """
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+local held = redis.call('ZSCORE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 keep(KEYS[1], 2 * tonumber(ARGV[1]))
-return 1
+if held then return 1 end
+return 2
 """
 )
 
@@ -118,6 +121,10 @@ if nb > now then return nb - now end
 return 0
 """
 )
+
+
+#: What the renew script answers for a lease it had to put back.
+LEASE_RESTORED = 2
 
 
 def _digest(key: str) -> str:
@@ -355,11 +362,13 @@ class RedisLimiter:
             await asyncio.sleep(self._renew_every)
             held = list(self._held.items())
             results = await asyncio.gather(*(self._renew(k, lease) for lease, k in held), return_exceptions=True)
-            for (lease, _), ok in zip(held, results, strict=True):
-                if isinstance(ok, BaseException):
-                    log.warning("limiter.renew_failed", error=type(ok).__name__)
-                elif not ok and self._held.pop(lease, None) is not None:
-                    log.warning("limiter.lease_lost")  # expired (Redis or this process stalled)
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    log.warning("limiter.renew_failed", error=type(outcome).__name__)
+                elif outcome == LEASE_RESTORED:
+                    log.warning("limiter.lease_restored")  # it had expired: Redis restarted, or we stalled
 
-    async def _renew(self, lease_key: str, lease: str) -> bool:
-        return bool(await self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease]))
+    async def _renew(self, lease_key: str, lease: str) -> int:
+        if lease not in self._held:  # released meanwhile: putting it back would hold a slot for nothing
+            return 0
+        return int(await self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease]))

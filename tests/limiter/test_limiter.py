@@ -216,6 +216,28 @@ async def test_held_lease_is_renewed_past_its_ttl(redis_url: str, prefix: str) -
         await other.close()
 
 
+async def test_a_lease_lost_while_its_request_runs_is_put_back(redis_url: str, prefix: str) -> None:
+    """Redis restarted (its keys gone) while a request ran: the lease was dropped, not put back, and
+    another worker got in past the token's limit."""
+    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
+    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
+    try:
+        async with holder.slot("token-a"):
+            keys = [k async for k in holder._redis.scan_iter(match=f"{prefix}*")]
+            await holder._redis.delete(*keys)  # what a restart without persistence does
+            await asyncio.sleep(0.4)  # a renewal comes and puts the lease back
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    async with other.slot("token-a"):
+                        pass
+        async with asyncio.timeout(2):
+            async with other.slot("token-a"):
+                pass
+    finally:
+        await holder.close()
+        await other.close()
+
+
 async def test_nothing_token_like_reaches_redis(redis_url: str, prefix: str) -> None:
     limiter = RedisLimiter.from_url(redis_url, prefix=prefix)
     try:
