@@ -13,6 +13,7 @@ maps HTTP outcomes to :mod:`worker.errors` exactly as the parity document's last
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -35,20 +36,36 @@ LOCKED_RETRY_SECONDS = 5.0
 RETRYABLE_STATUSES = frozenset({408, 423, 429})
 
 
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now; Shoptet sends an HTTP date, RFC 9110 also allows seconds."""
+#: The longest ``Retry-After`` taken as given: an ordered node holds its install's messages that long.
+MAX_RETRY_AFTER_SECONDS = 300.0
+
+
+def _http_time(value: str | None) -> float | None:
+    """An HTTP date as a Unix time (None when there is none, or it is not one)."""
     if not value:
         return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not str.isdigit alone: "²" is a digit to it
-        return float(value)
     try:
-        when = parsedate_to_datetime(value)
+        when = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:  # the asctime form has no zone; HTTP dates are always GMT
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return when.timestamp()
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (the answer's own ``Date``, so that this machine's
+    clock does not skew it), at most :data:`MAX_RETRY_AFTER_SECONDS`; Shoptet sends an HTTP date,
+    RFC 9110 also allows seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: "²" is a digit to it
+        return min(float(value), MAX_RETRY_AFTER_SECONDS)
+    when = _http_time(value)
+    if when is None:
+        return None
+    return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER_SECONDS)
 
 
 def _error_summary(body: Any) -> str:
@@ -74,6 +91,10 @@ def is_expired_token(response: httpx.Response) -> bool:
     return any(isinstance(e, dict) and e.get("errorCode") == "expired-token" for e in errors or [])
 
 
+#: The whole-request limit of a client built without a read timeout.
+DEFAULT_REQUEST_SECONDS = 30.0
+
+
 def transport_failed(what: str, exc: httpx.TransportError) -> RetryableError:
     """No answer at all (refused, reset, timed out): worth another try later.
 
@@ -93,7 +114,7 @@ def raise_for_status(response: httpx.Response) -> None:
     body = _json_or_text(response)
     summary = f"{response.request.method} {response.request.url.path} -> {status} {_error_summary(body)}"
     if status == 429:
-        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        wait = retry_after_seconds(response.headers.get("Retry-After"), now=_http_time(response.headers.get("Date")))
         raise RetryableError(summary, status=status, body=body, retry_after=wait)
     if status == 423:
         raise RetryableError(summary, status=status, body=body, retry_after=LOCKED_RETRY_SECONDS)
@@ -130,6 +151,10 @@ class ShoptetClient:
         self.limiter = limiter
         self.base_url = base_url.rstrip("/")
 
+    def _request_seconds(self) -> float:
+        """How long one whole request may take: the client's read timeout (SHOPTET_TIMEOUT_SECONDS)."""
+        return self.http.timeout.read or DEFAULT_REQUEST_SECONDS
+
     def url(self, path_or_url: str) -> str:
         """API paths get the base URL; absolute URLs (job result files) are used as they are."""
         if path_or_url.startswith(("http://", "https://")):
@@ -165,15 +190,24 @@ class ShoptetClient:
             headers.update(auth)
             try:
                 async with self.limiter.slot(key):
-                    response = await self.http.request(
-                        method,
-                        self.url(path),
-                        params=params,
-                        content=None if json is None else encode_json(json),
-                        headers=headers,
-                    )
+                    # the whole request: the client's timeout bounds each read only, and an answer
+                    # that trickles in held one of the token's 3 connections for as long as it ran
+                    async with asyncio.timeout(self._request_seconds()):
+                        response = await self.http.request(
+                            method,
+                            self.url(path),
+                            params=params,
+                            content=None if json is None else encode_json(json),
+                            headers=headers,
+                        )
             except httpx.TransportError as exc:
                 raise transport_failed(f"{method} {path}", exc) from exc
+            except TimeoutError as exc:
+                raise RetryableError(
+                    f"{method} {path}: timeout (no whole answer within {self._request_seconds():g} s)"
+                ) from exc
+            except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
+                raise RetryableError(f"{method} {path}: answer could not be decoded ({exc})") from exc
             self.limiter.observe(key, response.headers)
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)

@@ -9,7 +9,7 @@ import respx
 from applications.client import ShoptetClient
 from applications.installs import install_premium
 from applications.premium import InvalidPremiumToken, PremiumApplication
-from worker.errors import StopError
+from worker.errors import RetryableError, StopError
 from worker.limiter import LocalLimiter
 from worker.store import Install
 from worker.store.sql import SqlInstallStore
@@ -70,3 +70,49 @@ async def test_invalid_token_is_refused_with_shoptets_message_and_nothing_stored
     with pytest.raises(InvalidPremiumToken, match=r"invalid-token: Invalid access token\."):
         await install_premium(store, http, api_url=API, user="u", token="bad")
     assert await store.list_installs() == []
+
+
+async def test_an_answer_that_never_ends_frees_its_connection_after_the_timeout(shoptet: respx.Router) -> None:
+    """The client's timeout bounds each read only: an answer trickling in held one of the token's
+    3 connections for as long as it ran."""
+    import asyncio
+
+    async def trickle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json={"data": None})
+
+    shoptet.get(f"{API}/api/orders").mock(side_effect=trickle)
+    transport = httpx.MockTransport(shoptet.async_handler)
+    async with httpx.AsyncClient(transport=transport, timeout=0.2) as http:
+        limiter = LocalLimiter()
+        client = ShoptetClient(
+            http=http, application=PremiumApplication(), install=_install(), limiter=limiter, base_url=API
+        )
+        with pytest.raises(RetryableError, match=r"no whole answer within 0\.2 s"):
+            await asyncio.wait_for(client.request("GET", "/api/orders"), 2)
+
+
+async def test_an_answer_that_cannot_be_decoded_is_retried(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
+    """A proxy's error page labelled gzip: httpx's DecodingError went to trash as a node's bug."""
+    gateway_page = httpx.ByteStream(b"<html>bad gateway</html>")
+    shoptet.get(f"{API}/api/orders").mock(
+        return_value=httpx.Response(502, stream=gateway_page, headers={"Content-Encoding": "gzip"})
+    )
+    client = ShoptetClient(
+        http=http, application=PremiumApplication(), install=_install(), limiter=LocalLimiter(), base_url=API
+    )
+    with pytest.raises(RetryableError, match="could not be decoded"):
+        await client.request("GET", "/api/orders")
+
+
+async def test_a_429_waits_from_shoptets_clock_not_ours(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
+    """Retry-After is a date one second ahead of Shoptet's Date: against a clock two minutes slow,
+    the message waited two minutes."""
+    headers = {"Date": "Wed, 21 Oct 2015 07:28:00 GMT", "Retry-After": "Wed, 21 Oct 2015 07:28:01 GMT"}
+    shoptet.get(f"{API}/api/orders").respond(429, json={"data": None, "errors": []}, headers=headers)
+    client = ShoptetClient(
+        http=http, application=PremiumApplication(), install=_install(), limiter=LocalLimiter(), base_url=API
+    )
+    with pytest.raises(RetryableError) as limited:
+        await client.request("GET", "/api/orders")
+    assert limited.value.retry_after == 1.0
