@@ -8,15 +8,17 @@ server time, so clock skew between nodes does not matter). An atomic Lua script 
 leases and adds ours only while fewer than the limit remain. A held lease has a short TTL that a
 background task renews while the request runs, and is released on exit (also on cancellation).
 A process that dies stops renewing, so its slots come free after at most ``lease_ttl`` seconds.
-Waiters poll with jitter (and are woken early when this process releases a slot of that key);
-that is not fair under heavy contention, but it is simple and every waiter gets its turn in practice.
+Waiters poll with jitter (and are woken early when this process releases a slot of that key), and
+take a token's slots in turn, whichever process they are in: a queue in Redis orders them by their
+first attempt (a waiter that stops asking leaves it after a few seconds).
 
 Pacing: :meth:`RedisLimiter.observe` turns ``X-RateLimit-Bucket-Filling`` into a delay with
 :class:`~worker.limiter.Pacing` (the same arithmetic as the local limiter) and raises a per-key
 "not before" timestamp in Redis; every process's next slot for that key waits until then.
 
 Keys (``prefix`` defaults to ``shoptet-worker:limiter:``): ``<prefix>token:{<hash>}`` (leases),
-``<prefix>pace:{<hash>}`` (not-before, ms), ``<prefix>host`` (host leases). The limiter key is
+``<prefix>pace:{<hash>}`` (not-before, ms), ``<prefix>queue:{<hash>}`` and ``<prefix>waiting:{<hash>}``
+(the token's waiters), ``<prefix>host`` (host leases). The limiter key is
 hashed again, so nothing token-like ever ends up in Redis; the hash tag keeps a token's two keys
 in one Redis Cluster slot. The host cap is global across nodes: conservative when nodes have
 different IPs, exact when they share one egress IP.
@@ -51,6 +53,9 @@ DEFAULT_PREFIX = "shoptet-worker:limiter:"
 #: A waiter's poll delay doubles this many times at most (5 ms x 2**16 is far past any cap).
 POLL_DOUBLINGS = 16
 
+#: How soon a waiter that the next free slot goes to asks again (others: that times their place).
+NEXT_IN_LINE_POLL_SECONDS = 0.01
+
 #: Connections of a limiter's own client, and how long a call waits for one before it fails.
 REDIS_MAX_CONNECTIONS = 64
 REDIS_POOL_TIMEOUT_SECONDS = 20.0
@@ -81,6 +86,46 @@ if KEYS[2] then
   local nb = tonumber(redis.call('GET', KEYS[2]) or '0')
   if nb > now then return nb - now end
 end
+return 0
+"""
+)
+
+# A token's slots in turn: KEYS[1] lease set, KEYS[2] pace key, KEYS[3] queue (waiters by first
+# attempt), KEYS[4] waiters by last attempt; ARGV limit, ttl ms, lease id (the waiter), stale ms.
+# A waiter is granted only while fewer waiters are ahead of it than slots are free: a release woke
+# only the releasing process's waiters, and a process with a backlog kept a token's slots from
+# another process for minutes. Waiters that stopped asking (gone) leave the queue after stale ms.
+# Returns like _ACQUIRE, but a waiting one gets -(waiters ahead of it + 1): the nearer the front, the
+# sooner it asks again (a slot another process frees is seen only by asking).
+_ACQUIRE_IN_TURN = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[2])
+local lease = ARGV[3]
+local stale = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], lease) then
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - stale)) do
+    redis.call('ZREM', KEYS[3], gone)
+    redis.call('ZREM', KEYS[4], gone)
+  end
+  local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+  local ahead = redis.call('ZRANK', KEYS[3], lease)
+  if not ahead then ahead = redis.call('ZCARD', KEYS[3]) end
+  if free <= ahead then
+    redis.call('ZADD', KEYS[3], 'NX', now, lease)
+    redis.call('ZADD', KEYS[4], now, lease)
+    keep(KEYS[3], 2 * stale)
+    keep(KEYS[4], 2 * stale)
+    return -(ahead + 1)
+  end
+  redis.call('ZREM', KEYS[3], lease)
+  redis.call('ZREM', KEYS[4], lease)
+end
+redis.call('ZADD', KEYS[1], now + ttl, lease)
+keep(KEYS[1], 2 * ttl)
+local nb = tonumber(redis.call('GET', KEYS[2]) or '0')
+if nb > now then return nb - now end
 return 0
 """
 )
@@ -194,6 +239,9 @@ class RedisLimiter:
         self._on_wait = on_wait
         self._owns_client = owns_client
         self._acquire_script = redis.register_script(_ACQUIRE)
+        self._acquire_in_turn_script = redis.register_script(_ACQUIRE_IN_TURN)
+        #: A waiter that has not asked again for this long has left the queue (its process died).
+        self._stale_ms = max(2000, int(poll_interval * 10_000))
         self._renew_script = redis.register_script(_RENEW)
         self._pace_script = redis.register_script(_PACE)
         self._pace_left_script = redis.register_script(_PACE_LEFT)
@@ -235,7 +283,8 @@ class RedisLimiter:
         host_key = f"{self._prefix}host"
         await self._settle_observations(digest)
         started = time.monotonic()
-        token_lease, pace = await self._acquire(token_key, self._per_token, pace_key)
+        queue = (f"{self._prefix}queue:{{{digest}}}", f"{self._prefix}waiting:{{{digest}}}")
+        token_lease, pace = await self._acquire(token_key, self._per_token, pace_key, queue)
         try:
             # Pacing while holding the token slot costs nothing: the token may not send anyway.
             while pace > 0:
@@ -286,26 +335,59 @@ class RedisLimiter:
 
     # --- internals ----------------------------------------------------------------------------
 
-    async def _acquire(self, lease_key: str, limit: int, pace_key: str | None) -> tuple[str, float]:
-        """Take a lease on ``lease_key``, waiting as long as it takes; returns (lease id, pacing wait s)."""
+    async def _acquire(
+        self, lease_key: str, limit: int, pace_key: str | None, queue: tuple[str, str] | None = None
+    ) -> tuple[str, float]:
+        """Take a lease on ``lease_key``, waiting as long as it takes; returns (lease id, pacing wait s).
+
+        With ``queue`` (a token's: its queue and its waiters' last attempts, see ``_ACQUIRE_IN_TURN``
+        and its pace key) waiters of every process take the slots in turn."""
         lease = uuid.uuid4().hex
-        keys = [lease_key] if pace_key is None else [lease_key, pace_key]
+        args: list[str | int]
+        if queue is not None and pace_key is not None:
+            keys, args = [lease_key, pace_key, *queue], [limit, self._ttl_ms, lease, self._stale_ms]
+            script = self._acquire_in_turn_script
+        else:
+            keys = [lease_key] if pace_key is None else [lease_key, pace_key]
+            args, script = [limit, self._ttl_ms, lease], self._acquire_script
         attempt = 0
-        while True:
-            try:
-                result = int(await self._acquire_script(keys=keys, args=[limit, self._ttl_ms, lease]))
-            except BaseException as exc:
-                # The script may have run before we were cancelled or lost the connection.
-                self._spawn(self._zrem(lease_key, lease))
-                if isinstance(exc, RedisError):
-                    raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
-                raise
-            if result >= 0:
-                self._held[lease] = lease_key
-                self._ensure_renewer()
-                return lease, result / 1000
-            await self._wakeups.wait(lease_key, self._poll_delay(attempt))
-            attempt += 1
+        try:
+            while True:
+                try:
+                    result = int(await script(keys=keys, args=args))
+                except BaseException as exc:
+                    # The script may have run before we were cancelled or lost the connection.
+                    self._spawn(self._zrem(lease_key, lease))
+                    if isinstance(exc, RedisError):
+                        raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
+                    raise
+                if result >= 0:
+                    self._held[lease] = lease_key
+                    self._ensure_renewer()
+                    return lease, result / 1000
+                await self._wakeups.wait(lease_key, self._queued_delay(-result - 1, limit, attempt, queue))
+                attempt += 1
+        except BaseException:
+            if queue is not None:  # no longer waiting: the ones behind must not wait for it to go stale
+                self._spawn(self._leave_queue(queue, lease))
+            raise
+
+    async def _leave_queue(self, queue: tuple[str, str], lease: str) -> None:
+        try:
+            for key in queue:
+                await self._redis.zrem(key, lease)
+        except RedisError as exc:
+            log.warning("limiter.leave_queue_failed", error=type(exc).__name__)  # stale soon anyway
+
+    def _queued_delay(self, ahead: int, limit: int, attempt: int, queue: tuple[str, str] | None) -> float:
+        """How long a waiter sleeps before it asks again (a release of this process wakes it first).
+
+        In a token's queue, by its place: one that the next free slots go to asks every 10 ms, so a
+        slot another process frees is not left idle for a whole poll; further back, less often."""
+        if queue is None:
+            return self._poll_delay(attempt)
+        turns_away = max(0, ahead - limit + 1)
+        return min(self._poll_interval, NEXT_IN_LINE_POLL_SECONDS * (turns_away + 1))
 
     def _poll_delay(self, attempt: int) -> float:
         """Short first, then up to ``poll_interval``; jitter keeps processes from polling in lockstep.

@@ -279,3 +279,32 @@ async def test_redis_down_is_retryable() -> None:
                 pass
     finally:
         await limiter.close()
+
+
+async def test_waiters_of_every_process_take_a_tokens_slots_in_turn(redis_url: str, prefix: str) -> None:
+    """A release woke only its own process's waiters, which took the slot again before another
+    process's waiter polled: with a backlog in one worker, another worker's messages for the same
+    shop (an ordered status update) waited out the whole backlog."""
+    busy = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1)
+    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1)
+    stop = asyncio.Event()
+    turns = {"busy": 0, "other": 0}
+
+    async def loop(limiter: RedisLimiter, name: str) -> None:
+        while not stop.is_set():
+            async with limiter.slot("token-a"):
+                turns[name] += 1
+                await asyncio.sleep(0.02)
+
+    tasks = [asyncio.create_task(loop(busy, "busy")) for _ in range(5)]
+    try:
+        await asyncio.sleep(0.2)  # the busy process has the token, and a queue of its own
+        tasks.append(asyncio.create_task(loop(other, "other")))
+        await asyncio.sleep(2)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await busy.close()
+        await other.close()
+    # one waiter of six: about a sixth of the turns (it got one in twelve seconds)
+    assert turns["other"] >= 5, turns
