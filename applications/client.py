@@ -231,4 +231,5 @@ class ShoptetClient:
                     raise_for_status(resp)
                 yield resp
         except httpx.TransportError as exc:
-            raise transport_failed(f"GET {url}", exc) from exc
+            # scheme, host and path only: a result file's query may be its signed access
+            raise transport_failed(f"GET {httpx.URL(self.url(url)).copy_with(query=None, fragment=None)}", exc) from exc

@@ -116,3 +116,15 @@ async def test_a_429_waits_from_shoptets_clock_not_ours(shoptet: respx.Router, h
     with pytest.raises(RetryableError) as limited:
         await client.request("GET", "/api/orders")
     assert limited.value.retry_after == 1.0
+
+
+async def test_a_failed_download_names_no_query(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
+    """A result file's URL may carry its signed access in the query: the error text goes to trash."""
+    shoptet.get("https://files.test/job/1.jsonl.gz").mock(side_effect=httpx.ConnectError("refused"))
+    client = ShoptetClient(
+        http=http, application=PremiumApplication(), install=_install(), limiter=LocalLimiter(), base_url=API
+    )
+    with pytest.raises(RetryableError) as failed:
+        async with client.stream("https://files.test/job/1.jsonl.gz?signature=s3cr3t"):
+            pass
+    assert "https://files.test/job/1.jsonl.gz" in failed.value.message and "s3cr3t" not in failed.value.message
