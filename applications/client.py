@@ -95,14 +95,15 @@ def is_expired_token(response: httpx.Response) -> bool:
 DEFAULT_REQUEST_SECONDS = 30.0
 
 
-def transport_failed(what: str, exc: httpx.TransportError) -> RetryableError:
+def transport_failed(what: str, exc: httpx.TransportError, *, hide: str = "", shown: str = "") -> RetryableError:
     """No answer at all (refused, reset, timed out): worth another try later.
 
     The transport's own text says which (aiohttp's "Cannot connect to host ..." arrives as an
-    httpx ``ConnectTimeout``, so the class name alone would mislead).
+    httpx ``ConnectTimeout``, so the class name alone would mislead); ``hide`` in it is replaced by
+    ``shown`` (a URL whose query must not reach logs and trash).
     """
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
-    detail = str(exc)
+    detail = str(exc).replace(hide, shown) if hide else str(exc)
     return RetryableError(f"{what}: {kind} ({type(exc).__name__}{': ' + detail if detail else ''})")
 
 
@@ -231,5 +232,8 @@ class ShoptetClient:
                     raise_for_status(resp)
                 yield resp
         except httpx.TransportError as exc:
-            # scheme, host and path only: a result file's query may be its signed access
-            raise transport_failed(f"GET {httpx.URL(self.url(url)).copy_with(query=None, fragment=None)}", exc) from exc
+            # scheme, host and path only: a result file's query may be its signed access (and
+            # aiohttp's own text names the URL, query and all)
+            full = httpx.URL(self.url(url))
+            where = full.copy_with(query=None, fragment=None)
+            raise transport_failed(f"GET {where}", exc, hide=str(full), shown=str(where)) from exc

@@ -14,11 +14,13 @@ Minutes are evaluated in UTC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from croniter import croniter
@@ -190,18 +192,24 @@ class Scheduler:
         if not await store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds):
             return False
         install = firing.install
-        try:
-            await asyncio.wait_for(
-                start_process(
-                    self.rt,
-                    firing.tv,
-                    firing.start,
-                    user=install.user if install else None,
-                    body={},
-                    application=install.application if install else None,
-                ),
-                timeout=self.start_timeout_seconds,
+        sending = asyncio.ensure_future(
+            start_process(
+                self.rt,
+                firing.tv,
+                firing.start,
+                user=install.user if install else None,
+                body={},
+                application=install.application if install else None,
             )
+        )
+        try:
+            await self._outcome(sending, firing, owner)
+        except asyncio.CancelledError:
+            # stopped (the worker goes down) with the start on its way: its record may still go out
+            # (the producer flushes at stop), so the minute stays claimed rather than fire again
+            with contextlib.suppress(Exception):
+                await asyncio.shield(store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS))
+            raise
         except Exception as exc:
             # give the firing back so that a re-check (here or in another process) fires it
             await store.release_lease(firing.lease_name, owner)
@@ -215,6 +223,22 @@ class Scheduler:
             return False
         await store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS)
         return True
+
+    async def _outcome(self, sending: asyncio.Future[Any], firing: Firing, owner: str) -> None:
+        """Wait for the start's acknowledgement, keeping the claim while the broker is slow.
+
+        Given up after a timeout, the start was still in the producer's batch and went out all the
+        same, while the claim was let go and a re-check fired the minute again: twice. The producer
+        acknowledges or fails every record in the end; until it does, the claim is renewed."""
+        while True:
+            done, _ = await asyncio.wait({sending}, timeout=self.start_timeout_seconds)
+            if done:
+                sending.result()  # raises what the broker answered
+                return
+            log.warning(
+                "cron start not acknowledged yet; waiting", topology=firing.tv.name, minute=firing.minute.isoformat()
+            )
+            await self.rt.store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds)
 
     # the loop -----------------------------------------------------------------------------------
     def minutes_to_fire(self, now: datetime) -> tuple[list[datetime], list[datetime]]:

@@ -120,7 +120,8 @@ async def test_a_429_waits_from_shoptets_clock_not_ours(shoptet: respx.Router, h
 
 async def test_a_failed_download_names_no_query(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
     """A result file's URL may carry its signed access in the query: the error text goes to trash."""
-    shoptet.get("https://files.test/job/1.jsonl.gz").mock(side_effect=httpx.ConnectError("refused"))
+    garbled = "400, message='Duplicate Content-Length', url='https://files.test/job/1.jsonl.gz?signature=s3cr3t'"
+    shoptet.get("https://files.test/job/1.jsonl.gz").mock(side_effect=httpx.RemoteProtocolError(garbled))
     client = ShoptetClient(
         http=http, application=PremiumApplication(), install=_install(), limiter=LocalLimiter(), base_url=API
     )
