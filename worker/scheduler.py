@@ -59,10 +59,12 @@ class Firing:
 
     @property
     def lease_name(self) -> str:
-        """The firing's identity across workers and versions: the start by what it is (its cron and
-        target), not by its place in ``start:``, which a redeploy may change within the minute."""
+        """The firing's identity across workers and versions: the start by its target, not by its
+        place in ``start:``, nor by its cron: a redeploy that changed the cron within the minute
+        (a worker on the old version, one on the new) fired that minute twice. Two cron starts of
+        one target due in the same minute would start the same process anyway."""
         who = f"{self.install.application}:{self.install.user}" if self.install else "-"
-        return f"cron:{self.tv.name}:{self.start.cron}:{self.start.to or ''}:{self.minute.isoformat()}:{who}"
+        return f"cron:{self.tv.name}:{self.start.to or ''}:{self.minute.isoformat()}:{who}"
 
 
 def minute_of(now: datetime) -> datetime:
@@ -111,6 +113,8 @@ class Scheduler:
         self.start_timeout_seconds = start_timeout_seconds
         self._task: asyncio.Task[None] | None = None
         self._last_minute: datetime | None = None
+        #: Minutes whose firing failed (the broker or the store away) since the last loop.
+        self._failed_minutes: set[datetime] = set()
         self._next_purge = 0.0
 
     async def tick(self, now: datetime, *, past: bool = False) -> int:
@@ -212,6 +216,7 @@ class Scheduler:
             raise
         except Exception as exc:
             # give the firing back so that a re-check (here or in another process) fires it
+            self._failed_minutes.add(firing.minute)
             await store.release_lease(firing.lease_name, owner)
             log.error(
                 "cron start failed",
@@ -241,6 +246,19 @@ class Scheduler:
             await self.rt.store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds)
 
     # the loop -----------------------------------------------------------------------------------
+    def ticked(self, now: datetime) -> None:
+        """The loop covered every minute up to ``now``'s, but for minutes whose firing failed: the
+        next loops catch up from the oldest of them (up to CATCH_UP_MINUTES back). Re-checked only
+        for RECHECK_MINUTES, a start that failed through a longer broker or store outage was lost,
+        and a daily import skipped its day."""
+        current = minute_of(now)
+        failed = min(self._failed_minutes, default=None)
+        self._failed_minutes.clear()
+        if failed is None:
+            self._last_minute = current
+        else:
+            self._last_minute = max(failed - timedelta(minutes=1), current - timedelta(minutes=CATCH_UP_MINUTES))
+
     def minutes_to_fire(self, now: datetime) -> tuple[list[datetime], list[datetime]]:
         """(missed, recent), oldest first: minutes no tick of this scheduler covered (since it
         started, or stalled: up to CATCH_UP_MINUTES back), and the last RECHECK_MINUTES with the
@@ -273,7 +291,7 @@ class Scheduler:
                     await self.tick(minute, past=minute != current)
                 except Exception:
                     log.exception("cron tick failed", minute=minute.isoformat())
-            self._last_minute = minute_of(now)
+            self.ticked(now)
             await self.purge_leases()
             now = datetime.now(UTC)
             next_minute = minute_of(now) + timedelta(minutes=1)

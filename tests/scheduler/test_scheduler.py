@@ -187,6 +187,55 @@ async def test_failed_start_gives_the_firing_back(
     assert len(await watch.new("test-passthrough")) == len(USERS)
 
 
+async def test_a_start_the_broker_acknowledges_late_fires_once(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given up after its timeout, the start was still in the producer's batch and went out all the
+    same, while its claim was let go and the minute's re-check fired it again: twice."""
+    scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
+    minute = _minute(DUE, 20)
+    send = worker.rt.send
+
+    async def slow_acknowledgement(topic: str, message: object) -> object:
+        acknowledged = await send(topic, message)  # type: ignore[arg-type]
+        late: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        def later(_: object) -> None:
+            asyncio.get_running_loop().call_later(0.7, late.set_result, None)
+
+        acknowledged.add_done_callback(later)
+        return late
+
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt, "send", slow_acknowledgement)
+        assert await scheduler.tick(minute) == len(USERS)
+    assert await scheduler.tick(minute) == 0  # the re-check: every firing is confirmed
+    started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
+    assert started == {user.encode(): 1 for user in USERS}
+
+
+async def test_a_start_that_failed_through_a_long_outage_is_caught_up(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed firings were re-checked for two minutes only: a daily import due while the broker
+    was away three minutes or more was skipped that day."""
+    scheduler = Scheduler(worker.rt, "worker-1")
+    minute = _minute(DUE, 21)
+
+    async def broker_down(topic: str, message: object) -> object:
+        raise ConnectionError("broker unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt, "send", broker_down)
+        assert await scheduler.tick(minute) == 0
+    scheduler.ticked(minute)
+    later = minute + timedelta(minutes=5)  # the outage outlasted the re-checks
+    missed, _ = scheduler.minutes_to_fire(later)
+    assert minute_of(minute) in missed
+    scheduler.ticked(later)  # nothing failed this time: the next loops start from here
+    assert scheduler.minutes_to_fire(later + timedelta(minutes=1))[0] == []
+
+
 def test_minutes_to_fire_rechecks_recent_and_catches_up_missed() -> None:
     scheduler = Scheduler(cast(Runtime, None), "worker-1")
     now = datetime(2024, 5, 2, 10, 7, 30, tzinfo=UTC)
@@ -321,3 +370,15 @@ async def test_a_redeploy_that_moves_a_cron_start_does_not_fire_its_minute_again
         assert latest is not None
         worker.rt.catalog.add_local(latest, enabled=False)  # the module's other tests tick it no more
     assert len(await watch.new("test-flaky-once")) == 1
+
+
+async def test_a_redeploy_that_changes_the_cron_does_not_fire_the_minute_again(worker: Worker) -> None:
+    """The lease named the cron: a worker on the old version and one on the new (*/10 -> */5) both
+    fired 10:00, each under its own lease."""
+    tv = worker.rt.catalog.active("cron-premium")
+    assert tv is not None
+    start = tv.topology.start[0]
+    moved = start.model_copy(update={"cron": "*/10 * * * *"})
+    install = await worker.rt.store.get_install("shop-a", "shoptet-premium")
+    minute = minute_of(_minute(DUE, 22))
+    assert Firing(tv, start, minute, install).lease_name == Firing(tv, moved, minute, install).lease_name
