@@ -7,6 +7,7 @@ worker changes until a file validates completely.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,6 +237,8 @@ def parse_topology(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise TopologyError(origin, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
+    except RecursionError:  # nested thousands deep: refused like any bad file, not a traceback
+        raise TopologyError(origin, 1, "not valid YAML: nested too deeply") from None
     if root is None or not isinstance(root, yaml.MappingNode):
         raise TopologyError(origin, 1, "a topology file is a YAML mapping with name, start and nodes")
     index: dict[tuple[Any, ...], int] = {}
@@ -282,6 +285,19 @@ def _check_references(
         if start.installed and topology.application is None:
             line = index.get(("start", i, "installed"))
             raise TopologyError(origin, line, "an `installed` start needs the topology's `application`")
+        if new_rules and start.cron and registry is not None:
+            # with no application a tick fires once, for no install: every tick went to trash
+            node = topology.start_node(start)
+            cls = registry.get(topology.nodes[node].node or "")
+            if cls is not None and cls.needs_install and topology.application_of(node) is None:
+                line = index.get(("start", i, "cron"))
+                raise TopologyError(
+                    origin, line, f"a cron start of {node!r} needs an install: give the topology its `application`"
+                )
+
+
+#: What Kafka accepts as a topic name.
+KAFKA_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 def _check_names(topology: Topology, index: dict[tuple[Any, ...], int], origin: str) -> None:
@@ -300,6 +316,17 @@ def _check_names(topology: Topology, index: dict[tuple[Any, ...], int], origin: 
             if event not in SHOPTET_WEBHOOK_EVENTS:
                 line = index.get(("start", i, "webhook", j)) or index.get(("start", i, "webhook"))
                 raise TopologyError(origin, line, f"unknown Shoptet webhook event {event!r}")
+        if start.topic is not None and not KAFKA_TOPIC_NAME.fullmatch(start.topic):
+            raise TopologyError(origin, index.get(("start", i, "topic")), f"not a Kafka topic name: {start.topic!r}")
+    inbound = {start.topic for start in topology.start if start.topic}
+    for node_id, spec in topology.nodes.items():
+        if spec.sink is None:
+            continue
+        line = index.get(("nodes", node_id, "sink"))
+        if not KAFKA_TOPIC_NAME.fullmatch(spec.sink):
+            raise TopologyError(origin, line, f"not a Kafka topic name: {spec.sink!r}")
+        if spec.sink in inbound:  # each output would start the topology again, for ever
+            raise TopologyError(origin, line, f"sink {spec.sink!r} is a topic this topology starts on")
 
 
 def load_topology_file(path: Path, registry: NodeRegistry | None = None) -> TopologyVersion:

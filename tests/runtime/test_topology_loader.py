@@ -302,3 +302,31 @@ def test_a_version_deployed_before_the_newer_checks_keeps_running(registry: Node
     assert [s.cron for s in active.topology.start] == ["0 */10 * * * *", None]
     # webhooks-subscribe registers the events in one call, which Shoptet would refuse whole
     assert active.topology.webhook_events() == {"order:craete"} and catalog.webhook_events() == frozenset()
+
+
+def test_a_sink_the_topology_starts_on_is_refused(registry: NodeRegistry) -> None:
+    """Each output would start the topology again, for ever (a Shoptet call a loop)."""
+    looping = GOOD.replace("manual: true", "topic: sample.out")
+    error = refused(looping, registry)
+    assert (error.line, error.reason) == (8, "sink 'sample.out' is a topic this topology starts on")
+
+
+def test_a_topic_kafka_cannot_name_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    error = refused(GOOD.replace("sink: sample.out", "sink: 'sample out!'"), registry)
+    assert (error.line, error.reason) == (8, "not a Kafka topic name: 'sample out!'")
+    error = refused(GOOD.replace("manual: true", "topic: erp/orders"), registry)
+    assert (error.line, error.reason) == (4, "not a Kafka topic name: 'erp/orders'")
+
+
+def test_a_cron_start_of_a_node_that_needs_an_install_needs_an_application(registry: NodeRegistry) -> None:
+    """With no application a tick fires once, for no install, and every tick went to trash."""
+    cron = "name: c\nstart:\n  - cron: '*/5 * * * *'\nnodes:\n  list: {node: shoptet-get-orders-list, next: [out]}\n"
+    cron += "  out: {sink: c.out}\n"
+    error = refused(cron, registry)
+    assert error.line == 3 and "needs an install" in error.reason
+    parse_topology(cron.replace("name: c\n", "name: c\napplication: shoptet-premium\n"), registry=registry)
+
+
+def test_yaml_nested_thousands_deep_is_refused_not_a_traceback(registry: NodeRegistry) -> None:
+    deep = "name: x\nstart: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert "nested too deeply" in refused(deep, registry).reason
