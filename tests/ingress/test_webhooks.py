@@ -268,6 +268,38 @@ async def test_a_webhook_cancelled_before_the_broker_had_it_is_not_taken_for_a_d
     await _shoptets_retry_is_accepted(client, body, watch)
 
 
+async def test_a_start_the_broker_acknowledges_after_the_answer_is_started_once(
+    worker: Worker,
+    client: httpx.AsyncClient,
+    install: Install,
+    eshop_id: int,
+    watch: TopicWatch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given up after the publish timeout, the start was still in the producer's batch and went out
+    all the same, while the lease was let go: Shoptet's retry started the process a second time."""
+    send = worker.rt.send
+    late = worker.rt.settings.webhook_publish_timeout_seconds + 1
+
+    async def slow_acknowledgement(topic: str, message: object) -> object:
+        acknowledged = await send(topic, message)  # type: ignore[arg-type]
+        answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        acknowledged.add_done_callback(lambda _: asyncio.get_running_loop().call_later(late, answer.set_result, None))
+        return answer
+
+    body = webhook_body(eshop_id)
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt, "send", slow_acknowledgement)
+        first = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+        assert (first.status_code, first.json()["status"]) == (503, "in-flight")
+        meanwhile = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+        assert (meanwhile.status_code, meanwhile.json()["status"]) == (503, "in-flight")
+        await asyncio.sleep(late)  # the broker answers; the hand-over completes in the background
+    retried = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    assert (retried.status_code, retried.json()["status"]) == (200, "duplicate")
+    assert len(await watch.new("test-passthrough")) == 1
+
+
 @pytest.mark.parametrize("first_fails", [True, False])
 async def test_a_delivery_repeated_while_the_first_is_handed_over_is_deferred_not_acknowledged(
     worker: Worker,

@@ -28,6 +28,7 @@ from worker.lifecycle import ADDON_EVENTS, apply_addon_event
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
 from worker.store import Install
+from worker.tasks import background_task
 from worker.topology import APPLICATIONS, StartSpec, TopologyVersion
 from worker.webhook_keys import SIGNATURE_HEADER, has_signature_key, verify_signature
 
@@ -116,14 +117,11 @@ def listeners(rt: Runtime, application: str, event: str) -> list[tuple[TopologyV
 async def publish_event(rt: Runtime, install: Install, body: dict[str, Any], event: str) -> list[str]:
     """Start every listening process; returns once the broker acknowledged all of them."""
     targets = listeners(rt, install.application, event)
-    started = await asyncio.wait_for(
-        asyncio.gather(
-            *(
-                start_process(rt, tv, start, user=install.user, body=body, application=install.application)
-                for tv, start in targets
-            )
-        ),
-        timeout=rt.settings.webhook_publish_timeout_seconds,
+    started = await asyncio.gather(
+        *(
+            start_process(rt, tv, start, user=install.user, body=body, application=install.application)
+            for tv, start in targets
+        )
     )
     return [message.process_id for message in started]
 
@@ -191,29 +189,90 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
     if not claimed:
         bound.info("webhook duplicate", reason="already received within the dedup window")
         return _answer(200, "duplicate", "already received")
+    handing_over = HandOver(rt, lease, owner, bound)
+    # publish before applying: an uninstall removes the install these processes are keyed by
+    publishing = asyncio.ensure_future(_publish_and_apply(rt, install, body, payload, application))
     try:
-        # publish before applying: an uninstall removes the install these processes are keyed by
-        process_ids = await publish_event(rt, install, body, payload.event)
-        if is_addon_event:
-            await apply_addon_event(rt.store, application, payload.eshopId, payload.event)
+        done, _ = await asyncio.wait({publishing}, timeout=settings.webhook_publish_timeout_seconds)
+    except BaseException:
+        handing_over.finish_later(publishing)  # cancelled (shutdown, client gone): it may still go
+        raise
+    if not done:
+        # the starts may still reach the broker: given up here (lease let go), Shoptet's retry
+        # started them again; until the broker answers, its retries are told to come back later
+        handing_over.finish_later(publishing)
+        bound.warning("webhook deferred", reason="the broker has not acknowledged the starts yet", status=503)
+        return _answer(503, "in-flight", "the broker has not acknowledged the event yet; retry later")
+    if publishing.cancelled():  # a start cancelled before the broker had it: Shoptet's retry must get in
+        with contextlib.suppress(Exception):
+            await rt.store.release_lease(lease, owner)
+        raise asyncio.CancelledError
+    try:
+        process_ids = publishing.result()
     except Exception as exc:
         await rt.store.release_lease(lease, owner)  # Shoptet's retry must not be taken for a duplicate
         bound.error("webhook failed", reason=f"{type(exc).__name__}: {exc}", status=503)
         return _answer(503, "error", "could not hand the event over; retry later")
-    except BaseException:
-        # cancelled (shutdown, client gone) before the broker had it: Shoptet's retry must get in
-        with contextlib.suppress(Exception):
-            await rt.store.release_lease(lease, owner)
-        raise
-    try:  # from now on, Shoptet's retries of this delivery are duplicates
-        accepted = f"ingress:accepted:{owner}"
-        if not await rt.store.hand_over_lease(lease, owner, accepted, settings.webhook_dedup_window_seconds):
-            # the hand-over outlived its lease: a repeat may have taken it and started them again
-            bound.warning("webhook accepted after its hand-over lease expired; it may have started twice")
-    except Exception as exc:  # the processes are started: the 200 stands; a retry may start them again
-        bound.warning("webhook accepted; its duplicates may not be recognized", error=f"{type(exc).__name__}: {exc}")
+    await handing_over.accepted()
     bound.info("webhook accepted", processes=len(process_ids))
     return _answer(200, "accepted", f"{len(process_ids)} process(es) started", processIds=process_ids)
+
+
+async def _publish_and_apply(
+    rt: Runtime, install: Install, body: dict[str, Any], payload: WebhookPayload, application: str
+) -> list[str]:
+    process_ids = await publish_event(rt, install, body, payload.event)
+    if payload.event in ADDON_EVENTS:
+        await apply_addon_event(rt.store, application, payload.eshopId, payload.event)
+    return process_ids
+
+
+#: Hand-overs still waiting for the broker after their request was answered (kept from the GC).
+_FINISHING: set[asyncio.Task[None]] = set()
+
+
+class HandOver:
+    """A delivery's lease while its starts go to the broker, and what becomes of it after."""
+
+    def __init__(self, rt: Runtime, lease: str, owner: str, log: Any) -> None:
+        self.rt, self.lease, self.owner, self.log = rt, lease, owner, log
+
+    async def accepted(self) -> None:
+        """From now on, Shoptet's retries of this delivery are duplicates."""
+        settings = self.rt.settings
+        try:
+            accepted = f"ingress:accepted:{self.owner}"
+            if not await self.rt.store.hand_over_lease(
+                self.lease, self.owner, accepted, settings.webhook_dedup_window_seconds
+            ):
+                # the hand-over outlived its lease: a repeat may have taken it and started them again
+                self.log.warning("webhook accepted after its hand-over lease expired; it may have started twice")
+        except Exception as exc:  # the processes are started: the 200 stands; a retry may start them again
+            self.log.warning(
+                "webhook accepted; its duplicates may not be recognized", error=f"{type(exc).__name__}: {exc}"
+            )
+
+    def finish_later(self, publishing: asyncio.Future[list[str]]) -> None:
+        """Keep the lease until the broker answers the starts, then accept them or let go."""
+        task = background_task(self._finish(publishing))
+        _FINISHING.add(task)
+        task.add_done_callback(_FINISHING.discard)
+
+    async def _finish(self, publishing: asyncio.Future[list[str]]) -> None:
+        ttl = self.rt.settings.webhook_publish_timeout_seconds + HAND_OVER_MARGIN_SECONDS
+        while True:
+            done, _ = await asyncio.wait({publishing}, timeout=ttl / 2)
+            if done:
+                break
+            with contextlib.suppress(Exception):  # still on its way: keep Shoptet's retries out
+                await self.rt.store.acquire_lease(self.lease, self.owner, ttl)
+        if publishing.cancelled() or publishing.exception() is not None:
+            with contextlib.suppress(Exception):
+                await self.rt.store.release_lease(self.lease, self.owner)  # Shoptet's retry gets in
+            self.log.warning("webhook hand-over failed after its answer; Shoptet's retry will start it")
+            return
+        await self.accepted()
+        self.log.info("webhook accepted after its answer", processes=len(publishing.result()))
 
 
 #: Owner prefix of a delivery's lease while its processes are handed to the broker.
