@@ -199,18 +199,25 @@ async def test_a_long_wait_keeps_polling_at_the_cap(redis_url: str, prefix: str)
     assert all(0.1 <= d <= 0.2 for d in delays[1:])
 
 
+async def no_slot_within(limiter: RedisLimiter, seconds: float) -> None:
+    """``token-a`` stays taken for ``seconds``."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(seconds), limiter.slot("token-a"):
+            pass
+
+
+async def slot_within(limiter: RedisLimiter, seconds: float) -> None:
+    async with asyncio.timeout(seconds), limiter.slot("token-a"):
+        pass
+
+
 async def test_held_lease_is_renewed_past_its_ttl(redis_url: str, prefix: str) -> None:
     holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
     other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
     try:
         async with holder.slot("token-a"):
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(1.8):  # three TTLs
-                    async with other.slot("token-a"):
-                        pass
-        async with asyncio.timeout(2):
-            async with other.slot("token-a"):
-                pass
+            await no_slot_within(other, 1.8)  # three TTLs
+        await slot_within(other, 2)
     finally:
         await holder.close()
         await other.close()
@@ -226,13 +233,8 @@ async def test_a_lease_lost_while_its_request_runs_is_put_back(redis_url: str, p
             keys = [k async for k in holder._redis.scan_iter(match=f"{prefix}*")]
             await holder._redis.delete(*keys)  # what a restart without persistence does
             await asyncio.sleep(0.4)  # a renewal comes and puts the lease back
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    async with other.slot("token-a"):
-                        pass
-        async with asyncio.timeout(2):
-            async with other.slot("token-a"):
-                pass
+            await no_slot_within(other, 1.0)
+        await slot_within(other, 2)
     finally:
         await holder.close()
         await other.close()
