@@ -89,3 +89,24 @@ def test_addon_install_with_known_oauth_token(env: Path) -> None:
     assert _listed()[0]["settings"] == {"eshopId": 9, "eshopUrl": "https://9.test"}
     ambiguous_user = runner.invoke(install_app, ["disable", "u9", "-a", "nonsense"])
     assert ambiguous_user.exit_code == 1 and "unknown application" in ambiguous_user.output
+
+
+def test_premium_token_from_dot_env(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """typer reads the process environment only: a token in .env, which `make run` took, was a
+    "Missing option '--token'" here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHOPTET_PRIVATE_API_TOKEN", raising=False)
+    (tmp_path / ".env").write_text("SHOPTET_PRIVATE_API_TOKEN=tok-from-dotenv\n")
+    get_settings.cache_clear()
+    with respx.mock:
+        route = respx.get(f"{API}/api/eshop").respond(
+            200, json={"data": {"contactInformation": {"eshopId": 6, "url": "https://s.test/"}}}
+        )
+        result = runner.invoke(install_app, ["add", "premium", "--user", "shop6", "--no-start"])
+    assert result.exit_code == 0, result.output
+    assert route.calls.last.request.headers["Shoptet-Private-API-Token"] == "tok-from-dotenv"
+
+    (tmp_path / ".env").write_text("")
+    get_settings.cache_clear()
+    missing = runner.invoke(install_app, ["add", "premium", "--user", "shop7", "--no-start"])
+    assert missing.exit_code == 2 and "SHOPTET_PRIVATE_API_TOKEN" in missing.output

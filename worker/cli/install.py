@@ -86,15 +86,25 @@ def _fail(message: str) -> typer.Exit:
 def add_premium(
     user: Annotated[str, typer.Option(help="Name of the install (the message key).")],
     token: Annotated[
-        str,
-        typer.Option(envvar="SHOPTET_PRIVATE_API_TOKEN", help="Premium private API token.", show_default=False),
-    ],
+        str | None,
+        typer.Option(
+            envvar="SHOPTET_PRIVATE_API_TOKEN",
+            help="Premium private API token (default: SHOPTET_PRIVATE_API_TOKEN, from the environment or .env).",
+            show_default=False,
+        ),
+    ] = None,
     api_url: Annotated[str | None, typer.Option(help="Shoptet API URL (default: SHOPTET_API_URL).")] = None,
     start: StartOption = True,
 ) -> None:
     """Verify a premium token against GET /api/eshop and store it with the e-shop's id."""
+    configured = get_settings().shoptet_private_api_token
+    # typer reads the process environment only; `make run` and the settings read .env as well
+    token = token or (configured.get_secret_value() if configured is not None else None)
+    if not token:
+        raise typer.BadParameter("give --token, or SHOPTET_PRIVATE_API_TOKEN in the environment or .env")
 
     async def work(store: InstallStore, http: httpx.AsyncClient, settings: Settings) -> Install:
+        assert token is not None
         return await install_premium(store, http, api_url=api_url or settings.shoptet_api_url, user=user, token=token)
 
     try:
