@@ -13,6 +13,7 @@ import json
 import structlog
 from aiokafka.structs import ConsumerRecord
 
+from worker.logging import bind_message
 from worker.runtime import Runtime
 from worker.starter import start_inbound
 from worker.topology import APPLICATIONS
@@ -35,6 +36,7 @@ class InboundBridge:
         user_header = headers.get("user", b"").decode(errors="replace")
         application = headers.get("application", b"").decode(errors="replace") or None
         user = user_header or (record.key or b"").decode(errors="replace")
+        bind_message(user=user or None, topic=record.topic)  # this runner's lines name the record
         if not user:
             reason = "inbound record names no install: set the `user` header or the key to the install's user"
         else:
@@ -61,5 +63,7 @@ class InboundBridge:
             log.warning("inbound record moved to trash", reason=reason)
 
     async def _trash(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        await self.rt.store.add_trash(record_entry(record, error_class="MalformedMessage", error_message=reason))
-        log.warning("inbound record moved to trash", reason=reason)
+        entry_id = await self.rt.store.add_trash(
+            record_entry(record, error_class="MalformedMessage", error_message=reason)
+        )
+        log.warning("inbound record moved to trash", trash_id=entry_id, offset=record.offset, reason=reason)

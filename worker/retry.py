@@ -20,6 +20,7 @@ import structlog
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H
+from worker.logging import bind_message
 from worker.runtime import Runtime
 from worker.trash import record_entry, record_headers
 
@@ -35,6 +36,12 @@ class RetryForwarder:
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = record_headers(record)
+        bind_message(  # this runner's lines name the message it forwards (and nothing of the last one)
+            correlation_id=headers.get(H.CORRELATION_ID),
+            process_id=headers.get(H.PROCESS_ID),
+            node=headers.get(H.NODE_ID),
+            user=headers.get(H.USER),
+        )
         target = headers.get(H.RETRY_TARGET_TOPIC)
         try:
             due = float(headers.get(H.RETRY_DUE_AT, "0"))
@@ -44,7 +51,8 @@ class RetryForwarder:
             entry = record_entry(
                 record, error_class="MalformedMessage", error_message="retry record without a target topic"
             )
-            await self.rt.store.add_trash(entry)
+            entry_id = await self.rt.store.add_trash(entry)
+            log.warning("retry record moved to trash", trash_id=entry_id, reason=entry.error_message)
             return
         wait = due - time.time()
         if wait > HOLD_SECONDS:

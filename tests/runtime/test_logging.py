@@ -69,3 +69,27 @@ def test_library_lines_are_json_with_the_message_ids_too(capsys: pytest.CaptureF
     assert (record["level"], record["logger"]) == ("warning", "aiokafka.consumer")
     assert (record["correlation_id"], record["user"]) == ("corr-2", "shop-2")
     assert "ConnectionError: broker gone" in record["exception"]
+
+
+async def test_the_retry_forwarder_names_the_message_it_forwards() -> None:
+    """Its lines (a record trashed for having no target) carried no message ids at all."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from aiokafka.structs import ConsumerRecord
+
+    from worker.logging import _MESSAGE_FIELDS
+    from worker.retry import RetryForwarder
+
+    class Store:
+        async def add_trash(self, entry: Any) -> int:
+            return 1
+
+    headers = (("correlation-id", b"corr-9"), ("process-id", b"proc-9"), ("user", b"shop-9"))
+    record: ConsumerRecord[bytes, bytes] = ConsumerRecord("t.retry", 0, 1, 0, 0, b"shop-9", b"{}", None, 6, 2, headers)
+    try:
+        await RetryForwarder(SimpleNamespace(store=Store())).handle(record)  # type: ignore[arg-type]
+        fields = _MESSAGE_FIELDS.get() or {}
+        assert (fields["correlation_id"], fields["process_id"], fields["user"]) == ("corr-9", "proc-9", "shop-9")
+    finally:
+        bind_message()
