@@ -66,6 +66,17 @@ class Firing:
         who = f"{self.install.application}:{self.install.user}" if self.install else "-"
         return f"cron:{self.tv.name}:{self.start.to or ''}:{self.minute.isoformat()}:{who}"
 
+    @property
+    def legacy_lease_name(self) -> str:
+        """The name workers before this one claim the firing by (with its cron): claimed too, so
+        that old and new workers of a rolling upgrade do not each fire the minute once."""
+        who = f"{self.install.application}:{self.install.user}" if self.install else "-"
+        return f"cron:{self.tv.name}:{self.start.cron}:{self.start.to or ''}:{self.minute.isoformat()}:{who}"
+
+    @property
+    def lease_names(self) -> tuple[str, str]:
+        return self.lease_name, self.legacy_lease_name
+
 
 def minute_of(now: datetime) -> datetime:
     """The UTC minute ``now`` falls in (naive datetimes are taken as UTC)."""
@@ -192,9 +203,12 @@ class Scheduler:
         """Claim, publish, confirm. False when another scheduler has it or publishing failed."""
         # a fresh owner per firing: re-ticking a minute in this process must not renew our own lease
         owner = f"{self.owner_id}:{uuid.uuid4().hex}"
-        store = self.rt.store
-        if not await store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds):
-            return False
+        try:
+            if not await self._claim(firing, owner):
+                return False
+        except Exception:  # the store is away: the minute is caught up once it answers
+            self._failed_minutes.add(firing.minute)
+            raise
         install = firing.install
         sending = asyncio.ensure_future(
             start_process(
@@ -209,15 +223,12 @@ class Scheduler:
         try:
             await self._outcome(sending, firing, owner)
         except asyncio.CancelledError:
-            # stopped (the worker goes down) with the start on its way: its record may still go out
-            # (the producer flushes at stop), so the minute stays claimed rather than fire again
-            with contextlib.suppress(Exception):
-                await asyncio.shield(store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS))
+            await asyncio.shield(self._stopped_while_sending(sending, firing, owner))
             raise
         except Exception as exc:
             # give the firing back so that a re-check (here or in another process) fires it
             self._failed_minutes.add(firing.minute)
-            await store.release_lease(firing.lease_name, owner)
+            await self._set_leases(firing, owner, None)
             log.error(
                 "cron start failed",
                 topology=firing.tv.name,
@@ -226,8 +237,34 @@ class Scheduler:
                 reason=f"{type(exc).__name__}: {exc}",
             )
             return False
-        await store.acquire_lease(firing.lease_name, owner, LEASE_TTL_SECONDS)
+        await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
         return True
+
+    async def _claim(self, firing: Firing, owner: str) -> bool:
+        store = self.rt.store
+        if not await store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds):
+            return False
+        if not await store.acquire_lease(firing.legacy_lease_name, owner, self.claim_ttl_seconds):
+            await store.release_lease(firing.lease_name, owner)  # an older worker fired it
+            return False
+        return True
+
+    async def _set_leases(self, firing: Firing, owner: str, ttl: float | None) -> None:
+        """Hold both of the firing's leases for ``ttl`` seconds, or let them go (None)."""
+        for name in firing.lease_names:
+            if ttl is None:
+                await self.rt.store.release_lease(name, owner)
+            else:
+                await self.rt.store.acquire_lease(name, owner, ttl)
+
+    async def _stopped_while_sending(self, sending: asyncio.Future[Any], firing: Firing, owner: str) -> None:
+        """Stopped (the worker goes down) with the start on its way. Sent or still on its way (the
+        producer flushes at stop), the minute stays claimed rather than fire again; failed, it is
+        given back (held for a day, a start that never went out was lost)."""
+        done, _ = await asyncio.wait({sending}, timeout=self.start_timeout_seconds)
+        failed = bool(done) and (sending.cancelled() or sending.exception() is not None)
+        with contextlib.suppress(Exception):
+            await self._set_leases(firing, owner, None if failed else LEASE_TTL_SECONDS)
 
     async def _outcome(self, sending: asyncio.Future[Any], firing: Firing, owner: str) -> None:
         """Wait for the start's acknowledgement, keeping the claim while the broker is slow.
@@ -243,7 +280,8 @@ class Scheduler:
             log.warning(
                 "cron start not acknowledged yet; waiting", topology=firing.tv.name, minute=firing.minute.isoformat()
             )
-            await self.rt.store.acquire_lease(firing.lease_name, owner, self.claim_ttl_seconds)
+            with contextlib.suppress(Exception):  # a store hiccup is no reason to give up a start on its way
+                await self._set_leases(firing, owner, self.claim_ttl_seconds)
 
     # the loop -----------------------------------------------------------------------------------
     def ticked(self, now: datetime) -> None:
@@ -285,12 +323,14 @@ class Scheduler:
                     await self.catch_up(missed + rechecked)
                 except Exception:
                     log.exception("missed cron ticks failed", first=missed[0].isoformat())
+                    self._failed_minutes.add(missed[0])
                 rechecked = []
             for minute in [*rechecked, current]:
                 try:
                     await self.tick(minute, past=minute != current)
-                except Exception:
+                except Exception:  # the store away (installs not listed): caught up once it answers
                     log.exception("cron tick failed", minute=minute.isoformat())
+                    self._failed_minutes.add(minute)
             self.ticked(now)
             await self.purge_leases()
             now = datetime.now(UTC)

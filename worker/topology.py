@@ -289,7 +289,8 @@ def _check_references(
             # with no application a tick fires once, for no install: every tick went to trash
             node = topology.start_node(start)
             cls = registry.get(topology.nodes[node].node or "")
-            if cls is not None and cls.needs_install and topology.application_of(node) is None:
+            # the scheduler fires per install of the topology's application (a node's own does not count)
+            if cls is not None and cls.needs_install and topology.application is None:
                 line = index.get(("start", i, "cron"))
                 raise TopologyError(
                     origin, line, f"a cron start of {node!r} needs an install: give the topology its `application`"

@@ -325,6 +325,9 @@ def test_a_cron_start_of_a_node_that_needs_an_install_needs_an_application(regis
     error = refused(cron, registry)
     assert error.line == 3 and "needs an install" in error.reason
     parse_topology(cron.replace("name: c\n", "name: c\napplication: shoptet-premium\n"), registry=registry)
+    # the scheduler fires per install of the topology's application: a node's own does not count
+    node_level = cron.replace("next: [out]}", "next: [out], application: shoptet-premium}")
+    assert "needs an install" in refused(node_level, registry).reason
 
 
 def test_yaml_nested_thousands_deep_is_refused_not_a_traceback(registry: NodeRegistry) -> None:

@@ -382,3 +382,67 @@ async def test_a_redeploy_that_changes_the_cron_does_not_fire_the_minute_again(w
     install = await worker.rt.store.get_install("shop-a", "shoptet-premium")
     minute = minute_of(_minute(DUE, 22))
     assert Firing(tv, start, minute, install).lease_name == Firing(tv, moved, minute, install).lease_name
+
+
+async def test_a_minute_an_older_worker_fired_is_not_fired_again(worker: Worker, watch: TopicWatch) -> None:
+    """Older workers claim a firing by a name with its cron: in a rolling upgrade, old and new
+    workers each fired the minute once under their own name."""
+    tv = worker.rt.catalog.active("cron-premium")
+    assert tv is not None
+    minute = minute_of(_minute(DUE, 23))
+    for user in USERS:
+        install = await worker.rt.store.get_install(user, "shoptet-premium")
+        legacy = Firing(tv, tv.topology.start[0], minute, install).legacy_lease_name
+        assert await worker.rt.store.acquire_lease(legacy, "old-worker:1", 60)
+    assert await Scheduler(worker.rt, "new-worker").tick(minute) == 0
+    await watch.assert_nothing_new()
+
+    later = minute_of(_minute(DUE, 24))
+    assert await Scheduler(worker.rt, "new-worker").tick(later) == len(USERS)
+    install = await worker.rt.store.get_install(USERS[0], "shoptet-premium")
+    held = await worker.rt.store.lease_holder(Firing(tv, tv.topology.start[0], later, install).legacy_lease_name)
+    assert held is not None and held.startswith("new-worker:")  # an old worker skips it too
+
+
+async def test_a_claim_the_store_cannot_take_is_caught_up(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = Scheduler(worker.rt, "worker-1")
+    minute = minute_of(_minute(DUE, 25))
+
+    async def store_down(*args: object, **kwargs: object) -> bool:
+        raise ConnectionError("store unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt.store, "acquire_lease", store_down)
+        with pytest.raises(ConnectionError):
+            await scheduler.tick(minute)
+    assert minute in scheduler._failed_minutes
+
+
+async def test_a_start_cancelled_at_a_stop_keeps_its_minute_only_if_it_may_have_gone(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled with its start failed, the minute was held for a day: the start was lost."""
+    scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
+    tv = worker.rt.catalog.active("cron-premium")
+    assert tv is not None
+
+    async def never(topic: str, message: object) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def refused(topic: str, message: object) -> object:
+        await asyncio.sleep(0.05)
+        raise ConnectionError("broker refused")
+
+    for day, send, kept in ((26, never, True), (27, refused, False)):
+        minute = minute_of(_minute(DUE, day))
+        with monkeypatch.context() as patched:
+            patched.setattr(worker.rt, "send", send)
+            ticking = asyncio.create_task(scheduler.tick(minute))
+            await asyncio.sleep(0.02)
+            ticking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await ticking
+        install = await worker.rt.store.get_install(USERS[0], "shoptet-premium")
+        holder = await worker.rt.store.lease_holder(Firing(tv, tv.topology.start[0], minute, install).lease_name)
+        assert (holder is not None) is kept, day

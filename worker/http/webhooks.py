@@ -231,6 +231,14 @@ async def _publish_and_apply(
 _FINISHING: set[asyncio.Task[None]] = set()
 
 
+async def finish_hand_overs(timeout: float) -> None:
+    """At a stop, after the producer's flush: let the hand-overs accept (or let go of) their leases
+    while the store is still open. Left behind, their leases expired and Shoptet's retries started
+    the processes a second time."""
+    if _FINISHING:
+        await asyncio.wait(set(_FINISHING), timeout=timeout)
+
+
 class HandOver:
     """A delivery's lease while its starts go to the broker, and what becomes of it after."""
 
