@@ -65,7 +65,8 @@ class ListCursor(BaseModel):
     page: int = Field(default=1, ge=1)
     dateFrom: str | None = None
     startedAt: str | None = None
-    #: (ours) an earlier hop of this run saw the list shift: the run must not move the watermark.
+    #: (ours) an earlier hop of this run saw the list shift: the run moves the watermark no further
+    #: than ``shiftedUpTo`` (a list without one: not at all).
     shifted: bool = False
     #: (ours) a change feed's last change on page 1: as far as a shifted run moves the watermark.
     shiftedUpTo: str | None = None

@@ -388,9 +388,6 @@ def node_limits(node: Node, active: Iterable[TopologyVersion]) -> tuple[int, boo
     return concurrency, ordered
 
 
-#: Settings of the control topic when the worker creates it.
-
-
 def configured_applications(
     settings: Settings, store: InstallStore, http: httpx.AsyncClient
 ) -> Mapping[str, Application]:

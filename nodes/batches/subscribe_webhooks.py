@@ -58,8 +58,9 @@ class ShoptetSubscribeWebhooks(Batch):
     operator removes those and replays it. So are events Shoptet does not register together
     (``order:cancel`` with ``order:update``, ``customer:update`` with ``customer:enableOrders`` or
     ``customer:disableOrders``: 409 for the whole call): the one Shoptet has, or the more general
-    one, is registered, and the message stops naming the other. Emits nothing. Codes: 0; 1003 when every wanted event is
-    registered (or none is wanted); 409/422 and taken events stop (trash).
+    one, is registered, and the message stops naming the other. Emits nothing. Codes: 0; 1003
+    when every wanted event is registered (or none is wanted); 409/422 and taken events stop
+    (trash).
     """
 
     name = "shoptet-subscribe-webhooks"
