@@ -123,10 +123,13 @@ class HandledTally:
         )
 
     @classmethod
-    def outputs_of(cls, message: Message, *, node_outputs: int, sink_outputs: int) -> HandledTally:
-        """The outputs of one item a batch emitted, counted while the batch still runs (nothing
-        handled yet: the batch's own message is counted when its hop ends)."""
-        return cls._counting(message, 0, node_outputs, sink_outputs, 1)
+    def outputs_of(
+        cls, message: Message, *, node_outputs: int, sink_outputs: int = 0, emitted: int = 1
+    ) -> HandledTally:
+        """Outputs of ``message``'s process counted with nothing handled: those of one item a batch
+        emitted, while the batch still runs (its own message is counted when its hop ends), or, with
+        no item emitted, one message more (or less) in flight (a replay from trash)."""
+        return cls._counting(message, 0, node_outputs, sink_outputs, emitted)
 
     @classmethod
     def _counting(cls, message: Message, *counts: int) -> HandledTally:
@@ -214,20 +217,8 @@ class ProcessBook:
             p.starts += 1
             p.started_at = min(p.started_at or p.updated_at, p.updated_at)
         elif kind == "handled":  # one process per record, as written before handled rows
-            if (
-                p.finished_at is not None
-                and int(record.get("node_outputs", 0)) > 0
-                and not record.get("handled")
-                and not record.get("emitted")
-            ):
-                p.finished_at = None  # as in ``_apply_rows``
-            p.handled += int(record.get("handled", 0))
-            p.node_outputs += int(record.get("node_outputs", 0))
-            p.emitted += int(record.get("emitted", 0))
-            p.delivered += int(record.get("sink_outputs", 0))
-            p.retries += int(record.get("retries", 0))
-            p.trashed += int(record.get("trashed", 0))
-            p.done += int(record.get("done", 0))
+            self._count(p, *(int(record.get(name, 0)) for name in HANDLED_COLUMNS[4:]))
+            return
         self._check_idle(p)
 
     def _apply_rows(self, record: dict[str, Any], received_at: float | None) -> None:
@@ -243,19 +234,33 @@ class ProcessBook:
             if not root:
                 continue
             p = self._touch(root, topology, version, user, at, received_at)
-            if p.finished_at is not None and node_outputs > 0 and handled == 0 and emitted == 0:
-                # a message replayed from trash (its row hands nothing over, it only adds one in
-                # flight): the process runs again, and is announced again, with the replay's outcome.
-                # Not a batch's item (emitted): a redelivered batch must not announce it twice.
-                p.finished_at = None
-            p.handled += handled
-            p.node_outputs += node_outputs
-            p.emitted += emitted
-            p.delivered += sink_outputs
-            p.retries += retries
-            p.trashed += trashed
-            p.done += done
-            self._check_idle(p)
+            self._count(p, handled, node_outputs, sink_outputs, emitted, retries, trashed, done)
+
+    def _count(
+        self,
+        p: ProcessCounts,
+        handled: int,
+        node_outputs: int,
+        sink_outputs: int,
+        emitted: int,
+        retries: int,
+        trashed: int,
+        done: int,
+    ) -> None:
+        """One row's counts (:data:`HANDLED_COLUMNS` from ``handled`` on) added to its process."""
+        if p.finished_at is not None and node_outputs > 0 and handled == 0 and emitted == 0:
+            # a message replayed from trash (its row hands nothing over, it only adds one in
+            # flight): the process runs again, and is announced again, with the replay's outcome.
+            # Not a batch's item (emitted): a redelivered batch must not announce it twice.
+            p.finished_at = None
+        p.handled += handled
+        p.node_outputs += node_outputs
+        p.emitted += emitted
+        p.delivered += sink_outputs
+        p.retries += retries
+        p.trashed += trashed
+        p.done += done
+        self._check_idle(p)
 
     def _touch(
         self, root: str, topology: str, version: str, user: str, at: float, received_at: float | None

@@ -10,7 +10,7 @@ import structlog
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import ATTEMPT_HEADERS, H, Message
-from worker.processes import HandledTally, handled_record, root_of
+from worker.processes import HandledTally, handled_record
 from worker.starter import Starter, start_inbound
 from worker.store import InstallStore, TrashEntry
 from worker.topics import TopicNames
@@ -198,13 +198,6 @@ async def _count_in_flight(sender: Starter, message: Message, *, undo: bool = Fa
     takes it back (the replay was not sent)."""
     if not message.process_id:
         return None
-    tally = HandledTally(
-        root_of(message),
-        message.headers.get(H.TOPOLOGY_NAME, ""),
-        message.headers.get(H.TOPOLOGY_VERSION, ""),
-        message.user or "",
-        handled=0,
-        node_outputs=-1 if undo else 1,
-    )
+    tally = HandledTally.outputs_of(message, node_outputs=-1 if undo else 1, emitted=0)
     record = handled_record([tally])
     return await sender.send(sender.topics.processes, Message(body=record).with_key(tally.root))
