@@ -72,16 +72,17 @@ class Delivery:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.pending: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        #: Outputs sent with ``send``: counted in the input's own ledger row, when its hop ends.
         self.node_outputs = 0
         self.sink_outputs = 0
-        self.emitted = 0
         #: Retries an ordered node waited out in place (counted in the ledger like the others).
         self.retried_in_place = 0
-        #: Of the counts above, those already in the ledger (emitted items and their outputs).
-        self._counted_node_outputs = self._counted_sink_outputs = self._counted_emitted = 0
-        #: The ledger batches that count them (and settle their outputs), oldest first.
+        #: Outputs of the items a batch emitted: counted in the ledger with each item (``emit``).
+        self._item_outputs = self._item_node_outputs = 0
+        #: The ledger batches that count the items (and settle their outputs), oldest first.
         self._counting: list[asyncio.Future[None]] = []
-        self._emitted_outputs = 0
+        #: Item outputs since the last flush.
+        self._unflushed = 0
 
     async def send(self, out: Outgoing) -> None:
         self.pending.append((out, await self.rt.send_output(out)))
@@ -100,19 +101,20 @@ class Delivery:
                 sent.append((out, await self.rt.send_output(out)))
         finally:  # what went out is counted, also when an output could not go
             node = sum(1 for out, _ in sent if not out.to_sink)
-            sink = len(sent) - node
-            self.emitted += 1
-            self.node_outputs += node
-            self.sink_outputs += sink
-            self._counted_emitted += 1
-            self._counted_node_outputs += node
-            self._counted_sink_outputs += sink
-            counting = self.rt.ledger.add(HandledTally.outputs_of(message, node_outputs=node, sink_outputs=sink), sent)
+            self._item_outputs += len(sent)
+            self._item_node_outputs += node
+            counting = self.rt.ledger.add(
+                HandledTally.outputs_of(message, node_outputs=node, sink_outputs=len(sent) - node), sent
+            )
             if not self._counting or self._counting[-1] is not counting:
                 self._counting.append(counting)
-        self._emitted_outputs += len(sent)
-        if self._emitted_outputs >= FLUSH_EVERY:
+        self._unflushed += len(sent)
+        if self._unflushed >= FLUSH_EVERY:
             await self.flush()
+
+    def has_outputs(self) -> bool:
+        """Whether anything went out for this input: its own outputs or its items'."""
+        return bool(self.node_outputs or self.sink_outputs or self._item_outputs)
 
     def take(self) -> list[tuple[Outgoing, asyncio.Future[Any]]]:
         """The outputs still on their way, handed to whoever settles them (the ledger batch)."""
@@ -127,18 +129,18 @@ class Delivery:
         for batch in counting:
             # shielded: the ledger batch is shared, and a cancelled wait here must not cancel it
             await asyncio.shield(batch)  # it resends until the broker has it all: it never fails
-        self._emitted_outputs = 0
+        self._unflushed = 0
 
     def tally(self, message: Message, outcome: str) -> HandledTally:
-        """The input's row in the ledger: what is not counted yet (its emitted items are)."""
+        """The input's row in the ledger: its own outputs (its items are counted already)."""
         return HandledTally.of(
             message,
             outcome=outcome,
-            node_outputs=self.node_outputs - self._counted_node_outputs,
-            sink_outputs=self.sink_outputs - self._counted_sink_outputs,
-            emitted=self.emitted - self._counted_emitted,
+            node_outputs=self.node_outputs,
+            sink_outputs=self.sink_outputs,
+            emitted=0,
             retried_in_place=self.retried_in_place,
-            ended=self.node_outputs == 0,
+            ended=self.node_outputs == 0 and self._item_node_outputs == 0,
         )
 
     def recorded(self, last: asyncio.Future[None]) -> asyncio.Future[None]:
@@ -297,7 +299,7 @@ class NodeProcessor:
         status update retried later overwrote a newer one. Here the runner of the install's queue
         waits, so its next messages wait too (other installs do not).
         """
-        if not self.feed.ordered or delivery.node_outputs or delivery.sink_outputs:
+        if not self.feed.ordered or delivery.has_outputs():
             # a batch that emitted before failing: given up here (a rebalance, a stop), its items
             # would be out without their count in the ledger; the retry topic keeps both
             return None
