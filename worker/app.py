@@ -337,9 +337,7 @@ class Worker:
             await self.runtime.outputs.close()
             with contextlib.suppress(Exception):  # bounded: a broker that is gone must not hang the exit
                 await asyncio.wait_for(self.runtime.producer.stop(), timeout)
-            from worker.http.webhooks import finish_hand_overs
-
-            await finish_hand_overs(timeout)
+            await self.runtime.finished(timeout)  # webhook hand-overs the flush just let end
             await self.runtime.http.aclose()
             close = getattr(self.runtime.limiter, "close", None)
             if close is not None and self._limiter is None:

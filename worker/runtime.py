@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from worker.router import Outgoing
 from worker.settings import Settings
 from worker.store import Install, InstallStore
 from worker.store.cache import InstallCache
+from worker.tasks import background_task
 from worker.topics import TopicNames
 
 if TYPE_CHECKING:
@@ -47,11 +48,24 @@ class Runtime:
     ledger: LedgerWriter = field(init=False)
     #: Node outputs go out in whole record batches (see :mod:`worker.record_batches`).
     outputs: RecordBatcher = field(init=False)
+    #: Work that outlives its request and must end before the store closes (see ``finish_later``).
+    finishing: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.installs = InstallCache(self.store)
         self.outputs = RecordBatcher(self.producer)
         self.ledger = LedgerWriter(self.producer, self.topics.processes, self.send_output)
+
+    def finish_later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background (in no message's context); a stop waits for it after the
+        producer's flush and before the store closes."""
+        task = background_task(work)
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
+
+    async def finished(self, timeout: float) -> None:
+        if self.finishing:
+            await asyncio.wait(set(self.finishing), timeout=timeout)
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         return await send_message(self.producer, topic, message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -64,3 +64,15 @@ def background_task(coro: Coroutine[Any, Any, T], *, name: str | None = None) ->
     in no message's context: started from whichever message came first, its log lines named that
     message (its correlation id, its shop) for all of them."""
     return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
+
+
+async def wait_renewing(future: asyncio.Future[Any], every: float, renew: Callable[[], Awaitable[Any]]) -> None:
+    """Wait until ``future`` is done, without cancelling it, and call ``renew`` every ``every``
+    seconds meanwhile: a claim held while a slow broker acknowledges (or fails) a record. A renewal
+    that fails is no reason to stop waiting: the record may still go out."""
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=every)
+        if done:
+            return
+        with contextlib.suppress(Exception):
+            await renew()

@@ -28,7 +28,7 @@ from worker.lifecycle import ADDON_EVENTS, apply_addon_event
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
 from worker.store import Install
-from worker.tasks import background_task
+from worker.tasks import wait_renewing
 from worker.topology import APPLICATIONS, StartSpec, TopologyVersion
 from worker.webhook_keys import SIGNATURE_HEADER, has_signature_key, verify_signature
 
@@ -227,18 +227,6 @@ async def _publish_and_apply(
     return process_ids
 
 
-#: Hand-overs still waiting for the broker after their request was answered (kept from the GC).
-_FINISHING: set[asyncio.Task[None]] = set()
-
-
-async def finish_hand_overs(timeout: float) -> None:
-    """At a stop, after the producer's flush: let the hand-overs accept (or let go of) their leases
-    while the store is still open. Left behind, their leases expired and Shoptet's retries started
-    the processes a second time."""
-    if _FINISHING:
-        await asyncio.wait(set(_FINISHING), timeout=timeout)
-
-
 class HandOver:
     """A delivery's lease while its starts go to the broker, and what becomes of it after."""
 
@@ -261,19 +249,15 @@ class HandOver:
             )
 
     def finish_later(self, publishing: asyncio.Future[list[str]]) -> None:
-        """Keep the lease until the broker answers the starts, then accept them or let go."""
-        task = background_task(self._finish(publishing))
-        _FINISHING.add(task)
-        task.add_done_callback(_FINISHING.discard)
+        """Keep the lease until the broker answers the starts, then accept them or let go (a stop
+        waits for it while the store is open: left behind, the lease expired and Shoptet's retry
+        started the processes a second time)."""
+        self.rt.finish_later(self._finish(publishing))
 
     async def _finish(self, publishing: asyncio.Future[list[str]]) -> None:
         ttl = self.rt.settings.webhook_publish_timeout_seconds + HAND_OVER_MARGIN_SECONDS
-        while True:
-            done, _ = await asyncio.wait({publishing}, timeout=ttl / 2)
-            if done:
-                break
-            with contextlib.suppress(Exception):  # still on its way: keep Shoptet's retries out
-                await self.rt.store.acquire_lease(self.lease, self.owner, ttl)
+        # still on its way: the lease keeps Shoptet's retries out
+        await wait_renewing(publishing, ttl / 2, lambda: self.rt.store.acquire_lease(self.lease, self.owner, ttl))
         if publishing.cancelled() or publishing.exception() is not None:
             with contextlib.suppress(Exception):
                 await self.rt.store.release_lease(self.lease, self.owner)  # Shoptet's retry gets in
