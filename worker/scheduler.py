@@ -14,7 +14,6 @@ Minutes are evaluated in UTC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from croniter import croniter
 from worker.runtime import Runtime
 from worker.starter import start_process
 from worker.store import Install
-from worker.tasks import cancel_and_wait
+from worker.tasks import cancel_and_wait, wait_renewing
 from worker.topology import StartSpec, TopologyVersion
 
 log = structlog.get_logger(__name__)
@@ -196,8 +195,13 @@ class Scheduler:
             async with limit:
                 return await self._fire(firing)
 
-        fired = await asyncio.gather(*(fire_limited(f) for f in firings))
-        return sum(fired), len(firings)
+        # every firing to its end, also when the tick is cancelled (a stop): a plain gather ended
+        # at the first cancelled firing, and the others settled their claims after the store closed
+        fired = await asyncio.gather(*(fire_limited(f) for f in firings), return_exceptions=True)
+        failed = next((outcome for outcome in fired if isinstance(outcome, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return sum(outcome is True for outcome in fired), len(firings)
 
     async def _fire(self, firing: Firing) -> bool:
         """Claim, publish, confirm. False when another scheduler has it or publishing failed."""
@@ -263,8 +267,10 @@ class Scheduler:
         given back (held for a day, a start that never went out was lost)."""
         done, _ = await asyncio.wait({sending}, timeout=self.start_timeout_seconds)
         failed = bool(done) and (sending.cancelled() or sending.exception() is not None)
-        with contextlib.suppress(Exception):
+        try:
             await self._set_leases(firing, owner, None if failed else LEASE_TTL_SECONDS)
+        except Exception as exc:  # the claim expires by itself
+            log.warning("cron claim not settled at a stop", minute=firing.minute.isoformat(), error=repr(exc))
 
     async def _outcome(self, sending: asyncio.Future[Any], firing: Firing, owner: str) -> None:
         """Wait for the start's acknowledgement, keeping the claim while the broker is slow.
@@ -272,16 +278,15 @@ class Scheduler:
         Given up after a timeout, the start was still in the producer's batch and went out all the
         same, while the claim was let go and a re-check fired the minute again: twice. The producer
         acknowledges or fails every record in the end; until it does, the claim is renewed."""
-        while True:
-            done, _ = await asyncio.wait({sending}, timeout=self.start_timeout_seconds)
-            if done:
-                sending.result()  # raises what the broker answered
-                return
+
+        async def keep_claim() -> None:
             log.warning(
                 "cron start not acknowledged yet; waiting", topology=firing.tv.name, minute=firing.minute.isoformat()
             )
-            with contextlib.suppress(Exception):  # a store hiccup is no reason to give up a start on its way
-                await self._set_leases(firing, owner, self.claim_ttl_seconds)
+            await self._set_leases(firing, owner, self.claim_ttl_seconds)
+
+        await wait_renewing(sending, self.start_timeout_seconds, keep_claim)
+        sending.result()  # raises what the broker answered
 
     # the loop -----------------------------------------------------------------------------------
     def ticked(self, now: datetime) -> None:

@@ -426,20 +426,32 @@ async def test_a_start_cancelled_at_a_stop_keeps_its_minute_only_if_it_may_have_
     tv = worker.rt.catalog.active("cron-premium")
     assert tv is not None
 
+    sends: list[str] = []  # the cancel comes once every start is on its way, not during a claim
+    all_sending = asyncio.Event()
+
+    def sent(topic: str) -> None:
+        sends.append(topic)
+        if len(sends) >= len(USERS):  # each start's first record (its ledger start)
+            all_sending.set()
+
     async def never(topic: str, message: object) -> object:
+        sent(topic)
         await asyncio.Event().wait()
         raise AssertionError
 
     async def refused(topic: str, message: object) -> object:
+        sent(topic)
         await asyncio.sleep(0.05)
         raise ConnectionError("broker refused")
 
     for day, send, kept in ((26, never, True), (27, refused, False)):
         minute = minute_of(_minute(DUE, day))
+        sends.clear()
+        all_sending.clear()
         with monkeypatch.context() as patched:
             patched.setattr(worker.rt, "send", send)
             ticking = asyncio.create_task(scheduler.tick(minute))
-            await asyncio.sleep(0.02)
+            await asyncio.wait_for(all_sending.wait(), 10)
             ticking.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await ticking
