@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -82,21 +84,26 @@ def replay_message(entry: TrashEntry, body: Any = STORED) -> Message:
 REPLAY_LEASE_SECONDS = 600.0
 
 
-def _replay_lease(entry_id: int) -> tuple[str, str]:
-    """The lease that holds one trash entry against a second replay, or a discard, meanwhile."""
-    return f"trash-replay:{entry_id}", f"replay:{uuid.uuid4().hex}"
+@asynccontextmanager
+async def _holding(store: InstallStore, entry_id: int) -> AsyncIterator[None]:
+    """Hold one trash entry against a second replay, or a discard, meanwhile (a lease)."""
+    lease, owner = f"trash-replay:{entry_id}", f"replay:{uuid.uuid4().hex}"
+    if not await store.acquire_lease(lease, owner, REPLAY_LEASE_SECONDS):
+        raise NothingToReplay(f"trash entry {entry_id} is being replayed; try again once that is done")
+    try:
+        yield
+    finally:
+        try:
+            await store.release_lease(lease, owner)
+        except Exception as exc:  # what was done stands; the lease expires by itself
+            log.warning("trash entry lease not released", entry=entry_id, error=str(exc))
 
 
 async def discard(store: InstallStore, entry_id: int) -> bool:
     """Delete an entry for good (False: no such entry). Refused while it is being replayed: deleted
     under a replay, the replay still sent it."""
-    lease, owner = _replay_lease(entry_id)
-    if not await store.acquire_lease(lease, owner, REPLAY_LEASE_SECONDS):
-        raise NothingToReplay(f"trash entry {entry_id} is being replayed; try again once that is done")
-    try:
+    async with _holding(store, entry_id):
         return await store.remove_trash(entry_id)
-    finally:
-        await store.release_lease(lease, owner)
 
 
 async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = STORED) -> Message:
@@ -107,19 +114,11 @@ async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: 
     """
     if entry.id is None:
         return await _publish(store, sender, entry, body)
-    lease, owner = _replay_lease(entry.id)
-    if not await store.acquire_lease(lease, owner, REPLAY_LEASE_SECONDS):
-        raise NothingToReplay(f"trash entry {entry.id} is being replayed by someone else")
-    try:
+    async with _holding(store, entry.id):
         current = await store.get_trash(entry.id)
         if current is None:
             raise NothingToReplay(f"trash entry {entry.id} was replayed or discarded meanwhile")
         return await _publish(store, sender, current, body)
-    finally:
-        try:
-            await store.release_lease(lease, owner)
-        except Exception as exc:  # the replay's outcome stands; the lease expires by itself
-            log.warning("trash replay lease not released", entry=entry.id, error=str(exc))
 
 
 async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:
