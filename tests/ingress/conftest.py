@@ -107,17 +107,22 @@ def eshop_id() -> int:
     return next(_eshop_ids)
 
 
-@pytest.fixture
-async def install(worker: Worker, eshop_id: int) -> Install:
-    """A premium install of the test's e-shop with a signature key."""
+async def add_premium_install(worker: Worker, eshop_id: int, user: str, signature_key: str) -> Install:
+    """A premium install of the e-shop, under ``user``, with ``signature_key``."""
     shop = Install(
-        user=f"shop-{eshop_id}",
+        user=user,
         application="shoptet-premium",
         eshop_id=str(eshop_id),
-        secrets={"token": "premium-token", CURRENT_KEY: SIGNATURE_KEY},
+        secrets={"token": "premium-token", CURRENT_KEY: signature_key},
     )
     await worker.rt.store.add_install(shop)
     return shop
+
+
+@pytest.fixture
+async def install(worker: Worker, eshop_id: int) -> Install:
+    """A premium install of the test's e-shop with a signature key."""
+    return await add_premium_install(worker, eshop_id, f"shop-{eshop_id}", SIGNATURE_KEY)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from worker.ingress import IngressWorker
 from worker.store import Install
 from worker.webhook_keys import CURRENT_KEY, PREVIOUS_KEY, ROTATED_AT, SIGNATURE_HEADER, sign
 
-from .conftest import SIGNATURE_KEY
+from .conftest import SIGNATURE_KEY, add_premium_install
 from .helpers import TopicWatch, signed, webhook_body
 
 pytestmark = pytest.mark.e2e
@@ -359,13 +359,7 @@ async def test_an_eshop_installed_under_two_users_is_verified_against_the_instal
     """The same token added again as another user renewed the e-shop's key for that user only; the
     first install (first by user) was the only one checked, and every webhook got 401."""
     second_key = "0f" * 16
-    second = Install(
-        user=f"{install.user}-second",
-        application="shoptet-premium",
-        eshop_id=str(eshop_id),
-        secrets={"token": "premium-token", CURRENT_KEY: second_key},
-    )
-    await worker.rt.store.add_install(second)
+    second = await add_premium_install(worker, eshop_id, f"{install.user}-second", second_key)
     body = webhook_body(eshop_id)
 
     response = await client.post(URL, content=body, headers=signed(body, second_key))

@@ -171,11 +171,10 @@ async def test_a_firing_whose_claimer_died_is_fired_by_another_scheduler(
     assert started == {user.encode(): 1 for user in USERS}
 
 
-async def test_failed_start_gives_the_firing_back(
-    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+async def tick_while_the_broker_is_down(
+    scheduler: Scheduler, worker: Worker, monkeypatch: pytest.MonkeyPatch, minute: datetime
 ) -> None:
-    scheduler = Scheduler(worker.rt, "worker-1")
-    minute = _minute(DUE, 6)
+    """A tick whose every start fails: the broker does not answer."""
 
     async def broker_down(topic: str, message: object) -> object:
         raise ConnectionError("broker unreachable")
@@ -183,6 +182,14 @@ async def test_failed_start_gives_the_firing_back(
     with monkeypatch.context() as patched:
         patched.setattr(worker.rt, "send", broker_down)
         assert await scheduler.tick(minute) == 0
+
+
+async def test_failed_start_gives_the_firing_back(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = Scheduler(worker.rt, "worker-1")
+    minute = _minute(DUE, 6)
+    await tick_while_the_broker_is_down(scheduler, worker, monkeypatch, minute)
     assert await scheduler.tick(minute) == len(USERS)
     assert len(await watch.new("test-passthrough")) == len(USERS)
 
@@ -221,13 +228,7 @@ async def test_a_start_that_failed_through_a_long_outage_is_caught_up(
     was away three minutes or more was skipped that day."""
     scheduler = Scheduler(worker.rt, "worker-1")
     minute = _minute(DUE, 21)
-
-    async def broker_down(topic: str, message: object) -> object:
-        raise ConnectionError("broker unreachable")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(worker.rt, "send", broker_down)
-        assert await scheduler.tick(minute) == 0
+    await tick_while_the_broker_is_down(scheduler, worker, monkeypatch, minute)
     scheduler.ticked(minute)
     later = minute + timedelta(minutes=5)  # the outage outlasted the re-checks
     missed, _ = scheduler.minutes_to_fire(later)
