@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,3 +23,19 @@ def settings_for_test(bootstrap: str, tmp: Path, *, prefix: str | None = None, *
     }
     values.update(overrides)
     return Settings(**values)
+
+
+Send = Callable[[str, Any], Awaitable["asyncio.Future[Any]"]]
+
+
+def acknowledged_late(send: Send, delay: float) -> Send:
+    """``send`` (a Runtime's) whose acknowledgements come ``delay`` seconds after the broker's
+    own: a slow broker, for what waits on them."""
+
+    async def slow(topic: str, message: Any) -> asyncio.Future[Any]:
+        acknowledged = await send(topic, message)
+        late: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        acknowledged.add_done_callback(lambda _: asyncio.get_running_loop().call_later(delay, late.set_result, None))
+        return late
+
+    return slow

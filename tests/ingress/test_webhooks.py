@@ -12,6 +12,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from tests.support import acknowledged_late
 from worker.app import Worker
 from worker.envelope import H
 from worker.http.app import create_http_app
@@ -278,18 +279,10 @@ async def test_a_start_the_broker_acknowledges_after_the_answer_is_started_once(
 ) -> None:
     """Given up after the publish timeout, the start was still in the producer's batch and went out
     all the same, while the lease was let go: Shoptet's retry started the process a second time."""
-    send = worker.rt.send
     late = worker.rt.settings.webhook_publish_timeout_seconds + 1
-
-    async def slow_acknowledgement(topic: str, message: object) -> object:
-        acknowledged = await send(topic, message)  # type: ignore[arg-type]
-        answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        acknowledged.add_done_callback(lambda _: asyncio.get_running_loop().call_later(late, answer.set_result, None))
-        return answer
-
     body = webhook_body(eshop_id)
     with monkeypatch.context() as patched:
-        patched.setattr(worker.rt, "send", slow_acknowledgement)
+        patched.setattr(worker.rt, "send", acknowledged_late(worker.rt.send, late))
         first = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
         assert (first.status_code, first.json()["status"]) == (503, "in-flight")
         meanwhile = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))

@@ -17,7 +17,7 @@ from typing import cast
 import pytest
 
 from tests.ingress.helpers import TopicWatch
-from tests.support import settings_for_test
+from tests.support import acknowledged_late, settings_for_test
 from worker.app import Worker
 from worker.envelope import H
 from worker.runtime import Runtime
@@ -201,20 +201,8 @@ async def test_a_start_the_broker_acknowledges_late_fires_once(
     same, while its claim was let go and the minute's re-check fired it again: twice."""
     scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
     minute = _minute(DUE, 20)
-    send = worker.rt.send
-
-    async def slow_acknowledgement(topic: str, message: object) -> object:
-        acknowledged = await send(topic, message)  # type: ignore[arg-type]
-        late: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-
-        def later(_: object) -> None:
-            asyncio.get_running_loop().call_later(0.7, late.set_result, None)
-
-        acknowledged.add_done_callback(later)
-        return late
-
     with monkeypatch.context() as patched:
-        patched.setattr(worker.rt, "send", slow_acknowledgement)
+        patched.setattr(worker.rt, "send", acknowledged_late(worker.rt.send, 0.7))
         assert await scheduler.tick(minute) == len(USERS)
     assert await scheduler.tick(minute) == 0  # the re-check: every firing is confirmed
     started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
