@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -218,15 +218,30 @@ class ShoptetClient:
             return response
         return response
 
+    def is_api(self, url: str) -> bool:
+        """Whether ``url`` (a path, or absolute) is on the API's own origin: scheme, host and port."""
+        target, api = httpx.URL(self.url(url)), httpx.URL(self.base_url)
+        return (target.scheme, target.host, target.port) == (api.scheme, api.host, api.port)
+
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
-        """Stream a (possibly absolute) URL, e.g. a snapshot job's gzipped result file."""
+        """Stream a (possibly absolute) URL, e.g. a snapshot job's gzipped result file.
+
+        The token goes only to the API's own origin. A job's ``resultUrl`` is on the e-shop's domain
+        and needs none (its name is its access); the URL comes from a message body, which a replay
+        may have edited, and the token went to whatever host it named. Such a download is not an API
+        request either, so it takes none of the token's 3 connections: a snapshot file of a million
+        lines held one for minutes.
+        """
+        api = self.is_api(url)
         key = self.application.limiter_key(self.install)
-        headers = await self.application.auth_headers(self.install)
+        headers = await self.application.auth_headers(self.install) if api else {}
+        slot: AbstractAsyncContextManager[None] = self.limiter.slot(key) if api else nullcontext()
         try:
             stream = self.http.stream("GET", self.url(url), headers=headers)
-            async with self.limiter.slot(key), stream as resp:
-                self.limiter.observe(key, resp.headers)
+            async with slot, stream as resp:
+                if api:
+                    self.limiter.observe(key, resp.headers)
                 if resp.status_code >= 300:
                     await resp.aread()
                     raise_for_status(resp)

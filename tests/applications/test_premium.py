@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 import respx
@@ -32,7 +34,28 @@ async def test_headers_and_absolute_urls(shoptet: respx.Router, http: httpx.Asyn
     assert api.calls.last.request.headers["Shoptet-Private-API-Token"] == "premium-token"
     async with client.stream("https://files.test/job/1.jsonl.gz") as response:
         assert await response.aread() == b"x"
-    assert result_file.calls.last.request.headers["Shoptet-Private-API-Token"] == "premium-token"
+    # a result file on another host (the e-shop's domain) needs no token: it is not sent there
+    assert "Shoptet-Private-API-Token" not in result_file.calls.last.request.headers
+    on_api = shoptet.get(f"{API}/api-results/2.jsonl.gz").respond(200, content=b"y")
+    async with client.stream(f"{API}/api-results/2.jsonl.gz") as response:
+        assert await response.aread() == b"y"
+    assert on_api.calls.last.request.headers["Shoptet-Private-API-Token"] == "premium-token"
+
+
+async def test_a_download_from_another_host_takes_no_connection_slot(
+    shoptet: respx.Router, http: httpx.AsyncClient
+) -> None:
+    """A snapshot file is not an API request: a long download must not hold one of the token's 3."""
+    limiter = LocalLimiter(per_token=1)
+    client = ShoptetClient(
+        http=http, application=PremiumApplication(), install=_install(), limiter=limiter, base_url=API
+    )
+    shoptet.get("https://shop.test/api-results/1.jsonl.gz").respond(200, content=b"x")
+    api = shoptet.get(f"{API}/api/eshop").respond(200, json={"data": {}, "errors": None})
+    async with client.stream("https://shop.test/api-results/1.jsonl.gz"):
+        # the token's only slot is free meanwhile: an API call goes through at once
+        await asyncio.wait_for(client.request("GET", "/api/eshop"), timeout=5)
+    assert api.call_count == 1
 
 
 def test_limiter_key_is_shared_per_token_and_hides_it() -> None:
