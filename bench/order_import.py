@@ -37,7 +37,7 @@ def import_result(name: str, run: ImportRun, target: float, detail_concurrency: 
     result.notes += [
         f"{run.eshops} e-shop(s) x {run.orders} orders: {run.requests} requests in {run.seconds:.1f}s "
         f"(L = {run.latency_ms:g} ms, limit = {run.eshops} x 3 / L)",
-        f"429 from the simulator: {run.served429}; max concurrency per token: {run.max_concurrency_per_token}",
+        f"429 from the simulator: {run.served429}; most requests at once per token: {run.max_concurrency_per_token}",
         "simulator leaky bucket disabled (200 drops at 10/s would cap the import at 10 req/s); 3-connection cap on",
         f"detail concurrency: {detail_concurrency or 'as in topology/order-import.yaml'}; "
         f"simulator in a {run.sim_mode}",

@@ -22,7 +22,10 @@ class Stats:
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)
     in_flight_tokens: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     in_flight_ips: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: Requests served at once per token: at most the limit, since a request past it gets a 429.
     max_concurrency_per_token: dict[str, int] = field(default_factory=dict)
+    #: Requests that arrived at once per token, refused ones too: what the client attempted.
+    peak_requests_per_token: dict[str, int] = field(default_factory=dict)
     max_concurrency_per_ip: dict[str, int] = field(default_factory=dict)
     rate_limited: Counter[str] = field(default_factory=Counter)  # reason -> 429s
     locked: int = 0
@@ -43,7 +46,10 @@ class Stats:
         """Count a request in; returns (in flight on this token, in flight from this IP) including it."""
         self.in_flight_tokens[token] += 1
         self.in_flight_ips[ip] += 1
-        return self.in_flight_tokens[token], self.in_flight_ips[ip]
+        on_token = self.in_flight_tokens[token]
+        if token and on_token > self.peak_requests_per_token.get(token, 0):
+            self.peak_requests_per_token[token] = on_token
+        return on_token, self.in_flight_ips[ip]
 
     def leave(self, token: str, ip: str) -> None:
         self.in_flight_tokens[token] -= 1
@@ -69,6 +75,7 @@ class Stats:
             "requests": {"total": self.total_requests(), "byEndpoint": by_endpoint},
             "maxConcurrencyPerToken": dict(self.max_concurrency_per_token),
             "maxConcurrencyPerIp": dict(self.max_concurrency_per_ip),
+            "peakRequestsPerToken": dict(self.peak_requests_per_token),
             "served429": self.status_count(429),
             "served423": self.status_count(423),
             "rateLimitedByReason": dict(self.rate_limited),

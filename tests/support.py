@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 from worker.settings import Settings
+
+#: Redis for the tests (the shared limiter); ``.ci/run`` starts it.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def service_missing(reason: str) -> NoReturn:
+    """Skip a test whose service (Redis) does not answer, or fail it when ``REQUIRE_SERVICES`` is
+    set: ``.ci/run`` sets it, so that CI cannot pass with the shared limiter untested."""
+    if os.environ.get("REQUIRE_SERVICES"):
+        pytest.fail(f"{reason} (REQUIRE_SERVICES is set)")
+    pytest.skip(reason)
 
 
 def settings_for_test(bootstrap: str, tmp: Path, *, prefix: str | None = None, **overrides: Any) -> Settings:

@@ -180,7 +180,6 @@ async def test_two_worker_processes_share_one_token(
     stats = await _stats(http, sim)
     by_install = next(iter(stats["byInstall"].values()))  # type: ignore[attr-defined]
     assert by_install["evicted"] == 0  # no token was ever pushed out by a sixth
-    assert by_install["max_valid"] <= 5
     assert stats["issued"] == sum(s["refreshes"] for s in summaries)
     # one token per half TTL (refreshed early), give or take the start and the end
     assert stats["issued"] <= seconds / (ttl / 2) + 2

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import Message
@@ -45,7 +45,7 @@ class SinkReader:
                 now = time.monotonic()
                 if now - quiet_since > RECHECK_AFTER_QUIET_SECONDS:
                     quiet_since = now
-                    again = await self._read_from_start()
+                    again = await self.read_all()
                     if predicate(again):
                         self.messages = again
                         break
@@ -59,18 +59,31 @@ class SinkReader:
             await consumer.stop()
         return self.messages
 
-    async def _read_from_start(self) -> list[Message]:
-        """Every message of the topic now: read until a second fetch in a row brings nothing."""
+    async def read_all(self) -> list[Message]:
+        """Every message the topic holds now (up to its end when called), read from the start.
+
+        For counting duplicates: ``collect_until`` stops as soon as its predicate holds, before a
+        duplicate that lands after the last new item. Bounded by the end offsets it sees first, it
+        also returns while a running process still writes to the topic."""
         consumer = _reader(self.bootstrap, self.topic)
         await consumer.start()
         messages: list[Message] = []
-        empty = 0
         try:
-            while empty < 2:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+            left = {tp.partition: end for tp, end in ends.items() if end > 0}
+            empty = 0
+            while left and empty < 2:  # two empty fetches in a row: nothing more is coming
                 batches = await consumer.getmany(timeout_ms=500)
                 empty = 0 if batches else empty + 1
-                for records in batches.values():
-                    messages.extend(_decoded(records))
+                for tp, records in batches.items():
+                    end = left.get(tp.partition)
+                    if end is None:
+                        continue
+                    wanted = [r for r in records if r.offset < end]
+                    messages.extend(_decoded(wanted))
+                    if records[-1].offset + 1 >= end:
+                        del left[tp.partition]
         finally:
             await consumer.stop()
         return messages

@@ -43,6 +43,8 @@ async def test_fourth_concurrent_request_on_a_token_gets_429(make_sim: Any) -> N
     assert stats["served429"] == 1
     assert stats["rateLimitedByReason"] == {"token": 1}
     assert stats["maxConcurrencyPerToken"] == {sim.premium_token(0): 3, sim.premium_token(1): 3}
+    # the refused 4th arrived while 3 ran: what a client attempted, not what it was served
+    assert stats["peakRequestsPerToken"] == {sim.premium_token(0): 4, sim.premium_token(1): 3}
 
 
 async def test_per_ip_limit(make_sim: Any) -> None:
