@@ -3,7 +3,6 @@ builds either implementation so the behavioural tests run against both."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -13,10 +12,9 @@ import redis as sync_redis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tests.support import REDIS_URL, service_missing
 from worker.limiter import Limiter, LocalLimiter
 from worker.redis_limiter import RedisLimiter
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -26,13 +24,14 @@ def prefix() -> str:
 
 @pytest.fixture
 def redis_url(prefix: str) -> Iterator[str]:
-    """``TEST_REDIS_URL`` if Redis answers (else skip); the test's keys are deleted afterwards."""
+    """``TEST_REDIS_URL`` if Redis answers (else skip, or fail under ``REQUIRE_SERVICES``); the
+    test's keys are deleted afterwards."""
     client = sync_redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
     except RedisError as exc:
         client.close()
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+        service_missing(f"no Redis at {REDIS_URL}: {exc}")
     yield REDIS_URL
     keys = list(client.scan_iter(match=f"{prefix}*"))
     if keys:

@@ -18,7 +18,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path("/work/shared/shoptet-openapi/openapi.yaml")
+from tests.openapi_spec import SPEC_PATH
+
 SPEC_URI = "urn:shoptet-openapi"
 CONTENT_TYPE = "application/vnd.shoptet.v1.0"
 AUTH_HEADERS = ("shoptet-private-api-token", "shoptet-access-token")

@@ -54,7 +54,7 @@ def test_endpoint_labels_replace_ids() -> None:
 def test_the_path_words_are_those_of_shoptets_api_description() -> None:
     import yaml
 
-    from tests.nodes.nodes_openapi_check import SPEC_PATH
+    from tests.openapi_spec import SPEC_PATH
     from worker.shoptet_paths import SHOPTET_PATH_WORDS
 
     paths = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["paths"]

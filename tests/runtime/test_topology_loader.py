@@ -240,7 +240,7 @@ def test_the_webhook_events_are_those_shoptets_api_description_lists() -> None:
 
     import yaml
 
-    from tests.nodes.nodes_openapi_check import SPEC_PATH
+    from tests.openapi_spec import SPEC_PATH
     from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
 
     description = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))["info"]["description"]
@@ -258,7 +258,7 @@ def test_the_system_webhooks_are_listed_by_shoptet_and_left_out_of_registration(
 
     import yaml
 
-    from tests.nodes.nodes_openapi_check import SPEC_PATH
+    from tests.openapi_spec import SPEC_PATH
     from worker.catalog import TopologyCatalog
     from worker.webhook_events import SYSTEM_WEBHOOK_EVENTS
 

@@ -22,7 +22,7 @@ from worker.store import schema
 from worker.store.crypto import SecretBox
 from worker.store.sql import SqlInstallStore, async_database_url
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
