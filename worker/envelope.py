@@ -168,13 +168,17 @@ class Message:
         try:
             try:
                 decoded = {k: v.decode() for k, v in pairs}  # what Kafka hands over: bytes
-            except AttributeError:
-                decoded = {k: (v.decode() if isinstance(v, _BYTES) else str(v)) for k, v in pairs}
+            except AttributeError:  # Kafka allows a header without a value: aiokafka gives None
+                decoded = {k: _header_text(v) for k, v in pairs}
         except UnicodeDecodeError as exc:
             raise MalformedMessage(f"header is not UTF-8: {exc}") from exc
         missing = [name for name in required if not decoded.get(name)]
         if missing:
             raise MalformedMessage(f"missing header(s): {', '.join(missing)}")
+        hops = decoded.get(H.REPEAT_HOPS)
+        if hops and not (hops.isascii() and hops.isdigit()):
+            # read when the node fails (retry, trash): raised there, the record was run again and again
+            raise MalformedMessage(f"header {H.REPEAT_HOPS} is not a count: {hops[:50]!r}")
         if value is None:
             raise MalformedMessage("empty record value (tombstone)")
         try:
@@ -182,3 +186,10 @@ class Message:
         except orjson.JSONDecodeError as exc:
             raise MalformedMessage(f"body is not JSON: {exc}") from exc
         return cls(body=body, headers=decoded)
+
+
+def _header_text(value: Any) -> str:
+    """A header value as text: bytes decoded (strictly), none as empty, anything else as ``str``."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, _BYTES) else str(value)

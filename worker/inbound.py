@@ -33,8 +33,9 @@ class InboundBridge:
         reason = None
         body = None
         headers = dict(record.headers or ())
-        user_header = headers.get("user", b"").decode(errors="replace")
-        application = headers.get("application", b"").decode(errors="replace") or None
+        # ``or``: Kafka allows a header without a value (None), and an ERP's producer may send one
+        user_header = (headers.get("user") or b"").decode(errors="replace")
+        application = (headers.get("application") or b"").decode(errors="replace") or None
         user = user_header or (record.key or b"").decode(errors="replace")
         bind_message(user=user or None, topic=record.topic)  # this runner's lines name the record
         if not user:

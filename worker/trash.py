@@ -25,7 +25,7 @@ RAW_BODY_LIMIT = 100_000
 
 
 def record_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
-    return {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+    return {k: (v or b"").decode(errors="replace") for k, v in (record.headers or ())}  # Kafka allows None
 
 
 def record_entry(

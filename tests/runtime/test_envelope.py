@@ -52,3 +52,21 @@ def test_headers_decode_from_kafka_bytes_or_a_mapping_and_refuse_bad_utf8() -> N
     }
     with pytest.raises(MalformedMessage, match="header is not UTF-8"):
         Message.decode(b"{}", [*HEADERS, ("user", b"\xff")])
+
+
+def test_a_header_without_a_value_is_empty_text() -> None:
+    """Kafka allows a header with a null value (aiokafka gives None): it is no value, not "None",
+    and a required one is missing."""
+    message = Message.decode(b"{}", (*HEADERS, ("cursor", None)))  # type: ignore[arg-type]
+    assert message.headers["cursor"] == ""
+    with pytest.raises(MalformedMessage, match="missing header\\(s\\): node-id"):
+        Message.decode(b"{}", tuple((k, None if k == "node-id" else v) for k, v in HEADERS))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hops", [b"two", b"-1", b"1.5", "\u00b2".encode()])
+def test_a_repeat_count_that_is_not_one_is_refused(hops: bytes) -> None:
+    """Read only when the node fails (retry, trash), a bad count raised there, and the consumer ran
+    the record again and again."""
+    with pytest.raises(MalformedMessage, match="repeat-hops"):
+        Message.decode(b"{}", (*HEADERS, ("repeat-hops", hops)))
+    assert Message.decode(b"{}", (*HEADERS, ("repeat-hops", b"2"))).hops == 2

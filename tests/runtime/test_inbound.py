@@ -52,6 +52,23 @@ async def test_a_record_for_a_disabled_topology_goes_to_trash_for_replay() -> No
     assert replayed.body == {"code": "1"} and replayed.user == "shop-1"
 
 
+async def test_a_header_without_a_value_goes_to_trash_with_the_record() -> None:
+    """An ERP's producer may send a header with a null value: read as absent, not raised (the
+    consumer tried such a record again for ever and its partition's commits stopped)."""
+    store = Store()
+    bridge = InboundBridge(SimpleNamespace(catalog=SimpleNamespace(active_all=lambda: []), store=store))  # type: ignore[arg-type]
+    headers = (("user", None), ("application", None), ("source", None))
+    record: ConsumerRecord[bytes, Any] = ConsumerRecord(
+        "erp.order-requests", 0, 8, 0, 0, None, b"{not json", None, -1, 9, headers
+    )
+
+    await bridge.handle(record)
+
+    [entry] = store.trash
+    assert "names no install" in entry.error_message
+    assert entry.headers == {"user": "", "application": "", "source": ""}
+
+
 @pytest.mark.e2e
 async def test_a_deploy_with_the_first_inbound_start_is_consumed_without_a_restart(worker_settings: Settings) -> None:
     """A worker that started with no ``topic:`` start used to need a restart before it read one."""
