@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
+from worker.kafka import Send, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import start_record
 from worker.router import start_headers
 from worker.store import Install
@@ -60,14 +61,28 @@ async def start_process(
     body: Any,
     application: str | None = None,
 ) -> Message:
-    """Publish the first message of a new process and wait for the broker's acknowledgement."""
+    """Publish the first message of a new process and its start record in the ledger; return when
+    the broker has both.
+
+    Both or neither: once the broker took one, the other is sent again until it takes it too. A
+    message without its start record did its work but was never announced finished, a start record
+    without its message stayed in flight for ever, and the caller's retry (a redelivered inbound
+    record) started a second process besides. The message is queued first: one the producer
+    refuses outright (too large) then leaves nothing behind.
+    """
     node_id = tv.topology.start_node(start)
     message = Message(body=body, headers=start_headers(tv, node_id, user=user, application=application))
     spec = tv.topology.nodes[node_id]
     record = start_record(message)
-    ledger = await rt.send(rt.topics.processes, Message(body=record).with_key(record["root"]))
-    future = await rt.send(rt.topics.node(spec.node or ""), message)
-    await asyncio.gather(ledger, future)
+    send = _sender(rt)
+    first = (rt.topics.node(spec.node or ""), message)
+    pending = [(first, await send(first))]
+    pending += await send_all([(rt.topics.processes, Message(body=record).with_key(record["root"]))], send)
+    failed = await unacknowledged(pending)
+    if len(failed) == len(pending):  # the broker has neither: nothing started, the caller may try again
+        for _, ack in pending:
+            ack.result()  # raises the broker's error
+    await resend_until_acknowledged(failed, send, what="process start")
     if rt.metrics is not None:
         rt.metrics.process_started(tv.name)
     return message
@@ -146,3 +161,10 @@ async def start_installed(rt: Starter, install: Install) -> list[Message]:
             await start_process(rt, tv, start, user=install.user, body=body, application=install.application)
         )
     return started
+
+
+def _sender(rt: Starter) -> Send[tuple[str, Message]]:
+    async def send(item: tuple[str, Message]) -> asyncio.Future[Any]:
+        return await rt.send(*item)
+
+    return send

@@ -63,27 +63,31 @@ class SinkReader:
         """Every message the topic holds now (up to its end when called), read from the start.
 
         For counting duplicates: ``collect_until`` stops as soon as its predicate holds, before a
-        duplicate that lands after the last new item. Bounded by the end offsets it sees first, it
-        also returns while a running process still writes to the topic."""
+        duplicate that lands after the last new item. Bounded by the partitions' ends, it also
+        returns while a running process still writes to the topic. The end is the high watermark of
+        the first fetch: the embedded broker's ListOffsets answers the last batch's base offset + 1,
+        short of the end by the batch's other records (``end_offsets`` tells only which partitions
+        hold anything)."""
         consumer = _reader(self.bootstrap, self.topic)
         await consumer.start()
         messages: list[Message] = []
         try:
             partitions = consumer.partitions_for_topic(self.topic) or set()
             ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
-            left = {tp.partition: end for tp, end in ends.items() if end > 0}
+            left: dict[TopicPartition, int | None] = {tp: None for tp, end in ends.items() if end > 0}
             empty = 0
             while left and empty < 2:  # two empty fetches in a row: nothing more is coming
                 batches = await consumer.getmany(timeout_ms=500)
                 empty = 0 if batches else empty + 1
                 for tp, records in batches.items():
-                    end = left.get(tp.partition)
-                    if end is None:
+                    if tp not in left:
                         continue
-                    wanted = [r for r in records if r.offset < end]
-                    messages.extend(_decoded(wanted))
+                    end = left[tp]
+                    if end is None:
+                        end = left[tp] = max(consumer.highwater(tp) or 0, ends[tp])
+                    messages.extend(_decoded([r for r in records if r.offset < end]))
                     if records[-1].offset + 1 >= end:
-                        del left[tp.partition]
+                        del left[tp]
         finally:
             await consumer.stop()
         return messages

@@ -168,6 +168,6 @@ async def test_a_record_of_another_application_starts_only_the_topologies_servin
     [typo] = store.trash
     assert "unknown application 'shoptet-premiun'" in typo.error_message and sender.sent == []
     await bridge.handle(order("shoptet-premium"))
-    [_, (topic, start)] = sender.sent  # the ledger record, then the start
+    [(topic, start), _] = sender.sent  # the start, then its ledger record
     assert topic == "t.node.shoptet-product-detail-with-set"
     assert start.headers[H.APPLICATION] == "shoptet-premium" and start.user == "222651"

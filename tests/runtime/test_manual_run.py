@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from worker.catalog import TopologyCatalog
 from worker.envelope import H, Message
@@ -53,7 +54,42 @@ async def test_a_topology_naming_no_application_needs_one_for_a_node_that_needs_
 
     started = await run_manual(sender, "detail", user="shop", body={"code": "1"}, application="shoptet")
     assert started.headers[H.APPLICATION] == "shoptet"
-    assert [topic for topic, _ in sender.sent] == ["t.processes", "t.node.shoptet-get-order-detail"]
+    assert [topic for topic, _ in sender.sent] == ["t.node.shoptet-get-order-detail", "t.processes"]
+
+
+class FlakySender(Sender):
+    """Its broker does not acknowledge the first send to each of ``failing`` topics."""
+
+    def __init__(self, *sources: str, failing: set[str]) -> None:
+        super().__init__(*sources)
+        self.failing = failing
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        ack = await super().send(topic, message)
+        if topic in self.failing:
+            self.failing.discard(topic)
+            ack = asyncio.get_running_loop().create_future()
+            ack.set_exception(KafkaTimeoutError())
+        return ack
+
+
+@pytest.mark.parametrize("failing", ["t.processes", "t.node.shoptet-get-order-detail"])
+async def test_a_start_the_broker_half_took_is_completed_not_left_half(failing: str) -> None:
+    """A message without its start record was never announced finished; a start record without its
+    message stayed in flight for ever (and the caller's retry started a second process)."""
+    sender = FlakySender(SOURCE.format(application="application: shoptet\n"), failing={failing})
+    started = await run_manual(sender, "detail", user="shop", body={"code": "1"})
+    topics = [topic for topic, _ in sender.sent]
+    assert sorted(topics) == sorted(["t.node.shoptet-get-order-detail", "t.processes", failing])
+    assert all(m.process_id == started.process_id for _, m in sender.sent if m.headers)  # one process
+
+
+async def test_a_start_the_broker_took_none_of_is_refused_and_not_sent_again() -> None:
+    both = {"t.processes", "t.node.shoptet-get-order-detail"}
+    sender = FlakySender(SOURCE.format(application="application: shoptet\n"), failing=set(both))
+    with pytest.raises(KafkaTimeoutError):
+        await run_manual(sender, "detail", user="shop", body={"code": "1"})
+    assert sorted(topic for topic, _ in sender.sent) == sorted(both)
 
 
 async def test_a_manual_run_for_another_application_than_the_topologys_is_refused() -> None:
