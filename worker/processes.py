@@ -387,6 +387,11 @@ class ProcessTracker:
                     now = time.monotonic()
                     for process in finished:
                         process.finished_at = None
+                        # a rebalance during the wait swapped the book: a process whose partition
+                        # went elsewhere is its new owner's (put back here, ``settled`` found no
+                        # counts for it, and the error ended the tracker for good)
+                        if self.book.processes.get(process.root) is not process:
+                            continue
                         # touched now, so ``idle`` stays ordered by touch time for ``settled``
                         self.book.touched[process.root] = now
                         self.book.idle[process.root] = None

@@ -111,3 +111,41 @@ async def test_after_a_rebalance_only_what_was_not_announced_is_announced() -> N
         assert [e["root"] for e in outputs.events()] == ["not-yet"]
     finally:
         await tracker.stop()
+
+
+class FailingOutputs(Outputs):
+    """Its broker holds the first event until ``release`` is set, then refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self.failed = False
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        if not self.failed:
+            self.failed = True
+            self.holding.set()
+            await self.release.wait()
+            raise ConnectionError("broker away")
+        return await super().send(topic, value, key, headers)
+
+
+async def test_an_announcement_failing_across_a_rebalance_does_not_end_the_tracker() -> None:
+    """The failed processes were put back into the book the rebalance had just built, without their
+    counts: the next round's lookup raised, and the tracker announced nothing more, ever."""
+    ledger, outputs = FakeLedger(), FailingOutputs()
+    ledger.put(start("P"))
+    ledger.put(handled("P", done=1))
+    tracker = await tracker_on(ledger, outputs)
+    try:
+        await asyncio.wait_for(outputs.holding.wait(), 5)
+        await ledger.listener.on_partitions_assigned([])  # the partition went to another member
+        outputs.release.set()
+        await asyncio.sleep(0.5)  # rounds of the loop after the failure
+        assert tracker._task is not None and not tracker._task.done()
+        await ledger.listener.on_partitions_assigned([TP])  # and came back: P is announced after all
+        await eventually(lambda: outputs.events())
+        assert [e["root"] for e in outputs.events()] == ["P"]
+    finally:
+        await tracker.stop()
