@@ -325,9 +325,7 @@ class Worker:
             await asyncio.gather(self._inbound_start, return_exceptions=True)
         await asyncio.gather(*self._late_starts, return_exceptions=True)
         timeout = self.settings.graceful_timeout_seconds
-        await asyncio.gather(
-            *(c.stop(0 if c.name == "retry" else timeout) for c in self.consumers), return_exceptions=True
-        )
+        await asyncio.gather(*(c.stop(timeout) for c in self.consumers), return_exceptions=True)
         if self.tracker is not None:
             await self.tracker.stop()
         if self.follower is not None:

@@ -129,7 +129,9 @@ class _Rebalance(ConsumerRebalanceListener):
         self.owner.generation += 1
         if self.owner.abandon_on_revoke:
             for task in list(self.owner._tasks):
-                task.cancel()  # their records stay uncommitted: the partitions' next owner has them
+                # the waiting ones stay uncommitted: the partitions' next owner has them (a forward
+                # under way is seen through: see ``RetryForwarder``)
+                task.cancel()
         # bounded: the group waits for this member's rejoin only up to its rebalance timeout; past
         # it, this member is dropped and rejoins, which is a rebalance more. A record still running
         # is then left uncommitted for the next owner (see ``revoke_wait_seconds``).
@@ -417,6 +419,9 @@ class ManagedConsumer:
         self._stopping = True
         self.generation += 1  # a handler waiting on its own (an in-place retry) gives its record up
         await cancel_and_wait(self._loop_task, self._commit_task)
+        if self.abandon_on_revoke:  # as on a revocation: the waiting ones end now, a forward under
+            for task in list(self._tasks):  # way is seen through, and then committed below
+                task.cancel()
         with contextlib.suppress(Exception):
             await self._drain_and_commit(graceful_timeout)
         for task in list(self._tasks):

@@ -66,5 +66,15 @@ class RetryForwarder:
         log.debug("retried", topic=target, hop=headers.get(H.REPEAT_HOPS))
 
     async def _send(self, topic: str, record: ConsumerRecord[bytes, bytes], headers: list[tuple[str, bytes]]) -> None:
-        """The record's key and value to ``topic``; returns once the broker has it."""
-        await (await self.rt.producer.send(topic, record.value, key=record.key, headers=headers))
+        """The record's key and value to ``topic``; returns once the broker has it.
+
+        A rebalance or a stop cancels the records still waiting for their due time (see
+        ``abandon_on_revoke``); one already queued here goes to the broker whatever this task does,
+        so it is seen through and counted as forwarded. Abandoned instead, it stayed uncommitted,
+        and the partition's next owner forwarded it again: the node ran twice.
+        """
+        ack = await self.rt.producer.send(topic, record.value, key=record.key, headers=headers)
+        try:
+            await asyncio.shield(ack)
+        except asyncio.CancelledError:
+            await ack  # the broker's answer is near (the producer's request timeout bounds it)

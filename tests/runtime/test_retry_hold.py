@@ -61,3 +61,45 @@ async def test_a_retry_due_within_the_hold_goes_to_its_node(producer: Producer) 
     [(topic, value, key, headers)] = producer.sent
     assert (topic, value, key) == ("shoptet.node.shoptet-update-stock-movements", b'{"n":1}', b"shop-1")
     assert headers == [(H.REPEAT_HOPS, b"3")]  # the retry bookkeeping stays behind
+
+
+class SlowProducer(Producer):
+    """Acknowledges each send after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.acks: list[asyncio.Future[None]] = []
+        self.queued = asyncio.Event()
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key, list(headers)))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(self.delay, ack.set_result, None)
+        self.acks.append(ack)
+        self.queued.set()
+        return ack
+
+
+async def test_a_forward_under_way_is_seen_through_when_cancelled() -> None:
+    """A rebalance or stop cancels the retry consumer's records; one already queued reached the broker
+    anyway, and abandoned (uncommitted), it was forwarded again by the next owner: the node ran twice."""
+    producer = SlowProducer(delay=0.2)
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer))  # type: ignore[arg-type]
+    task = asyncio.create_task(forwarder.handle(retry_record(due_in=0)))
+    await asyncio.wait_for(producer.queued.wait(), 1)
+    task.cancel()
+
+    await asyncio.wait_for(task, 1)  # returns: the consumer counts the record as forwarded
+
+    assert producer.acks[0].done() and len(producer.sent) == 1
+
+
+async def test_a_retry_still_waiting_for_its_due_time_is_abandoned_when_cancelled(producer: Producer) -> None:
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer))  # type: ignore[arg-type]
+    task = asyncio.create_task(forwarder.handle(retry_record(due_in=0.02)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert producer.sent == []
