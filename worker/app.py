@@ -49,6 +49,15 @@ class UnknownNodeType(ValueError):
     """``NODES`` (or ``node_names``) names a node type no module provides."""
 
 
+def _topology_files(directory: Path, registry: NodeRegistry, topics: TopicNames) -> list[TopologyVersion]:
+    """The files ``up`` deploys; none when the directory is not there (topologies may all come
+    through `topology deploy`), said in the log, so that a mistyped path is still seen."""
+    if not directory.exists():
+        log.warning("no topology files deployed: TOPOLOGY_DIR does not exist", path=str(directory.resolve()))
+        return []
+    return load_topology_dir(directory, registry, topics=topics)
+
+
 class Worker:
     def __init__(
         self,
@@ -112,7 +121,7 @@ class Worker:
         names = self.node_names()
         to_deploy = list(deploy)
         if deploy_dir is not None:
-            to_deploy += load_topology_dir(deploy_dir, self.registry)
+            to_deploy += _topology_files(deploy_dir, self.registry, topics)
         own_topics = {topic for tv in to_deploy for topic in tv.own_topics()}
         node_topics = [topics.node(n) for n in self.registry.names()]
         runtime_topics = [topics.retry, topics.processes, topics.process_events]

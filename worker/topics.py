@@ -39,5 +39,12 @@ class TopicNames:
         """``process finished`` events with the counts, for other systems to consume."""
         return f"{self.prefix}.process-events"
 
+    def is_internal(self, topic: str) -> bool:
+        """Whether ``topic`` is one the worker itself writes and reads (never a topology's start or
+        sink: a sink into the ledger corrupts its counts, a start on ``process-events`` starts the
+        topology again each time it finishes)."""
+        own = (self.retry, self.control, self.processes, self.process_events)
+        return topic in own or topic.startswith(self.node_prefix)
+
     def inbound_group(self, topic: str) -> str:
         return f"{self.prefix}-worker.inbound.{topic}"

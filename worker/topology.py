@@ -18,6 +18,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from worker.registry import NodeRegistry
+from worker.topics import TopicNames
 from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -223,9 +224,15 @@ def _checks_new_rules(info: ValidationInfo) -> bool:
 
 
 def parse_topology(
-    source: str, origin: str = "<topology>", registry: NodeRegistry | None = None, *, deployed: bool = False
+    source: str,
+    origin: str = "<topology>",
+    registry: NodeRegistry | None = None,
+    *,
+    deployed: bool = False,
+    topics: TopicNames | None = None,
 ) -> TopologyVersion:
-    """Validate one topology document. With a registry, node types and imports are checked too.
+    """Validate one topology document. With a registry, node types and imports are checked too;
+    with the worker's ``topics``, that no start or sink is one of its internal topics.
 
     ``deployed`` is for a version read back from the control topic: it passed the checks of the
     worker that deployed it, and checks added since (known applications and webhook events, five
@@ -251,6 +258,8 @@ def parse_topology(
         field = ".".join(str(p) for p in loc) or "file"
         raise TopologyError(origin, _line_for(index, loc), f"{field}: {first['msg']}") from None
     _check_references(topology, index, origin, registry, new_rules=not deployed)
+    if topics is not None:
+        _check_internal_topics(topology, index, origin, topics)
     return TopologyVersion(topology=topology, version=version_of(source), source=source)
 
 
@@ -330,14 +339,43 @@ def _check_names(topology: Topology, index: dict[tuple[Any, ...], int], origin: 
             raise TopologyError(origin, line, f"sink {spec.sink!r} is a topic this topology starts on")
 
 
-def load_topology_file(path: Path, registry: NodeRegistry | None = None) -> TopologyVersion:
-    return parse_topology(path.read_text(encoding="utf-8"), str(path), registry)
+def _check_internal_topics(
+    topology: Topology, index: dict[tuple[Any, ...], int], origin: str, topics: TopicNames
+) -> None:
+    for i, start in enumerate(topology.start):
+        if start.topic is not None and topics.is_internal(start.topic):
+            line = index.get(("start", i, "topic"))
+            raise TopologyError(origin, line, f"{start.topic!r} is one of the worker's own topics, not an inbound one")
+    for node_id, spec in topology.nodes.items():
+        if spec.sink is not None and topics.is_internal(spec.sink):
+            line = index.get(("nodes", node_id, "sink"))
+            raise TopologyError(origin, line, f"sink {spec.sink!r} is one of the worker's own topics")
 
 
-def load_topology_dir(directory: Path, registry: NodeRegistry | None = None) -> list[TopologyVersion]:
-    """Every ``*.yaml``/``*.yml`` file; names must be unique across the directory."""
-    paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
-    versions = [load_topology_file(path, registry) for path in paths]
+def load_topology_file(
+    path: Path, registry: NodeRegistry | None = None, *, topics: TopicNames | None = None
+) -> TopologyVersion:
+    """One file, refused as a :class:`TopologyError` also when it cannot be read as UTF-8 text."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TopologyError(str(path), line, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise TopologyError(str(path), None, f"cannot read the file: {exc.strerror or exc}") from None
+    return parse_topology(source, str(path), registry, topics=topics)
+
+
+def load_topology_dir(
+    directory: Path, registry: NodeRegistry | None = None, *, topics: TopicNames | None = None
+) -> list[TopologyVersion]:
+    """Every ``*.yaml``/``*.yml`` file; names must be unique across the directory. A path that is
+    not a directory is refused (a file's path given for it read as an empty directory)."""
+    if not directory.is_dir():
+        reason = "not a directory" if directory.exists() else "no such directory"
+        raise TopologyError(str(directory), None, f"{reason} (TOPOLOGY_DIR)")
+    paths = sorted(p for p in [*directory.glob("*.yaml"), *directory.glob("*.yml")] if p.is_file())
+    versions = [load_topology_file(path, registry, topics=topics) for path in paths]
     check_unique_names(zip(paths, versions, strict=True))
     return versions
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from worker.registry import NodeRegistry, default_registry
-from worker.topology import TopologyError, TopologyVersion, load_topology_dir, parse_topology
+from worker.topics import TopicNames
+from worker.topology import TopologyError, TopologyVersion, load_topology_dir, load_topology_file, parse_topology
 
 GOOD = """\
 name: sample
@@ -130,7 +131,9 @@ def test_unknown_key_and_sink_with_next(registry: NodeRegistry) -> None:
 
 def test_not_yaml(registry: NodeRegistry) -> None:
     error = refused("name: x\nnodes: [unclosed\n", registry)
-    assert error.line is not None and "not valid YAML" in error.reason
+    assert error.line == 3 and "not valid YAML" in error.reason  # where the parser gave up
+    error = refused("name: x\nstart:\n  - manual: true\n nodes: {}\n", registry)  # bad indentation
+    assert error.line == 4 and "not valid YAML" in error.reason
 
 
 def test_bad_import(registry: NodeRegistry) -> None:
@@ -333,3 +336,37 @@ def test_a_cron_start_of_a_node_that_needs_an_install_needs_an_application(regis
 def test_yaml_nested_thousands_deep_is_refused_not_a_traceback(registry: NodeRegistry) -> None:
     deep = "name: x\nstart: " + "[" * 5000 + "]" * 5000 + "\n"
     assert "nested too deeply" in refused(deep, registry).reason
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "reason"),
+    [
+        ("manual: true", "topic: shoptet.process-events", 4, "'shoptet.process-events' is one of the worker's"),
+        ("manual: true", "topic: shoptet.node.shoptet-get-order-detail", 4, "one of the worker's own topics"),
+        ("sink: sample.out", "sink: shoptet.processes", 8, "sink 'shoptet.processes' is one of the worker's"),
+        ("sink: sample.out", "sink: shoptet.retry", 8, "sink 'shoptet.retry' is one of the worker's"),
+    ],
+)
+def test_the_workers_own_topics_are_no_start_or_sink(
+    registry: NodeRegistry, old: str, new: str, line: int, reason: str
+) -> None:
+    """A start on process-events started the topology again each time it finished; a sink into the
+    ledger corrupted its counts."""
+    source = GOOD.replace(old, new)
+    with pytest.raises(TopologyError) as info:
+        parse_topology(source, "bad.yaml", registry, topics=TopicNames("shoptet"))
+    assert info.value.line == line and reason in info.value.reason
+    parse_topology(source, "other-prefix.yaml", registry, topics=TopicNames("acme"))  # not this worker's
+
+
+def test_an_unreadable_file_or_directory_is_refused_not_a_traceback(tmp_path: Path, registry: NodeRegistry) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(GOOD.replace("name: sample", "name: sample\ndescription: \xe9t\xe9").encode("latin-1"))
+    with pytest.raises(TopologyError) as info:
+        load_topology_file(latin1, registry)
+    assert info.value.line == 2 and "not UTF-8" in info.value.reason
+    with pytest.raises(TopologyError, match="no such directory"):
+        load_topology_dir(tmp_path / "topolgy", registry)
+    (tmp_path / "dir.yaml").mkdir()  # not a file: left out, not read
+    latin1.unlink()
+    assert load_topology_dir(tmp_path, registry) == []

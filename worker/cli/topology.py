@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from worker.registry import default_registry
+from worker.topics import TopicNames
 from worker.topology import TopologyError, TopologyVersion, check_unique_names, load_topology_file
 
 topology_app = typer.Typer(help="Topology files: validate and deploy them, inspect what runs.", no_args_is_help=True)
@@ -18,11 +19,14 @@ Files = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="
 
 
 def _load_all(files: list[Path]) -> list[TopologyVersion]:
+    from worker.cli import settings_from_env
+
     registry = default_registry()
+    topics = TopicNames(settings_from_env().kafka_topic_prefix)  # what no start or sink may be
     loaded, failed = [], False
     for path in files:
         try:
-            loaded.append(load_topology_file(path, registry))
+            loaded.append(load_topology_file(path, registry, topics=topics))
         except TopologyError as exc:
             typer.echo(f"error: {exc}", err=True)
             failed = True
