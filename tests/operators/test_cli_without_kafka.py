@@ -99,3 +99,52 @@ def test_up_with_a_typo_in_nodes_says_so_in_one_line(
     assert code == 2
     assert "error: NODES names unknown node type(s): shoptet-get-order-detial" in err
     assert "Traceback" not in err
+
+
+def test_an_unreachable_kafka_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "topology", "list"])
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "\nerror: cannot reach Kafka" in f"\n{err}" and "Traceback" not in err
+
+
+def test_the_state_file_of_a_killed_up_is_named_not_dialled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `up` was killed (SIGKILL: no clean-up), every command dialled its dead broker."""
+    import json
+    import os
+    import subprocess
+
+    from worker import control
+    from worker.control import NoKafka, resolve_bootstrap
+    from worker.settings import Settings
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state = tmp_path / "worker.json"
+    monkeypatch.setattr(control, "STATE_FILE", state)
+    settings = Settings(kafka_bootstrap_servers="")
+    state.write_text(json.dumps({"pid": dead.pid, "bootstrap_servers": "127.0.0.1:9"}))
+    with pytest.raises(NoKafka, match=f"pid {dead.pid}\\) that is no longer running"):
+        resolve_bootstrap(settings)
+    state.write_text(json.dumps({"pid": os.getpid(), "bootstrap_servers": "127.0.0.1:9"}))
+    assert resolve_bootstrap(settings) == "127.0.0.1:9"
+
+
+def test_an_embedded_broker_that_fails_says_what_it_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It exited with a code and nothing else: its output went nowhere."""
+    from worker.broker import BrokerStartFailed, EmbeddedBroker
+
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\necho 'cannot bind 0.0.0.0:9092: address in use' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(fake))
+    with pytest.raises(BrokerStartFailed, match=r"exited with code 3; it said: cannot bind 0\.0\.0\.0:9092"):
+        EmbeddedBroker().start(timeout=10)

@@ -143,17 +143,23 @@ def simulator(
 
 
 def main() -> None:
+    from aiokafka.errors import KafkaConnectionError
+
     from worker.app import UnknownNodeType
+    from worker.broker import BrokerStartFailed
     from worker.control import NoKafka
     from worker.store.crypto import SecretKeyError
     from worker.topology import TopologyError
 
     try:
         app()
-    except (NoKafka, SecretKeyError, TopologyError, UnknownNodeType) as exc:
-        # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR, a typo in NODES:
-        # one line each
+    except (NoKafka, SecretKeyError, TopologyError, UnknownNodeType, BrokerStartFailed) as exc:
+        # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR, a typo in NODES, an
+        # embedded broker that would not start: one line each
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except KafkaConnectionError as exc:
+        typer.echo(f"error: cannot reach Kafka ({exc}); is KAFKA_BOOTSTRAP_SERVERS right?", err=True)
         raise SystemExit(2) from None
 
 
