@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodes import shoptet
+from nodes.options import PagingOptions
 from worker.envelope import Message, ResultCode
 from worker.errors import NodeError, StopError
 from worker.node import Batch, Emit, NodeContext, Result
@@ -140,6 +141,8 @@ class _Pages(Iterator[int]):
 
 class ListBatch(Batch):
     """Base of the four list batches; subclasses only describe their endpoint."""
+
+    Options = PagingOptions
 
     path: ClassVar[str]
     #: Key of the item list inside ``data`` (``changes``, ``orders``, ``products``).

@@ -7,12 +7,14 @@ from typing import ClassVar
 
 from nodes.shoptet import data_of
 from worker.envelope import Message
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 
 
 class ReferenceDataReader(Connector):
     """Reads settings-like data (stocks, shipping methods, e-shop info): nothing that changes an
     order, so it also runs for a disabled (suspended) install. Subclasses name the endpoint."""
+
+    Options = NoOptions
 
     path: ClassVar[str]
     params: ClassVar[Mapping[str, str] | None] = None

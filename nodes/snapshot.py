@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nodes import shoptet
 from worker.envelope import Message
 from worker.errors import StopError
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 from worker.store import Install
 
 
@@ -33,6 +33,8 @@ class SnapshotConnector(Connector):
     may let the change feed skip ahead: its job id is recorded here, and :func:`complete_export`
     moves the watermark (forward only) once that job's whole file has been read.
     """
+
+    Options = NoOptions
 
     path: ClassVar[str]
     watermark_key: ClassVar[str]

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
+from pydantic import BaseModel, ConfigDict
 
 from worker.envelope import Message, ResultCode
 
@@ -89,6 +90,12 @@ class NodeContext:
 Emit = Callable[[Any], Awaitable[None]]
 
 
+class NoOptions(BaseModel):
+    """The ``Options`` of a node that reads none: any key in the topology is a mistake."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Node(ABC):
     """Common attributes. Subclass :class:`Connector` or :class:`Batch`, not this."""
 
@@ -105,6 +112,10 @@ class Node(ABC):
     ordered: ClassVar[bool] = False
     #: Default number of messages this node processes at once (the topology may override).
     concurrency: ClassVar[int] = 10
+    #: The topology ``options`` it reads (``ctx.options``), as a pydantic model that forbids other
+    #: keys: a deploy checks them and names the line at fault. None (a custom node that declares
+    #: none): not checked. Every built-in node declares one, :class:`NoOptions` when it reads none.
+    Options: ClassVar[type[BaseModel] | None] = None
 
 
 class Connector(Node):

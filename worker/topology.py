@@ -282,6 +282,8 @@ def _check_references(
     for node_id, spec in topology.nodes.items():
         if registry is not None and spec.node is not None and spec.node not in registry:
             raise TopologyError(origin, index.get(("nodes", node_id, "node")), f"unknown node type {spec.node!r}")
+        if new_rules and registry is not None and spec.node is not None:
+            _check_options(node_id, spec, registry, index, origin)
         for i, target in enumerate(spec.next):
             if target not in topology.nodes:
                 line = index.get(("nodes", node_id, "next", i))
@@ -304,6 +306,26 @@ def _check_references(
                 raise TopologyError(
                     origin, line, f"a cron start of {node!r} needs an install: give the topology its `application`"
                 )
+
+
+def _check_options(
+    node_id: str, spec: NodeSpec, registry: NodeRegistry, index: dict[tuple[Any, ...], int], origin: str
+) -> None:
+    """A node's ``options`` against the model its type declares (``Node.Options``): a misspelt key
+    was ignored and a wrong type read as "not set", in silence, or failed every message at run time."""
+    cls = registry.get(spec.node or "")
+    model = cls.Options if cls is not None else None
+    if model is None:
+        return
+    try:
+        model.model_validate(spec.options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ["nodes", node_id, "options", *first["loc"]]
+        field = ".".join(str(p) for p in first["loc"])
+        known = ", ".join(model.model_fields) or "none"
+        reason = f"option {field!r} of {spec.node}: {first['msg']} (its options: {known})"
+        raise TopologyError(origin, _line_for(index, loc), reason) from None
 
 
 #: What Kafka accepts as a topic name.

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from nodes.shoptet import data_of, parse_body, path_segment
 from worker.envelope import Message
 from worker.errors import StopError
-from worker.node import Batch, Emit, NodeContext, Result
+from worker.node import Batch, Emit, NodeContext, NoOptions, Result
 
 PRODUCT_SET = "product-set"
 AMOUNT = Decimal("0.001")
@@ -97,6 +97,7 @@ class ShoptetProductDetailWithSet(Batch):
     """
 
     name = "shoptet-product-detail-with-set"
+    Options = NoOptions
 
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         order = parse_body(OrderInput, message.body, self.name)

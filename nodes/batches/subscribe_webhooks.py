@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nodes import shoptet
+from nodes.options import WebhookEventsOptions
 from nodes.paging import read_all
 from worker.envelope import Message, ResultCode
 from worker.errors import StopError
@@ -64,6 +65,7 @@ class ShoptetSubscribeWebhooks(Batch):
     """
 
     name = "shoptet-subscribe-webhooks"
+    Options = WebhookEventsOptions
 
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         install = ctx.require_install()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nodes.options import WebhookEventsOptions
 from nodes.shoptet import names_option, path_segment
 from worker.envelope import Message
 from worker.errors import StopError
@@ -17,6 +18,7 @@ class ShoptetUnsubscribeWebhooks(Batch):
     """
 
     name = "shoptet-unsubscribe-webhooks"
+    Options = WebhookEventsOptions
 
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         install = ctx.require_install()

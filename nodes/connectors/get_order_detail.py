@@ -6,7 +6,7 @@ from pydantic import model_validator
 
 from nodes.shoptet import EntityRef, data_of, get_unless_deleted, parse_body, path_segment
 from worker.envelope import Message, ResultCode
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 
 INCLUDE = "shippingDetails,notes,surchargeParameters"
 
@@ -37,6 +37,7 @@ class ShoptetGetOrderDetail(Connector):
     nothing to publish, and nothing for an operator to clear."""
 
     name = "shoptet-get-order-detail"
+    Options = NoOptions
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         ref = parse_body(OrderRef, message.body, self.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.envelope import Message
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 
 
 class ShoptetGetPaymentMethods(Connector):
@@ -14,6 +14,7 @@ class ShoptetGetPaymentMethods(Connector):
     """
 
     name = "shoptet-get-payment-methods"
+    Options = NoOptions
     #: It only reads, as the other reference readers do (a suspended install still has its data).
     accepts_disabled_install = True
 

@@ -6,7 +6,7 @@ from pydantic import model_validator
 
 from nodes.shoptet import EntityRef, data_of, get_unless_deleted, parse_body, path_segment
 from worker.envelope import Message, ResultCode
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 
 
 class ProductRef(EntityRef):
@@ -30,6 +30,7 @@ class ShoptetGetProductDetail(Connector):
     product (``changeType: delete``, ``product:delete``, or a 404 for a change or webhook) is 1003."""
 
     name = "shoptet-get-product-detail"
+    Options = NoOptions
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         ref = parse_body(ProductRef, message.body, self.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from nodes import shoptet
+from nodes.options import JobFinishedOptions
 from nodes.snapshot import job_endpoint
 from worker.envelope import Message, ResultCode
 from worker.node import Connector, NodeContext, Result
@@ -43,6 +44,7 @@ class ShoptetJobFinishedWebhook(Connector):
     """
 
     name = "shoptet-job-finished-webhook"
+    Options = JobFinishedOptions
     needs_install = False
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:

@@ -20,7 +20,7 @@ from nodes.shoptet import parse_body, parse_cursor
 from nodes.snapshot import complete_export
 from worker.envelope import Message, ResultCode
 from worker.errors import NodeError, RetryableError, StopError
-from worker.node import Batch, Emit, NodeContext, Result
+from worker.node import Batch, Emit, NodeContext, NoOptions, Result
 
 LINES_PER_MESSAGE = 50
 #: A message's lines stay under this much JSON: fifty lines of products with long descriptions
@@ -126,6 +126,7 @@ class ShoptetParseJsonLines(Batch):
     """
 
     name = "shoptet-parse-json-lines"
+    Options = NoOptions
 
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         job = parse_body(Job, message.body, self.name)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nodes.shoptet import PatchData, parse_body, path_segment
 from worker.envelope import Message
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 
 
 class StatusData(PatchData):
@@ -38,6 +38,7 @@ class ShoptetUpdateOrderStatus(Connector):
     """
 
     name = "shoptet-update-order-status"
+    Options = NoOptions
     ordered = True
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:

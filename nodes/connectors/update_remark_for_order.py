@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nodes.shoptet import PatchData, parse_body, path_segment
 from worker.envelope import Message
-from worker.node import Connector, NodeContext, Result
+from worker.node import Connector, NodeContext, NoOptions, Result
 
 
 class AdditionalField(BaseModel):
@@ -44,6 +44,7 @@ class ShoptetUpdateRemarkForOrder(Connector):
     """
 
     name = "shoptet-update-remark-for-order"
+    Options = NoOptions
     ordered = True
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:

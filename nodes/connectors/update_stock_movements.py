@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nodes.options import StockMovementsOptions
 from nodes.shoptet import parse_body, parse_cursor
 from worker.envelope import Message, ResultCode
 from worker.errors import NodeError, RetryableError, StopError
@@ -67,6 +68,7 @@ class ShoptetUpdateStockMovements(Connector):
     """
 
     name = "shoptet-update-stock-movements"
+    Options = StockMovementsOptions
     ordered = True
 
     async def process(self, message: Message, ctx: NodeContext) -> Result:

@@ -370,3 +370,62 @@ def test_an_unreadable_file_or_directory_is_refused_not_a_traceback(tmp_path: Pa
     (tmp_path / "dir.yaml").mkdir()  # not a file: left out, not read
     latin1.unlink()
     assert load_topology_dir(tmp_path, registry) == []
+
+
+OPTIONS = """\
+name: opts
+application: shoptet-premium
+start:
+  - manual: true
+nodes:
+  list: {node: shoptet-get-orders-list, next: [detail], options: {max_pages_per_hop: 20}}
+  detail: {node: shoptet-get-order-detail, next: [out]}
+  out: {sink: opts.out}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "reason"),
+    [
+        (
+            "{max_pages_per_hop: 20}",
+            "{max_page_per_hop: 20}",
+            6,
+            "option 'max_page_per_hop' of shoptet-get-orders-list",
+        ),
+        ("{max_pages_per_hop: 20}", "{max_pages_per_hop: '20'}", 6, "option 'max_pages_per_hop'"),  # meant no limit
+        ("{max_pages_per_hop: 20}", "{page_concurrency: lots}", 6, "option 'page_concurrency'"),
+        ("{max_pages_per_hop: 20}", "{max_pages_per_hop: 0}", 6, "greater than or equal to 1"),
+        ("next: [out]}", "next: [out], options: {threshold: 3}}", 7, "option 'threshold' of shoptet-get-order-detail"),
+    ],
+)
+def test_node_options_are_checked_against_what_the_node_reads(
+    registry: NodeRegistry, old: str, new: str, line: int, reason: str
+) -> None:
+    parse_topology(OPTIONS, "opts.yaml", registry)
+    error = refused(OPTIONS.replace(old, new), registry)
+    assert error.line == line and reason in error.reason, error
+    # a version deployed before this check keeps running
+    parse_topology(OPTIONS.replace(old, new), "opts.yaml", registry, deployed=True)
+
+
+def test_options_of_a_job_finished_webhook_and_the_webhook_batches(registry: NodeRegistry) -> None:
+    jobs = "name: j\nstart:\n  - webhook: [job:finished]\nnodes:\n"
+    jobs += "  jobs: {node: shoptet-job-finished-webhook, next: [out], options: {endpoints: /api/orders/snapshot}}\n"
+    jobs += "  out: {sink: j.out}\n"
+    error = refused(jobs, registry)  # a string was matched by substring
+    assert error.line == 5 and "option 'endpoints'" in error.reason and "valid list" in error.reason
+    parse_topology(jobs.replace("/api/orders/snapshot", "[/api/orders/snapshot]"), registry=registry)
+    assert (
+        "option 'application'"
+        in refused(jobs.replace("endpoints: /api/orders/snapshot", "application: shop"), registry).reason
+    )
+
+
+def test_every_built_in_node_says_which_options_it_reads(registry: NodeRegistry) -> None:
+    """Else a typo in its options would pass the deploy (a custom node may leave them unchecked)."""
+    built_in = [cls for _, cls in registry.items() if cls.__module__.startswith("nodes.")]
+    assert len(built_in) == 20
+    assert [cls.name for cls in built_in if cls.Options is None] == []
+    # a custom node that declares no Options is not checked (test-passthrough declares none)
+    parse_topology(GOOD.replace("concurrency: 4,", "concurrency: 4, options: {threshold: 3},"), registry=registry)
