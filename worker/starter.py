@@ -7,6 +7,7 @@ through :func:`start_process`, so all of them produce the same headers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from worker.catalog import TopologyCatalog
@@ -31,6 +32,14 @@ class Starter(Protocol):
 
 class TopologyNotRunnable(LookupError):
     """No active (deployed and enabled) topology of that name, or it has no such start."""
+
+
+#: Finds an install by user and application (``InstallStore.get_install``, the runtime's cache).
+InstallLookup = Callable[[str, str], Awaitable[Install | None]]
+
+
+class InstallMissing(LookupError):
+    """A manual run for a user with no (enabled) install of the application its start node needs."""
 
 
 class ApplicationNeeded(ValueError):
@@ -107,11 +116,22 @@ async def start_inbound(
 
 
 async def run_manual(
-    rt: Starter, name: str, *, user: str | None, body: Any, application: str | None = None, strict: bool = False
+    rt: Starter,
+    name: str,
+    *,
+    user: str | None,
+    body: Any,
+    application: str | None = None,
+    strict: bool = False,
+    installs: InstallLookup | None = None,
 ) -> Message:
     """Start a process by hand. ``application`` says whose install ``user`` is, for a topology
     that names none (it serves both); refused when the start node needs an install and nothing
-    names its application: the message went to trash, and no replay could fix its headers."""
+    names its application: the message went to trash, and no replay could fix its headers.
+
+    With ``installs``, also refused when the start node needs an install that is not there (or is
+    disabled): a mistyped ``--user`` printed a process id, and the message went to trash.
+    """
     tv = rt.catalog.active(name)
     deployed = rt.catalog.deployed.get(name)
     unloadable = deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None
@@ -141,7 +161,31 @@ async def run_manual(
                     f"topology {name!r} names no application and its node {node_id!r} needs an install: "
                     "say whose (shoptet-premium or shoptet): `run --application`, or `application` in the HTTP request"
                 )
+    if installs is not None:
+        await _check_install(rt, tv, start, user, application, installs)
     return await start_process(rt, tv, start, user=user, body=body, application=application)
+
+
+async def _check_install(
+    rt: Starter,
+    tv: TopologyVersion,
+    start: StartSpec,
+    user: str | None,
+    application: str | None,
+    installs: InstallLookup,
+) -> None:
+    node_id = tv.topology.start_node(start)
+    node = rt.catalog.registry.get(tv.topology.nodes[node_id].node or "")
+    if node is None or not node.needs_install:
+        return
+    whose = application or tv.topology.application_of(node_id, node.application)
+    if whose is None:
+        return  # any application: the node takes it from the message (none here: it says so)
+    install = await installs(user, whose) if user else None
+    if install is None:
+        raise InstallMissing(f"no {whose} install for user {user!r} (`shoptet-worker install list` shows them)")
+    if not install.enabled and not node.accepts_disabled_install:
+        raise InstallMissing(f"the {whose} install of user {user!r} is disabled")
 
 
 async def start_installed(rt: Starter, install: Install) -> list[Message]:

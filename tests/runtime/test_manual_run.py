@@ -154,3 +154,25 @@ async def test_a_deployed_version_this_shell_cannot_load_is_not_run_as_the_one_b
         await run_manual(sender, "detail", user="shop", body={}, strict=True)  # the CLI
     started = await run_manual(sender, "detail", user="shop", body={})  # a worker (HTTP): as it runs
     assert started.headers[H.TOPOLOGY_VERSION] != "v2"
+
+
+async def test_a_run_for_a_user_without_the_install_is_refused_before_anything_is_sent() -> None:
+    """A mistyped --user printed a process id, and the message went to trash at its first node."""
+    from worker.starter import InstallMissing
+    from worker.store import Install
+
+    installs = {("shop", "shoptet"): Install(user="shop", application="shoptet")}
+    disabled = Install(user="paused", application="shoptet", enabled=False)
+    installs[("paused", "shoptet")] = disabled
+
+    async def lookup(user: str, application: str) -> Install | None:
+        return installs.get((user, application))
+
+    sender = Sender(SOURCE.format(application="application: shoptet\n"))
+    with pytest.raises(InstallMissing, match="no shoptet install for user 'shpo'"):
+        await run_manual(sender, "detail", user="shpo", body={}, installs=lookup)
+    with pytest.raises(InstallMissing, match="is disabled"):
+        await run_manual(sender, "detail", user="paused", body={}, installs=lookup)
+    assert sender.sent == []
+    await run_manual(sender, "detail", user="shop", body={}, installs=lookup)
+    assert len(sender.sent) == 2

@@ -91,14 +91,22 @@ def run(
 
     async def _run() -> None:
         from worker.control import control_client
-        from worker.starter import ApplicationNeeded, TopologyNotRunnable, run_manual
+        from worker.starter import ApplicationNeeded, InstallMissing, TopologyNotRunnable, run_manual
+        from worker.store import open_store
 
-        async with control_client(settings_from_env()) as control:
-            try:
-                message = await run_manual(control, topology, user=user, body=payload, application=whose, strict=True)
-            except (TopologyNotRunnable, ApplicationNeeded) as exc:
-                typer.echo(str(exc), err=True)
-                raise typer.Exit(2) from exc
+        settings = settings_from_env()
+        store = await open_store(settings)
+        try:
+            async with control_client(settings) as control:
+                installs = store.get_install  # a mistyped --user is refused, not sent to trash
+                message = await run_manual(
+                    control, topology, user=user, body=payload, application=whose, strict=True, installs=installs
+                )
+        except (TopologyNotRunnable, ApplicationNeeded, InstallMissing) as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+        finally:
+            await store.close()
         typer.echo(json.dumps({"process-id": message.process_id, "correlation-id": message.correlation_id}))
 
     asyncio.run(_run())

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of, validation_problems
-from worker.starter import ApplicationNeeded, TopologyNotRunnable, run_manual
+from worker.starter import ApplicationNeeded, InstallMissing, TopologyNotRunnable, run_manual
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +71,9 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     """202 ``{process-id, correlation-id}`` once the broker acknowledged the first message.
 
     401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB; 422 bad
-    body, or no application to tell whose install ``user`` is; 503 broker failed. The body is read
-    here, not declared as a parameter: FastAPI reads and parses a declared body before it runs the
-    key check, for anyone, and with no size limit.
+    body, no application to tell whose install ``user`` is, or no (enabled) such install; 503
+    broker failed. The body is read here, not declared as a parameter: FastAPI reads and parses a
+    declared body before it runs the key check, for anyone, and with no size limit.
     """
     rt = runtime_of(request)
     try:
@@ -83,11 +83,13 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     except ValidationError as exc:
         return _error(422, "; ".join(validation_problems(exc)))
     try:
-        message = await run_manual(rt, name, user=run.user, body=run.body, application=run.application)
+        message = await run_manual(
+            rt, name, user=run.user, body=run.body, application=run.application, installs=rt.installs.get
+        )
     except TopologyNotRunnable as exc:
         log.warning("manual run refused", topology=name, reason=str(exc), status=404)
         return _error(404, str(exc))
-    except ApplicationNeeded as exc:
+    except (ApplicationNeeded, InstallMissing) as exc:
         log.warning("manual run refused", topology=name, reason=str(exc), status=422)
         return _error(422, str(exc))
     except Exception as exc:
