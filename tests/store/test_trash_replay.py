@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from worker.envelope import Message
 from worker.store import TrashEntry
@@ -35,6 +36,20 @@ class SlowSender:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+
+class HeldSender(SlowSender):
+    """Says when a send began (its replay holds the entry's lease by then) and waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        self.sending.set()
+        await self.release.wait()
+        return await super().send(topic, message)
 
 
 async def test_two_replays_of_one_entry_at_once_publish_it_once(store: SqlInstallStore) -> None:
@@ -94,6 +109,36 @@ async def test_a_replay_that_could_not_be_sent_takes_its_count_back(store: SqlIn
     assert await store.get_trash(entry_id) is not None
 
 
+class UnacknowledgedNodeTopic(SlowSender):
+    """The node topic's publish is queued, and then the broker does not acknowledge it."""
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        ack = await super().send(topic, message)
+        if topic == self.topics.processes:
+            return ack
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(KafkaTimeoutError())
+        return failed
+
+
+async def test_a_replay_the_broker_did_not_acknowledge_stays_in_trash(store: SqlInstallStore) -> None:
+    """The entry leaves trash only once the broker has the message: removed on queueing alone, a
+    timed-out publish lost it."""
+    from worker.envelope import H
+
+    headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
+    entry_id, entry = await stored(
+        store,
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1}),
+    )
+    sender = UnacknowledgedNodeTopic()
+    with pytest.raises(KafkaTimeoutError):
+        await replay(store, sender, entry)  # type: ignore[arg-type]
+    assert await store.get_trash(entry_id) is not None
+    ledger = [m.body for topic, m in sender.sent if topic == sender.topics.processes]
+    assert len(ledger) == 2  # the count, and its undo
+
+
 async def test_a_null_body_given_for_a_replay_is_sent_as_null(store: SqlInstallStore) -> None:
     """``trash replay ID --body null``: JSON null is a body; it was taken for "no edit"."""
     _, entry = await stored(
@@ -138,7 +183,7 @@ async def test_an_inbound_record_starts_its_processes_again_and_is_not_sent_back
 
     await replay(store, sender, entry)  # type: ignore[arg-type]
 
-    [(ledger, record), (topic, start)] = sender.sent
+    [(topic, start), (ledger, record)] = sender.sent  # the start message, then its ledger record
     assert (ledger, record.body["kind"]) == ("t.processes", "start")  # a new process, nothing else counted
     assert topic == "t.node.shoptet-product-detail-with-set"
     assert (start.user, start.body, start.headers[H.TOPOLOGY_NAME]) == ("222651", {"code": "1"}, "sets")
@@ -195,10 +240,11 @@ async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInst
     entry_id, entry = await stored(
         store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
     )
-    sender = SlowSender()
+    sender = HeldSender()
     replaying = asyncio.create_task(replay(store, sender, entry))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)  # the replay holds its lease while the broker takes the message
+    await asyncio.wait_for(sender.sending.wait(), 10)  # the replay holds its lease while it sends
     with pytest.raises(NothingToReplay, match="being replayed"):
         await discard(store, entry_id)
+    sender.release.set()
     await replaying
     assert sender.sent and not await discard(store, entry_id)  # replayed, so gone
