@@ -6,6 +6,7 @@ worker changes until a file validates completely.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Iterable
@@ -176,38 +177,53 @@ def version_of(source: str) -> str:
 MAX_YAML_VALUES = 100_000
 
 
+class _Lines:
+    """Line numbers as an editor counts them: PyYAML also breaks lines at U+0085, U+2028 and
+    U+2029 (pasted into a description, they moved every later error's line down)."""
+
+    def __init__(self, source: str) -> None:
+        self._breaks = [i for i, ch in enumerate(source) if ch == "\n"]
+
+    def at(self, index: int) -> int:
+        return bisect.bisect_right(self._breaks, index - 1) + 1
+
+    def of(self, mark: yaml.Mark) -> int:
+        return self.at(mark.index)
+
+
 def _line_index(
     node: yaml.Node,
     path: tuple[Any, ...],
     index: dict[tuple[Any, ...], int],
     origin: str,
+    lines: _Lines,
     enclosing: frozenset[int] = frozenset(),
 ) -> None:
     """Record the line of every value and key path; refuse duplicate keys (PyYAML keeps the last)
     and an alias inside what it names (``enclosing``: the ids of the nodes around this one)."""
     if id(node) in enclosing:
-        raise TopologyError(origin, node.start_mark.line + 1, "a YAML alias refers to a mapping or list around it")
+        raise TopologyError(origin, lines.of(node.start_mark), "a YAML alias refers to a mapping or list around it")
     if len(index) > MAX_YAML_VALUES:
         # aliases of aliases multiply (ten lists of ten aliases, six deep, are a million values):
         # every reader of the file, each worker's catalog included, would walk them all
         raise TopologyError(
-            origin, node.start_mark.line + 1, f"over {MAX_YAML_VALUES:,} values once its YAML aliases are expanded"
+            origin, lines.of(node.start_mark), f"over {MAX_YAML_VALUES:,} values once its YAML aliases are expanded"
         )
     enclosing = enclosing | {id(node)}
-    index[path] = node.start_mark.line + 1
+    index[path] = lines.of(node.start_mark)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
-            line = key_node.start_mark.line + 1
+            line = lines.of(key_node.start_mark)
             if key in seen:
                 raise TopologyError(origin, line, f"duplicate key {key!r} (first at line {seen[key]})")
             seen[key] = line
             index[(*path, key)] = line
-            _line_index(value_node, (*path, key), index, origin, enclosing)
+            _line_index(value_node, (*path, key), index, origin, lines, enclosing)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_index(item, (*path, i), index, origin, enclosing)
+            _line_index(item, (*path, i), index, origin, lines, enclosing)
 
 
 def _line_for(index: dict[tuple[Any, ...], int], loc: Iterable[Any]) -> int | None:
@@ -243,13 +259,15 @@ def parse_topology(
         data = yaml.safe_load(source)  # refuses tags (!!python/name:...) that compose accepts
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise TopologyError(origin, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
+        position = mark.index if mark is not None else getattr(exc, "position", None)  # ReaderError: no mark
+        line = _Lines(source).at(position) if isinstance(position, int) else None
+        raise TopologyError(origin, line, f"not valid YAML: {exc}") from None
     except RecursionError:  # nested thousands deep: refused like any bad file, not a traceback
         raise TopologyError(origin, 1, "not valid YAML: nested too deeply") from None
     if root is None or not isinstance(root, yaml.MappingNode):
         raise TopologyError(origin, 1, "a topology file is a YAML mapping with name, start and nodes")
     index: dict[tuple[Any, ...], int] = {}
-    _line_index(root, (), index, origin)
+    _line_index(root, (), index, origin, _Lines(source))
     try:
         topology = Topology.model_validate(data, context={"deployed": deployed})
     except ValidationError as exc:
@@ -407,7 +425,8 @@ def check_unique_names(loaded: Iterable[tuple[Path, TopologyVersion]]) -> None:
     found: dict[str, Path] = {}
     for path, version in loaded:
         if version.name in found:
+            line = next((n for n, text in enumerate(version.source.split("\n"), 1) if text.startswith("name:")), 1)
             raise TopologyError(
-                str(path), 1, f"topology name {version.name!r} is used by another file ({found[version.name]})"
+                str(path), line, f"topology name {version.name!r} is used by another file ({found[version.name]})"
             )
         found[version.name] = path

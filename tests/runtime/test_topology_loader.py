@@ -429,3 +429,17 @@ def test_every_built_in_node_says_which_options_it_reads(registry: NodeRegistry)
     assert [cls.name for cls in built_in if cls.Options is None] == []
     # a custom node that declares no Options is not checked (test-passthrough declares none)
     parse_topology(GOOD.replace("concurrency: 4,", "concurrency: 4, options: {threshold: 3},"), registry=registry)
+
+
+def test_lines_are_counted_as_an_editor_counts_them(registry: NodeRegistry, tmp_path: Path) -> None:
+    """PyYAML also breaks lines at U+2028 (pasted into a description): every later line was off."""
+    pasted = GOOD.replace("name: sample", "name: sample\ndescription: 'one\u2028two\u2028three'")
+    error = refused(pasted.replace("test-passthrough", "test-passthru"), registry)
+    assert error.line == 8  # 7 in GOOD, one line more for the description
+    control = refused("name: x\nstart: [\x07]\n", registry)  # a character YAML refuses: its line
+    assert control.line == 2 and "not valid YAML" in control.reason
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text("# one topology\n" + GOOD)
+    with pytest.raises(TopologyError) as twice:
+        load_topology_dir(tmp_path, registry)
+    assert twice.value.line == 2 and "is used by another file" in twice.value.reason  # its `name:` line
