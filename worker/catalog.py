@@ -47,6 +47,8 @@ class TopologyCatalog:
     #: so that a CLI that cannot load a version does not roll every worker back to an older one.
     deployed: dict[str, Deployment] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)
+    #: Every deployed version's YAML as published, also of versions this process cannot load.
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)
     listeners: list[Callable[[], None]] = field(default_factory=list)
     #: Per application (None: any), the events its active topologies start on.
     _events: dict[str | None, frozenset[str]] = field(default_factory=dict)
@@ -61,6 +63,17 @@ class TopologyCatalog:
         if deployment is None or not deployment.enabled:
             return None
         return self.versions.get((name, deployment.version))
+
+    def deployed_source(self, name: str, version: str | None = None) -> tuple[str, str] | None:
+        """(version, YAML) of ``version``, else of the deployed pointer's: as published, also when
+        this process cannot load it (``latest`` then gives the version this process runs instead)."""
+        if version is None:
+            deployment = self.deployed.get(name)
+            if deployment is None:
+                return None
+            version = deployment.version
+        source = self.sources.get((name, version))
+        return None if source is None else (version, source)
 
     def latest(self, name: str) -> TopologyVersion | None:
         deployment = self.current.get(name)
@@ -96,6 +109,8 @@ class TopologyCatalog:
             return
         data = json.loads(value)
         if kind == "version":
+            if isinstance(data.get("name"), str) and isinstance(data.get("version"), str):
+                self.sources[(data["name"], data["version"])] = str(data.get("source", ""))
             try:
                 origin = f"{data['name']}@{data['version']}"
                 tv = parse_topology(data["source"], origin, self.registry, deployed=True)

@@ -178,6 +178,10 @@ def test_a_pointer_to_a_version_this_worker_cannot_load_keeps_the_running_one(re
     assert catalog.current["sample"].version == running
     # the CLI shows and republishes the pointer as deployed: its enable must not roll workers back
     assert (catalog.deployed["sample"].version, catalog.deployed["sample"].enabled) == ("v-new", False)
+    # and `topology show` / `diff` show what is deployed, not the version before it
+    assert catalog.deployed_source("sample") == ("v-new", unloadable)
+    assert catalog.deployed_source("sample", running) == (running, GOOD)
+    assert catalog.deployed_source("other") is None
 
 
 def test_an_unsafe_yaml_tag_is_refused_with_its_line(registry: NodeRegistry) -> None:

@@ -111,11 +111,16 @@ def show(name: str, version: Annotated[str | None, typer.Option(help="Default: c
         from worker.control import control_client
 
         async with control_client(settings_from_env()) as control:
-            tv = control.catalog.get(name, version) if version else control.catalog.latest(name)
-            if tv is None:
+            # as deployed: a version this shell cannot load (a custom node's module not on its
+            # path) is still the one shown, not the one before it
+            found = control.catalog.deployed_source(name, version)
+            if found is None:
                 typer.echo(f"no deployed topology {name!r}" + (f"@{version}" if version else ""), err=True)
                 raise typer.Exit(1)
-            typer.echo(tv.source)
+            shown, source = found
+            if control.catalog.get(name, shown) is None:
+                typer.echo(f"note: {name}@{shown} cannot be loaded here (its imports?)", err=True)
+            typer.echo(source)
 
     asyncio.run(_show())
 
@@ -129,10 +134,10 @@ def diff(name: str, file: Annotated[Path, typer.Argument(exists=True, dir_okay=F
         from worker.control import control_client
 
         async with control_client(settings_from_env()) as control:
-            tv = control.catalog.latest(name)
-            old = tv.source if tv else ""
+            found = control.catalog.deployed_source(name)  # as deployed, loadable here or not
+            old = found[1] if found else ""
             new = file.read_text()
-            label = f"{name}@{tv.version}" if tv else f"{name} (not deployed)"
+            label = f"{name}@{found[0]}" if found else f"{name} (not deployed)"
             typer.echo("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), label, str(file))))
 
     asyncio.run(_diff())
