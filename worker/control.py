@@ -53,7 +53,7 @@ def resolve_bootstrap(settings: Settings) -> str:
             "no Kafka to talk to: set KAFKA_BOOTSTRAP_SERVERS, or start `shoptet-worker up` in this directory"
         )
     pid = state.get("pid")
-    if isinstance(pid, int) and not _running(pid):  # killed: its embedded broker went with it
+    if state.get("embedded") and isinstance(pid, int) and not _running(pid):  # its broker died with it
         raise NoKafka(
             f"{STATE_FILE} names a `shoptet-worker up` (pid {pid}) that is no longer running: start it"
             " again, or set KAFKA_BOOTSTRAP_SERVERS"

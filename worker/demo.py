@@ -142,7 +142,7 @@ Where to look next:
   Trash        {store}.venv/bin/shoptet-worker trash list
   Installs     {store}.venv/bin/shoptet-worker install list
   Processes    .venv/bin/shoptet-worker topology list   (deployed from ./topology)
-  Run again    .venv/bin/shoptet-worker run order-import --user {DEMO_USER}
+  Run again    {store}.venv/bin/shoptet-worker run order-import --user {DEMO_USER}
   Your shop    SHOPTET_PRIVATE_API_TOKEN=... make run   (or see README: addon install)
 
 The worker keeps serving webhooks and cron starts until Ctrl-C."""

@@ -176,7 +176,7 @@ class Message:
         if missing:
             raise MalformedMessage(f"missing header(s): {', '.join(missing)}")
         hops = decoded.get(H.REPEAT_HOPS)
-        if hops and not (hops.isascii() and hops.isdigit()):
+        if hops and not (hops.isascii() and hops.isdigit() and len(hops) <= 9):
             # read when the node fails (retry, trash): raised there, the record was run again and again
             raise MalformedMessage(f"header {H.REPEAT_HOPS} is not a count: {hops[:50]!r}")
         if value is None:

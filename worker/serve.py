@@ -64,7 +64,9 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
         scheduler = Scheduler(worker.rt, f"{socket.gethostname()}:{os.getpid()}")
         scheduler.start()
         write_state(
-            pid=os.getpid(),  # a CLI command can tell a killed `up` from a running one
+            # a CLI command can tell a killed `up`, whose embedded broker died with it, from a running one
+            pid=os.getpid(),
+            embedded=worker.broker is not None,
             bootstrap_servers=worker.rt.bootstrap_servers,
             http=f"http://{settings.http_host}:{settings.http_port}",
         )

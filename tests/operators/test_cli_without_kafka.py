@@ -131,11 +131,14 @@ def test_the_state_file_of_a_killed_up_is_named_not_dialled(tmp_path: Path, monk
     state = tmp_path / "worker.json"
     monkeypatch.setattr(control, "STATE_FILE", state)
     settings = Settings(kafka_bootstrap_servers="")
-    state.write_text(json.dumps({"pid": dead.pid, "bootstrap_servers": "127.0.0.1:9"}))
+    state.write_text(json.dumps({"pid": dead.pid, "embedded": True, "bootstrap_servers": "127.0.0.1:9"}))
     with pytest.raises(NoKafka, match=f"pid {dead.pid}\\) that is no longer running"):
         resolve_bootstrap(settings)
     state.write_text(json.dumps({"pid": os.getpid(), "bootstrap_servers": "127.0.0.1:9"}))
     assert resolve_bootstrap(settings) == "127.0.0.1:9"
+    # an `up` on an external cluster: the cluster outlives it
+    state.write_text(json.dumps({"pid": dead.pid, "embedded": False, "bootstrap_servers": "kafka:9092"}))
+    assert resolve_bootstrap(settings) == "kafka:9092"
 
 
 def test_an_embedded_broker_that_fails_says_what_it_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,7 +63,7 @@ def test_a_header_without_a_value_is_empty_text() -> None:
         Message.decode(b"{}", tuple((k, None if k == "node-id" else v) for k, v in HEADERS))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("hops", [b"two", b"-1", b"1.5", "\u00b2".encode()])
+@pytest.mark.parametrize("hops", [b"two", b"-1", b"1.5", "\u00b2".encode(), b"9" * 5000])
 def test_a_repeat_count_that_is_not_one_is_refused(hops: bytes) -> None:
     """Read only when the node fails (retry, trash), a bad count raised there, and the consumer ran
     the record again and again."""

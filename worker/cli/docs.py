@@ -32,7 +32,9 @@ def docs_command(
     settings = Settings()
     registry = default_registry()
     try:
-        topologies = load_topology_dir(topology_dir or settings.topology_dir, registry)
+        # a TOPOLOGY_DIR that is not there documents none, as `up` deploys none from it
+        directory = topology_dir or settings.topology_dir
+        topologies = load_topology_dir(directory, registry) if topology_dir or directory.exists() else []
     except TopologyError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
