@@ -82,33 +82,6 @@ class FailingNodeTopic(SlowSender):
         return await super().send(topic, message)
 
 
-async def test_a_replay_that_could_not_be_sent_takes_its_count_back(store: SqlInstallStore) -> None:
-    """The +1 in flight went to the ledger first; the message did not go, and stays in trash. Its
-    process waited for it forever (never announced finished)."""
-    from worker.envelope import H
-    from worker.processes import ProcessBook
-
-    headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
-    entry_id, entry = await stored(
-        store,
-        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1}),
-    )
-    sender = FailingNodeTopic()
-
-    with pytest.raises(ConnectionError):
-        await replay(store, sender, entry)  # type: ignore[arg-type]
-
-    book = ProcessBook()
-    book.apply({"kind": "start", "root": "p1", "at": 1.0})
-    book.apply({"kind": "handled", "root": "p1", "handled": 1, "trashed": 1})  # the trashed attempt
-    for topic, message in sender.sent:
-        assert topic == sender.topics.processes
-        book.apply(message.body)
-    assert len(sender.sent) == 2  # the count, and its undo
-    assert book.processes["p1"].in_flight == 0
-    assert await store.get_trash(entry_id) is not None
-
-
 class UnacknowledgedNodeTopic(SlowSender):
     """The node topic's publish is queued, and then the broker does not acknowledge it."""
 
@@ -121,22 +94,37 @@ class UnacknowledgedNodeTopic(SlowSender):
         return failed
 
 
-async def test_a_replay_the_broker_did_not_acknowledge_stays_in_trash(store: SqlInstallStore) -> None:
-    """The entry leaves trash only once the broker has the message: removed on queueing alone, a
-    timed-out publish lost it."""
+@pytest.mark.parametrize(
+    ("sender_class", "error"), [(FailingNodeTopic, ConnectionError), (UnacknowledgedNodeTopic, KafkaTimeoutError)]
+)
+async def test_a_replay_that_did_not_reach_the_broker_stays_in_trash_and_takes_its_count_back(
+    store: SqlInstallStore, sender_class: type[SlowSender], error: type[Exception]
+) -> None:
+    """The +1 in flight went to the ledger first; the message did not go (refused, or queued and
+    never acknowledged), and stays in trash: removed on queueing alone, a timed-out publish lost it.
+    Without the undo, its process waited for it forever (never announced finished)."""
     from worker.envelope import H
+    from worker.processes import ProcessBook
 
     headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
     entry_id, entry = await stored(
         store,
         TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1}),
     )
-    sender = UnacknowledgedNodeTopic()
-    with pytest.raises(KafkaTimeoutError):
+    sender = sender_class()
+
+    with pytest.raises(error):
         await replay(store, sender, entry)  # type: ignore[arg-type]
-    assert await store.get_trash(entry_id) is not None
-    ledger = [m.body for topic, m in sender.sent if topic == sender.topics.processes]
+
+    book = ProcessBook()
+    book.apply({"kind": "start", "root": "p1", "at": 1.0})
+    book.apply({"kind": "handled", "root": "p1", "handled": 1, "trashed": 1})  # the trashed attempt
+    ledger = [message.body for topic, message in sender.sent if topic == sender.topics.processes]
+    for record in ledger:
+        book.apply(record)
     assert len(ledger) == 2  # the count, and its undo
+    assert book.processes["p1"].in_flight == 0
+    assert await store.get_trash(entry_id) is not None
 
 
 async def test_a_null_body_given_for_a_replay_is_sent_as_null(store: SqlInstallStore) -> None:
