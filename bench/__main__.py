@@ -53,6 +53,8 @@ async def run_one(name: str, quick: bool) -> BenchResult:
 async def main_async(names: list[str], quick: bool, output: Path | None) -> list[BenchResult]:
     machine = machine_info()
     results = [await run_one(name, quick) for name in names]
+    for result in results:  # each row says which run it is from: --only keeps the others' rows
+        result.details["run"] = f"{machine['date']}, {'quick' if quick else 'full'} sizes, {machine['cpu']}"
     print_table(results, machine, quick=quick)
     if output is not None:
         # --only NAME replaces that row of the last run's table and keeps the others

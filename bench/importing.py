@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiokafka import AIOKafkaConsumer
 
 from applications.installs import install_premium
@@ -73,11 +74,11 @@ class ImportRun:
 def order_import_topology(worker: Worker, detail_concurrency: int | None) -> TopologyVersion:
     """``topology/order-import.yaml`` as shipped, or with another ``concurrency`` on the detail node."""
     source = (TOPOLOGY_DIR / f"{TOPOLOGY}.yaml").read_text()
-    if detail_concurrency is not None:
-        marker = "    concurrency: 3\n"
-        if marker not in source:
-            raise ValueError("order-import.yaml changed: cannot override the detail node's concurrency")
-        source = source.replace(marker, f"    concurrency: {detail_concurrency}\n")
+    if detail_concurrency is not None:  # on the parsed file: a text match broke when its comment changed
+        data = yaml.safe_load(source)
+        [detail] = [n for n in data["nodes"].values() if n.get("node") == "shoptet-get-order-detail"]
+        detail["concurrency"] = detail_concurrency
+        source = yaml.safe_dump(data, sort_keys=False)
     return parse_topology(source, origin=f"{TOPOLOGY}.yaml", registry=worker.registry)
 
 

@@ -22,10 +22,11 @@ async def run(
 ) -> BenchResult:
     """``orders`` per e-shop (BENCH_MANY_ORDERS, else BENCH_ORDERS, else 10,000), ``eshops`` (BENCH_ESHOPS,
     10), ``latency_ms`` (BENCH_LATENCY_MS, 50)."""
+    detail_concurrency = detail_concurrency or (env_int("BENCH_DETAIL_CONCURRENCY", 0) or None)
     measured = await run_import(
         orders=orders or env_int("BENCH_MANY_ORDERS", env_int("BENCH_ORDERS", 10_000)),
         eshops=eshops or env_int("BENCH_ESHOPS", 10),
         latency_ms=latency_ms or env_float("BENCH_LATENCY_MS", 50.0),
-        detail_concurrency=detail_concurrency or (env_int("BENCH_DETAIL_CONCURRENCY", 0) or None),
+        detail_concurrency=detail_concurrency,
     )
     return import_result(NAME, measured, TARGET, detail_concurrency)

@@ -19,11 +19,12 @@ async def run(
 ) -> BenchResult:
     """``orders`` (BENCH_ORDERS, 10,000), ``latency_ms`` (BENCH_LATENCY_MS, 50), ``detail_concurrency``
     (BENCH_DETAIL_CONCURRENCY; default: the topology's own value)."""
+    detail_concurrency = detail_concurrency or (env_int("BENCH_DETAIL_CONCURRENCY", 0) or None)
     measured = await run_import(
         orders=orders or env_int("BENCH_ORDERS", 10_000),
         eshops=1,
         latency_ms=latency_ms or env_float("BENCH_LATENCY_MS", 50.0),
-        detail_concurrency=detail_concurrency or (env_int("BENCH_DETAIL_CONCURRENCY", 0) or None),
+        detail_concurrency=detail_concurrency,
     )
     return import_result(NAME, measured, TARGET, detail_concurrency)
 

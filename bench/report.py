@@ -57,7 +57,8 @@ def markdown(results: list[BenchResult], machine: dict[str, str], *, quick: bool
         "# Benchmark results",
         "",
         f"Written by `python -m bench{' --quick' if quick else ''}` (`make bench`)."
-        + (" **Quick sizes: not the issue's sizes.**" if quick else ""),
+        + (" **Quick sizes: not the issue's sizes.**" if quick else "")
+        + (" The machine below is the latest run's." if len({r.details.get("run") for r in results}) > 1 else ""),
         "Ratio = value / limit for throughputs, limit / value for memory and time: higher is better.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -66,8 +67,13 @@ def markdown(results: list[BenchResult], machine: dict[str, str], *, quick: bool
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results]
     missed = [r.name for r in results if r.verdict in ("MISSED", "ERROR")]
     lines += ["", f"Targets missed: {', '.join(missed)}." if missed else "Every target met.", "", "## Notes", ""]
+    runs = {str(r.details.get("run", "")) for r in results}
+    if len(runs) > 1:
+        lines += ["Rows come from different runs (`--only`): each row's notes say which.", ""]
     for result in results:
         lines.append(f"- **{result.name}**")
+        if "run" in result.details:
+            lines.append(f"  - run: {result.details['run']}")
         lines += [f"  - {note}" for note in result.notes]
         if result.error:
             lines.append(f"  - error: `{result.error}`")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from bench.common import TOPOLOGY_DIR, BenchResult, ceiling_result
 
@@ -64,15 +67,29 @@ def measure_startup(timeout: float = 120.0) -> tuple[float, int, float]:
 
 
 def _wait_ready(proc: subprocess.Popen[str], started: float, timeout: float) -> tuple[float, int]:
+    """The time of the `worker ready` line and its node count; an error past ``timeout`` even when
+    the worker says nothing more (read line by line on the main thread, a silent hang waited forever)."""
     assert proc.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read(stream: IO[str]) -> None:  # drained to the end, so the worker never blocks on a full pipe
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, args=(proc.stderr,), daemon=True).start()
     tail: list[str] = []
-    for line in proc.stderr:  # the worker logs to stderr
+    while (left := started + timeout - time.perf_counter()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:  # the worker exited
+            break
         tail = [*tail[-20:], line]
         if (match := READY.search(_plain(line))) is not None:
             return time.perf_counter(), int(match.group(1))
-        if time.perf_counter() - started > timeout:
-            break
-    raise RuntimeError(f"no `worker ready` line (exit code {proc.poll()}):\n{''.join(tail)}")
+    raise RuntimeError(f"no `worker ready` line within {timeout:g} s (exit code {proc.poll()}):\n{''.join(tail)}")
 
 
 def _plain(line: str) -> str:
