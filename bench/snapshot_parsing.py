@@ -1,6 +1,6 @@
 """Benchmark 4: shoptet-parse-json-lines over a gzipped JSON Lines snapshot of 1,000,000 orders.
 
-The file is generated once (cached in the temp dir by line count) and served by a tiny local HTTP
+The file is generated once (cached in the temp dir by line count and generator) and served by a tiny local HTTP
 server. A child process runs only the node, without Kafka: a NodeContext with a real ShoptetClient,
 the premium application and an ``emit`` that counts. The child reports lines/s and its own peak RSS
 (``VmHWM``), so nothing else this process runs (broker, simulator) is mixed in.
