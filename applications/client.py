@@ -3,7 +3,8 @@
 Every node calls Shoptet through :class:`ShoptetClient`; nothing else builds Shoptet requests. It
 maps HTTP outcomes to :mod:`worker.errors` exactly as the parity document's last section says:
 
-- 2xx: success; the JSON envelope ``{data, errors, metadata}`` is returned.
+- 2xx: success; the JSON envelope ``{data, errors, metadata}`` is returned (a 2xx that is not
+  JSON, a proxy's page, is a :class:`RetryableError`).
 - 401 ``expired-token``: the application drops its token; the call is repeated once with a new one.
 - 400, 404, 409, 413, 422, 403 and other 4xx: :class:`StopError` with Shoptet's error body.
 - 423: :class:`RetryableError` after a short wait (Shoptet's lock lasts at most 5 s).
@@ -178,7 +179,9 @@ class ShoptetClient:
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise StopError(f"{method} {path}: answer is not JSON ({exc})", status=response.status_code) from exc
+            # Shoptet answers JSON; a success page that is not (a proxy's or a maintenance page) is
+            # not the answer yet: another try later, not trash
+            raise RetryableError(f"{method} {path}: answer is not JSON ({exc})", status=response.status_code) from exc
         if not isinstance(body, dict):
             raise StopError(f"{method} {path}: expected a JSON object, got {type(body).__name__}")
         return body

@@ -141,6 +141,16 @@ async def test_a_429_waits_from_shoptets_clock_not_ours(shoptet: respx.Router, h
     assert limited.value.retry_after == 1.0
 
 
+async def test_a_success_page_that_is_not_json_is_retried(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
+    """A proxy's or a maintenance page answered 200: not Shoptet's answer yet, so not trash."""
+    shoptet.get(f"{API}/api/eshop").respond(200, text="<html>maintenance</html>")
+    client = ShoptetClient(
+        http=http, application=PremiumApplication(), install=_install(), limiter=LocalLimiter(), base_url=API
+    )
+    with pytest.raises(RetryableError, match="answer is not JSON"):
+        await client.request("GET", "/api/eshop")
+
+
 async def test_a_failed_download_names_no_query(shoptet: respx.Router, http: httpx.AsyncClient) -> None:
     """A result file's URL may carry its signed access in the query: the error text goes to trash."""
     garbled = "400, message='Duplicate Content-Length', url='https://files.test/job/1.jsonl.gz?signature=s3cr3t'"
