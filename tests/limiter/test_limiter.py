@@ -211,12 +211,17 @@ async def slot_within(limiter: RedisLimiter, seconds: float) -> None:
         pass
 
 
+#: Short enough to see leases outlive it in a test, long enough that a loaded CI machine's stalled
+#: event loop (0.6 s once let a renewal come too late) does not expire a lease that is renewed.
+TEST_TTL = 1.5
+
+
 async def test_held_lease_is_renewed_past_its_ttl(redis_url: str, prefix: str) -> None:
-    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
-    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
+    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=TEST_TTL)
+    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=TEST_TTL)
     try:
         async with holder.slot("token-a"):
-            await no_slot_within(other, 1.8)  # three TTLs
+            await no_slot_within(other, 2.5 * TEST_TTL)
         await slot_within(other, 2)
     finally:
         await holder.close()
@@ -226,14 +231,14 @@ async def test_held_lease_is_renewed_past_its_ttl(redis_url: str, prefix: str) -
 async def test_a_lease_lost_while_its_request_runs_is_put_back(redis_url: str, prefix: str) -> None:
     """Redis restarted (its keys gone) while a request ran: the lease was dropped, not put back, and
     another worker got in past the token's limit."""
-    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
-    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=0.6)
+    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=TEST_TTL)
+    other = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1, lease_ttl=TEST_TTL)
     try:
         async with holder.slot("token-a"):
             keys = [k async for k in holder._redis.scan_iter(match=f"{prefix}*")]
             await holder._redis.delete(*keys)  # what a restart without persistence does
-            await asyncio.sleep(0.4)  # a renewal comes and puts the lease back
-            await no_slot_within(other, 1.0)
+            await asyncio.sleep(TEST_TTL / 3 + 0.2)  # a renewal comes and puts the lease back
+            await no_slot_within(other, 1.5 * TEST_TTL)
         await slot_within(other, 2)
     finally:
         await holder.close()
