@@ -54,8 +54,7 @@ def _topology_files(directory: Path, registry: NodeRegistry, topics: TopicNames)
     through `topology deploy`), said in the log, so that a mistyped path is still seen."""
     if not directory.exists():
         log.warning("no topology files deployed: TOPOLOGY_DIR does not exist", path=str(directory.resolve()))
-        return []
-    return load_topology_dir(directory, registry, topics=topics)
+    return load_topology_dir(directory, registry, topics=topics, missing_ok=True)
 
 
 class Worker:

@@ -338,8 +338,7 @@ def worker_asyncapi(worker: Worker) -> dict[str, Any]:
         catalog = worker.runtime.catalog
         topologies = [tv for name in sorted(catalog.current) if (tv := catalog.latest(name)) is not None]
     else:
-        directory = worker.settings.topology_dir
-        topologies = load_topology_dir(directory, worker.registry) if directory.exists() else []
+        topologies = load_topology_dir(worker.settings.topology_dir, worker.registry, missing_ok=True)
     return build_asyncapi(worker.settings, worker.registry, topologies)
 
 

@@ -17,7 +17,7 @@ from worker.logging import bind_message
 from worker.runtime import Runtime
 from worker.starter import start_inbound
 from worker.topology import APPLICATIONS
-from worker.trash import record_entry
+from worker.trash import record_entry, record_headers
 
 log = structlog.get_logger("inbound")
 
@@ -32,10 +32,9 @@ class InboundBridge:
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         reason = None
         body = None
-        headers = dict(record.headers or ())
-        # ``or``: Kafka allows a header without a value (None), and an ERP's producer may send one
-        user_header = (headers.get("user") or b"").decode(errors="replace")
-        application = (headers.get("application") or b"").decode(errors="replace") or None
+        headers = record_headers(record)  # a header without a value (an ERP's producer may send one) is ""
+        user_header = headers.get("user", "")
+        application = headers.get("application") or None
         user = user_header or (record.key or b"").decode(errors="replace")
         bind_message(user=user or None, topic=record.topic)  # this runner's lines name the record
         if not user:

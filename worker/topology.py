@@ -407,10 +407,18 @@ def load_topology_file(
 
 
 def load_topology_dir(
-    directory: Path, registry: NodeRegistry | None = None, *, topics: TopicNames | None = None
+    directory: Path,
+    registry: NodeRegistry | None = None,
+    *,
+    topics: TopicNames | None = None,
+    missing_ok: bool = False,
 ) -> list[TopologyVersion]:
     """Every ``*.yaml``/``*.yml`` file; names must be unique across the directory. A path that is
-    not a directory is refused (a file's path given for it read as an empty directory)."""
+    not a directory is refused (a file's path given for it read as an empty directory); with
+    ``missing_ok``, one that is not there holds none (TOPOLOGY_DIR: topologies may all come through
+    `topology deploy`)."""
+    if missing_ok and not directory.exists():
+        return []
     if not directory.is_dir():
         reason = "not a directory" if directory.exists() else "no such directory"
         raise TopologyError(str(directory), None, f"{reason} (TOPOLOGY_DIR)")

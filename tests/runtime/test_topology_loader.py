@@ -371,6 +371,7 @@ def test_an_unreadable_file_or_directory_is_refused_not_a_traceback(tmp_path: Pa
     assert info.value.line == 2 and "not UTF-8" in info.value.reason
     with pytest.raises(TopologyError, match="no such directory"):
         load_topology_dir(tmp_path / "topolgy", registry)
+    assert load_topology_dir(tmp_path / "topolgy", registry, missing_ok=True) == []  # TOPOLOGY_DIR at `up`
     (tmp_path / "dir.yaml").mkdir()  # not a file: left out, not read
     latin1.unlink()
     assert load_topology_dir(tmp_path, registry) == []

@@ -34,7 +34,7 @@ def docs_command(
     try:
         # a TOPOLOGY_DIR that is not there documents none, as `up` deploys none from it
         directory = topology_dir or settings.topology_dir
-        topologies = load_topology_dir(directory, registry) if topology_dir or directory.exists() else []
+        topologies = load_topology_dir(directory, registry, missing_ok=topology_dir is None)
     except TopologyError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
