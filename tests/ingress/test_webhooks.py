@@ -139,6 +139,21 @@ async def test_unknown_eshop_is_acknowledged_and_not_published(
     await watch.assert_nothing_new()
 
 
+async def test_a_delivery_without_event_created_is_accepted_and_never_taken_for_a_duplicate(
+    client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    """Shoptet's ``eventCreated`` may be null: refused with 400, every retry of it was lost. Without
+    it the next change of the same order has the same body, so neither is dropped as a duplicate."""
+    payload = {"eshopId": eshop_id, "event": "order:create", "eventCreated": None, "eventInstance": "9"}
+    body = json.dumps(payload).encode()
+    first = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    again = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert (first.status_code, first.json()["status"]) == (200, "accepted"), first.text
+    assert (again.status_code, again.json()["status"]) == (200, "accepted"), again.text
+    assert [m.body["eventCreated"] for _, m in await watch.new("test-passthrough")] == [None, None]
+
+
 async def test_eshop_installed_for_another_application_is_unknown(
     client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
 ) -> None:
@@ -157,6 +172,7 @@ async def test_eshop_installed_for_another_application_is_unknown(
         (b'{"eshopId": 1, "event": "order:create", "eventCreated": "2024-05-02T10:15:30+0200"}', "eventInstance"),
         (b'{"eshopId": 1, "eventCreated": "x", "eventInstance": "1"}', "event"),
         (b'{"eshopId": null, "event": "order:create", "eventCreated": "x", "eventInstance": "1"}', "eshopId"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
     ],
 )
 async def test_malformed_body_is_400(client: httpx.AsyncClient, watch: TopicWatch, body: bytes, reason: str) -> None:

@@ -48,18 +48,24 @@ class WebhookPayload(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
     eshopId: str = Field(min_length=1)
     event: str = Field(min_length=1)
-    eventCreated: str = Field(min_length=1)
+    #: Required, but null is allowed (Shoptet's ``typeDateTimeNullable``).
+    eventCreated: str | None
     eventInstance: str = Field(min_length=1)
 
     def dedup_key(self, application: str) -> str:
         """What makes two deliveries the same notification (Shoptet may deliver one twice).
 
         A long ``eventInstance`` (a mass event's list of codes) is named by its hash: whole, the
-        key outgrew the lease column, and PostgreSQL refused every delivery of the event."""
+        key outgrew the lease column, and PostgreSQL refused every delivery of the event.
+
+        Without ``eventCreated`` (null is allowed) a retry cannot be told from the next change of the
+        same entity, which Shoptet sends with the same body: such a delivery is never a duplicate
+        (a retry may start its processes twice; a later change is not lost)."""
         instance = self.eventInstance
         if len(instance) > MAX_PLAIN_INSTANCE_CHARS:
             instance = "sha256-" + hashlib.sha256(instance.encode()).hexdigest()
-        return f"webhook:{application}:{self.eshopId}:{self.event}:{instance}:{self.eventCreated}"
+        created = self.eventCreated or f"undated-{uuid.uuid4().hex}"
+        return f"webhook:{application}:{self.eshopId}:{self.event}:{instance}:{created}"
 
 
 class BodyTooLarge(Exception):
@@ -147,7 +153,7 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         return _answer(413, "error", f"body over {settings.webhook_max_body_bytes} bytes")
     try:
         payload, body = parse_payload(raw)
-    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+    except (ValueError, ValidationError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         reason = _reason(exc)
         bound.warning("webhook rejected", reason=reason, status=400)
         return _answer(400, "error", reason)
@@ -298,9 +304,9 @@ async def _claim(rt: Runtime, lease: str, owner: str) -> bool:
     raise InFlight
 
 
-def _predates_install(event_created: str, install: Install) -> bool:
+def _predates_install(event_created: str | None, install: Install) -> bool:
     """Whether Shoptet created the event before the install was added; False when unknown."""
-    if install.installed_at is None:
+    if install.installed_at is None or not event_created:
         return False
     try:
         created = datetime.fromisoformat(event_created)
@@ -321,4 +327,6 @@ def _reason(exc: Exception) -> str:
         return validation_problems(exc)[0]
     if isinstance(exc, json.JSONDecodeError):
         return f"malformed JSON: {exc.msg}"
+    if isinstance(exc, RecursionError):
+        return "malformed JSON: nested too deep"
     return str(exc)
