@@ -37,6 +37,9 @@ LEASE_TTL_SECONDS = 86_400.0
 #: A claim's lease: longer than a start may take (``START_TIMEOUT_SECONDS``), shorter than a minute.
 CLAIM_TTL_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 10.0
+#: Backoff of a sent firing's confirmation while the store does not answer.
+CONFIRM_RETRY_FIRST_SECONDS = 0.5
+CONFIRM_RETRY_MAX_SECONDS = 10.0
 #: Minutes before the current one that every loop checks again (firings whose claimer died).
 RECHECK_MINUTES = 2
 #: Minutes back a scheduler looks when it starts, or after a stall, for ticks no worker fired.
@@ -241,8 +244,31 @@ class Scheduler:
                 reason=f"{type(exc).__name__}: {exc}",
             )
             return False
-        await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
+        await self._confirm(firing, owner)
         return True
+
+    async def _confirm(self, firing: Firing, owner: str) -> None:
+        """Hold a sent firing's leases for a day. The start went out: a store failure here must not
+        fail the tick (its re-check fired the minute again once the claim expired: twice), so the
+        confirmation is retried until the minute's re-checks are over."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.claim_ttl_seconds + RECHECK_MINUTES * 60
+        delay = CONFIRM_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
+                return
+            except Exception as exc:
+                if loop.time() + delay >= give_up_at:
+                    log.warning(
+                        "cron start sent; its claim could not be confirmed and expires by itself",
+                        topology=firing.tv.name,
+                        minute=firing.minute.isoformat(),
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONFIRM_RETRY_MAX_SECONDS)
 
     async def _claim(self, firing: Firing, owner: str) -> bool:
         store = self.rt.store

@@ -21,7 +21,7 @@ from tests.support import acknowledged_late, settings_for_test
 from worker.app import Worker
 from worker.envelope import H
 from worker.runtime import Runtime
-from worker.scheduler import Firing, Scheduler, minute_of
+from worker.scheduler import LEASE_TTL_SECONDS, Firing, Scheduler, minute_of
 from worker.settings import Settings
 from worker.store import Install, open_store
 
@@ -204,6 +204,32 @@ async def test_a_start_the_broker_acknowledges_late_fires_once(
     with monkeypatch.context() as patched:
         patched.setattr(worker.rt, "send", acknowledged_late(worker.rt.send, 0.7))
         assert await scheduler.tick(minute) == len(USERS)
+    assert await scheduler.tick(minute) == 0  # the re-check: every firing is confirmed
+    started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
+    assert started == {user.encode(): 1 for user in USERS}
+
+
+async def test_a_sent_start_whose_confirmation_the_store_refuses_once_fires_once(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The confirmation failing raised out of the tick: its minute was re-checked once the claim
+    expired, and the start that had gone out went out again."""
+    scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
+    minute = _minute(DUE, 26)
+    acquire = worker.rt.store.acquire_lease
+    refused: list[str] = []
+
+    async def refuse_first_confirmation(name: str, owner: str, ttl: float) -> bool:
+        if ttl == LEASE_TTL_SECONDS and not refused:
+            refused.append(name)
+            raise ConnectionError("store failover")
+        return await acquire(name, owner, ttl)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt.store, "acquire_lease", refuse_first_confirmation)
+        assert await scheduler.tick(minute) == len(USERS)
+    assert refused and minute_of(minute) not in scheduler._failed_minutes
+    await asyncio.sleep(0.6)  # past the claim
     assert await scheduler.tick(minute) == 0  # the re-check: every firing is confirmed
     started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
     assert started == {user.encode(): 1 for user in USERS}
