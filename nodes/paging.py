@@ -11,7 +11,9 @@ A run lists every page of one endpoint from a start time T and emits every item 
    that reports more pages than page 1 did (the list grew while it was paged) extends the run to
    them: an item edited meanwhile moved to the end, and only there is it seen twice (see 5.).
 3. With option ``max_pages_per_hop`` a run stops after that many pages and answers
-   BATCH_CURSOR_WITH_ITEMS with ``{page, dateFrom, startedAt}`` to go on in another hop.
+   BATCH_CURSOR_WITH_ITEMS with ``{page, dateFrom, startedAt}`` to go on in another hop. A hop
+   whose page fails says the same in its error's ``resume``: its retry (or a replay from trash)
+   goes on from the lowest page whose items did not all go out, not from the hop's first page.
 4. Only after the final page succeeded is the last-run setting written, atomically, and to the time
    the run *started*: anything changed while we paged is listed again next time, nothing is skipped.
    A failure or an empty first page leaves the watermark alone.
@@ -124,6 +126,15 @@ class _Pages(Iterator[int]):
         self.limit = limit
         #: The highest page handed out (the first page was fetched before).
         self.last = first
+        #: Pages handed out whose items were all emitted.
+        self.emitted: set[int] = {first}
+
+    def first_not_emitted(self) -> int:
+        """Where a failed hop goes on: the lowest page handed out whose items did not all go."""
+        page = min(self.emitted)
+        while page in self.emitted:
+            page += 1
+        return page
 
     def _end(self) -> int:
         count = self.listing.page_count
@@ -196,20 +207,32 @@ class ListBatch(Batch):
         max_pages = ctx.options.get("max_pages_per_hop")
         limit = first_page + max_pages - 1 if isinstance(max_pages, int) and max_pages > 0 else None
         pages = _Pages(first_page, listing, limit)
-        await self._fetch_rest(ctx, emit, pages, date_from, emitting, listing)
+
+        def cursor_at(page: int) -> dict[str, Any]:
+            at = ListCursor(
+                page=page,
+                dateFrom=date_from,
+                startedAt=started_at,
+                shifted=cursor.shifted or listing.shifted,
+                shiftedUpTo=shifted_up_to,
+            )
+            # Orchesty's {page, dateFrom} and our startedAt always; the rest only when set
+            return at.model_dump(exclude={k for k in ("shifted", "shiftedUpTo") if not getattr(at, k)})
+
+        try:
+            await self._fetch_rest(ctx, emit, pages, date_from, emitting, listing)
+        except NodeError as exc:
+            # a retry (or a replay from trash) goes on from the first page not emitted: started
+            # over, a 429 on page 17 of 20 sent 16 pages of items again, each a detail call more
+            exc.resume = exc.resume or cursor_at(pages.first_not_emitted())
+            raise
         last_page, page_count = pages.last, listing.page_count
 
         shifted = cursor.shifted or listing.shifted
         if last_page < page_count:
-            next_cursor = ListCursor(
-                page=last_page + 1, dateFrom=date_from, startedAt=started_at, shifted=shifted, shiftedUpTo=shifted_up_to
-            )
             return Result(
                 code=ResultCode.BATCH_CURSOR_WITH_ITEMS,
-                # Orchesty's {page, dateFrom} and our startedAt always; the rest only when set
-                cursor=next_cursor.model_dump(
-                    exclude={k for k in ("shifted", "shiftedUpTo") if not getattr(next_cursor, k)}
-                ),
+                cursor=cursor_at(last_page + 1),
                 message=f"pages {first_page}-{last_page} of {page_count}",
             )
         listed = f"listed {page_count} page(s) from {date_from or 'the beginning'}"
@@ -296,6 +319,7 @@ class ListBatch(Batch):
                 items = self._items(data)
                 listing.page(data, items, self._page_count(data), floor)
                 await self._emit_all(emit, items, lock)
+                pages.emitted.add(page)
 
         if pages.done():
             return

@@ -16,6 +16,7 @@ from nodes.batches.order_changes_list import ShoptetGetOrderChangesList
 from nodes.batches.orders_list import ShoptetGetOrdersList
 from nodes.batches.product_changes_list import ShoptetGetProductChangesList
 from nodes.batches.products_list import ShoptetGetProductsList
+from nodes.paging import _Listing, _Pages
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
 
@@ -179,6 +180,47 @@ async def test_failed_page_writes_no_watermark(harness: Harness, shoptet_api: re
     with pytest.raises(RetryableError):
         await harness.run(ShoptetGetOrderChangesList(), {})
     assert harness.store.setting_writes == []
+
+
+async def test_a_page_failing_part_way_resumes_from_it_not_from_the_first_page(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Started over, a 429 on page 17 of 20 sent the items of 16 pages again (each a detail call
+    more on the token that had just answered 429)."""
+    serve = paged("changes", [changes(str(n)) for n in range(10)], 1000)
+    failed: list[str] = []
+
+    def page_6_fails_once(request: httpx.Request) -> httpx.Response:
+        if request.url.params["page"] == "6" and not failed:
+            failed.append("6")
+            return httpx.Response(429, headers={"Retry-After": "1"}, json=error_body("too-many-requests", "slow"))
+        return serve(request)
+
+    route = shoptet_api.get("/api/orders/changes").mock(side_effect=page_6_fails_once)
+    node, options = ShoptetGetOrderChangesList(), {"page_concurrency": 1}
+
+    with pytest.raises(RetryableError) as raised:
+        await harness.run(node, {}, options=options)
+    assert [i["code"] for i in harness.emitted] == ["0", "1", "2", "3", "4"]
+    resume = raised.value.resume
+    page_1_last = "2024-05-20T08:00:00Z"
+    assert resume == {"page": 6, "dateFrom": THIRTY_DAYS_AGO, "startedAt": NOW_TEXT, "shiftedUpTo": page_1_last}
+
+    asked_before = len(route.calls)
+    again = await harness.run(node, {}, cursor=resume, options=options)
+    assert again.result.code == ResultCode.SUCCESS
+    assert sorted(int(c.request.url.params["page"]) for c in route.calls[asked_before:]) == [6, 7, 8, 9, 10]
+    assert [i["code"] for i in again.emitted] == ["5", "6", "7", "8", "9"]
+    assert harness.store.setting_writes == [
+        (harness.install.user, harness.install.application, shoptet.LAST_RUN_ORDER_CHANGES, NOW_TEXT)
+    ]
+
+
+def test_a_failed_hop_goes_on_from_the_lowest_page_not_emitted() -> None:
+    """Pages are fetched a few at a time: pages after the failed one may be through already."""
+    pages = _Pages(3, _Listing("code"), None)
+    pages.emitted |= {4, 6, 7}
+    assert pages.first_not_emitted() == 5
 
 
 async def test_422_stops(harness: Harness, shoptet_api: respx.MockRouter) -> None:
