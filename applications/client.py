@@ -6,7 +6,8 @@ maps HTTP outcomes to :mod:`worker.errors` exactly as the parity document's last
 - 2xx: success; the JSON envelope ``{data, errors, metadata}`` is returned (a 2xx that is not
   JSON, a proxy's page, is a :class:`RetryableError`).
 - 401 ``expired-token``: the application drops its token; the call is repeated once with a new one.
-- 400, 404, 409, 413, 422, 403 and other 4xx: :class:`StopError` with Shoptet's error body.
+- 400, 404, 409, 413, 422, 403 and other 4xx: :class:`StopError` with Shoptet's error body (the
+  request's credentials taken out: a 403 quotes the token, see :mod:`applications.redaction`).
 - 423: :class:`RetryableError` after a short wait (Shoptet's lock lasts at most 5 s).
 - 429: :class:`RetryableError` honouring ``Retry-After`` (a date or seconds).
 - 408, 5xx, timeouts, connection errors: :class:`RetryableError` with the node's backoff.
@@ -26,6 +27,7 @@ import httpx
 import orjson
 
 from applications.base import Application
+from applications.redaction import answer_without_credentials
 from worker.envelope import encode_json
 from worker.errors import RetryableError, StopError
 from worker.limiter import Limiter
@@ -113,7 +115,7 @@ def raise_for_status(response: httpx.Response) -> None:
     status = response.status_code
     if status < 300:
         return
-    body = _json_or_text(response)
+    body = answer_without_credentials(response, _json_or_text(response))
     summary = f"{response.request.method} {response.request.url.path} -> {status} {_error_summary(body)}"
     if status == 429:
         wait = retry_after_seconds(response.headers.get("Retry-After"), now=_http_time(response.headers.get("Date")))

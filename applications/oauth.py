@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from applications.redaction import answer_without_credentials
+
 OAUTH_PATH = "/action/ApiOAuthServer"
 
 
@@ -70,9 +72,9 @@ def oauth_url(server_url: str, action: str) -> str:
 def _describe(response: httpx.Response) -> str:
     """Shoptet's own words for a refusal: OAuth's error_description, or its API error list."""
     try:
-        body = response.json()
+        body = answer_without_credentials(response, response.json())
     except ValueError:
-        return response.text[:300] or response.reason_phrase
+        return answer_without_credentials(response, response.text[:300]) or response.reason_phrase
     if isinstance(body, dict):
         if body.get("error_description") or body.get("error"):
             return str(body.get("error_description") or body.get("error"))

@@ -12,6 +12,7 @@ import httpx
 from pydantic import BaseModel
 
 from applications.base import Application
+from applications.redaction import answer_without_credentials
 from worker.errors import StopError
 from worker.store import Install
 
@@ -67,7 +68,7 @@ async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str
     except httpx.HTTPError as exc:
         raise InvalidPremiumToken(f"Shoptet API not reachable at {api_url} ({type(exc).__name__})") from exc
     try:
-        body = response.json()
+        body = answer_without_credentials(response, response.json())
     except ValueError:
         body = None
     if response.status_code != 200 or not isinstance(body, dict):

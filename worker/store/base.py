@@ -25,7 +25,8 @@ class Install(BaseModel):
     #: created before then is about an earlier install of the e-shop (a late retry).
     installed_at: datetime | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
-    secrets: dict[str, str] = Field(default_factory=dict, repr=False)
+    #: Never serialised (``model_dump``): a dump of an install must not carry its credentials.
+    secrets: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
     #: Stored secrets the current ``SECRET_KEY`` cannot decrypt (left out of ``secrets``): one such
     #: row must fail its own install's work, not every listing of installs (cron for all of them).
     unreadable_secrets: list[str] = Field(default_factory=list, exclude=True)
