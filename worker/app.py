@@ -327,6 +327,16 @@ class Worker:
         else:
             log.info("inbound consumer started", topics=consumer.topics)
 
+    def problems(self) -> list[str]:
+        """What stopped this worker from working for good, so that only a restart helps: a consumer
+        loop that ended (nothing more is read from its topics), or an embedded broker that exited.
+        Empty while it works (a broker outage it retries through is not one of these)."""
+        found = [f"consumer {c.name}: {c.failure}" for c in self.consumers if c.failure is not None]
+        code = self.broker.exited() if self.broker is not None and not self._stopping else None
+        if code is not None:
+            found.append(f"the embedded broker exited (code {code})")
+        return found
+
     async def stop(self) -> None:
         self._stopping = True
         if self._inbound_start is not None:  # one a deploy started: let it finish before it stops

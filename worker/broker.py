@@ -103,6 +103,10 @@ class EmbeddedBroker:
             if text:
                 self.output.append(text[:500])
 
+    def exited(self) -> int | None:
+        """The exit code of a broker that was started and is gone (None while it runs)."""
+        return None if self.process is None else self.process.poll()
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -201,6 +201,8 @@ class ManagedConsumer:
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
+        #: Why a loop of this consumer ended before its stop (None while both run).
+        self.failure: str | None = None
 
     def configure(self, *, concurrency: int, ordered: bool) -> None:
         """New per-key limits (a deploy changed them): more runners start as records come, and
@@ -220,6 +222,17 @@ class ManagedConsumer:
         self._subscribed = True
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.name}")
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"commit:{self.name}")
+        for task in (self._loop_task, self._commit_task):
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A fetch or commit loop ends only at a stop; one that ended otherwise (an error no retry
+        covers) reads or commits nothing more, which ``/healthz`` and ``up`` must know about."""
+        if self._stopping or task.cancelled():
+            return
+        error = task.exception()
+        self.failure = f"{task.get_name()} ended: {type(error).__name__ if error else 'returned'}: {error or ''}"
+        log.error("consumer loop ended; nothing is read until the worker restarts", name=self.name, error=self.failure)
 
     def resubscribe(self, topics: list[str]) -> None:
         """Follow another set of topics (a deploy changed the inbound ones), keeping the rebalance

@@ -22,6 +22,15 @@ from worker.settings import Settings
 log = structlog.get_logger("serve")
 
 
+#: How often ``up`` checks that its worker still works (see ``Worker.problems``).
+WATCH_SECONDS = 2.0
+
+
+class WorkerFailed(RuntimeError):
+    """The worker stopped working in a way only a restart mends (a consumer loop ended, the
+    embedded broker exited): ``up`` stops, and exits non-zero so that a supervisor restarts it."""
+
+
 class PortInUse(RuntimeError):
     """The HTTP port is taken: said before anything starts (uvicorn would exit the process later,
     past the worker's graceful stop, leaving a stale ``var/worker.json``)."""
@@ -81,9 +90,15 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
             server_task = asyncio.create_task(server.serve(sockets=[sock] if sock else None))
+        watching = asyncio.create_task(_watch(worker, stop), name="watch")
         if demo_env is not None:
             await demo_env.run(worker, stop)
         await stop.wait()
+        failed = watching.result() if watching.done() else None
+        watching.cancel()
+        if failed:
+            log.error("stopping: the worker stopped working; restart it", problems=failed)
+            raise WorkerFailed("; ".join(failed))
         log.info("stopping: finishing in-flight messages", graceful_timeout=settings.graceful_timeout_seconds)
     finally:
         if scheduler is not None:
@@ -102,3 +117,13 @@ async def serve(settings: Settings, *, demo: bool = False, http: bool = True) ->
             sock.close()
         with contextlib.suppress(OSError):
             STATE_FILE.unlink()
+
+
+async def _watch(worker: Worker, stop: asyncio.Event) -> list[str]:
+    """Ask ``up`` to stop once the worker has a problem only a restart mends; returns it.
+
+    Polled: a child process's exit sets no event in this loop."""
+    while not (problems := worker.problems()):  # noqa: ASYNC110
+        await asyncio.sleep(WATCH_SECONDS)
+    stop.set()
+    return problems

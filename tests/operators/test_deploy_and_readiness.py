@@ -138,6 +138,71 @@ async def test_readiness_is_true_only_once_every_consumer_has_joined(worker_sett
             await worker.stop()
 
 
+async def test_a_consumer_loop_that_ended_fails_health_and_readiness(worker_settings: Settings) -> None:
+    """Both answered 200 for good after start-up: a worker that read nothing any more was never
+    restarted by its supervisor."""
+    from worker.registry import default_registry
+    from worker.topology import parse_topology
+
+    worker = Worker(worker_settings, node_names=["test-emit-items", "test-passthrough"])
+    http_app = create_http_app(worker)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app), base_url="http://w") as client:
+        await worker.start(deploy=[parse_topology(GOOD, registry=default_registry())])
+        try:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+            [consumer] = [c for c in worker.consumers if c.name == "test-passthrough"]
+
+            async def broken(*args: object, **kwargs: object) -> None:
+                raise RuntimeError("a bug in the fetch loop")
+
+            consumer.consumer.getmany = broken  # type: ignore[method-assign]
+            for _ in range(50):  # the loop's current fetch (500 ms at most) ends first
+                if consumer.failure is not None:
+                    break
+                await asyncio.sleep(0.1)
+
+            health = await client.get("/healthz")
+            assert health.status_code == 503
+            [problem] = health.json()["problems"]
+            assert "test-passthrough" in problem and "a bug in the fetch loop" in problem
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["consumers"]["test-passthrough"] is False
+        finally:
+            await worker.stop()
+    # the other loops ended by the stop: not a problem
+    assert [c.name for c in worker.consumers if c.failure is not None] == ["test-passthrough"]
+
+
+async def test_up_stops_with_the_problems_once_the_worker_has_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker import serve
+
+    class Failing:
+        calls = 0
+
+        def problems(self) -> list[str]:
+            self.calls += 1
+            return ["the embedded broker exited (code -9)"] if self.calls >= 3 else []
+
+    monkeypatch.setattr(serve, "WATCH_SECONDS", 0.01)
+    stop = asyncio.Event()
+    found = await asyncio.wait_for(serve._watch(Failing(), stop), 5)  # type: ignore[arg-type]
+    assert found == ["the embedded broker exited (code -9)"] and stop.is_set()
+
+
+async def test_an_embedded_broker_that_exited_is_a_problem(worker_settings: Settings) -> None:
+    from worker.broker import EmbeddedBroker
+
+    worker = Worker(worker_settings, node_names=[])
+    async with EmbeddedBroker() as broker:
+        worker.broker = broker
+        assert worker.problems() == []
+        assert broker.process is not None
+        broker.process.kill()
+        broker.process.wait()
+        assert worker.problems() == [f"the embedded broker exited (code {broker.process.returncode})"]
+
+
 async def test_a_restart_neither_re_enables_nor_rolls_back_what_operators_changed(
     worker_settings: Settings, tmp_path: Path
 ) -> None:

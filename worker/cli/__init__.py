@@ -45,13 +45,16 @@ def up(
     http: Annotated[bool, typer.Option(help="Serve the HTTP app (webhooks, health, metrics).")] = True,
 ) -> None:
     """Start the worker: broker (embedded unless KAFKA_BOOTSTRAP_SERVERS), every node consumer, HTTP."""
-    from worker.serve import PortInUse, serve
+    from worker.serve import PortInUse, WorkerFailed, serve
 
     try:
         asyncio.run(serve(settings_from_env(), demo=demo, http=http))
     except PortInUse as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except WorkerFailed as exc:
+        typer.echo(f"error: the worker stopped working, so it stopped: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -45,15 +45,21 @@ def create_http_app(worker: Worker) -> FastAPI:
         return Response(worker.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
+    async def healthz(response: Response) -> dict[str, Any]:
+        """503 once only a restart helps (a consumer loop ended, the embedded broker exited)."""
+        problems = worker.problems()
+        if problems:
+            response.status_code = 503
+            return {"status": "failing", "problems": problems}
         return {"status": "alive"}
 
     @app.get("/readyz")
     async def readyz(response: Response) -> dict[str, Any]:
-        consumers = {c.name: c.assigned.is_set() for c in worker.consumers}
-        ready = worker.ready.is_set() and all(c.assigned.is_set() for c in worker.readiness_consumers)
+        consumers = {c.name: c.assigned.is_set() and c.failure is None for c in worker.consumers}
+        problems = worker.problems()
+        ready = not problems and worker.ready.is_set() and all(c.assigned.is_set() for c in worker.readiness_consumers)
         response.status_code = 200 if ready else 503
-        return {"ready": ready, "consumers": consumers}
+        return {"ready": ready, "consumers": consumers, **({"problems": problems} if problems else {})}
 
     @app.get("/asyncapi.json")
     async def asyncapi() -> dict[str, Any]:
