@@ -52,6 +52,11 @@ class StoreUnavailable(RetryableError):
     file): the message is retried, where it went to trash as if the node had a bug."""
 
 
+class StoreOpenFailed(RuntimeError):
+    """The install store could not be opened (not reachable, credentials refused, a URL of no
+    supported database): said in one line, not a driver's traceback."""
+
+
 class StopError(NodeError):
     """Will fail the same way every time (400, 404, 409, 413, 422, 403, bad input): goes to trash."""
 

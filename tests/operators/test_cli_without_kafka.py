@@ -151,3 +151,23 @@ def test_an_embedded_broker_that_fails_says_what_it_said(tmp_path: Path, monkeyp
     monkeypatch.setenv("CALF_TANSU_BIN", str(fake))
     with pytest.raises(BrokerStartFailed, match=r"exited with code 3; it said: cannot bind 0\.0\.0\.0:9092"):
         EmbeddedBroker().start(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("database_url", "said"),
+    [
+        (
+            "postgresql://postgres:pw@127.0.0.1:9/test",
+            "cannot open the install store postgresql+asyncpg://postgres:***@",
+        ),
+        ("mysql://x", "error: DATABASE_URL: unsupported scheme 'mysql'"),
+        ("sqlite:////proc/no-such-dir/store.db", "cannot open the install store /proc/no-such-dir/store.db"),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_one_clear_line(
+    database_url: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database that refused or was not there printed a driver traceback of 500-700 lines."""
+    code, err = exit_of(["trash", "list"], tmp_path, monkeypatch, capsys, DATABASE_URL=database_url)
+    assert code == 2
+    assert said in err and "Traceback" not in err and "pw@" not in err

@@ -21,11 +21,19 @@ import structlog
 from sqlalchemy import Table, and_, delete, event, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, NotSupportedError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from worker.errors import StoreUnavailable
+from worker.errors import StoreOpenFailed, StoreUnavailable
 from worker.store import schema as t
 from worker.store.base import Install, TrashEntry, WebhookRegistration
 from worker.store.crypto import SecretBox, SecretKeyError
@@ -50,7 +58,7 @@ def async_database_url(url: str) -> str:
             # libpq's name, in most managed databases' URLs; asyncpg takes the same values as `ssl`
             query["ssl"] = query.pop("sslmode")
         return parsed.set(drivername="postgresql+asyncpg", query=query).render_as_string(hide_password=False)
-    raise ValueError(f"unsupported DATABASE_URL scheme {parsed.drivername!r}: use sqlite or postgresql")
+    raise ValueError(f"unsupported scheme {parsed.drivername!r}: use sqlite or postgresql")
 
 
 def _now() -> float:
@@ -76,21 +84,32 @@ class SqlInstallStore:
         ``schema`` (PostgreSQL only) puts the tables in that schema, creating it: tests use a fresh
         one per run so that they never see another run's rows.
         """
-        url = make_url(async_database_url(database_url))
+        try:
+            url = make_url(async_database_url(database_url))
+        except (ValueError, ArgumentError) as exc:
+            raise StoreOpenFailed(f"DATABASE_URL: {exc}") from None
         kwargs: dict[str, Any] = {}
         if url.get_backend_name() == "sqlite":
             if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreOpenFailed(f"cannot open the install store {url.database}: {_first_line(exc)}") from None
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
         elif schema:
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         engine = create_async_engine(url, **kwargs)
-        if url.get_backend_name() == "sqlite":
-            _sqlite_transactions(engine)
-        elif schema:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await migrate(engine)
+        try:
+            if url.get_backend_name() == "sqlite":
+                _sqlite_transactions(engine)
+            elif schema:
+                async with engine.begin() as conn:
+                    await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await migrate(engine)
+        except (OSError, SQLAlchemyError) as exc:
+            await engine.dispose()
+            where = url.render_as_string(hide_password=True)
+            raise StoreOpenFailed(f"cannot open the install store {where}: {_first_line(exc)}") from exc
         return cls(engine, box)
 
     async def close(self) -> None:
@@ -532,8 +551,12 @@ def _raise_unavailable(exc: Exception) -> None:
     SQLite file; all worth another try, unlike a statement the database refuses (``REFUSED``).
     Only the error's first line is kept: the rest is the statement and its parameters."""
     if isinstance(exc, OSError | SQLAlchemyTimeoutError) or (isinstance(exc, DBAPIError) and not _refused(exc)):
-        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise StoreUnavailable(f"install store unavailable: {type(exc).__name__}: {first_line}") from exc
+        raise StoreUnavailable(f"install store unavailable: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's class and its first line: the rest is a statement and its parameters."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
 
 
 def _fit(table: Table, row: dict[str, Any]) -> None:
