@@ -13,6 +13,7 @@ from nodes.options import JobFinishedOptions
 from nodes.snapshot import job_endpoint
 from worker.envelope import Message, ResultCode
 from worker.node import Connector, NodeContext, Result
+from worker.store import Install
 
 JOB_FINISHED = "job:finished"
 
@@ -28,7 +29,8 @@ class WebhookPayload(BaseModel):
 class ShoptetJobFinishedWebhook(Connector):
     """Output: ``data.job``. Codes: event other than job:finished -> 1006; unknown eshop -> 1003.
 
-    - The install is found by eshopId AND application (fix: Orchesty matched any application).
+    - The install is found by eshopId AND application (fix: Orchesty matched any application); the
+      message's ``user`` header, set by the ingress, picks it when the e-shop has two.
       The application is the node's ``application`` option, else the message's ``application``
       header (the topology's), else ``shoptet-premium``.
     - A disabled install (addon suspended) is treated like an unknown one (1003): its token no
@@ -52,7 +54,7 @@ class ShoptetJobFinishedWebhook(Connector):
         if payload.event != JOB_FINISHED:
             return Result(code=ResultCode.STOP_AND_FAIL, message=f"Event [event={payload.event}] is not supported")
         application = shoptet.application_for(ctx, message)
-        install = await ctx.store.find_by_eshop(payload.eshopId, application)
+        install = await self._install(ctx, message, payload.eshopId, application)
         if install is None or not install.enabled:
             state = "is not installed" if install is None else "is disabled"
             return Result(
@@ -70,3 +72,12 @@ class ShoptetJobFinishedWebhook(Connector):
                 message=f"job {job.get('jobId')} of {job.get('endpoint')} is not for this process",
             )
         return Result(body=job, message=f"job {job.get('jobId')} of user {install.user}")
+
+    async def _install(self, ctx: NodeContext, message: Message, eshop_id: str, application: str) -> Install | None:
+        """The install the ingress started this process for (its ``user`` header: an e-shop may be
+        installed under two users, and the webhook was signed with one's key); else the e-shop's."""
+        if message.user:
+            named = await ctx.store.get_install(message.user, application)
+            if named is not None and named.eshop_id == eshop_id:
+                return named
+        return await ctx.store.find_by_eshop(eshop_id, application)

@@ -199,6 +199,24 @@ async def test_a_full_export_that_did_not_complete_or_did_not_parse_leaves_the_w
     assert harness.store.setting_writes == []
 
 
+async def test_job_finished_takes_the_install_its_user_header_names_when_the_eshop_has_two(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """The ingress starts the process for the install whose key signed the webhook; the node took
+    the e-shop's first install, called Shoptet with its token and labelled the output with it."""
+    second = Install(user="second-user", application=harness.install.application, eshop_id=harness.install.eshop_id)
+    await harness.store.add_install(second.model_copy(update={"secrets": harness.install.secrets}))
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=httpx.Response(200, json=envelope({"job": job()})))
+    eshop_id = int(harness.install.eshop_id or 0)
+
+    for user in (harness.install.user, "second-user"):
+        ctx = no_install_context(harness)
+        headers = {"user": user, "application": harness.install.application}
+        run = await harness.run(ShoptetJobFinishedWebhook(), webhook(eshop_id=eshop_id), ctx=ctx, headers=headers)
+        assert run.result.code == ResultCode.SUCCESS
+        assert ctx.install is not None and ctx.install.user == user
+
+
 async def test_job_finished_application_from_option(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     shoptet_api.get("/api/system/jobs/3ax1844").mock(return_value=httpx.Response(200, json=envelope({"job": job()})))
     ctx = no_install_context(harness, application=harness.install.application)
