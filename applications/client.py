@@ -107,7 +107,14 @@ def transport_failed(what: str, exc: httpx.TransportError, *, hide: str = "", sh
     """
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
     detail = str(exc).replace(hide, shown) if hide else str(exc)
-    return RetryableError(f"{what}: {kind} ({type(exc).__name__}{': ' + detail if detail else ''})")
+    return RetryableError(
+        f"{what}: {kind} ({type(exc).__name__}{': ' + detail if detail else ''})",
+        unanswered=isinstance(exc, SENT_UNANSWERED),
+    )
+
+
+#: Transport failures after the request went out: Shoptet may have acted on it (see ``unanswered``).
+SENT_UNANSWERED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def raise_for_status(response: httpx.Response) -> None:
@@ -210,7 +217,8 @@ class ShoptetClient:
                 raise transport_failed(f"{method} {path}", exc) from exc
             except TimeoutError as exc:
                 raise RetryableError(
-                    f"{method} {path}: timeout (no whole answer within {self._request_seconds():g} s)"
+                    f"{method} {path}: timeout (no whole answer within {self._request_seconds():g} s)",
+                    unanswered=True,
                 ) from exc
             except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
                 raise RetryableError(f"{method} {path}: answer could not be decoded ({exc})") from exc

@@ -32,6 +32,8 @@ class RetryableError(NodeError):
     """Worth trying again later: 429, 423, 408, 5xx, timeouts, connection errors, 401 after refresh.
 
     ``retry_after`` (seconds) overrides the node's interval when the server said when to come back.
+    ``unanswered``: the request went out and no (whole) answer came back, so Shoptet may have acted
+    on it; a write that must not be applied twice (a relative stock change) cannot simply retry.
     """
 
     def __init__(
@@ -42,9 +44,11 @@ class RetryableError(NodeError):
         body: Any = None,
         retry_after: float | None = None,
         resume: dict[str, Any] | None = None,
+        unanswered: bool = False,
     ) -> None:
         super().__init__(message, status=status, body=body, resume=resume)
         self.retry_after = retry_after
+        self.unanswered = unanswered
 
 
 class StoreUnavailable(RetryableError):

@@ -64,7 +64,10 @@ class ShoptetUpdateStockMovements(Connector):
     (:class:`Resume`, carried in the retried message's cursor). A later call that stops (422) goes
     to trash with that cursor too, so a replay from trash starts at the call that stopped; an
     operator who edits the body before replaying edits items from ``sent`` on (earlier ones went
-    through).
+    through). A call with ``amountChange`` items that went out and got no answer (a read timeout,
+    a dropped connection) may have been applied: sent again, the stock drifted with no error
+    anywhere, so it goes to trash with that said instead (absolute ``quantity``/``realStock`` calls
+    are retried: sent twice, they set the same amounts).
     """
 
     name = "shoptet-update-stock-movements"
@@ -91,6 +94,14 @@ class ShoptetUpdateStockMovements(Connector):
                 _resume_after(exc, start, missing, answers)
                 raise
             except RetryableError as exc:
+                if exc.unanswered and any("amountChange" in item for item in chunk):
+                    unknown = StopError(
+                        f"{exc.message}: Shoptet may have applied these relative stock changes (items "
+                        f"{start + 1}-{start + len(chunk)}); check stock {body.stockId} before replaying "
+                        "(a replay sends them again) or discard",
+                    )
+                    _resume_after(unknown, start, missing, answers)
+                    raise unknown from exc
                 _resume_after(exc, start, missing, answers)
                 raise
         merged = _merge(answers)

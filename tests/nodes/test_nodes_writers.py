@@ -200,6 +200,36 @@ async def test_stock_movements_go_on_after_the_calls_that_went_through(
     assert run.result.body == {"data": None, "errors": [UNKNOWN["errors"][0]]}  # the first call's answer kept
 
 
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout("read timed out"), httpx.RemoteProtocolError("dropped")])
+async def test_relative_stock_movements_without_an_answer_go_to_trash_not_again(
+    harness: Harness, shoptet_api: respx.MockRouter, failure: Exception
+) -> None:
+    """Sent and unanswered, a call may have been applied: retried, its amountChange counted twice
+    and the stock drifted with no error anywhere."""
+    items = [{"productCode": f"P{n}", "amountChange": 1} for n in range(301)]
+    shoptet_api.patch("/api/stocks/3/movements").mock(side_effect=[httpx.Response(200, json=envelope(None)), failure])
+
+    with pytest.raises(StopError, match=r"may have applied these relative stock changes \(items 301-301\)") as failed:
+        await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
+    assert failed.value.resume is not None and failed.value.resume["sent"] == 300  # a replay: the unknown call on
+
+
+async def test_absolute_stock_movements_without_an_answer_are_retried(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Sent twice, an absolute amount sets the same stock: no need for an operator."""
+    items = [{"productCode": "P1", "quantity": 5}]
+    shoptet_api.patch("/api/stocks/3/movements").mock(side_effect=httpx.ReadTimeout("read timed out"))
+    with pytest.raises(RetryableError):
+        await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
+
+    shoptet_api.patch("/api/stocks/3/movements").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(RetryableError):  # never sent: retried, relative or not
+        await harness.run(
+            ShoptetUpdateStockMovements(), {"stockId": 3, "data": [{"productCode": "P1", "amountChange": 1}]}
+        )
+
+
 async def test_stock_movements_first_call_failing_needs_no_resume(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
