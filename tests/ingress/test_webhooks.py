@@ -265,6 +265,37 @@ async def test_broker_failure_is_503_and_the_retry_is_not_taken_for_a_duplicate(
     await _shoptets_retry_is_accepted(client, body, watch)
 
 
+async def test_a_retry_after_some_starts_failed_starts_only_the_missing_ones(
+    worker: Worker,
+    client: httpx.AsyncClient,
+    install: Install,
+    eshop_id: int,
+    watch: TopicWatch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two topologies listen; the broker refused one's start. Shoptet's retry started both again,
+    and the one that had gone through ran twice."""
+    flaky_topic = worker.rt.topics.node("test-flaky-once")  # wh-any's start node; wh-premium's is test-passthrough
+    send = worker.rt.send
+
+    async def refuse_one(topic: str, message: Any) -> Any:
+        if topic == flaky_topic:
+            raise ConnectionError("broker refused this topic")
+        return await send(topic, message)
+
+    body = webhook_body(eshop_id)
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt, "send", refuse_one)
+        failed = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+    assert failed.status_code == 503
+    retried = await client.post(URL, content=body, headers=signed(body, SIGNATURE_KEY))
+
+    assert (retried.status_code, retried.json()["status"]) == (200, "accepted"), retried.text
+    assert len(await watch.new("test-passthrough")) == 1  # started by the first attempt only
+    [(_, started)] = await watch.new("test-flaky-once")  # started by the retry
+    assert retried.json()["processIds"] == [started.process_id]
+
+
 async def test_a_webhook_cancelled_before_the_broker_had_it_is_not_taken_for_a_duplicate(
     worker: Worker,
     client: httpx.AsyncClient,

@@ -40,6 +40,8 @@ router = APIRouter()
 KNOWN_APPLICATIONS = APPLICATIONS
 #: An ``eventInstance`` longer than this names its deduplication lease by its hash.
 MAX_PLAIN_INSTANCE_CHARS = 100
+#: The store's lease names are at most this long.
+MAX_LEASE_NAME_CHARS = 512
 
 
 class WebhookPayload(BaseModel):
@@ -120,16 +122,41 @@ def listeners(rt: Runtime, application: str, event: str) -> list[tuple[TopologyV
     return found
 
 
-async def publish_event(rt: Runtime, install: Install, body: dict[str, Any], event: str) -> list[str]:
-    """Start every listening process; returns once the broker acknowledged all of them."""
-    targets = listeners(rt, install.application, event)
-    started = await asyncio.gather(
-        *(
-            start_process(rt, tv, start, user=install.user, body=body, application=install.application)
-            for tv, start in targets
-        )
+async def publish_event(rt: Runtime, install: Install, body: dict[str, Any], event: str, delivery: str) -> list[str]:
+    """Start every listening process; returns once the broker acknowledged all of them.
+
+    Each start that went through is recorded under the ``delivery`` (its dedup key): when another
+    failed, Shoptet's retry of the delivery starts only the ones still missing (started again, the
+    others ran twice). Returns the process ids started by this call."""
+
+    async def start_one(tv: TopologyVersion, start: StartSpec) -> str | None:
+        done = _started_lease(delivery, tv.name)
+        if await rt.store.lease_holder(done) is not None:
+            return None  # an earlier attempt of this delivery started it
+        message = await start_process(rt, tv, start, user=install.user, body=body, application=install.application)
+        await rt.store.acquire_lease(done, STARTED_OWNER, rt.settings.webhook_dedup_window_seconds)
+        return message.process_id
+
+    # every start to its end before a failure is answered: the retry must find the others recorded
+    outcomes = await asyncio.gather(
+        *(start_one(tv, start) for tv, start in listeners(rt, install.application, event)), return_exceptions=True
     )
-    return [message.process_id for message in started]
+    failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+    if failed is not None:
+        raise failed
+    return [outcome for outcome in outcomes if isinstance(outcome, str)]
+
+
+#: Owner of the leases that record a delivery's started processes (see ``publish_event``).
+STARTED_OWNER = "ingress:started"
+
+
+def _started_lease(delivery: str, topology: str) -> str:
+    """The lease recording that ``delivery`` started ``topology`` (hashed past the column's size)."""
+    name = f"{delivery}:started:{topology}"
+    if len(name) > MAX_LEASE_NAME_CHARS:
+        name = "webhook-started:sha256-" + hashlib.sha256(name.encode()).hexdigest()
+    return name
 
 
 @router.post("/webhooks/shoptet/{application}")
@@ -197,7 +224,7 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         return _answer(200, "duplicate", "already received")
     handing_over = HandOver(rt, lease, owner, bound)
     # publish before applying: an uninstall removes the install these processes are keyed by
-    publishing = asyncio.ensure_future(_publish_and_apply(rt, install, body, payload, application))
+    publishing = asyncio.ensure_future(_publish_and_apply(rt, install, body, payload, application, lease))
     try:
         done, _ = await asyncio.wait({publishing}, timeout=settings.webhook_publish_timeout_seconds)
     except BaseException:
@@ -225,9 +252,9 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
 
 
 async def _publish_and_apply(
-    rt: Runtime, install: Install, body: dict[str, Any], payload: WebhookPayload, application: str
+    rt: Runtime, install: Install, body: dict[str, Any], payload: WebhookPayload, application: str, payload_key: str
 ) -> list[str]:
-    process_ids = await publish_event(rt, install, body, payload.event)
+    process_ids = await publish_event(rt, install, body, payload.event, payload_key)
     if payload.event in ADDON_EVENTS:
         await apply_addon_event(rt.store, application, payload.eshopId, payload.event)
     return process_ids
