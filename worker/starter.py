@@ -188,23 +188,34 @@ async def _check_install(
         raise InstallMissing(f"the {whose} install of user {user!r} is disabled")
 
 
-async def start_installed(rt: Starter, install: Install) -> list[Message]:
-    """Start every active topology of the install's application that starts when one is added.
-
-    Called once the install is stored (the addon's install callback, ``install add``). The body
-    names the e-shop; the shipped ``webhooks-subscribe`` ignores it.
-    """
-    started = []
+def installed_starts(rt: Starter, install: Install) -> list[tuple[TopologyVersion, StartSpec]]:
+    """The active topologies of the install's application that start when one is added."""
+    found = []
     for tv in rt.catalog.active_all():
         start = find_start(tv, "installed")
         # the loader makes a topology with an `installed` start name its application
-        if start is None or not tv.topology.serves(install.application):
-            continue
-        body = {"eshopId": install.eshop_id}
-        started.append(
-            await start_process(rt, tv, start, user=install.user, body=body, application=install.application)
+        if start is not None and tv.topology.serves(install.application):
+            found.append((tv, start))
+    return found
+
+
+def installed_body(install: Install) -> dict[str, Any]:
+    """An ``installed`` start's body: it names the e-shop (the shipped ``webhooks-subscribe`` ignores it)."""
+    return {"eshopId": install.eshop_id}
+
+
+async def start_installed(rt: Starter, install: Install) -> list[Message]:
+    """Start every active topology of the install's application that starts when one is added.
+
+    Called once the install is stored (``install add``; the addon's install callback retries each
+    start on its own).
+    """
+    return [
+        await start_process(
+            rt, tv, start, user=install.user, body=installed_body(install), application=install.application
         )
-    return started
+        for tv, start in installed_starts(rt, install)
+    ]
 
 
 def _sender(rt: Starter) -> Send[tuple[str, Message]]:

@@ -87,6 +87,45 @@ async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap
     assert {w.url for w in registered} == {f"{PUBLIC}/webhooks/shoptet/shoptet"}
 
 
+async def test_an_addon_install_during_a_broker_outage_registers_its_webhooks_once_it_is_back(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `installed` starts were given up after the answer's 10 s: a broker away for a moment,
+    and the new shop never had its webhooks registered, silently."""
+    async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
+        settings = addon_settings(kafka_bootstrap, tmp_path, sim).model_copy(
+            update={"webhook_publish_timeout_seconds": 0.5}  # the answer goes out while it is still away
+        )
+        worker = Worker(settings, node_names=["shoptet-subscribe-webhooks"])
+        files = ("webhooks-subscribe.yaml", "order-webhook.yaml")  # the second: the events to register
+        await worker.start(deploy=[for_the_addon(TOPOLOGY_DIR / f, worker) for f in files])
+        try:
+            send, refused = worker.rt.send, []
+
+            async def away_twice(topic: str, message: object) -> object:
+                if topic.endswith(".node.shoptet-subscribe-webhooks") and len(refused) < 2:
+                    refused.append(topic)
+                    raise ConnectionError("broker unreachable")
+                return await send(topic, message)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(worker.rt, "send", away_twice)
+            app = create_http_app(worker)
+            async with httpx.AsyncClient(timeout=10) as http:
+                code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client,
+            ):
+                response = await client.get("/shoptet/install", params={"code": code})
+                assert response.status_code == 200, response.text
+                assert len(refused) == 1  # answered before the broker was back
+
+                await webhooks_registered(sim, sim.state.eshops[0].eshop_id)
+            assert len(refused) == 2
+        finally:
+            await worker.stop()
+
+
 async def test_install_add_runs_the_installed_starts_and_says_so(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,7 +5,8 @@ code can be exchanged only once, so answering first and failing later would lose
 
 Then the topologies with an ``installed`` start run for it (``webhooks-subscribe``: its webhooks),
 so that e-shops installing the addon need nobody to run anything. A failure there does not undo
-the install or its 200: it is logged for an operator, who runs them by hand.
+the install or its 200: it is tried again after the answer for a while (a broker or Shoptet away
+for a moment), and then logged for an operator, who runs them by hand.
 
 Expects on ``request.app.state``: ``store`` (an InstallStore), ``settings`` (worker Settings) and
 ``http`` (a shared ``httpx.AsyncClient``); and ``starter`` (the worker's runtime) where processes
@@ -15,6 +16,7 @@ can be started.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import httpx
 import structlog
@@ -23,11 +25,13 @@ from fastapi.responses import JSONResponse
 
 from applications.installs import AddonConfig, AddonNotConfigured, install_addon_from_code
 from applications.oauth import OAuthError
-from worker.envelope import H
+from worker.errors import StopError
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.starter import Starter, start_installed
+from worker.starter import Starter, installed_body, installed_starts, start_process
 from worker.store import Install, InstallStore
+from worker.tasks import background_task
+from worker.topology import StartSpec, TopologyVersion
 from worker.webhook_keys import has_signature_key, renew_signature_key
 
 log = structlog.get_logger(__name__)
@@ -65,47 +69,80 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
     starter: Starter | None = getattr(request.app.state, "starter", None)
     if starter is None:
         log.warning("no worker runtime here: the install's `installed` starts did not run", user=install.user)
-    else:  # bounded: Shoptet must get its 200 while it still waits for it
-        if isinstance(starter, Runtime):
-            await _fetch_signature_key(starter, install, settings.webhook_publish_timeout_seconds)
-        await _start_installed(starter, install, settings.webhook_publish_timeout_seconds)
+    else:
+        # bounded: Shoptet must get its 200 while it still waits for it; what is not done by then
+        # goes on after the answer (a broker or Shoptet away for a moment must not lose it)
+        setting_up = background_task(_set_up(starter, install), name=f"set-up:{install.user}")
+        done, _ = await asyncio.wait({setting_up}, timeout=settings.webhook_publish_timeout_seconds)
+        if not done:
+            log.warning("the new install's set-up goes on after the answer", user=install.user)
+            if isinstance(starter, Runtime):  # a stop waits for it while the store is open
+                starter.finish_later(_finished(setting_up))
     return JSONResponse(
         status_code=200,
         content={"status": "installed", "eshopId": install.eshop_id, "user": install.user},
     )
 
 
-async def _fetch_signature_key(runtime: Runtime, install: Install, timeout: float) -> None:
+#: How long the set-up of a new install (its signature key, its `installed` starts) is tried.
+SET_UP_RETRY_SECONDS = 600.0
+SET_UP_RETRY_FIRST_SECONDS = 1.0
+SET_UP_RETRY_MAX_SECONDS = 30.0
+
+
+async def _set_up(starter: Starter, install: Install) -> None:
+    """The new install's webhook signature key, then its ``installed`` starts (webhooks-subscribe),
+    each tried again with backoff for up to ``SET_UP_RETRY_SECONDS`` (each start once it went
+    through is not started again)."""
+    if isinstance(starter, Runtime):
+        runtime = starter
+        await _retrying("the new install's signature key", install, lambda: _fetch_signature_key(runtime, install))
+    for tv, start in installed_starts(starter, install):
+
+        async def start_it(tv: TopologyVersion = tv, start: StartSpec = start) -> None:
+            await start_process(
+                starter, tv, start, user=install.user, body=installed_body(install), application=install.application
+            )
+            log.info("started for the new install", user=install.user, topology=tv.name)
+
+        await _retrying(f"the `installed` start of {tv.name}", install, start_it)
+
+
+async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable[None]]) -> None:
+    """``attempt`` until it succeeds, a :class:`StopError` says it never will, or time is up (logged
+    for an operator, who runs it by hand)."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + SET_UP_RETRY_SECONDS
+    delay = SET_UP_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            await attempt()
+            return
+        except StopError as exc:
+            log.error(f"{what} failed; an operator runs it by hand", user=install.user, error=exc.message)
+            return
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            if loop.time() + delay >= give_up_at:
+                log.error(f"{what} failed; an operator runs it by hand", user=install.user, error=error)
+                return
+            log.warning(f"{what} failed; trying again", user=install.user, error=error, retry_in=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, SET_UP_RETRY_MAX_SECONDS)
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    await asyncio.wait({task})
+
+
+async def _fetch_signature_key(runtime: Runtime, install: Install) -> None:
     """Get the e-shop's webhook signature key now, unless a re-install kept one.
 
     The ingress answers 401 to a webhook it cannot verify, and ``addon:uninstall`` and its kin come
     whether or not any topology registers webhooks: without a key they were refused, and an
     uninstalled shop's install stayed enabled. ``webhooks-subscribe`` fetches one too, if deployed.
-    A failure leaves the install as it is (that node, or a later install, fetches it).
     """
-    try:
-        stored = await runtime.store.get_install(install.user, install.application)
-        if stored is None or has_signature_key(stored):
-            return
-        await asyncio.wait_for(renew_signature_key(runtime.shoptet_client(stored), runtime.store, stored), timeout)
-    except Exception as exc:
-        log.error(
-            "the install's webhook signature key could not be fetched; its webhooks get 401 until "
-            "webhooks-subscribe runs for it",
-            user=install.user,
-            error=str(exc) or type(exc).__name__,
-        )
-
-
-async def _start_installed(starter: Starter, install: Install, timeout: float) -> None:
-    try:
-        started = await asyncio.wait_for(start_installed(starter, install), timeout)
-    except Exception as exc:  # the install is stored and stays: an operator starts these by hand
-        log.error(
-            "the install's `installed` starts failed; run them by hand (e.g. webhooks-subscribe)",
-            user=install.user,
-            error=str(exc) or type(exc).__name__,
-        )
+    stored = await runtime.store.get_install(install.user, install.application)
+    if stored is None or has_signature_key(stored):
         return
-    for message in started:
-        log.info("started for the new install", user=install.user, topology=message.headers.get(H.TOPOLOGY_NAME))
+    await renew_signature_key(runtime.shoptet_client(stored), runtime.store, stored)
