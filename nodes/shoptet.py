@@ -129,6 +129,14 @@ class PatchData(BaseModel):
         return self
 
 
+def not_null(value: Any) -> Any:
+    """A ``field_validator(mode="before")`` for a field Shoptet types without null: it may be left
+    out, not sent as null (Shoptet answers 422, and a replay unchanged fails again)."""
+    if value is None:
+        raise ValueError("must not be null (leave it out instead)")
+    return value
+
+
 class EntityRef(BaseModel):
     """What the detail readers get besides the code or guid: a change-feed item's ``changeType``,
     a webhook's ``event`` and ``eventInstance``. Either can be older than the entity's deletion."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from nodes.shoptet import PatchData, parse_body, path_segment
+from nodes.shoptet import PatchData, not_null, parse_body, path_segment
 from worker.envelope import Message
 from worker.node import Connector, NodeContext, NoOptions, Result
 
@@ -15,6 +15,8 @@ class StatusData(PatchData):
     statusId: int | None = None
     paid: bool | None = None
     billingMethodId: int | None = None
+
+    _not_null = field_validator("statusId", "billingMethodId", mode="before")(not_null)
 
 
 class StatusBody(BaseModel):

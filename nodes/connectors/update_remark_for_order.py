@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nodes.shoptet import PatchData, parse_body, path_segment
+from nodes.shoptet import PatchData, not_null, parse_body, path_segment
 from worker.envelope import Message
 from worker.node import Connector, NodeContext, NoOptions, Result
 
@@ -22,6 +22,8 @@ class NotesData(PatchData):
     eshopRemark: str | None = None
     customerRemark: str | None = None
     additionalFields: list[AdditionalField] | None = Field(default=None, min_length=1)
+
+    _not_null = field_validator("additionalFields", mode="before")(not_null)
 
 
 class NotesBody(BaseModel):

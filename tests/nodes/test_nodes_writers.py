@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from nodes.connectors.update_remark_for_order import ShoptetUpdateRemarkForOrder
 from nodes.connectors.update_stock_movements import ShoptetUpdateStockMovements
 from worker.envelope import ResultCode
 from worker.errors import NodeError, RetryableError, StopError
+from worker.node import Connector
 
 STATUS_INPUT = {"id": "2024000123", "status": {"data": {"statusId": -2, "paid": True}}}
 NOTES_INPUT = {"id": 2024000124, "notes": {"data": {"trackingNumber": "DR1234", "eshopRemark": "sent"}}}
@@ -238,3 +240,26 @@ async def test_stock_movements_first_call_failing_needs_no_resume(
     with pytest.raises(RetryableError) as failed:
         await harness.run(ShoptetUpdateStockMovements(), {"stockId": 3, "data": items})
     assert failed.value.resume is None
+
+
+@pytest.mark.parametrize(
+    ("node", "body", "field"),
+    [
+        (ShoptetUpdateOrderStatus(), {"id": "1", "status": {"data": {"statusId": None}}}, "statusId"),
+        (
+            ShoptetUpdateOrderStatus(),
+            {"id": "1", "status": {"data": {"paid": True, "billingMethodId": None}}},
+            "billingMethodId",
+        ),
+        (ShoptetUpdateRemarkForOrder(), {"id": "1", "notes": {"data": {"additionalFields": None}}}, "additionalFields"),
+    ],
+)
+async def test_a_null_shoptet_types_without_null_is_refused_before_any_call(
+    harness: Harness, shoptet_api: respx.MockRouter, node: Connector, body: dict[str, Any], field: str
+) -> None:
+    """Sent on, Shoptet answered 422 and the message went to trash with Shoptet's error; a replay
+    unchanged failed the same way."""
+    route = shoptet_api.patch(url__regex=r"/api/orders/1/.*")
+    with pytest.raises(StopError, match=f"{field}.*must not be null"):
+        await harness.run(node, body)
+    assert not route.called
