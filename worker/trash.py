@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -66,17 +68,43 @@ class _Stored:
 STORED: Any = _Stored()
 
 
-def replay_message(entry: TrashEntry, body: Any = STORED) -> Message:
+def replay_message(entry: TrashEntry, body: Any = STORED, *, drop_cursor: bool = False) -> Message:
+    """The message a replay sends: the stored (or given) body with the original headers, less the
+    failed attempt's bookkeeping, and less its ``cursor`` (where its node stopped) with ``drop_cursor``."""
     if body is STORED:
-        if entry.body is None:
-            raise NothingToReplay(
-                f"trash entry {entry.id} has no decodable body ({entry.error_message}); pass an edited body"
-            )
-        body = entry.body
+        body = _stored_body(entry)
     headers = {k: v for k, v in entry.headers.items() if k not in ATTEMPT_HEADERS}  # the failed attempt's
+    if drop_cursor:
+        headers.pop(H.CURSOR, None)
     if entry.key and not headers.get(H.USER):  # as the inbound consumer: the header, else the key
         headers[H.USER] = entry.key
     return Message(body=body, headers=headers)
+
+
+def _stored_body(entry: TrashEntry) -> Any:
+    """The entry's body; else its raw value, when that is JSON (a record trashed for its headers,
+    or by the retry forwarder, kept only its bytes)."""
+    if entry.body is not None:
+        return entry.body
+    if entry.raw_body:
+        try:
+            return json.loads(entry.raw_body)
+        except ValueError:
+            pass
+    raise NothingToReplay(f"trash entry {entry.id} has no decodable body ({entry.error_message}); pass an edited body")
+
+
+def on_current_version(sender: Starter, message: Message, topic: str) -> Message:
+    """``message`` re-stamped with its topology's current version (``trash replay --current-version``):
+    kept on its own version, a replay after a fixed topology (its options, its wiring) failed again."""
+    name, node_id = message.headers.get(H.TOPOLOGY_NAME, ""), message.headers.get(H.NODE_ID, "")
+    tv = sender.catalog.active(name)
+    if tv is None:
+        raise NothingToReplay(f"topology {name!r} is not deployed and enabled: it has no current version")
+    spec = tv.topology.nodes.get(node_id)
+    if spec is None or spec.node is None or sender.topics.node(spec.node) != topic:
+        raise NothingToReplay(f"{name}@{tv.version} has no node {node_id!r} of the type this message was for")
+    return message.with_headers(topology_version=tv.version)
 
 
 #: How long a replay holds its entry against another replay of it (see :func:`replay`): longer than
@@ -106,29 +134,50 @@ async def discard(store: InstallStore, entry_id: int) -> bool:
         return await store.remove_trash(entry_id)
 
 
-async def replay(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any = STORED) -> Message:
+async def replay(
+    store: InstallStore,
+    sender: Starter,
+    entry: TrashEntry,
+    body: Any = STORED,
+    *,
+    drop_cursor: bool = False,
+    current_version: bool = False,
+) -> Message:
     """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash).
+
+    ``body`` replaces the stored one; ``drop_cursor`` starts the node over (see ``replay_message``);
+    ``current_version`` runs it on its topology's current version (see ``on_current_version``).
 
     A stored entry is held by a lease while it is replayed, and read again under it: two operators
     replaying one entry at once sent it twice (both had read it before either removed it).
     """
+    how = _How(body, drop_cursor, current_version)
     if entry.id is None:
-        return await _publish(store, sender, entry, body)
+        return await _publish(store, sender, entry, how)
     async with _holding(store, entry.id):
         current = await store.get_trash(entry.id)
         if current is None:
             raise NothingToReplay(f"trash entry {entry.id} was replayed or discarded meanwhile")
-        return await _publish(store, sender, current, body)
+        return await _publish(store, sender, current, how)
 
 
-async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, body: Any) -> Message:
+@dataclass(frozen=True, slots=True)
+class _How:
+    body: Any
+    drop_cursor: bool
+    current_version: bool
+
+
+async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, how: _How) -> Message:
     topics = sender.topics
     if entry.topic != topics.retry and not entry.topic.startswith(topics.node_prefix):
-        return await _start_again(store, sender, entry, body)
+        return await _start_again(store, sender, entry, how.body)
     topic = _retried_topic(topics, entry) if entry.topic == topics.retry else entry.topic
     if not topic.startswith(topics.node_prefix):
         raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
-    message = replay_message(entry, body)
+    message = replay_message(entry, how.body, drop_cursor=how.drop_cursor)
+    if how.current_version:
+        message = on_current_version(sender, message, topic)
     # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:
     # it was counted in flight when it was scheduled, and never handled.
     counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None

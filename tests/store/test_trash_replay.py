@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from worker.envelope import Message
+from worker.catalog import TopologyCatalog
+from worker.envelope import H, Message
+from worker.registry import default_registry
 from worker.store import TrashEntry
 from worker.store.sql import SqlInstallStore
 from worker.topics import TopicNames
+from worker.topology import parse_topology
 from worker.trash import NothingToReplay, replay
 
 
@@ -236,3 +239,69 @@ async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInst
     sender.release.set()
     await replaying
     assert sender.sent and not await discard(store, entry_id)  # replayed, so gone
+
+
+async def test_an_entry_kept_only_as_raw_json_replays_as_it_is(store: SqlInstallStore) -> None:
+    """A record trashed for a missing header, or by the retry forwarder, keeps only its bytes: a
+    replay refused it for having no body, and the operator had to paste the body back."""
+    _, entry = await stored(
+        store,
+        TrashEntry(
+            topic="t.node.x",
+            error_class="MalformedMessage",
+            error_message="missing header",
+            key="shop-1",
+            raw_body='{"id": "2024000123"}',
+        ),
+    )
+    sender = SlowSender()
+    await replay(store, sender, entry)  # type: ignore[arg-type]
+    assert [(topic, m.body) for topic, m in sender.sent] == [("t.node.x", {"id": "2024000123"})]
+
+
+async def test_drop_cursor_starts_the_node_over(store: SqlInstallStore) -> None:
+    headers = {H.CURSOR: '{"sent": 300}', H.PROCESS_ID: "", H.USER: "shop-1"}
+    _, entry = await stored(
+        store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="422", headers=headers, body={})
+    )
+    sender = SlowSender()
+    await replay(store, sender, entry, drop_cursor=True)  # type: ignore[arg-type]
+    [(_, message)] = sender.sent
+    assert H.CURSOR not in message.headers and message.user == "shop-1"
+
+
+VERSIONED = """\
+name: versioned
+application: shoptet-premium
+start:
+  - manual: true
+nodes:
+  detail: {{node: shoptet-get-order-detail, next: [out], options: {{}}}}
+  out: {{sink: versioned.{sink}}}
+"""
+
+
+async def test_current_version_moves_a_replay_onto_the_deployed_fix(store: SqlInstallStore) -> None:
+    """Kept on its own version, a replay after a fixed topology ran the broken one again."""
+    registry = default_registry()
+    sender = SlowSender()
+    sender.catalog = TopologyCatalog(registry)  # type: ignore[attr-defined]
+    old = parse_topology(VERSIONED.format(sink="old"), registry=registry)
+    fixed = parse_topology(VERSIONED.format(sink="fixed"), registry=registry)
+    sender.catalog.add_local(fixed, True)  # type: ignore[attr-defined]
+    headers = {H.TOPOLOGY_NAME: "versioned", H.TOPOLOGY_VERSION: old.version, H.NODE_ID: "detail", H.USER: "shop-1"}
+    topic = sender.topics.node("shoptet-get-order-detail")
+    _, entry = await stored(
+        store, TrashEntry(topic=topic, error_class="StopError", error_message="x", headers=headers, body={"id": "1"})
+    )
+
+    await replay(store, sender, entry, current_version=True)  # type: ignore[arg-type]
+    [(sent_to, message)] = sender.sent
+    assert sent_to == topic and message.headers[H.TOPOLOGY_VERSION] == fixed.version != old.version
+
+    other = {**headers, H.NODE_ID: "nowhere"}
+    _, elsewhere = await stored(
+        store, TrashEntry(topic=topic, error_class="StopError", error_message="x", headers=other, body={"id": "1"})
+    )
+    with pytest.raises(NothingToReplay, match="has no node 'nowhere'"):
+        await replay(store, sender, elsewhere, current_version=True)  # type: ignore[arg-type]

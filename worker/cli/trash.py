@@ -69,6 +69,13 @@ def show(entry_id: int) -> None:
 def replay(
     entry_id: int,
     body: Annotated[str | None, typer.Option(help="Replace the body (JSON) before replaying.")] = None,
+    drop_cursor: Annotated[
+        bool, typer.Option(help="Start the node over: drop the cursor (where the failed attempt stopped).")
+    ] = False,
+    current_version: Annotated[
+        bool,
+        typer.Option(help="Run it on its topology's current version (after a fix to the topology), not its own."),
+    ] = False,
 ) -> None:
     """Send the message back to its node with its original headers, then remove it from trash."""
     from worker.trash import STORED
@@ -83,6 +90,7 @@ def replay(
     async def _replay() -> None:
         from worker.cli import settings_from_env
         from worker.control import control_client
+        from worker.envelope import H
         from worker.trash import NothingToReplay
         from worker.trash import replay as do_replay
 
@@ -91,9 +99,17 @@ def replay(
             if entry is None:
                 typer.echo(f"no trash entry {entry_id}", err=True)
                 raise typer.Exit(1)
+            if body is not None and not drop_cursor and H.CURSOR in entry.headers:
+                typer.echo(
+                    f"note: entry {entry_id} carries a cursor (where its node stopped), which applies to the "
+                    "edited body as well; --drop-cursor starts the node over",
+                    err=True,
+                )
             async with control_client(settings_from_env()) as control:
                 try:
-                    await do_replay(store, control, entry, edited)
+                    await do_replay(
+                        store, control, entry, edited, drop_cursor=drop_cursor, current_version=current_version
+                    )
                 except NothingToReplay as exc:
                     typer.echo(str(exc), err=True)
                     raise typer.Exit(1) from exc
