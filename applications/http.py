@@ -8,7 +8,7 @@ parser, and the loop's spare time is what keeps 3 requests per token in flight. 
 their meaning.
 
 How many requests reach Shoptet at once is the limiter's job (3 per token, ``per_host`` in all);
-the pool only needs room for them.
+the pool only needs room for them, per host: downloads and OAuth calls go to other hosts.
 
 The client keeps no cookies, at either layer. One client serves every e-shop of the worker, so a
 cookie one shop's response set (a load balancer's, say) would ride along with the next shop's
@@ -74,8 +74,14 @@ def shoptet_http_client(settings: Settings) -> httpx.AsyncClient:
 
     def session() -> aiohttp.ClientSession:
         # called by the transport on its first request, inside the running event loop
+        # per host, not in all: a result file on an e-shop's domain is read for minutes while its
+        # items are emitted, and with one cap for every host a few of them left API requests waiting
+        # for a connection, holding their token's slot until their timeout
         connector = aiohttp.TCPConnector(
-            limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS, ssl=httpx.create_ssl_context()
+            limit=0,
+            limit_per_host=max_connections,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            ssl=httpx.create_ssl_context(),
         )
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 

@@ -5,6 +5,7 @@ turned into retryable node errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -190,3 +191,15 @@ async def test_a_slow_answer_is_a_retryable_timeout(server: Server, tmp_path: Pa
     async with shoptet_http_client(_settings(tmp_path, shoptet_timeout_seconds=0.2)) as http:
         with pytest.raises(RetryableError, match="timeout"):
             await _client(http, server.url).request("GET", "/api/eshop")
+
+
+async def test_downloads_from_another_host_leave_the_api_its_connections(server: Server, tmp_path: Path) -> None:
+    """One cap for every host: result files read for minutes (on the e-shop's domain) took the pool,
+    and API requests waited for a connection while holding their token's slot, until they timed out."""
+    settings = _settings(tmp_path, shoptet_max_connections_per_host=2)
+    elsewhere = server.url.replace("127.0.0.1", "localhost")  # another host, the same server
+    async with shoptet_http_client(settings) as http, contextlib.AsyncExitStack() as downloads:
+        for _ in range(2):  # the whole pool, as the old cap counted it: held open, not read
+            await downloads.enter_async_context(http.stream("GET", f"{elsewhere}/big"))
+        answer = await asyncio.wait_for(_client(http, server.url).request("GET", "/api/eshop"), 5)
+    assert answer["data"]["target"] == "/api/eshop"
