@@ -55,7 +55,8 @@ async def install_premium(
 ) -> Install:
     """Verify ``token`` against ``GET /api/eshop`` and store it with the e-shop's id.
 
-    Raises :class:`applications.premium.InvalidPremiumToken` (Shoptet's message) and stores nothing
+    Raises :class:`applications.premium.InvalidPremiumToken` (Shoptet's message), or
+    :class:`applications.premium.ShoptetNotReachable`, and stores nothing
     when Shoptet refuses the token.
     """
     identity = await verify_premium_token(http, api_url, token)

@@ -58,6 +58,10 @@ class InvalidPremiumToken(Exception):
     """Shoptet refused the token; the message is Shoptet's own."""
 
 
+class ShoptetNotReachable(Exception):
+    """No answer from Shoptet's API: nothing is known about the token yet."""
+
+
 async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str) -> EshopIdentity:
     """Ask ``GET /api/eshop`` who the token belongs to; refuse a token Shoptet does not accept."""
     try:
@@ -66,7 +70,7 @@ async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str
             headers={TOKEN_HEADER: token, "Content-Type": "application/vnd.shoptet.v1.0"},
         )
     except httpx.HTTPError as exc:
-        raise InvalidPremiumToken(f"Shoptet API not reachable at {api_url} ({type(exc).__name__})") from exc
+        raise ShoptetNotReachable(f"Shoptet API not reachable at {api_url} ({type(exc).__name__})") from exc
     try:
         body = answer_without_credentials(response, response.json())
     except ValueError:

@@ -22,6 +22,7 @@ from worker.catalog import CatalogFollower
 from worker.control import NoKafka
 from worker.http.app import create_http_app
 from worker.kafka import ensure_control_topic, make_consumer
+from worker.serve import bind_http
 from worker.settings import Settings
 from worker.topology import TopologyVersion
 
@@ -53,6 +54,7 @@ class IngressWorker(Worker):
 
 async def serve_ingress(settings: Settings) -> None:
     """Serve webhooks, manual runs, health and metrics on ``HTTP_HOST:HTTP_PORT`` until SIGINT/SIGTERM."""
+    sock = bind_http(settings)  # a port in use is said before anything starts, as `up` says it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,7 +73,7 @@ async def serve_ingress(settings: Settings) -> None:
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-        server_task = asyncio.create_task(server.serve())
+        server_task = asyncio.create_task(server.serve(sockets=[sock]))
         log.info("ingress serving", url=f"http://{settings.http_host}:{settings.http_port}")
         await stop.wait()
     finally:
@@ -81,3 +83,4 @@ async def serve_ingress(settings: Settings) -> None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(server_task, settings.graceful_timeout_seconds)
         await worker.stop()
+        sock.close()

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 from typer.testing import CliRunner
@@ -76,6 +77,16 @@ def test_invalid_premium_token_is_refused(env: Path) -> None:
         result = runner.invoke(install_app, ["add", "premium", "--user", "x", "--token", "bad"])
     assert result.exit_code == 1
     assert "invalid-token: Invalid token." in result.output
+    assert _listed() == []
+
+
+def test_an_unreachable_api_is_not_blamed_on_the_token(env: Path) -> None:
+    with respx.mock:
+        respx.get(f"{API}/api/eshop").mock(side_effect=httpx.ConnectError("refused"))
+        result = runner.invoke(install_app, ["add", "premium", "--user", "x", "--token", "good-token"])
+    assert result.exit_code == 1
+    assert "cannot check the token: Shoptet API not reachable" in result.output
+    assert "refused by Shoptet" not in result.output
     assert _listed() == []
 
 

@@ -171,3 +171,22 @@ def test_a_store_that_cannot_be_opened_is_one_clear_line(
     code, err = exit_of(["trash", "list"], tmp_path, monkeypatch, capsys, DATABASE_URL=database_url)
     assert code == 2
     assert said in err and "Traceback" not in err and "pw@" not in err
+
+
+def test_the_standalone_ingress_with_its_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    """It logged "ingress serving", then uvicorn exited the process with code 3."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+        result = CliRunner().invoke(app, ["ingress"], env=env)
+
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output

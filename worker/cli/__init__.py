@@ -61,8 +61,13 @@ def up(
 def ingress() -> None:
     """Serve only the HTTP ingress (webhooks, manual runs, install callback) against KAFKA_BOOTSTRAP_SERVERS."""
     from worker.ingress import serve_ingress
+    from worker.serve import PortInUse
 
-    asyncio.run(serve_ingress(settings_from_env()))
+    try:
+        asyncio.run(serve_ingress(settings_from_env()))
+    except PortInUse as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

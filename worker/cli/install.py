@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from applications.installs import application_name, install_addon_with_token, install_premium
-from applications.premium import InvalidPremiumToken
+from applications.premium import InvalidPremiumToken, ShoptetNotReachable
 from worker.envelope import H
 from worker.settings import Settings, get_settings
 from worker.store import Install, InstallStore, open_store
@@ -111,6 +111,8 @@ def add_premium(
         install = _run(work)
     except InvalidPremiumToken as exc:
         raise _fail(f"token refused by Shoptet: {exc}") from None
+    except ShoptetNotReachable as exc:
+        raise _fail(f"cannot check the token: {exc}") from None
     typer.echo(f"installed {install.user} (shoptet-premium, eshopId {install.eshop_id})")
     if start:
         _start_installed(install, get_settings())
