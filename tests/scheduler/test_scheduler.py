@@ -215,7 +215,7 @@ async def test_a_sent_start_whose_confirmation_the_store_refuses_once_fires_once
     """The confirmation failing raised out of the tick: its minute was re-checked once the claim
     expired, and the start that had gone out went out again."""
     scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
-    minute = _minute(DUE, 26)
+    minute = _minute(DUE, 30)
     acquire = worker.rt.store.acquire_lease
     refused: list[str] = []
 
