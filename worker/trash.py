@@ -40,13 +40,18 @@ def record_entry(
     **fields: Any,
 ) -> TrashEntry:
     """A trash entry that says where the record came from; ``keep_raw`` keeps its bytes as text
-    (for records that did not decode, so an operator can see what arrived)."""
+    (for records that did not decode, so an operator can see what arrived). Its ``user`` is the
+    header's, else the key (an inbound record's install), unless given."""
+    key = record.key.decode(errors="replace") if record.key else None
+    headers = record_headers(record) if headers is None else headers
+    if fields.get("user") is None:
+        fields["user"] = headers.get(H.USER) or key
     return TrashEntry(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        key=record.key.decode(errors="replace") if record.key else None,
-        headers=record_headers(record) if headers is None else headers,
+        key=key,
+        headers=headers,
         raw_body=(record.value or b"").decode(errors="replace")[:RAW_BODY_LIMIT] if keep_raw else None,
         error_class=error_class,
         error_message=error_message,

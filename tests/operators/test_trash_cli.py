@@ -52,6 +52,8 @@ async def test_list_show_replay_with_edited_body_and_discard(worker_settings: Se
 
     listed = [json.loads(line) for line in (await _cli(worker_settings, "list", "--json")).splitlines()]
     assert [e["id"] for e in listed] == [first, second]
+    page_2 = await _cli(worker_settings, "list", "--json", "--after", str(first))
+    assert [json.loads(line)["id"] for line in page_2.splitlines()] == [second]
     shown = json.loads(await _cli(worker_settings, "show", str(first)))
     assert shown["http_status"] == 404 and shown["body"] == {"code": "WRONG"}
 

@@ -48,6 +48,7 @@ async def test_a_record_for_a_disabled_topology_goes_to_trash_for_replay() -> No
     [entry] = store.trash
     assert entry.topic == "erp.order-requests"
     assert "no active topology" in entry.error_message
+    assert entry.user == "shop-1"  # the key: `trash list` showed "-" for whose record it was
     replayed = replay_message(entry)  # replayable as stored, without an edited body
     assert replayed.body == {"code": "1"} and replayed.user == "shop-1"
 

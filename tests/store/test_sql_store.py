@@ -263,6 +263,12 @@ async def test_trash(store: SqlInstallStore) -> None:
     assert got.model_dump(exclude={"id", "created_at"}) == entry.model_dump(exclude={"id", "created_at"})
     assert [e.id for e in await store.list_trash()] == [first, second]
     assert [e.id for e in await store.list_trash(limit=1)] == [first]
+    assert [e.id for e in await store.list_trash(limit=1, after_id=first)] == [second]  # the next page
+    third = await store.add_trash(entry.model_copy(update={"user": "shop-2", "node_name": "n2", "topology_name": "t2"}))
+    assert [e.id for e in await store.list_trash(user="shop-2")] == [third]
+    assert [e.id for e in await store.list_trash(node_name="n2", topology_name="t2")] == [third]
+    assert await store.list_trash(node_name="n2", topology_name="other") == []
+    assert await store.remove_trash(third) is True
     assert await store.remove_trash(first) is True
     assert await store.remove_trash(first) is False
     assert await store.get_trash(first) is None

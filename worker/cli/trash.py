@@ -31,13 +31,18 @@ async def _opened_store() -> AsyncIterator[InstallStore]:
 @trash_app.command("list")
 def list_(
     limit: Annotated[int, typer.Option(min=1, help="Entries at most, oldest first.")] = 100,
+    after: Annotated[int | None, typer.Option(help="Only entries after this id (the next page).")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this install's entries.")] = None,
+    node: Annotated[str | None, typer.Option(help="Only entries of this node type.")] = None,
+    topology: Annotated[str | None, typer.Option(help="Only entries of this topology.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Oldest first: id, node, topology, user, error."""
+    """Oldest first: id, node, topology, user, error. A full page ends with how to get the next."""
 
     async def _list() -> None:
         async with _opened_store() as store:
-            for entry in await store.list_trash(limit):
+            entries = await store.list_trash(limit, after_id=after, user=user, node_name=node, topology_name=topology)
+            for entry in entries:
                 if as_json:
                     typer.echo(entry.model_dump_json())
                 else:
@@ -46,6 +51,8 @@ def list_(
                         f"{entry.id:>6}  {when}  {entry.node_name or entry.topic:34} "
                         f"{entry.topology_name or '-':20} {entry.user or '-':12} {entry.error_message[:80]}"
                     )
+            if len(entries) == limit and not as_json:
+                typer.echo(f"(the first {limit}; next page: --after {entries[-1].id})", err=True)
 
     asyncio.run(_list())
 

@@ -142,7 +142,17 @@ class InstallStore(Protocol):
     # trash --------------------------------------------------------------------------------------
     async def add_trash(self, entry: TrashEntry) -> int: ...
 
-    async def list_trash(self, limit: int = 100) -> list[TrashEntry]: ...
+    async def list_trash(
+        self,
+        limit: int = 100,
+        *,
+        after_id: int | None = None,
+        user: str | None = None,
+        node_name: str | None = None,
+        topology_name: str | None = None,
+    ) -> list[TrashEntry]:
+        """Oldest first, at most ``limit``: those after ``after_id`` (the next page), of ``user``,
+        of node type ``node_name``, of topology ``topology_name``."""
 
     async def get_trash(self, entry_id: int) -> TrashEntry | None: ...
 

@@ -325,9 +325,25 @@ class SqlInstallStore:
             result = await conn.execute(t.trash.insert().values(row).returning(t.trash.c.id))
             return int(result.scalar_one())
 
-    async def list_trash(self, limit: int = 100) -> list[TrashEntry]:
+    async def list_trash(
+        self,
+        limit: int = 100,
+        *,
+        after_id: int | None = None,
+        user: str | None = None,
+        node_name: str | None = None,
+        topology_name: str | None = None,
+    ) -> list[TrashEntry]:
+        columns = t.trash.c
+        query = select(t.trash).order_by(columns.id).limit(limit)
+        if after_id is not None:
+            query = query.where(columns.id > after_id)
+        filters = ((columns.user, user), (columns.node_name, node_name), (columns.topology_name, topology_name))
+        for column, value in filters:
+            if value is not None:
+                query = query.where(column == value)
         async with self._read() as conn:
-            result = await conn.execute(select(t.trash).order_by(t.trash.c.id).limit(limit))
+            result = await conn.execute(query)
             return [_trash_entry(dict(row)) for row in result.mappings()]
 
     async def get_trash(self, entry_id: int) -> TrashEntry | None:
