@@ -44,6 +44,7 @@ async def test_missing_or_wrong_key_is_401(
     response = await client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=headers)
 
     assert response.status_code == 401
+    assert response.json() == {"status": "error", "message": "missing or invalid X-Api-Key"}  # as every error
     await watch.assert_nothing_new()
 
 
@@ -76,7 +77,7 @@ async def test_no_key_configured_disables_the_endpoint(
     response = await client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=KEY)
 
     assert response.status_code == 403
-    assert "API_KEY" in response.json()["detail"]
+    assert "API_KEY" in response.json()["message"]
     await watch.assert_nothing_new()
 
 
@@ -92,3 +93,18 @@ async def test_missing_user_is_422(client: httpx.AsyncClient) -> None:
 
     assert response.status_code == 422
     assert "user" in response.json()["message"]
+
+
+async def test_the_application_may_be_named_as_the_cli_names_it(client: httpx.AsyncClient, watch: TopicWatch) -> None:
+    """`run --application premium` worked, and the same word over HTTP was a 422."""
+    started = await client.post(
+        "/topologies/wh-premium/run", json={"user": "shop-7", "application": "premium"}, headers=KEY
+    )
+    assert started.status_code == 202, started.text
+    [(_, message)] = await watch.new("test-passthrough")
+    assert message.headers[H.APPLICATION] == "shoptet-premium"
+
+    other = await client.post(
+        "/topologies/wh-premium/run", json={"user": "shop-7", "application": "addon"}, headers=KEY
+    )
+    assert other.status_code == 422 and "serves shoptet-premium, not shoptet" in other.json()["message"]

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.app import Worker
 from worker.errors import StoreUnavailable
+from worker.http.run import Refused, answer_refused
 from worker.http.run import router as run_router
 from worker.http.webhooks import router as webhooks_router
 
@@ -31,6 +32,7 @@ def create_http_app(worker: Worker) -> FastAPI:
 
     app = FastAPI(title="shoptet-worker", version="0.1.0", lifespan=lifespan)
     app.state.worker = worker
+    app.add_exception_handler(Refused, answer_refused)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -12,8 +12,9 @@ from typing import Any, Literal
 import structlog
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from applications.installs import ALIASES, application_name
 from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of, validation_problems
 from worker.starter import ApplicationNeeded, InstallMissing, TopologyNotRunnable, run_manual
 
@@ -30,8 +31,14 @@ class RunRequest(BaseModel):
     #: ``{}`` when not given, as with ``shoptet-worker run``: nodes take objects, and a null body
     #: that reached trash could not be replayed as it was.
     body: Any = Field(default_factory=dict)
-    #: Whose install ``user`` is (``shoptet-premium`` or ``shoptet``), for a topology naming none.
+    #: Whose install ``user`` is (``shoptet-premium`` or ``shoptet``, or ``premium``/``addon`` as the
+    #: CLI takes them), for a topology naming none.
     application: Literal["shoptet-premium", "shoptet"] | None = None
+
+    @field_validator("application", mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        return application_name(value) if isinstance(value, str) and value in ALIASES else value
 
 
 #: A run's body is the first message of a process, not a data transfer.
@@ -52,10 +59,20 @@ def require_api_key(request: Request, x_api_key: str | None = Header(default=Non
     configured = settings.api_key.get_secret_value() if settings.api_key else ""
     if not configured:
         log.warning("manual run refused", reason="no API key configured", status=403)
-        raise HTTPException(403, "manual runs over HTTP are disabled: set API_KEY to enable them")
+        raise Refused(403, "manual runs over HTTP are disabled: set API_KEY to enable them")
     if not x_api_key or not hmac.compare_digest(configured.encode(), x_api_key.encode()):
         log.warning("manual run refused", reason="missing or invalid X-Api-Key", status=401)
-        raise HTTPException(401, "missing or invalid X-Api-Key")
+        raise Refused(401, "missing or invalid X-Api-Key")
+
+
+class Refused(HTTPException):
+    """A refusal raised before the route runs (a dependency), answered in the routes' own shape
+    ``{status: error, message}`` (see ``answer_refused``), not FastAPI's ``{detail}``."""
+
+
+async def answer_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    return _error(exc.status_code, str(exc.detail))
 
 
 @router.post(
