@@ -42,3 +42,19 @@ async def test_unknown_eshop_or_event_changes_nothing(store: SqlInstallStore) ->
     assert await apply_addon_event(store, "shoptet-premium", "42", "addon:uninstall") is False
     assert await apply_addon_event(store, "shoptet", "42", "order:create") is False
     assert await store.get_install("u42", "shoptet") is not None
+
+
+async def test_a_suspend_retried_after_the_approve_that_followed_it_is_ignored(store: SqlInstallStore) -> None:
+    """Shoptet retries a failed delivery: the suspend applied after the later approve left an
+    active addon's install disabled (no cron, webhooks ignored)."""
+    await _setup(store)
+    suspended_at = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    approved_at = datetime(2026, 11, 25, 8, 5, tzinfo=UTC)
+
+    assert await apply_addon_event(store, "shoptet", "42", "addon:approve", approved_at) is True
+    assert await apply_addon_event(store, "shoptet", "42", "addon:suspend", suspended_at) is False  # the retry
+    assert (await store.get_install("u42", "shoptet")).enabled is True  # type: ignore[union-attr]
+
+    later = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a suspend after it still applies
+    assert await apply_addon_event(store, "shoptet", "42", "addon:suspend", later) is True
+    assert (await store.get_install("u42", "shoptet")).enabled is False  # type: ignore[union-attr]

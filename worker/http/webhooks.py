@@ -24,7 +24,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.lifecycle import ADDON_EVENTS, apply_addon_event
+from worker.lifecycle import ADDON_EVENTS, apply_addon_event, event_time
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
 from worker.store import Install
@@ -256,7 +256,8 @@ async def _publish_and_apply(
 ) -> list[str]:
     process_ids = await publish_event(rt, install, body, payload.event, payload_key)
     if payload.event in ADDON_EVENTS:
-        await apply_addon_event(rt.store, application, payload.eshopId, payload.event)
+        created = event_time(payload.eventCreated)
+        await apply_addon_event(rt.store, application, payload.eshopId, payload.event, created)
     return process_ids
 
 
@@ -333,15 +334,8 @@ async def _claim(rt: Runtime, lease: str, owner: str) -> bool:
 
 def _predates_install(event_created: str | None, install: Install) -> bool:
     """Whether Shoptet created the event before the install was added; False when unknown."""
-    if install.installed_at is None or not event_created:
-        return False
-    try:
-        created = datetime.fromisoformat(event_created)
-    except ValueError:
-        return False
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
-    return created < install.installed_at
+    created = event_time(event_created)
+    return install.installed_at is not None and created is not None and created < install.installed_at
 
 
 def validation_problems(exc: ValidationError) -> list[str]:
