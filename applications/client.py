@@ -213,6 +213,9 @@ class ShoptetClient:
                             content=None if json is None else encode_json(json),
                             headers=headers,
                         )
+                    # inside the slot: the pace it reads must reach the token's next requests,
+                    # which the slot's release lets in
+                    self.limiter.observe(key, response.headers)
             except httpx.TransportError as exc:
                 raise transport_failed(f"{method} {path}", exc) from exc
             except TimeoutError as exc:
@@ -222,7 +225,6 @@ class ShoptetClient:
                 ) from exc
             except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
                 raise RetryableError(f"{method} {path}: answer could not be decoded ({exc})") from exc
-            self.limiter.observe(key, response.headers)
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)
             if attempt == 1 and is_expired_token(response):

@@ -298,7 +298,12 @@ class RedisLimiter:
             finally:
                 await self._release(host_key, host_lease)
         finally:
-            await self._release(token_key, token_lease)
+            # the pace this request read lands before the token's next requests are let in: they
+            # read it as they take the slot (cancelled meanwhile, the writes still go on)
+            try:
+                await self._settle_observations(digest)
+            finally:
+                await self._release(token_key, token_lease)
 
     def observe(self, key: str, headers: Mapping[str, str]) -> None:
         delay = self._pacing.delay(headers)

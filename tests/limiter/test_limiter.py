@@ -9,11 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
+import respx
 
+from applications.client import ShoptetClient
+from applications.premium import PremiumApplication
 from worker.errors import RetryableError
 from worker.limiter import Limiter, Pacing
 from worker.redis_limiter import RedisLimiter
+from worker.store import Install
 
 from .conftest import LimiterKit
 
@@ -142,6 +147,36 @@ async def test_pacing_from_bucket_filling(kit: LimiterKit) -> None:
         pass
     assert time.monotonic() - started < 0.5
     assert waits[-1][1] < 0.5
+
+
+async def test_the_pace_an_answer_reads_holds_back_the_requests_its_release_lets_in(kit: LimiterKit) -> None:
+    """With Redis, the client read the pace after the slot was released: the release woke this
+    process's waiters first, and six requests at a nearly full bucket all went within 0.1 s."""
+    limiter = kit.new(pacing=Pacing(drain_per_second=50))
+    expected = (190 + 1 - 140) / 50
+    starts: list[float] = []
+    began = time.monotonic()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        starts.append(time.monotonic() - began)
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json={"data": {}}, headers={"X-RateLimit-Bucket-Filling": "190/200"})
+
+    install = Install(user="shop", application="shoptet-premium", secrets={"token": "token-a"})
+    with respx.mock(base_url="https://api.test") as api:
+        api.get("/api/eshop").mock(side_effect=answer)
+        async with httpx.AsyncClient() as http:
+            client = ShoptetClient(
+                http=http,
+                application=PremiumApplication(),
+                install=install,
+                limiter=limiter,
+                base_url="https://api.test",
+            )
+            await asyncio.gather(*(client.request("GET", "/api/eshop") for _ in range(6)))
+    starts.sort()
+    assert starts[2] < 0.5  # the first three went at once
+    assert starts[3] >= expected * 0.7  # the next ones waited for the pace the first answers set
 
 
 async def test_pacing_is_shared_between_processes(redis_url: str, prefix: str) -> None:
