@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tests.runtime.helpers import SinkReader
+from tests.support import cli_env
 from worker.cli import app
 from worker.envelope import H
 from worker.settings import Settings
@@ -27,19 +28,10 @@ nodes:
 """
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "DATABASE_URL": settings.database_url,
-        "SECRET_KEY_FILE": str(settings.secret_key_file),
-    }
-
-
 async def test_run_starts_a_process_for_an_install_and_refuses_a_mistyped_user(
     worker_settings: Settings, store: InstallStore, tmp_path: Path
 ) -> None:
-    env = _env(worker_settings)
+    env = cli_env(worker_settings)
     source = tmp_path / "detail.yaml"
     source.write_text(TOPOLOGY)
     deployed = await asyncio.to_thread(runner.invoke, app, ["topology", "deploy", str(source)], env=env)

@@ -8,6 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from tests.runtime.helpers import SinkReader
+from tests.support import cli_env
 from worker.cli import app
 from worker.envelope import H
 from worker.settings import Settings
@@ -16,17 +17,8 @@ from worker.store import InstallStore, TrashEntry
 runner = CliRunner()
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "DATABASE_URL": settings.database_url,
-        "SECRET_KEY_FILE": str(settings.secret_key_file),
-    }
-
-
 async def _cli(settings: Settings, *args: str) -> str:
-    result = await asyncio.to_thread(runner.invoke, app, ["trash", *args], env=_env(settings))
+    result = await asyncio.to_thread(runner.invoke, app, ["trash", *args], env=cli_env(settings))
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -64,7 +56,9 @@ async def test_list_show_replay_with_edited_body_and_discard(worker_settings: Se
     assert replayed.headers[H.PROCESS_ID] == "p1" and replayed.key() == b"shop-1"
     assert H.REPEAT_HOPS not in replayed.headers  # a replay starts its retries afresh
 
-    refused = await asyncio.to_thread(runner.invoke, app, ["trash", "replay", str(second)], env=_env(worker_settings))
+    refused = await asyncio.to_thread(
+        runner.invoke, app, ["trash", "replay", str(second)], env=cli_env(worker_settings)
+    )
     assert refused.exit_code == 1 and "no decodable body" in refused.output
     assert "discarded" in await _cli(worker_settings, "discard", str(second))
     assert await store.count_trash() == 0  # the replayed entry left trash only after the broker had it
