@@ -33,6 +33,7 @@ from worker.retry import RetryForwarder
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import InstallStore
+from worker.tasks import stop_quietly
 from worker.topics import TopicNames
 from worker.topology import TopologyVersion, load_topology_dir
 
@@ -345,9 +346,9 @@ class Worker:
         timeout = self.settings.graceful_timeout_seconds
         await asyncio.gather(*(c.stop(timeout) for c in self.consumers), return_exceptions=True)
         if self.tracker is not None:
-            await self.tracker.stop()
+            await stop_quietly(self.tracker.stop(), "the process tracker")
         if self.follower is not None:
-            await self.follower.stop()
+            await stop_quietly(self.follower.stop(), "the catalog follower")
         if self.runtime is not None:
             await self.runtime.ledger.close()
             await self.runtime.outputs.close()

@@ -8,6 +8,8 @@ import contextvars
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import structlog
+
 T = TypeVar("T")
 
 
@@ -32,6 +34,21 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def stop_quietly(stop: Awaitable[None], what: str) -> None:
+    """Await a part's ``stop()`` at shutdown whatever it raises (logged): the worker's other parts
+    must still stop. aiokafka's ``consumer.stop()`` with its broker gone re-raises the
+    ``CancelledError`` of its own cancelled fetch task; one aimed at this task still propagates."""
+    try:
+        await stop
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        structlog.get_logger("tasks").warning(f"{what} did not stop cleanly", error="CancelledError")
+    except Exception as exc:
+        structlog.get_logger("tasks").warning(f"{what} did not stop cleanly", error=f"{type(exc).__name__}: {exc}")
 
 
 def when_all_done(futures: list[asyncio.Future[Any]]) -> asyncio.Future[None]:
