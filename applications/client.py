@@ -37,6 +37,8 @@ CONTENT_TYPE = "application/vnd.shoptet.v1.0"
 #: Shoptet's identical-write lock lasts at most 5 s; coming back after it is enough.
 LOCKED_RETRY_SECONDS = 5.0
 RETRYABLE_STATUSES = frozenset({408, 423, 429})
+#: A gateway's answer for Shoptet, which may have had the request (see ``RetryableError.unanswered``).
+GATEWAY_FAILURES = frozenset({502, 504})
 
 
 #: The longest ``Retry-After`` taken as given: an ordered node holds its install's messages that long.
@@ -130,7 +132,8 @@ def raise_for_status(response: httpx.Response) -> None:
     if status == 423:
         raise RetryableError(summary, status=status, body=body, retry_after=LOCKED_RETRY_SECONDS)
     if status in RETRYABLE_STATUSES or status >= 500:
-        raise RetryableError(summary, status=status, body=body)
+        # a gateway's 502/504: Shoptet behind it may have acted on the request all the same
+        raise RetryableError(summary, status=status, body=body, unanswered=status in GATEWAY_FAILURES)
     if status == 401:
         # Still 401 after a token refresh (or a premium token Shoptet rejects): retrying later
         # may help when the addon was just re-approved, so it is retryable with backoff.

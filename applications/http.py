@@ -64,8 +64,22 @@ class _ShoptetTransport(AiohttpTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if _after_sending(cause):
+                # httpx-aiohttp calls a connection the server dropped or reset a connect timeout;
+                # the request went out, and Shoptet may have acted on it (``unanswered`` errors)
+                raise httpx.ReadError(str(cause) or type(cause).__name__, request=request) from cause
+            raise
         except aiohttp.ClientError as exc:  # the mapped ones arrive as httpx errors already
             raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+def _after_sending(error: BaseException | None) -> bool:
+    """An aiohttp error of a connection that was up: dropped or reset once the request was sent."""
+    if isinstance(error, aiohttp.ClientConnectorError):  # never connected
+        return False
+    return isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
 
 
 def shoptet_http_client(settings: Settings) -> httpx.AsyncClient:

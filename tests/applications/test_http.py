@@ -203,3 +203,39 @@ async def test_downloads_from_another_host_leave_the_api_its_connections(server:
             await downloads.enter_async_context(http.stream("GET", f"{elsewhere}/big"))
         answer = await asyncio.wait_for(_client(http, server.url).request("GET", "/api/eshop"), 5)
     assert answer["data"]["target"] == "/api/eshop"
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_a_connection_dropped_after_the_request_is_unanswered(tmp_path: Path, reset: bool) -> None:
+    """httpx-aiohttp calls a server that read the request and then closed (or reset) the
+    connection a connect timeout: a relative stock change sent that way was retried, and applied
+    twice, as if it had never gone out."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if reset:
+            writer.transport.abort()  # RST
+        else:
+            writer.close()
+
+    listener = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with shoptet_http_client(_settings(tmp_path)) as http:
+            with pytest.raises(RetryableError) as raised:
+                await _client(http, f"http://127.0.0.1:{port}").request("PATCH", "/api/stocks/1/movements", json={})
+        assert raised.value.unanswered
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_refused_connection_never_went_out(tmp_path: Path) -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    async with shoptet_http_client(_settings(tmp_path)) as http:
+        with pytest.raises(RetryableError) as raised:
+            await _client(http, f"http://127.0.0.1:{port}").request("GET", "/api/eshop")
+    assert not raised.value.unanswered

@@ -202,9 +202,12 @@ async def test_stock_movements_go_on_after_the_calls_that_went_through(
     assert run.result.body == {"data": None, "errors": [UNKNOWN["errors"][0]]}  # the first call's answer kept
 
 
-@pytest.mark.parametrize("failure", [httpx.ReadTimeout("read timed out"), httpx.RemoteProtocolError("dropped")])
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.ReadTimeout("read timed out"), httpx.RemoteProtocolError("dropped"), httpx.Response(504, json={})],
+)
 async def test_relative_stock_movements_without_an_answer_go_to_trash_not_again(
-    harness: Harness, shoptet_api: respx.MockRouter, failure: Exception
+    harness: Harness, shoptet_api: respx.MockRouter, failure: Exception | httpx.Response
 ) -> None:
     """Sent and unanswered, a call may have been applied: retried, its amountChange counted twice
     and the stock drifted with no error anywhere."""
