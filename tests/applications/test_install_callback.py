@@ -117,3 +117,33 @@ async def test_a_reinstall_through_the_callback_drops_a_hand_given_oauth_server_
         "lastRunListOrderChanges": "2024-05-19T00:00:00Z",
     }
     assert stored.secrets == {"oauthToken": "new"}
+
+
+async def test_a_set_up_cut_short_by_a_stop_says_so() -> None:
+    """Cancelled at a stop while it waited to try again, it vanished: nothing logged, nothing
+    tried after the restart."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from worker.errors import RetryableError
+    from worker.http.install_callback import _retrying
+    from worker.store import Install
+
+    failed = asyncio.Event()
+
+    async def broker_away() -> None:
+        failed.set()
+        raise RetryableError("broker unreachable")
+
+    with capture_logs() as logs:
+        retrying = asyncio.create_task(
+            _retrying("the `installed` start of x", Install(user="u", application="shoptet"), broker_away)
+        )
+        await failed.wait()
+        retrying.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await retrying
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "the `installed` start of x was cut short by a stop; an operator runs it by hand"
+    ]

@@ -91,12 +91,13 @@ SET_UP_RETRY_MAX_SECONDS = 30.0
 
 
 async def _set_up(starter: Starter, install: Install) -> None:
-    """The new install's webhook signature key, then its ``installed`` starts (webhooks-subscribe),
-    each tried again with backoff for up to ``SET_UP_RETRY_SECONDS`` (each start once it went
-    through is not started again)."""
+    """The new install's webhook signature key and its ``installed`` starts (webhooks-subscribe),
+    side by side, each tried again with backoff for up to ``SET_UP_RETRY_SECONDS`` (a start that
+    went through is not started again)."""
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     if isinstance(starter, Runtime):
         runtime = starter
-        await _retrying("the new install's signature key", install, lambda: _fetch_signature_key(runtime, install))
+        steps.append(("the new install's signature key", lambda: _fetch_signature_key(runtime, install)))
     for tv, start in installed_starts(starter, install):
 
         async def start_it(tv: TopologyVersion = tv, start: StartSpec = start) -> None:
@@ -105,7 +106,8 @@ async def _set_up(starter: Starter, install: Install) -> None:
             )
             log.info("started for the new install", user=install.user, topology=tv.name)
 
-        await _retrying(f"the `installed` start of {tv.name}", install, start_it)
+        steps.append((f"the `installed` start of {tv.name}", start_it))
+    await asyncio.gather(*(_retrying(what, install, step) for what, step in steps))
 
 
 async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable[None]]) -> None:
@@ -114,21 +116,25 @@ async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + SET_UP_RETRY_SECONDS
     delay = SET_UP_RETRY_FIRST_SECONDS
-    while True:
-        try:
-            await attempt()
-            return
-        except StopError as exc:
-            log.error(f"{what} failed; an operator runs it by hand", user=install.user, error=exc.message)
-            return
-        except Exception as exc:
-            error = str(exc) or type(exc).__name__
-            if loop.time() + delay >= give_up_at:
-                log.error(f"{what} failed; an operator runs it by hand", user=install.user, error=error)
+    try:
+        while True:
+            try:
+                await attempt()
                 return
-            log.warning(f"{what} failed; trying again", user=install.user, error=error, retry_in=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, SET_UP_RETRY_MAX_SECONDS)
+            except StopError as exc:
+                log.error(f"{what} failed; an operator runs it by hand", user=install.user, error=exc.message)
+                return
+            except Exception as exc:
+                error = str(exc) or type(exc).__name__
+                if loop.time() + delay >= give_up_at:
+                    log.error(f"{what} failed; an operator runs it by hand", user=install.user, error=error)
+                    return
+                log.warning(f"{what} failed; trying again", user=install.user, error=error, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SET_UP_RETRY_MAX_SECONDS)
+    except asyncio.CancelledError:  # a stop: nothing tries it again after the restart
+        log.error(f"{what} was cut short by a stop; an operator runs it by hand", user=install.user)
+        raise
 
 
 async def _finished(task: asyncio.Task[None]) -> None:
