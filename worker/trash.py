@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiokafka.structs import ConsumerRecord
 
-from worker.envelope import ATTEMPT_HEADERS, H, Message
+from worker.envelope import ATTEMPT_HEADERS, REQUIRED_HEADERS, H, MalformedMessage, Message
 from worker.processes import HandledTally, handled_record
 from worker.starter import Starter, start_inbound
 from worker.store import InstallStore, TrashEntry
@@ -87,8 +87,8 @@ def replay_message(entry: TrashEntry, body: Any = STORED, *, drop_cursor: bool =
 
 
 def _stored_body(entry: TrashEntry) -> Any:
-    """The entry's body; else its raw value, when that is JSON (a record trashed for its headers,
-    or by the retry forwarder, kept only its bytes)."""
+    """The entry's body; else its raw value, when that is JSON (a record the retry forwarder
+    trashed kept only its bytes)."""
     if entry.body is not None:
         return entry.body
     if entry.raw_body:
@@ -181,6 +181,12 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, how:
     if not topic.startswith(topics.node_prefix):
         raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
     message = replay_message(entry, how.body, drop_cursor=how.drop_cursor)
+    # a record trashed as malformed for want of these: sent back, it came straight back to trash
+    missing = [name for name in REQUIRED_HEADERS if not message.headers.get(name)]
+    if missing and entry.error_class == MalformedMessage.__name__ and entry.topic != topics.retry:
+        raise NothingToReplay(
+            f"trash entry {entry.id} has no header(s) {', '.join(missing)}, which its node needs; it cannot be replayed"
+        )
     if how.current_version:
         message = on_current_version(sender, message, topic)
     # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:

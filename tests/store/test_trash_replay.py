@@ -242,21 +242,40 @@ async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInst
 
 
 async def test_an_entry_kept_only_as_raw_json_replays_as_it_is(store: SqlInstallStore) -> None:
-    """A record trashed for a missing header, or by the retry forwarder, keeps only its bytes: a
-    replay refused it for having no body, and the operator had to paste the body back."""
+    """A record the retry forwarder trashed keeps only its bytes: a replay refused it for having no
+    body, and the operator had to paste the body back."""
+    headers = {H.PROCESS_ID: "", H.NODE_NAME: "x", H.USER: "shop-1"}
     _, entry = await stored(
         store,
         TrashEntry(
-            topic="t.node.x",
+            topic="t.retry",
             error_class="MalformedMessage",
-            error_message="missing header",
-            key="shop-1",
+            error_message="retry record without a target topic",
+            headers=headers,
             raw_body='{"id": "2024000123"}',
         ),
     )
     sender = SlowSender()
     await replay(store, sender, entry)  # type: ignore[arg-type]
     assert [(topic, m.body) for topic, m in sender.sent] == [("t.node.x", {"id": "2024000123"})]
+
+
+async def test_a_record_trashed_for_a_missing_header_is_refused_not_sent_back_to_trash(store: SqlInstallStore) -> None:
+    headers = {H.USER: "shop-1", H.CORRELATION_ID: "c", H.PROCESS_ID: "p", H.TOPOLOGY_NAME: "t", H.NODE_ID: "n"}
+    _, entry = await stored(
+        store,
+        TrashEntry(
+            topic="t.node.x",
+            error_class="MalformedMessage",
+            error_message="missing header(s): topology-version",
+            headers=headers,
+            raw_body='{"id": "1"}',
+        ),
+    )
+    sender = SlowSender()
+    with pytest.raises(NothingToReplay, match=r"no header\(s\) topology-version"):
+        await replay(store, sender, entry)  # type: ignore[arg-type]
+    assert sender.sent == [] and await store.get_trash(entry.id or 0) is not None
 
 
 async def test_drop_cursor_starts_the_node_over(store: SqlInstallStore) -> None:
