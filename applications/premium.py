@@ -59,7 +59,7 @@ class InvalidPremiumToken(Exception):
 
 
 class ShoptetNotReachable(Exception):
-    """No answer from Shoptet's API: nothing is known about the token yet."""
+    """No answer from Shoptet's API, or a busy or failing one: nothing is known about the token yet."""
 
 
 async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str) -> EshopIdentity:
@@ -75,8 +75,11 @@ async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str
         body = answer_without_credentials(response, response.json())
     except ValueError:
         body = None
-    if response.status_code != 200 or not isinstance(body, dict):
-        raise InvalidPremiumToken(_shoptet_message(body) or f"Shoptet answered HTTP {response.status_code}")
+    status = response.status_code
+    if status == 429 or status >= 500:  # no verdict on the token: Shoptet is busy or failing
+        raise ShoptetNotReachable(f"Shoptet answered HTTP {status} at {api_url}; try again later")
+    if status != 200 or not isinstance(body, dict):
+        raise InvalidPremiumToken(_shoptet_message(body) or f"Shoptet answered HTTP {status}")
     info = (body.get("data") or {}).get("contactInformation") or {}
     if info.get("eshopId") is None:
         raise InvalidPremiumToken("Shoptet's /api/eshop answer has no eshopId")

@@ -14,6 +14,7 @@ Minutes are evaluated in UTC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -244,7 +245,14 @@ class Scheduler:
                 reason=f"{type(exc).__name__}: {exc}",
             )
             return False
-        await self._confirm(firing, owner)
+        try:
+            await self._confirm(firing, owner)
+        except asyncio.CancelledError:
+            # a stop while the store did not answer: once more, shielded, or the claim expires and
+            # another worker's re-check fires the minute a second time
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._set_leases(firing, owner, LEASE_TTL_SECONDS))
+            raise
         return True
 
     async def _confirm(self, firing: Firing, owner: str) -> None:

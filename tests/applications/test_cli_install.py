@@ -80,12 +80,22 @@ def test_invalid_premium_token_is_refused(env: Path) -> None:
     assert _listed() == []
 
 
-def test_an_unreachable_api_is_not_blamed_on_the_token(env: Path) -> None:
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (httpx.ConnectError("refused"), "Shoptet API not reachable"),
+        (httpx.Response(503, json={}), "Shoptet answered HTTP 503"),
+        (httpx.Response(429, json={}), "Shoptet answered HTTP 429"),
+    ],
+)
+def test_an_unreachable_or_failing_api_is_not_blamed_on_the_token(
+    env: Path, answer: Exception | httpx.Response, said: str
+) -> None:
     with respx.mock:
-        respx.get(f"{API}/api/eshop").mock(side_effect=httpx.ConnectError("refused"))
+        respx.get(f"{API}/api/eshop").mock(side_effect=[answer])
         result = runner.invoke(install_app, ["add", "premium", "--user", "x", "--token", "good-token"])
     assert result.exit_code == 1
-    assert "cannot check the token: Shoptet API not reachable" in result.output
+    assert f"cannot check the token: {said}" in result.output
     assert "refused by Shoptet" not in result.output
     assert _listed() == []
 

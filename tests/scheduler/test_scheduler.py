@@ -235,6 +235,36 @@ async def test_a_sent_start_whose_confirmation_the_store_refuses_once_fires_once
     assert started == {user.encode(): 1 for user in USERS}
 
 
+async def test_a_stop_while_the_confirmation_waits_for_the_store_still_confirms(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled in the confirmation's backoff, the claim expired and another worker's re-check
+    fired the minute a second time."""
+    scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
+    minute = minute_of(_minute(DUE, 31))
+    acquire = worker.rt.store.acquire_lease
+    refused = asyncio.Event()
+
+    async def refuse_first_confirmation(name: str, owner: str, ttl: float) -> bool:
+        if ttl == LEASE_TTL_SECONDS and not refused.is_set():
+            refused.set()
+            raise ConnectionError("store failover")
+        return await acquire(name, owner, ttl)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(worker.rt.store, "acquire_lease", refuse_first_confirmation)
+        ticking = asyncio.create_task(scheduler.tick(minute))
+        await asyncio.wait_for(refused.wait(), 10)
+        await asyncio.sleep(0.05)  # in the confirmation's backoff
+        ticking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ticking
+    await asyncio.sleep(0.6)  # past the claim
+    assert await Scheduler(worker.rt, "worker-2").tick(minute) == 0  # another worker's re-check
+    started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
+    assert started == {user.encode(): 1 for user in USERS}
+
+
 async def test_a_start_that_failed_through_a_long_outage_is_caught_up(
     worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
