@@ -248,7 +248,13 @@ class ProcessBook:
         done: int,
     ) -> None:
         """One row's counts (:data:`HANDLED_COLUMNS` from ``handled`` on) added to its process."""
-        if p.finished_at is not None and node_outputs > 0 and handled == 0 and emitted == 0:
+        replayed = node_outputs > 0 and handled == 0 and emitted == 0
+        if replayed and p.starts == 0 and p.handled == 0 and p.node_outputs == 0:
+            # a replay of a process this book holds nothing of (finished long ago and trimmed, or
+            # its start past the ledger's retention): counted as its start, or with no start it
+            # was never idle, never announced, and ``status`` showed it settling for ever
+            p.starts, node_outputs = p.starts + node_outputs, 0
+        if p.finished_at is not None and replayed:
             # a message replayed from trash (its row hands nothing over, it only adds one in
             # flight): the process runs again, and is announced again, with the replay's outcome.
             # Not a batch's item (emitted): a redelivered batch must not announce it twice.

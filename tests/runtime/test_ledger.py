@@ -139,6 +139,17 @@ def test_a_finished_process_runs_again_when_a_replay_puts_a_message_in_flight() 
     assert book.processes["r"].finished  # below zero in flight is no reason to run again
 
 
+def test_a_replay_of_a_process_the_book_no_longer_holds_runs_and_is_announced() -> None:
+    """Finished long ago and trimmed from the tracker (or its start past the ledger's retention),
+    the process came back with no start: never idle, never announced, settling for ever in status."""
+    book = ProcessBook()
+    book.apply_value(encode_json(handled_record([tally("old", handled=0, node_outputs=1)])))  # the replay
+    assert book.processes["old"].in_flight == 1 and book.settled(0.0, now=float("inf")) == []
+    book.apply_value(encode_json(handled_record([tally("old", done=1)])))
+    [again] = book.settled(0.0, now=float("inf"))
+    assert (again.root, again.starts, again.handled, again.done) == ("old", 1, 1, 1)
+
+
 def test_a_message_handled_twice_still_lets_its_process_finish() -> None:
     """A redelivery (a rebalance, a crash before the commit) counts one more handled than was sent:
     the process stood at -1 in flight and was never announced finished."""
