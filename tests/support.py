@@ -42,16 +42,6 @@ def settings_for_test(bootstrap: str, tmp: Path, *, prefix: str | None = None, *
 Send = Callable[[str, Any], Awaitable["asyncio.Future[Any]"]]
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    """The environment a CLI command needs to reach the same broker, topics and store as ``settings``."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "DATABASE_URL": settings.database_url,
-        "SECRET_KEY_FILE": str(settings.secret_key_file),
-    }
-
-
 def acknowledged_late(send: Send, delay: float) -> Send:
     """``send`` (a Runtime's) whose acknowledgements come ``delay`` seconds after the broker's
     own: a slow broker, for what waits on them."""

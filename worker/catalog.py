@@ -64,6 +64,15 @@ class TopologyCatalog:
             return None
         return self.versions.get((name, deployment.version))
 
+    def unloadable(self) -> list[str]:
+        """Deployed, enabled topologies whose deployed version this process cannot load (a module
+        it imports is missing here): their starts do not run from this process."""
+        return sorted(
+            name
+            for name, deployment in self.deployed.items()
+            if deployment.enabled and self.get(name, deployment.version) is None
+        )
+
     def deployed_source(self, name: str, version: str | None = None) -> tuple[str, str] | None:
         """(version, YAML) of ``version``, else of the deployed pointer's: as published, also when
         this process cannot load it (``latest`` then gives the version this process runs instead)."""

@@ -133,8 +133,7 @@ async def run_manual(
     disabled): a mistyped ``--user`` printed a process id, and the message went to trash.
     """
     tv = rt.catalog.active(name)
-    deployed = rt.catalog.deployed.get(name)
-    unloadable = deployed is not None and deployed.enabled and rt.catalog.get(name, deployed.version) is None
+    unloadable = name in rt.catalog.unloadable()
     # ``strict`` (the CLI): a shell without the deployed version's modules would start the version
     # before it; a worker keeps running that one by design (a rolling upgrade), so its runs do too
     if unloadable and (strict or tv is None):

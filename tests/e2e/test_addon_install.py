@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -145,10 +146,19 @@ async def test_install_add_runs_the_installed_starts_and_says_so(
             for name, value in {**settings_env(settings), "SHOPTET_API_URL": sim.url}.items():
                 monkeypatch.setenv(name, value)
             get_settings.cache_clear()
+            # deployed from a shell that had its module: this one cannot read it, nor its `installed` start
+            unreadable = "name: onboard\nimports: [no_such_module.nodes]\nstart: [{installed: true}]\n"
+            control = worker.rt.topics.control
+            record = {"name": "onboard", "version": "v1", "source": unreadable}
+            await worker.rt.producer.send_and_wait(control, json.dumps(record).encode(), key=b"version:onboard:v1")
+            pointer = {"name": "onboard", "version": "v1", "enabled": True, "deployed_at": ""}
+            await worker.rt.producer.send_and_wait(control, json.dumps(pointer).encode(), key=b"current:onboard")
             command = ["add", "premium", "--user", "shop", "--token", sim.premium_token()]
             added = await asyncio.to_thread(CliRunner().invoke, install_app, command)
             assert added.exit_code == 0, added.output
             assert "started webhooks-subscribe for shop" in added.output
+            # it went unsaid: the onboarding never ran, and nothing told the operator
+            assert "their `installed` starts (if any) did not run: onboard" in added.output
 
             eshop_id = sim.state.eshops[0].eshop_id
             await webhooks_registered(sim, eshop_id)

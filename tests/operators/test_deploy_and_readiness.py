@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.support import cli_env
+from tests.runtime.helpers import settings_env
 from worker.app import Worker
 from worker.cli import app
 from worker.control import control_client
@@ -52,7 +52,7 @@ async def test_bad_file_is_refused_with_its_line_and_the_running_version_stays(
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(GOOD)
     bad.write_text(GOOD.replace("next: [out]", "next: [nowhere]"))
-    env = cli_env(worker_settings)
+    env = settings_env(worker_settings)
 
     deployed = await asyncio.to_thread(runner.invoke, app, ["topology", "deploy", str(good)], env=env)
     assert deployed.exit_code == 0, deployed.output
@@ -74,7 +74,7 @@ async def test_deploying_a_disabled_topology_keeps_it_disabled(worker_settings: 
     first, fixed = tmp_path / "first.yaml", tmp_path / "fixed.yaml"
     first.write_text(GOOD)
     fixed.write_text(GOOD.replace("next: [out]}", "next: [out], concurrency: 2}"))
-    env = cli_env(worker_settings)
+    env = settings_env(worker_settings)
 
     async def cli(*args: str) -> str:
         result = await asyncio.to_thread(runner.invoke, app, ["topology", *args], env=env)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tests.runtime.helpers import SinkReader
-from tests.support import cli_env
+from tests.runtime.helpers import SinkReader, settings_env
 from worker.cli import app
 from worker.envelope import H
 from worker.settings import Settings
@@ -31,7 +30,7 @@ nodes:
 async def test_run_starts_a_process_for_an_install_and_refuses_a_mistyped_user(
     worker_settings: Settings, store: InstallStore, tmp_path: Path
 ) -> None:
-    env = cli_env(worker_settings)
+    env = settings_env(worker_settings)
     source = tmp_path / "detail.yaml"
     source.write_text(TOPOLOGY)
     deployed = await asyncio.to_thread(runner.invoke, app, ["topology", "deploy", str(source)], env=env)

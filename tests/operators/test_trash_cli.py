@@ -7,8 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from tests.runtime.helpers import SinkReader
-from tests.support import cli_env
+from tests.runtime.helpers import SinkReader, settings_env
 from worker.cli import app
 from worker.envelope import H
 from worker.settings import Settings
@@ -18,7 +17,7 @@ runner = CliRunner()
 
 
 async def _cli(settings: Settings, *args: str) -> str:
-    result = await asyncio.to_thread(runner.invoke, app, ["trash", *args], env=cli_env(settings))
+    result = await asyncio.to_thread(runner.invoke, app, ["trash", *args], env=settings_env(settings))
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -57,7 +56,7 @@ async def test_list_show_replay_with_edited_body_and_discard(worker_settings: Se
     assert H.REPEAT_HOPS not in replayed.headers  # a replay starts its retries afresh
 
     refused = await asyncio.to_thread(
-        runner.invoke, app, ["trash", "replay", str(second)], env=cli_env(worker_settings)
+        runner.invoke, app, ["trash", "replay", str(second)], env=settings_env(worker_settings)
     )
     assert refused.exit_code == 1 and "no decodable body" in refused.output
     assert "discarded" in await _cli(worker_settings, "discard", str(second))

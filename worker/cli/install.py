@@ -54,13 +54,13 @@ def _start_installed(install: Install, settings: Settings) -> None:
     from worker.control import NoKafka, control_client
     from worker.starter import start_installed
 
-    async def main() -> list[str]:
+    async def main() -> tuple[list[str], list[str]]:
         async with control_client(settings) as control:
             started = await start_installed(control, install)
-        return [m.headers.get(H.TOPOLOGY_NAME, "") for m in started]
+            return [m.headers.get(H.TOPOLOGY_NAME, "") for m in started], control.catalog.unloadable()
 
     try:
-        names = asyncio.run(main())
+        names, unloadable = asyncio.run(main())
     except (NoKafka, KafkaError, OSError) as exc:
         typer.echo(
             f"its `installed` starts did not run ({exc or type(exc).__name__}); once a worker runs: "
@@ -70,6 +70,13 @@ def _start_installed(install: Install, settings: Settings) -> None:
         return
     for name in names:
         typer.echo(f"started {name} for {install.user}")
+    if unloadable:
+        typer.echo(
+            f"not read here, so their `installed` starts (if any) did not run: {', '.join(unloadable)}; put the "
+            "modules they import on PYTHONPATH and run them by hand (`shoptet-worker run NAME --user "
+            f"{install.user}`)",
+            err=True,
+        )
 
 
 StartOption = Annotated[

@@ -107,6 +107,14 @@ async def _set_up(starter: Starter, install: Install) -> None:
             log.info("started for the new install", user=install.user, topology=tv.name)
 
         steps.append((f"the `installed` start of {tv.name}", start_it))
+    unloadable = starter.catalog.unloadable()
+    if unloadable:
+        log.error(
+            "deployed topologies this process cannot read did not get their `installed` starts; "
+            "run them by hand for the install once their modules are importable here",
+            user=install.user,
+            topologies=unloadable,
+        )
     await asyncio.gather(*(_retrying(what, install, step) for what, step in steps))
 
 
