@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from types import ModuleType
 
 from worker.node import Batch, Connector, Node
+from worker.topics import KAFKA_TOPIC_NAME
 
 BUILTIN_PACKAGES = ("nodes.connectors", "nodes.batches")
 
@@ -20,6 +21,12 @@ class NodeRegistry:
         self._nodes: dict[str, type[Node]] = {}
 
     def register(self, cls: type[Node]) -> None:
+        if not KAFKA_TOPIC_NAME.fullmatch(cls.name):
+            # it names the node type's topic and consumer group: Kafka would refuse them at start
+            raise ValueError(
+                f"node name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is not a Kafka topic name "
+                "(letters, digits, '.', '_', '-')"
+            )
         existing = self._nodes.get(cls.name)
         if existing is not None and existing is not cls:
             raise ValueError(f"node name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}")

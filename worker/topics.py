@@ -4,7 +4,11 @@ topic and one consumer group, and the headers say which topology and version a m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+#: What Kafka accepts as a topic name (a node type's name is part of its topic's and group's).
+KAFKA_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True, slots=True)

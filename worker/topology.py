@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from worker.registry import NodeRegistry
-from worker.topics import TopicNames
+from worker.topics import KAFKA_TOPIC_NAME, TopicNames
 from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -344,10 +343,6 @@ def _check_options(
         known = ", ".join(model.model_fields) or "none"
         reason = f"option {field!r} of {spec.node}: {first['msg']} (its options: {known})"
         raise TopologyError(origin, _line_for(index, loc), reason) from None
-
-
-#: What Kafka accepts as a topic name.
-KAFKA_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 def _check_names(topology: Topology, index: dict[tuple[Any, ...], int], origin: str) -> None:

@@ -448,3 +448,23 @@ def test_lines_are_counted_as_an_editor_counts_them(registry: NodeRegistry, tmp_
     with pytest.raises(TopologyError) as twice:
         load_topology_dir(tmp_path, registry)
     assert twice.value.line == 2 and "is used by another file" in twice.value.reason  # its `name:` line
+
+
+def test_a_custom_node_whose_name_is_no_topic_name_is_refused_at_its_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its name names its topic and consumer group: "Acme Echo/v2" passed validate and deploy, and
+    a Kafka cluster refused the topic when the workers started."""
+    (tmp_path / "acme_bad_names.py").write_text(
+        "from worker.envelope import Message\n"
+        "from worker.node import Connector, NodeContext, Result\n\n\n"
+        "class Echo(Connector):\n"
+        '    name = "Acme Echo/v2"\n'
+        "    needs_install = False\n\n"
+        "    async def process(self, message: Message, ctx: NodeContext) -> Result:\n"
+        "        return Result(body=message.body)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = "name: acme\nimports: [acme_bad_names]\nstart: [{manual: true}]\nnodes:\n  e: {node: Acme Echo/v2}\n"
+    with pytest.raises(TopologyError, match=r"<t>:2: cannot import 'acme_bad_names': node name 'Acme Echo/v2'"):
+        parse_topology(source, "<t>", NodeRegistry())
