@@ -76,8 +76,10 @@ async def verify_premium_token(http: httpx.AsyncClient, api_url: str, token: str
     except ValueError:
         body = None
     status = response.status_code
-    if status == 429 or status >= 500:  # no verdict on the token: Shoptet is busy or failing
-        raise ShoptetNotReachable(f"Shoptet answered HTTP {status} at {api_url}; try again later")
+    if status in (408, 429) or status >= 500 or (status == 200 and not isinstance(body, dict)):
+        # no verdict on the token: Shoptet is busy or failing, or a proxy answered for it
+        what = f"HTTP {status}" if isinstance(body, dict) else f"HTTP {status}, not JSON"
+        raise ShoptetNotReachable(f"Shoptet answered {what} at {api_url}; try again later")
     if status != 200 or not isinstance(body, dict):
         raise InvalidPremiumToken(_shoptet_message(body) or f"Shoptet answered HTTP {status}")
     info = (body.get("data") or {}).get("contactInformation") or {}

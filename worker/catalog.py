@@ -66,7 +66,8 @@ class TopologyCatalog:
 
     def unloadable(self) -> list[str]:
         """Deployed, enabled topologies whose deployed version this process cannot load (a module
-        it imports is missing here): their starts do not run from this process."""
+        it imports is missing here): new starts from this process run the version before it, if
+        it loaded one, or none."""
         return sorted(
             name
             for name, deployment in self.deployed.items()

@@ -254,6 +254,10 @@ class ProcessBook:
             # its start past the ledger's retention): counted as its start, or with no start it
             # was never idle, never announced, and ``status`` showed it settling for ever
             p.starts, node_outputs = p.starts + node_outputs, 0
+        elif node_outputs < 0 and handled == 0 and emitted == 0 and p.handled == 0 and p.node_outputs == 0:
+            # such a replay taken back (it was not sent): its start goes with it, or the process
+            # was announced finished for a replay that never went out
+            p.starts, node_outputs = max(0, p.starts + node_outputs), 0
         if p.finished_at is not None and replayed:
             # a message replayed from trash (its row hands nothing over, it only adds one in
             # flight): the process runs again, and is announced again, with the replay's outcome.

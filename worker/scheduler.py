@@ -14,7 +14,6 @@ Minutes are evaluated in UTC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -250,8 +249,15 @@ class Scheduler:
         except asyncio.CancelledError:
             # a stop while the store did not answer: once more, shielded, or the claim expires and
             # another worker's re-check fires the minute a second time
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.shield(self._set_leases(firing, owner, LEASE_TTL_SECONDS))
+            except Exception as exc:
+                log.warning(
+                    "cron start sent; stopped before its claim was confirmed, so it expires by itself",
+                    topology=firing.tv.name,
+                    minute=firing.minute.isoformat(),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             raise
         return True
 

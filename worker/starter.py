@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import yaml
+
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
 from worker.kafka import Send, resend_until_acknowledged, send_all, unacknowledged
@@ -196,6 +198,28 @@ def installed_starts(rt: Starter, install: Install) -> list[tuple[TopologyVersio
         if start is not None and tv.topology.serves(install.application):
             found.append((tv, start))
     return found
+
+
+def unread_installed_starts(rt: Starter, install: Install) -> list[str]:
+    """Deployed topologies of the install's application with an ``installed`` start whose deployed
+    version this process cannot read, and of which it runs no earlier version either: their start
+    does not run from here (``install add`` from a shell without their modules says so)."""
+    running = {tv.name for tv, _ in installed_starts(rt, install)}
+    unread = []
+    for name in rt.catalog.unloadable():
+        deployed = rt.catalog.deployed_source(name)
+        if name in running or deployed is None:
+            continue
+        try:
+            data = yaml.safe_load(deployed[1])
+        except yaml.YAMLError:
+            continue
+        if not isinstance(data, dict) or data.get("application") != install.application:
+            continue
+        starts = data.get("start")
+        if isinstance(starts, list) and any(isinstance(start, dict) and start.get("installed") for start in starts):
+            unread.append(name)
+    return unread
 
 
 def installed_body(install: Install) -> dict[str, Any]:

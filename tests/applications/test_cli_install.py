@@ -86,6 +86,8 @@ def test_invalid_premium_token_is_refused(env: Path) -> None:
         (httpx.ConnectError("refused"), "Shoptet API not reachable"),
         (httpx.Response(503, json={}), "Shoptet answered HTTP 503"),
         (httpx.Response(429, json={}), "Shoptet answered HTTP 429"),
+        (httpx.Response(408, text="timeout"), "Shoptet answered HTTP 408, not JSON"),
+        (httpx.Response(200, text="<html>maintenance</html>"), "Shoptet answered HTTP 200, not JSON"),
     ],
 )
 def test_an_unreachable_or_failing_api_is_not_blamed_on_the_token(

@@ -138,7 +138,7 @@ async def test_a_set_up_cut_short_by_a_stop_says_so() -> None:
 
     with capture_logs() as logs:
         retrying = asyncio.create_task(
-            _retrying("the `installed` start of x", Install(user="u", application="shoptet"), broker_away)
+            _retrying("the `installed` start of x", Install(user="u", application="shoptet"), broker_away, 600.0)
         )
         await failed.wait()
         retrying.cancel()

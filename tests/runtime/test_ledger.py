@@ -149,6 +149,12 @@ def test_a_replay_of_a_process_the_book_no_longer_holds_runs_and_is_announced() 
     [again] = book.settled(0.0, now=float("inf"))
     assert (again.root, again.starts, again.handled, again.done) == ("old", 1, 1, 1)
 
+    # a replay that did not go out is taken back: nothing to announce
+    book.apply_value(encode_json(handled_record([tally("gone", handled=0, node_outputs=1)])))
+    book.apply_value(encode_json(handled_record([tally("gone", handled=0, node_outputs=-1)])))
+    assert book.processes["gone"].starts == 0
+    assert [p.root for p in book.settled(0.0, now=float("inf"))] == ["old"]
+
 
 def test_a_message_handled_twice_still_lets_its_process_finish() -> None:
     """A redelivery (a rebalance, a crash before the commit) counts one more handled than was sent:

@@ -176,3 +176,51 @@ async def test_a_run_for_a_user_without_the_install_is_refused_before_anything_i
     assert sender.sent == []
     await run_manual(sender, "detail", user="shop", body={}, installs=lookup)
     assert len(sender.sent) == 2
+
+
+INSTALLED = """\
+name: onboard
+application: {application}
+imports: [{module}]
+start:
+  - installed: true
+nodes:
+  first: {{node: shoptet-get-eshop-info, next: [out]}}
+  out: {{sink: onboard.out}}
+"""
+
+
+def test_install_add_names_only_the_installed_starts_that_did_not_run() -> None:
+    """It named every deployed topology it could not read: another application's, one with no
+    `installed` start, and one whose earlier version it had just started."""
+    import json
+
+    from worker.starter import installed_starts, unread_installed_starts
+
+    loadable = INSTALLED.format(application="shoptet-premium", module="tests.runtime.sample_nodes")
+    sender = Sender(loadable)
+    running = sender.catalog.current["onboard"].version
+
+    def deploy(name: str, version: str, source: str) -> None:
+        record = {"name": name, "version": version, "source": source}
+        sender.catalog.apply(f"version:{name}:{version}", json.dumps(record).encode())
+        pointer = {"name": name, "version": version, "enabled": True, "deployed_at": ""}
+        sender.catalog.apply(f"current:{name}", json.dumps(pointer).encode())
+
+    unreadable = INSTALLED.format(application="shoptet-premium", module="no_such_module.nodes")
+    deploy("onboard", "v-new", unreadable)  # its earlier version still runs here
+    deploy("elsewhere", "v1", unreadable.replace("onboard", "elsewhere"))  # nothing of it runs here
+    deploy(
+        "addon-only",
+        "v1",
+        INSTALLED.format(application="shoptet", module="no_such_module.nodes").replace("onboard", "addon-only"),
+    )
+    deploy(
+        "no-installed", "v1", unreadable.replace("onboard", "no-installed").replace("installed: true", "manual: true")
+    )
+
+    from worker.store import Install
+
+    install = Install(user="shop", application="shoptet-premium")
+    assert [(tv.name, tv.version) for tv, _ in installed_starts(sender, install)] == [("onboard", running)]
+    assert unread_installed_starts(sender, install) == ["elsewhere"]

@@ -324,3 +324,34 @@ async def test_current_version_moves_a_replay_onto_the_deployed_fix(store: SqlIn
     )
     with pytest.raises(NothingToReplay, match="has no node 'nowhere'"):
         await replay(store, sender, elsewhere, current_version=True)  # type: ignore[arg-type]
+
+
+async def test_a_record_missing_only_its_version_replays_onto_the_current_one(store: SqlInstallStore) -> None:
+    """Refused before its version was stamped: the one replay that would work was refused too."""
+    registry = default_registry()
+    sender = SlowSender()
+    sender.catalog = TopologyCatalog(registry)  # type: ignore[attr-defined]
+    current = parse_topology(VERSIONED.format(sink="now"), registry=registry)
+    sender.catalog.add_local(current, True)  # type: ignore[attr-defined]
+    headers = {
+        H.TOPOLOGY_NAME: "versioned",
+        H.NODE_ID: "detail",
+        H.USER: "shop-1",
+        H.CORRELATION_ID: "c",
+        H.PROCESS_ID: "p",
+    }
+    topic = sender.topics.node("shoptet-get-order-detail")
+    _, entry = await stored(
+        store,
+        TrashEntry(
+            topic=topic,
+            error_class="MalformedMessage",
+            error_message="missing header(s): topology-version",
+            headers=headers,
+            raw_body='{"id": "1"}',
+        ),
+    )
+    with pytest.raises(NothingToReplay, match="--current-version gives it"):
+        await replay(store, sender, entry)  # type: ignore[arg-type]
+    await replay(store, sender, entry, current_version=True)  # type: ignore[arg-type]
+    assert [m.headers[H.TOPOLOGY_VERSION] for t, m in sender.sent if t == topic] == [current.version]

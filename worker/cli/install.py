@@ -52,12 +52,12 @@ def _start_installed(install: Install, settings: Settings) -> None:
     from aiokafka.errors import KafkaError
 
     from worker.control import NoKafka, control_client
-    from worker.starter import start_installed
+    from worker.starter import start_installed, unread_installed_starts
 
     async def main() -> tuple[list[str], list[str]]:
         async with control_client(settings) as control:
             started = await start_installed(control, install)
-            return [m.headers.get(H.TOPOLOGY_NAME, "") for m in started], control.catalog.unloadable()
+            return [m.headers.get(H.TOPOLOGY_NAME, "") for m in started], unread_installed_starts(control, install)
 
     try:
         names, unloadable = asyncio.run(main())
@@ -72,7 +72,7 @@ def _start_installed(install: Install, settings: Settings) -> None:
         typer.echo(f"started {name} for {install.user}")
     if unloadable:
         typer.echo(
-            f"not read here, so their `installed` starts (if any) did not run: {', '.join(unloadable)}; put the "
+            f"not read here, so their `installed` starts did not run: {', '.join(unloadable)}; put the "
             "modules they import on PYTHONPATH and run them by hand (`shoptet-worker run NAME --user "
             f"{install.user}`)",
             err=True,

@@ -28,7 +28,7 @@ from applications.oauth import OAuthError
 from worker.errors import StopError
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.starter import Starter, installed_body, installed_starts, start_process
+from worker.starter import Starter, installed_body, installed_starts, start_process, unread_installed_starts
 from worker.store import Install, InstallStore
 from worker.tasks import background_task
 from worker.topology import StartSpec, TopologyVersion
@@ -86,18 +86,32 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
 
 #: How long the set-up of a new install (its signature key, its `installed` starts) is tried.
 SET_UP_RETRY_SECONDS = 600.0
+#: How long the key is tried before the starts go (webhooks-subscribe then fetches it itself).
+KEY_RETRY_SECONDS = 60.0
 SET_UP_RETRY_FIRST_SECONDS = 1.0
 SET_UP_RETRY_MAX_SECONDS = 30.0
 
 
 async def _set_up(starter: Starter, install: Install) -> None:
-    """The new install's webhook signature key and its ``installed`` starts (webhooks-subscribe),
-    side by side, each tried again with backoff for up to ``SET_UP_RETRY_SECONDS`` (a start that
-    went through is not started again)."""
-    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    """The new install's webhook signature key, then its ``installed`` starts (webhooks-subscribe),
+    each tried again with backoff (a start that went through is not started again).
+
+    The key comes first, for ``KEY_RETRY_SECONDS`` at most: webhooks-subscribe renews a missing key
+    too, and two renewals at once left the store with the key Shoptet had just replaced (every
+    webhook of the shop was then a 401). Past that, the starts go on and their node fetches it."""
     if isinstance(starter, Runtime):
         runtime = starter
-        steps.append(("the new install's signature key", lambda: _fetch_signature_key(runtime, install)))
+        fetch = lambda: _fetch_signature_key(runtime, install)  # noqa: E731
+        await _retrying("the new install's signature key", install, fetch, KEY_RETRY_SECONDS)
+    unread = unread_installed_starts(starter, install)
+    if unread:
+        log.error(
+            "deployed topologies this process cannot read did not get their `installed` starts; "
+            "run them by hand for the install once their modules are importable here",
+            user=install.user,
+            topologies=unread,
+        )
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     for tv, start in installed_starts(starter, install):
 
         async def start_it(tv: TopologyVersion = tv, start: StartSpec = start) -> None:
@@ -107,22 +121,14 @@ async def _set_up(starter: Starter, install: Install) -> None:
             log.info("started for the new install", user=install.user, topology=tv.name)
 
         steps.append((f"the `installed` start of {tv.name}", start_it))
-    unloadable = starter.catalog.unloadable()
-    if unloadable:
-        log.error(
-            "deployed topologies this process cannot read did not get their `installed` starts; "
-            "run them by hand for the install once their modules are importable here",
-            user=install.user,
-            topologies=unloadable,
-        )
-    await asyncio.gather(*(_retrying(what, install, step) for what, step in steps))
+    await asyncio.gather(*(_retrying(what, install, step, SET_UP_RETRY_SECONDS) for what, step in steps))
 
 
-async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable[None]]) -> None:
-    """``attempt`` until it succeeds, a :class:`StopError` says it never will, or time is up (logged
-    for an operator, who runs it by hand)."""
+async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable[None]], for_seconds: float) -> None:
+    """``attempt`` until it succeeds, a :class:`StopError` says it never will, or ``for_seconds``
+    are up (logged for an operator, who runs it by hand)."""
     loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + SET_UP_RETRY_SECONDS
+    give_up_at = loop.time() + for_seconds
     delay = SET_UP_RETRY_FIRST_SECONDS
     try:
         while True:
