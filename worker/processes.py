@@ -256,8 +256,13 @@ class ProcessBook:
             p.starts, node_outputs = p.starts + node_outputs, 0
         elif node_outputs < 0 and handled == 0 and emitted == 0 and p.handled == 0 and p.node_outputs == 0:
             # such a replay taken back (it was not sent): its start goes with it, or the process
-            # was announced finished for a replay that never went out
-            p.starts, node_outputs = max(0, p.starts + node_outputs), 0
+            # was announced finished for a replay that never went out; with nothing left of it,
+            # the book forgets it again (``status`` showed it settling for ever)
+            p.starts = max(0, p.starts + node_outputs)
+            if p.starts == 0:
+                self.forget(p.root)
+                return
+            node_outputs = 0
         if p.finished_at is not None and replayed:
             # a message replayed from trash (its row hands nothing over, it only adds one in
             # flight): the process runs again, and is announced again, with the replay's outcome.
@@ -285,6 +290,12 @@ class ProcessBook:
         self.touched[root] = time.monotonic() if received_at is None else received_at
         self.idle.pop(root, None)
         return p
+
+    def forget(self, root: str) -> None:
+        """Drop a process from the book (its record, touch time and idle mark)."""
+        self.processes.pop(root, None)
+        self.touched.pop(root, None)
+        self.idle.pop(root, None)
 
     def _check_idle(self, p: ProcessCounts) -> None:
         # below zero: a message handled twice (a redelivery; the ledger is at-least-once), or a
@@ -429,8 +440,7 @@ class ProcessTracker:
         # finished processes stay in the book (status shows recent ones); cap memory
         if len(self.book.processes) > 10_000:
             for root in [r for r, p in self.book.processes.items() if p.finished][:5_000]:
-                del self.book.processes[root]
-                self.book.touched.pop(root, None)
+                self.book.forget(root)
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -217,6 +217,7 @@ def unread_installed_starts(rt: Starter, install: Install) -> list[str]:
         if not isinstance(data, dict) or data.get("application") != install.application:
             continue
         starts = data.get("start")
+        starts = [starts] if isinstance(starts, dict) else starts  # one start may be written alone
         if isinstance(starts, list) and any(isinstance(start, dict) and start.get("installed") for start in starts):
             unread.append(name)
     return unread

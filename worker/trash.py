@@ -181,16 +181,19 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, how:
     if not topic.startswith(topics.node_prefix):
         raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
     message = replay_message(entry, how.body, drop_cursor=how.drop_cursor)
-    if how.current_version:
-        message = on_current_version(sender, message, topic)
     # a record trashed as malformed for want of these: sent back, it came straight back to trash
+    # (a missing version alone is what ``current_version`` gives it)
     missing = [name for name in REQUIRED_HEADERS if not message.headers.get(name)]
+    if how.current_version:
+        missing = [name for name in missing if name != H.TOPOLOGY_VERSION]
     if missing and entry.error_class == MalformedMessage.__name__ and entry.topic != topics.retry:
-        hint = "" if how.current_version else " (--current-version gives it the topology's version)"
+        hint = " (--current-version gives it the topology's version)" if missing == [H.TOPOLOGY_VERSION] else ""
         raise NothingToReplay(
             f"trash entry {entry.id} has no header(s) {', '.join(missing)}, which its node needs; "
             f"it cannot be replayed{hint}"
         )
+    if how.current_version:
+        message = on_current_version(sender, message, topic)
     # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:
     # it was counted in flight when it was scheduled, and never handled.
     counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None

@@ -147,3 +147,48 @@ async def test_a_set_up_cut_short_by_a_stop_says_so() -> None:
     assert [e["event"] for e in logs if e["log_level"] == "error"] == [
         "the `installed` start of x was cut short by a stop; an operator runs it by hand"
     ]
+
+
+async def test_a_stop_during_the_key_names_the_installed_starts_that_did_not_run() -> None:
+    """Cut short while the key was still being tried, only the key was named: webhooks-subscribe
+    never ran for the new shop, and nothing said so."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from worker.catalog import TopologyCatalog
+    from worker.errors import RetryableError
+    from worker.http.install_callback import _set_up
+    from worker.registry import default_registry
+    from worker.runtime import Runtime
+    from worker.store import Install
+    from worker.topology import parse_topology
+
+    registry = default_registry()
+    catalog = TopologyCatalog(registry)
+    source = (
+        "name: subscribe\napplication: shoptet\nstart: [{installed: true}]\n"
+        "nodes:\n  s: {node: shoptet-subscribe-webhooks}\n"
+    )
+    catalog.add_local(parse_topology(source, registry=registry), True)
+    asked = asyncio.Event()
+
+    async def store_away(user: str, application: str) -> None:
+        asked.set()
+        raise RetryableError("store unavailable")
+
+    runtime = object.__new__(Runtime)  # only what the set-up reads
+    runtime.catalog = catalog
+    runtime.store = SimpleNamespace(get_install=store_away)  # type: ignore[assignment]
+    with capture_logs() as logs:
+        setting_up = asyncio.create_task(_set_up(runtime, Install(user="u", application="shoptet")))
+        await asyncio.wait_for(asked.wait(), 5)
+        setting_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await setting_up
+    errors = [(e["event"], e.get("topology")) for e in logs if e["log_level"] == "error"]
+    assert (
+        "a stop came before the new install's `installed` start; an operator runs it by hand",
+        "subscribe",
+    ) in errors

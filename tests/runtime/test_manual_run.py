@@ -219,8 +219,14 @@ def test_install_add_names_only_the_installed_starts_that_did_not_run() -> None:
         "no-installed", "v1", unreadable.replace("onboard", "no-installed").replace("installed: true", "manual: true")
     )
 
+    one_start = unreadable.replace("onboard", "alone").replace(
+        "start:\n  - installed: true", "start: {installed: true}"
+    )
+    assert "start: {installed: true}" in one_start
+    deploy("alone", "v1", one_start)  # one start written alone, not in a list
+
     from worker.store import Install
 
     install = Install(user="shop", application="shoptet-premium")
     assert [(tv.name, tv.version) for tv, _ in installed_starts(sender, install)] == [("onboard", running)]
-    assert unread_installed_starts(sender, install) == ["elsewhere"]
+    assert unread_installed_starts(sender, install) == ["alone", "elsewhere"]

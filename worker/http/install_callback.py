@@ -102,7 +102,16 @@ async def _set_up(starter: Starter, install: Install) -> None:
     if isinstance(starter, Runtime):
         runtime = starter
         fetch = lambda: _fetch_signature_key(runtime, install)  # noqa: E731
-        await _retrying("the new install's signature key", install, fetch, KEY_RETRY_SECONDS)
+        try:
+            await _retrying("the new install's signature key", install, fetch, KEY_RETRY_SECONDS)
+        except asyncio.CancelledError:
+            for tv, _ in installed_starts(starter, install):
+                log.error(
+                    "a stop came before the new install's `installed` start; an operator runs it by hand",
+                    user=install.user,
+                    topology=tv.name,
+                )
+            raise
     unread = unread_installed_starts(starter, install)
     if unread:
         log.error(
