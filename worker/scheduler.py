@@ -252,12 +252,7 @@ class Scheduler:
             try:
                 await asyncio.shield(self._set_leases(firing, owner, LEASE_TTL_SECONDS))
             except Exception as exc:
-                log.warning(
-                    "cron start sent; stopped before its claim was confirmed, so it expires by itself",
-                    topology=firing.tv.name,
-                    minute=firing.minute.isoformat(),
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                _unconfirmed(firing, exc, "stopped before its claim was confirmed")
             raise
         return True
 
@@ -274,12 +269,7 @@ class Scheduler:
                 return
             except Exception as exc:
                 if loop.time() + delay >= give_up_at:
-                    log.warning(
-                        "cron start sent; its claim could not be confirmed and expires by itself",
-                        topology=firing.tv.name,
-                        minute=firing.minute.isoformat(),
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
+                    _unconfirmed(firing, exc, "its claim could not be confirmed")
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, CONFIRM_RETRY_MAX_SECONDS)
@@ -402,3 +392,13 @@ class Scheduler:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+
+
+def _unconfirmed(firing: Firing, error: Exception, why: str) -> None:
+    """A sent firing's claim left to expire: another worker may fire its minute again."""
+    log.warning(
+        f"cron start sent; {why}, so it expires by itself",
+        topology=firing.tv.name,
+        minute=firing.minute.isoformat(),
+        error=f"{type(error).__name__}: {error}",
+    )
