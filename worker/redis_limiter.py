@@ -191,8 +191,12 @@ class _Wakeups:
         event, waiters = self._events.get(key, (asyncio.Event(), 0))
         self._events[key] = (event, waiters + 1)
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11, a wait_for whose event is set just as
+            # its task is cancelled returns and swallows the cancel, and a waiter under a caller's
+            # own timeout (``async with asyncio.timeout(...)``) then polled on for good
             with suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await event.wait()
         finally:
             current = self._events.get(key)
             if current is not None and current[0] is event:
