@@ -27,7 +27,7 @@ from croniter import croniter
 from worker.runtime import Runtime
 from worker.starter import start_process
 from worker.store import Install
-from worker.tasks import cancel_and_wait, wait_renewing
+from worker.tasks import all_to_their_end, backoff_delays, cancel_and_wait, wait_renewing
 from worker.topology import StartSpec, TopologyVersion
 
 log = structlog.get_logger(__name__)
@@ -200,10 +200,7 @@ class Scheduler:
 
         # every firing to its end, also when the tick is cancelled (a stop): a plain gather ended
         # at the first cancelled firing, and the others settled their claims after the store closed
-        fired = await asyncio.gather(*(fire_limited(f) for f in firings), return_exceptions=True)
-        failed = next((outcome for outcome in fired if isinstance(outcome, BaseException)), None)
-        if failed is not None:
-            raise failed
+        fired = await all_to_their_end(*(fire_limited(f) for f in firings))
         return sum(outcome is True for outcome in fired), len(firings)
 
     async def _fire(self, firing: Firing) -> bool:
@@ -262,8 +259,7 @@ class Scheduler:
         confirmation is retried until the minute's re-checks are over."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.claim_ttl_seconds + RECHECK_MINUTES * 60
-        delay = CONFIRM_RETRY_FIRST_SECONDS
-        while True:
+        for delay in backoff_delays(CONFIRM_RETRY_FIRST_SECONDS, CONFIRM_RETRY_MAX_SECONDS):
             try:
                 await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
                 return
@@ -272,7 +268,6 @@ class Scheduler:
                     _unconfirmed(firing, exc, "its claim could not be confirmed")
                     return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, CONFIRM_RETRY_MAX_SECONDS)
 
     async def _claim(self, firing: Firing, owner: str) -> bool:
         store = self.rt.store

@@ -22,6 +22,17 @@ def backoff_delays(first: float, cap: float) -> Iterator[float]:
         delay = min(delay * 2, cap)
 
 
+async def all_to_their_end(*awaitables: Awaitable[T]) -> list[T]:
+    """Await every one to its end, then raise the first failure (a cancel included); else their
+    results. A plain ``gather`` raised at the first failure and left the others running unseen: the
+    ones that went through were not recorded, or settled their state after the caller had gone."""
+    outcomes = await asyncio.gather(*awaitables, return_exceptions=True)
+    failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+    if failed is not None:
+        raise failed
+    return outcomes  # type: ignore[return-value]  # no exception among them
+
+
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     """Cancel each task and wait until it has finished unwinding (``None`` entries are skipped).
 

@@ -30,7 +30,7 @@ from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.starter import Starter, installed_body, installed_starts, start_process, unread_installed_starts
 from worker.store import Install, InstallStore
-from worker.tasks import background_task
+from worker.tasks import background_task, backoff_delays
 from worker.topology import StartSpec, TopologyVersion
 from worker.webhook_keys import has_signature_key, renew_signature_key
 
@@ -138,9 +138,8 @@ async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable
     are up (logged for an operator, who runs it by hand)."""
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + for_seconds
-    delay = SET_UP_RETRY_FIRST_SECONDS
     try:
-        while True:
+        for delay in backoff_delays(SET_UP_RETRY_FIRST_SECONDS, SET_UP_RETRY_MAX_SECONDS):
             try:
                 await attempt()
                 return
@@ -154,7 +153,6 @@ async def _retrying(what: str, install: Install, attempt: Callable[[], Awaitable
                     return
                 log.warning(f"{what} failed; trying again", user=install.user, error=error, retry_in=delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, SET_UP_RETRY_MAX_SECONDS)
     except asyncio.CancelledError:  # a stop: nothing tries it again after the restart
         log.error(f"{what} was cut short by a stop; an operator runs it by hand", user=install.user)
         raise

@@ -28,7 +28,7 @@ from worker.lifecycle import ADDON_EVENTS, apply_addon_event, event_time
 from worker.runtime import Runtime
 from worker.starter import find_start, start_process
 from worker.store import Install
-from worker.tasks import wait_renewing
+from worker.tasks import all_to_their_end, wait_renewing
 from worker.topology import APPLICATIONS, StartSpec, TopologyVersion
 from worker.webhook_keys import SIGNATURE_HEADER, has_signature_key, verify_signature
 
@@ -138,13 +138,8 @@ async def publish_event(rt: Runtime, install: Install, body: dict[str, Any], eve
         return message.process_id
 
     # every start to its end before a failure is answered: the retry must find the others recorded
-    outcomes = await asyncio.gather(
-        *(start_one(tv, start) for tv, start in listeners(rt, install.application, event)), return_exceptions=True
-    )
-    failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
-    if failed is not None:
-        raise failed
-    return [outcome for outcome in outcomes if isinstance(outcome, str)]
+    started = await all_to_their_end(*(start_one(tv, start) for tv, start in listeners(rt, install.application, event)))
+    return [process_id for process_id in started if process_id is not None]
 
 
 #: Owner of the leases that record a delivery's started processes (see ``publish_event``).
