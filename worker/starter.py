@@ -10,8 +10,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import yaml
-
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
 from worker.kafka import Send, resend_until_acknowledged, send_all, unacknowledged
@@ -19,7 +17,7 @@ from worker.processes import start_record
 from worker.router import start_headers
 from worker.store import Install
 from worker.topics import TopicNames
-from worker.topology import APPLICATIONS, StartSpec, TopologyVersion
+from worker.topology import APPLICATIONS, StartSpec, TopologyError, TopologyVersion, parse_topology
 
 
 class Starter(Protocol):
@@ -203,7 +201,9 @@ def installed_starts(rt: Starter, install: Install) -> list[tuple[TopologyVersio
 def unread_installed_starts(rt: Starter, install: Install) -> list[str]:
     """Deployed topologies of the install's application with an ``installed`` start whose deployed
     version this process cannot read, and of which it runs no earlier version either: their start
-    does not run from here (``install add`` from a shell without their modules says so)."""
+    does not run from here (``install add`` from a shell without their modules says so).
+
+    Their YAML is read without a registry, which needs none of the modules they import."""
     running = {tv.name for tv, _ in installed_starts(rt, install)}
     unread = []
     for name in rt.catalog.unloadable():
@@ -211,14 +211,10 @@ def unread_installed_starts(rt: Starter, install: Install) -> list[str]:
         if name in running or deployed is None:
             continue
         try:
-            data = yaml.safe_load(deployed[1])
-        except yaml.YAMLError:
+            tv = parse_topology(deployed[1], name, deployed=True)
+        except TopologyError:
             continue
-        if not isinstance(data, dict) or data.get("application") != install.application:
-            continue
-        starts = data.get("start")
-        starts = [starts] if isinstance(starts, dict) else starts  # one start may be written alone
-        if isinstance(starts, list) and any(isinstance(start, dict) and start.get("installed") for start in starts):
+        if find_start(tv, "installed") is not None and tv.topology.serves(install.application):
             unread.append(name)
     return unread
 

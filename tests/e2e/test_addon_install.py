@@ -149,7 +149,7 @@ async def test_install_add_runs_the_installed_starts_and_says_so(
             # deployed from a shell that had its module: this one cannot read it, nor its `installed` start
             unreadable = (
                 "name: onboard\napplication: shoptet-premium\nimports: [no_such_module.nodes]\n"
-                "start: [{installed: true}]\n"
+                "start: [{installed: true}]\nnodes:\n  first: {node: custom-onboard}\n"
             )
             control = worker.rt.topics.control
             record = {"name": "onboard", "version": "v1", "source": unreadable}
