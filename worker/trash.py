@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -156,35 +155,29 @@ async def replay(
     A stored entry is held by a lease while it is replayed, and read again under it: two operators
     replaying one entry at once sent it twice (both had read it before either removed it).
     """
-    how = _How(body, drop_cursor, current_version)
     if entry.id is None:
-        return await _publish(store, sender, entry, how)
+        return await _publish(store, sender, entry, body, drop_cursor=drop_cursor, current_version=current_version)
     async with _holding(store, entry.id):
         current = await store.get_trash(entry.id)
         if current is None:
             raise NothingToReplay(f"trash entry {entry.id} was replayed or discarded meanwhile")
-        return await _publish(store, sender, current, how)
+        return await _publish(store, sender, current, body, drop_cursor=drop_cursor, current_version=current_version)
 
 
-@dataclass(frozen=True, slots=True)
-class _How:
-    body: Any
-    drop_cursor: bool
-    current_version: bool
-
-
-async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, how: _How) -> Message:
+async def _publish(
+    store: InstallStore, sender: Starter, entry: TrashEntry, body: Any, *, drop_cursor: bool, current_version: bool
+) -> Message:
     topics = sender.topics
     if entry.topic != topics.retry and not entry.topic.startswith(topics.node_prefix):
-        return await _start_again(store, sender, entry, how.body)
+        return await _start_again(store, sender, entry, body)
     topic = _retried_topic(topics, entry) if entry.topic == topics.retry else entry.topic
     if not topic.startswith(topics.node_prefix):
         raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
-    message = replay_message(entry, how.body, drop_cursor=how.drop_cursor)
+    message = replay_message(entry, body, drop_cursor=drop_cursor)
     # a record trashed as malformed for want of these: sent back, it came straight back to trash
     # (a missing version alone is what ``current_version`` gives it)
     missing = [name for name in REQUIRED_HEADERS if not message.headers.get(name)]
-    if how.current_version:
+    if current_version:
         missing = [name for name in missing if name != H.TOPOLOGY_VERSION]
     if missing and entry.error_class == MalformedMessage.__name__ and entry.topic != topics.retry:
         hint = " (--current-version gives it the topology's version)" if missing == [H.TOPOLOGY_VERSION] else ""
@@ -192,7 +185,7 @@ async def _publish(store: InstallStore, sender: Starter, entry: TrashEntry, how:
             f"trash entry {entry.id} has no header(s) {', '.join(missing)}, which its node needs; "
             f"it cannot be replayed{hint}"
         )
-    if how.current_version:
+    if current_version:
         message = on_current_version(sender, message, topic)
     # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:
     # it was counted in flight when it was scheduled, and never handled.
