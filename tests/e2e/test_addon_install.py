@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -57,6 +59,25 @@ def addon_settings(kafka_bootstrap: str, tmp_path: Path, sim: SimulatorServer) -
     )
 
 
+async def oauth_code(sim: SimulatorServer) -> str:
+    """A one-use install code, as Shoptet hands the addon's install URL."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})
+    code: str = answer.json()["code"]
+    return code
+
+
+@asynccontextmanager
+async def worker_http(worker: Worker) -> AsyncIterator[httpx.AsyncClient]:
+    """The worker's HTTP app, run as uvicorn runs it (its lifespan hands the runtime to the routes)."""
+    app = create_http_app(worker)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client,
+    ):
+        yield client
+
+
 async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap: str, tmp_path: Path) -> None:
     async with SimulatorServer(SimulatorConfig(orders=5, products=5)) as sim:
         settings = addon_settings(kafka_bootstrap, tmp_path, sim)
@@ -66,14 +87,8 @@ async def test_an_addon_install_registers_its_webhooks_by_itself(kafka_bootstrap
         premium_only = load_topology_file(TOPOLOGY_DIR / "order-snapshot.yaml", worker.registry)  # job:finished
         await worker.start(deploy=[*topologies, premium_only])
         try:
-            app = create_http_app(worker)
-            async with httpx.AsyncClient(timeout=10) as http:
-                code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
-            transport = httpx.ASGITransport(app=app)
-            async with (
-                app.router.lifespan_context(app),  # as uvicorn runs it: hands the worker's runtime to the routes
-                httpx.AsyncClient(transport=transport, base_url="http://worker") as client,
-            ):
+            code = await oauth_code(sim)
+            async with worker_http(worker) as client:
                 response = await client.get("/shoptet/install", params={"code": code})
             assert response.status_code == 200, response.text
 
@@ -110,13 +125,8 @@ async def test_an_addon_install_during_a_broker_outage_registers_its_webhooks_on
                 return await send(topic, message)  # type: ignore[arg-type]
 
             monkeypatch.setattr(worker.rt, "send", away_twice)
-            app = create_http_app(worker)
-            async with httpx.AsyncClient(timeout=10) as http:
-                code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
-            async with (
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client,
-            ):
+            code = await oauth_code(sim)
+            async with worker_http(worker) as client:
                 response = await client.get("/shoptet/install", params={"code": code})
                 assert response.status_code == 200, response.text
                 assert len(refused) == 1  # answered before the broker was back
@@ -209,13 +219,8 @@ async def test_an_addon_install_without_webhook_topologies_still_verifies_its_li
         worker = Worker(settings, node_names=[])
         await worker.start(deploy=[])
         try:
-            app = create_http_app(worker)
-            async with httpx.AsyncClient(timeout=10) as http:
-                code = (await http.post(f"{sim.url}/_sim/oauth/codes", json={"redirectUri": REDIRECT})).json()["code"]
-            async with (
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client,
-            ):
+            code = await oauth_code(sim)
+            async with worker_http(worker) as client:
                 assert (await client.get("/shoptet/install", params={"code": code})).status_code == 200
                 eshop = sim.state.eshops[0]
                 installed = await worker.rt.store.find_by_eshop(str(eshop.eshop_id), "shoptet")
