@@ -26,6 +26,12 @@ different IPs, exact when they share one egress IP.
 Redis errors while waiting for a slot become :class:`~worker.errors.RetryableError` (a Redis blip
 should retry the message, not trash it); errors while renewing or releasing are logged, since the
 lease expires on its own.
+
+Every Redis call runs in a task of its own (:func:`_redis_call`): redis-py sends each command
+through ``asyncio.wait_for`` (it has a socket timeout), and on Python 3.11 ``wait_for`` swallows a
+cancel that comes as the send completes. Awaited in place, about one cancel in a hundred that hit
+a call was lost: a waiter went on asking for a slot after its message was cancelled (at a stop or
+a rebalance), and the renewer went on renewing after :meth:`RedisLimiter.close`.
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -170,6 +176,30 @@ return 0
 
 #: What the renew script answers for a lease it had to put back.
 LEASE_RESTORED = 2
+
+
+T = TypeVar("T")
+
+
+async def _redis_call(call: Awaitable[T]) -> T:
+    """Await a Redis call so that a cancel of the caller always reaches the caller.
+
+    The call runs as its own task and the caller waits with ``asyncio.wait``, which never swallows
+    a cancel; the call's task is cancelled too, and may still finish (see the module doc)."""
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.wait((task,))
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a call nobody waits for any more as seen (asyncio logs an unretrieved error otherwise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _digest(key: str) -> str:
@@ -362,11 +392,13 @@ class RedisLimiter:
         attempt = 0
         try:
             while True:
+                call = asyncio.ensure_future(script(keys=keys, args=args))
                 try:
-                    result = int(await script(keys=keys, args=args))
+                    result = int(await _redis_call(call))
                 except BaseException as exc:
-                    # The script may have run before we were cancelled or lost the connection.
-                    self._spawn(self._zrem(lease_key, lease))
+                    # The script may have run, or may still run, before we were cancelled or lost
+                    # the connection: take the lease out once it has ended.
+                    self._spawn(self._zrem_after(call, lease_key, lease))
                     if isinstance(exc, RedisError):
                         raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
                     raise
@@ -384,7 +416,7 @@ class RedisLimiter:
     async def _leave_queue(self, queue: tuple[str, str], lease: str) -> None:
         try:
             for key in queue:
-                await self._redis.zrem(key, lease)
+                await _redis_call(self._redis.zrem(key, lease))
         except RedisError as exc:
             log.warning("limiter.leave_queue_failed", error=type(exc).__name__)  # stale soon anyway
 
@@ -407,13 +439,14 @@ class RedisLimiter:
 
     async def _pace_left(self, pace_key: str) -> float:
         try:
-            return int(await self._pace_left_script(keys=[pace_key])) / 1000
+            return int(await _redis_call(self._pace_left_script(keys=[pace_key]))) / 1000
         except RedisError as exc:
             raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
 
     async def _push_pace(self, digest: str, delay: float) -> None:
         try:
-            await self._pace_script(keys=[f"{self._prefix}pace:{{{digest}}}"], args=[max(1, int(delay * 1000))])
+            pace_key = f"{self._prefix}pace:{{{digest}}}"
+            await _redis_call(self._pace_script(keys=[pace_key], args=[max(1, int(delay * 1000))]))
         except RedisError as exc:
             log.warning("limiter.pace_write_failed", error=type(exc).__name__)
 
@@ -429,9 +462,14 @@ class RedisLimiter:
         self._held.pop(lease, None)
         await asyncio.shield(self._spawn(self._zrem(lease_key, lease)))
 
+    async def _zrem_after(self, call: asyncio.Future[Any], lease_key: str, lease: str) -> None:
+        await asyncio.wait((call,))
+        _retrieve(call)
+        await self._zrem(lease_key, lease)
+
     async def _zrem(self, lease_key: str, lease: str) -> None:
         try:
-            await self._redis.zrem(lease_key, lease)
+            await _redis_call(self._redis.zrem(lease_key, lease))
         except RedisError as exc:
             log.warning("limiter.release_failed", error=type(exc).__name__)  # the lease expires anyway
         finally:
@@ -462,7 +500,7 @@ class RedisLimiter:
     async def _renew(self, lease_key: str, lease: str) -> int:
         if lease not in self._held:  # released meanwhile: putting it back would hold a slot for nothing
             return 0
-        outcome = int(await self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease]))
+        outcome = int(await _redis_call(self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease])))
         if outcome == LEASE_RESTORED and lease not in self._held:
             # released while the script was on its way: the release's ZREM may have come first, and
             # the lease it put back would hold a slot nobody uses until it expired

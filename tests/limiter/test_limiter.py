@@ -7,6 +7,7 @@ with a real second process is in ``test_redis_processes.py``. Wall-clock bounds 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import httpx
@@ -220,6 +221,30 @@ async def test_dead_instance_lease_expires(redis_url: str, prefix: str) -> None:
             await cm.__aexit__(None, None, None)
         await dead.close()
         await alive.close()
+
+
+async def test_a_cancel_that_hits_a_redis_call_is_never_lost(redis_url: str, prefix: str) -> None:
+    """A caller's timeout (a stop, a rebalance) that fires while the limiter talks to Redis must
+    reach the caller. redis-py sends through ``asyncio.wait_for``, which on Python 3.11 swallows a
+    cancel that comes as the send completes: about one attempt in twenty here went on into its
+    slot after its deadline, and a waiter for a busy token polled on for good."""
+    limiter = RedisLimiter.from_url(redis_url, prefix=prefix)
+    rng = random.Random(7)
+    outcomes = {"in time": 0, "timed out": 0, "cancel lost": 0}
+    try:
+        for _ in range(1000):
+            try:
+                async with asyncio.timeout(rng.uniform(0, 0.004)) as deadline:
+                    async with limiter.slot("token-a"):
+                        pass
+            except TimeoutError:
+                outcomes["timed out"] += 1
+                continue
+            outcomes["cancel lost" if deadline.expired() else "in time"] += 1
+    finally:
+        await limiter.close()
+    assert outcomes["cancel lost"] == 0, outcomes
+    assert outcomes["timed out"] > 50, outcomes  # the deadlines did hit calls
 
 
 async def test_a_long_wait_keeps_polling_at_the_cap(redis_url: str, prefix: str) -> None:
