@@ -10,13 +10,15 @@ is refreshed by exactly one caller at a time:
 - whoever holds lock and lease re-reads the cache first: someone may have refreshed meanwhile.
 
 A token is used until ``refresh_margin`` seconds before Shoptet's expiry (the cache stores that
-"use until" time). A 401 ``expired-token`` drops the cached token only if it is still the one that
-failed, so fifty requests failing together cause one refresh, not fifty.
+"use until" time). A 401 (``expired-token``, or ``invalid-token`` for a token Shoptet revoked) drops
+the cached token only if it is still the one that failed, so fifty requests failing together cause
+one refresh, not fifty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -43,9 +45,20 @@ OAUTH_SERVER_SETTING = "oauthServerUrl"
 ESHOP_URL_SETTING = "eshopUrl"
 
 
-def access_token_key(user: str, application: str = "shoptet") -> str:
-    """Token cache key; it starts with the install's prefix so that removing the install drops it."""
-    return token_key_prefix(user, application) + "access"
+def access_token_key(user: str, oauth_token: str, application: str = "shoptet") -> str:
+    """Token cache key: the install's prefix (removing the install drops it) and a fingerprint of the
+    OAuth token the access token comes from.
+
+    The fingerprint keeps a refresh that was under way while the e-shop uninstalled and installed
+    the addon again from caching its token (fetched with the old OAuth token) for the new install.
+    """
+    fingerprint = hashlib.sha256(oauth_token.encode()).hexdigest()[:16]
+    return f"{token_key_prefix(user, application)}access:{fingerprint}"
+
+
+def install_token_key(install: Install, application: str = "shoptet") -> str:
+    """``install``'s access token cache key (an install without an OAuth token has none to fetch)."""
+    return access_token_key(install.user, install.secrets.get(OAUTH_TOKEN_SECRET, ""), application)
 
 
 class AddonApplication(Application):
@@ -84,7 +97,7 @@ class AddonApplication(Application):
         sent = headers.get(ACCESS_TOKEN_HEADER)
         if sent is None:
             return False
-        await self.store.delete_token(access_token_key(install.user, self.name), token=sent)
+        await self.store.delete_token(install_token_key(install, self.name), token=sent)
         log.info("access token expired early; dropped", user=install.user)
         return True
 
@@ -105,7 +118,7 @@ class AddonApplication(Application):
 
     async def access_token(self, install: Install) -> str:
         """A valid access token for ``install``: the cached one, or one fresh from Shoptet."""
-        key = access_token_key(install.user, self.name)
+        key = install_token_key(install, self.name)
         ended_before = self._ended.get(key, 0)
         token = await self._cached(key)
         if token is not None:

@@ -21,7 +21,7 @@ class Application(ABC):
         """Headers that authorise one request for ``install`` (may fetch or refresh a token)."""
 
     async def token_expired(self, install: Install, headers: dict[str, str]) -> bool:
-        """Shoptet answered 401 ``expired-token`` for a request sent with ``headers``.
+        """Shoptet answered 401 (its token expired or revoked) for a request sent with ``headers``.
 
         Return True when a retry with fresh headers can help (the addon drops its cached token);
         the premium token cannot be refreshed, so the default says no.

@@ -5,7 +5,9 @@ maps HTTP outcomes to :mod:`worker.errors` exactly as the parity document's last
 
 - 2xx: success; the JSON envelope ``{data, errors, metadata}`` is returned (a 2xx that is not
   JSON, a proxy's page, is a :class:`RetryableError`).
-- 401 ``expired-token``: the application drops its token; the call is repeated once with a new one.
+- 401: the application drops its token; the call is repeated once with a new one (Shoptet says
+  ``expired-token`` for an access token past its time and ``invalid-token`` for one it revoked:
+  either way, "ask for another one").
 - 400, 404, 409, 413, 422, 403 and other 4xx: :class:`StopError` with Shoptet's error body (the
   request's credentials taken out: a 403 quotes the token, see :mod:`applications.redaction`).
 - 423: :class:`RetryableError` after a short wait (Shoptet's lock lasts at most 5 s).
@@ -86,14 +88,6 @@ def _json_or_text(response: httpx.Response) -> Any:
         return orjson.loads(response.content)
     except ValueError:
         return response.text[:2000]
-
-
-def is_expired_token(response: httpx.Response) -> bool:
-    if response.status_code != 401:
-        return False
-    body = _json_or_text(response)
-    errors = body.get("errors") if isinstance(body, dict) else None
-    return any(isinstance(e, dict) and e.get("errorCode") == "expired-token" for e in errors or [])
 
 
 #: The whole-request limit of a client built without a read timeout.
@@ -202,10 +196,11 @@ class ShoptetClient:
         key = self.application.limiter_key(self.install)
         for attempt in (1, 2):
             headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
-            auth = await self.application.auth_headers(self.install)
-            headers.update(auth)
             try:
                 async with self.limiter.slot(key):
+                    # in the slot: an addon token read before a long wait for it could expire meanwhile
+                    auth = await self.application.auth_headers(self.install)
+                    headers.update(auth)
                     # the whole request: the client's timeout bounds each read only, and an answer
                     # that trickles in held one of the token's 3 connections for as long as it ran
                     async with asyncio.timeout(self._request_seconds()):
@@ -230,7 +225,7 @@ class ShoptetClient:
                 raise RetryableError(f"{method} {path}: answer could not be decoded ({exc})") from exc
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)
-            if attempt == 1 and is_expired_token(response):
+            if attempt == 1 and response.status_code == 401:
                 if await self.application.token_expired(self.install, auth):
                     continue
             return response
@@ -253,17 +248,17 @@ class ShoptetClient:
         """
         api = self.is_api(url)
         key = self.application.limiter_key(self.install)
-        headers = await self.application.auth_headers(self.install) if api else {}
         slot: AbstractAsyncContextManager[None] = self.limiter.slot(key) if api else nullcontext()
         try:
-            stream = self.http.stream("GET", self.url(url), headers=headers)
-            async with slot, stream as resp:
-                if api:
-                    self.limiter.observe(key, resp.headers)
-                if resp.status_code >= 300:
-                    await resp.aread()
-                    raise_for_status(resp)
-                yield resp
+            async with slot:
+                headers = await self.application.auth_headers(self.install) if api else {}
+                async with self.http.stream("GET", self.url(url), headers=headers) as resp:
+                    if api:
+                        self.limiter.observe(key, resp.headers)
+                    if resp.status_code >= 300:
+                        await resp.aread()
+                        raise_for_status(resp)
+                    yield resp
         except httpx.TransportError as exc:
             # scheme, host and path only: a result file's query may be its signed access (and
             # aiohttp's own text names the URL, query and all)

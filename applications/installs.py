@@ -14,7 +14,7 @@ from applications.addon import (
     OAUTH_SERVER_SETTING,
     OAUTH_TOKEN_SECRET,
     AddonApplication,
-    access_token_key,
+    install_token_key,
 )
 from applications.oauth import exchange_code
 from applications.premium import TOKEN_SECRET, PremiumApplication, verify_premium_token
@@ -159,6 +159,8 @@ async def install_addon_with_token(
         settings=settings,
         secrets={OAUTH_TOKEN_SECRET: oauth_token},
     )
+    replaced = await store.get_install(user, AddonApplication.name)
     await store.add_install(install, managed=ADDON_SETTINGS)
-    await store.delete_token(access_token_key(user, AddonApplication.name))
+    if replaced is not None:
+        await store.delete_token(install_token_key(replaced))
     return install

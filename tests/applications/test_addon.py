@@ -23,6 +23,8 @@ OAUTH = "https://oauth.test"
 API = "https://api.test"
 TOKEN_URL = f"{OAUTH}/action/ApiOAuthServer/getAccessToken"
 EXPIRED = {"errors": [{"errorCode": "expired-token", "message": "Access token expired."}]}
+#: What Shoptet says of a token it revoked (more than 5 issued for the install, say).
+REVOKED = {"errors": [{"errorCode": "invalid-token", "message": "Invalid access token."}]}
 
 
 class Clock:
@@ -64,7 +66,7 @@ async def test_token_is_fetched_once_cached_encrypted_and_refreshed_30s_early(
     assert await app.auth_headers(install) == {"Shoptet-Access-Token": "acc-1"}
     assert await app.auth_headers(install) == {"Shoptet-Access-Token": "acc-1"}
     assert route.call_count == 1
-    cached = await store.get_token(access_token_key("42"))
+    cached = await store.get_token(access_token_key("42", "perm-oauth"))
     assert cached == ("acc-1", datetime.fromtimestamp(clock.now + 1800 - 30, UTC))
 
     clock.now += 1800 - 31
@@ -74,13 +76,14 @@ async def test_token_is_fetched_once_cached_encrypted_and_refreshed_30s_early(
     assert route.call_count == 2
 
 
+@pytest.mark.parametrize("answer", [EXPIRED, REVOKED], ids=["expired", "revoked"])
 async def test_fifty_requests_with_an_expired_token_cause_one_refresh(
-    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore
+    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore, answer: dict[str, object]
 ) -> None:
     install = await _installed(store)
     clock = Clock()
     # Our cache says the token is good for another hour; Shoptet says it has expired.
-    await store.put_token(access_token_key("42"), "stale", datetime.fromtimestamp(clock.now + 3600, UTC))
+    await store.put_token(access_token_key("42", "perm-oauth"), "stale", datetime.fromtimestamp(clock.now + 3600, UTC))
     refresh = token_server(shoptet, delay=0.05)
 
     rejected: list[str] = []
@@ -88,7 +91,7 @@ async def test_fifty_requests_with_an_expired_token_cause_one_refresh(
     def orders(request: httpx.Request) -> httpx.Response:
         if request.headers["Shoptet-Access-Token"] == "stale":
             rejected.append("stale")
-            return httpx.Response(401, json=EXPIRED)
+            return httpx.Response(401, json=answer)
         return httpx.Response(200, json={"data": {"token": request.headers["Shoptet-Access-Token"]}})
 
     api = shoptet.get(f"{API}/api/orders").mock(side_effect=orders)
@@ -103,6 +106,55 @@ async def test_fifty_requests_with_an_expired_token_cause_one_refresh(
     assert {r["data"]["token"] for r in results} == {"acc-1"}
     assert len(rejected) > 10  # many requests really did fail with the expired token together
     assert api.call_count == 50 + len(rejected)  # each of those was repeated once
+
+
+async def test_a_token_that_expires_while_its_request_waits_for_a_slot_is_not_sent(
+    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore
+) -> None:
+    """The token is read once the request has its connection slot: read before a long wait (the
+    token's 3 connections busy), it went out expired and cost a 401 and a second request."""
+    install = await _installed(store)
+    clock = Clock()
+    await store.put_token(access_token_key("42", "perm-oauth"), "cached", datetime.fromtimestamp(clock.now + 60, UTC))
+    token_server(shoptet)
+    sent: list[str] = []
+
+    def orders(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["Shoptet-Access-Token"])
+        return httpx.Response(200, json={"data": {}})
+
+    shoptet.get(f"{API}/api/orders").mock(side_effect=orders)
+    app = _app(store, http, clock)
+    limiter = LocalLimiter(per_token=1)
+    client = ShoptetClient(http=http, application=app, install=install, limiter=limiter, base_url=API)
+    async with limiter.slot(app.limiter_key(install)):  # another request holds the only connection
+        waiting = asyncio.create_task(client.request("GET", "/api/orders"))
+        await asyncio.sleep(0.05)
+        clock.now += 120  # it waits past the cached token's time
+    await asyncio.wait_for(waiting, 5)
+    assert sent == ["acc-1"]
+
+
+async def test_a_refresh_under_way_at_a_reinstall_does_not_serve_the_old_installs_token(
+    shoptet: respx.Router, http: httpx.AsyncClient, store: SqlInstallStore
+) -> None:
+    """The e-shop uninstalls and installs the addon again while a refresh with its old OAuth token
+    is on its way: that token was cached for the new install and its requests failed with 401."""
+
+    async def issue(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        oauth_token = request.headers["Authorization"].removeprefix("Bearer ")
+        return httpx.Response(200, json={"access_token": f"acc-from-{oauth_token}", "expires_in": 1800})
+
+    shoptet.get(TOKEN_URL).mock(side_effect=issue)
+    app = _app(store, http)
+    old = await _installed(store)
+    refreshing = asyncio.create_task(app.access_token(old))
+    await asyncio.sleep(0.05)
+    await store.remove_install("42", "shoptet")
+    new = await install_addon_with_token(store, user="42", eshop_id="42", oauth_token="new-oauth")
+    assert await refreshing == "acc-from-perm-oauth"
+    assert await app.access_token(new) == "acc-from-new-oauth"
 
 
 async def test_two_processes_sharing_the_store_refresh_once(
@@ -135,7 +187,7 @@ async def test_a_late_expired_token_report_does_not_drop_the_new_token(
     second = await app.auth_headers(install)
     assert second == {"Shoptet-Access-Token": "acc-2"}
     assert await app.token_expired(install, first) is True  # a slow request reporting acc-1 ...
-    assert (await store.get_token(access_token_key("42")))[0] == "acc-2"  # type: ignore[index]
+    assert (await store.get_token(access_token_key("42", "perm-oauth")))[0] == "acc-2"  # type: ignore[index]
     assert await app.token_expired(install, {}) is False
 
 
@@ -150,7 +202,7 @@ async def test_oauth_server_refusal_and_outage(
     shoptet.get(TOKEN_URL).respond(503, text="maintenance")
     with pytest.raises(RetryableError):
         await app.access_token(install)
-    assert await store.get_token(access_token_key("42")) is None
+    assert await store.get_token(access_token_key("42", "perm-oauth")) is None
 
 
 async def test_callers_waiting_on_a_failing_refresh_share_its_failure(

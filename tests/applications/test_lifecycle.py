@@ -16,7 +16,7 @@ async def _setup(store: SqlInstallStore) -> None:
     await store.add_webhook(
         WebhookRegistration(user="u42", application="shoptet", event="order:create", webhook_id=1, url="http://x")
     )
-    await store.put_token(access_token_key("u42"), "acc", datetime.now(UTC))
+    await store.put_token(access_token_key("u42", "perm"), "acc", datetime.now(UTC))
 
 
 async def test_suspend_and_approve(store: SqlInstallStore) -> None:
@@ -33,7 +33,7 @@ async def test_uninstall_and_terminate_remove_everything(store: SqlInstallStore)
         assert await apply_addon_event(store, "shoptet", "42", event) is True
         assert await store.get_install("u42", "shoptet") is None
         assert await store.list_webhooks("u42", "shoptet") == []
-        assert await store.get_token(access_token_key("u42")) is None
+        assert await store.get_token(access_token_key("u42", "perm")) is None
 
 
 async def test_unknown_eshop_or_event_changes_nothing(store: SqlInstallStore) -> None:
