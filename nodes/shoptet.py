@@ -223,6 +223,19 @@ def data_of(envelope: dict[str, Any], *keys: str) -> Any:
     return value
 
 
+def reported_errors(envelope: dict[str, Any]) -> list[dict[str, str]]:
+    """The ``errors`` of a 200 answer (things Shoptet did not do although the call succeeded), each
+    as ``{errorCode, message, instance}`` strings."""
+    errors = envelope.get("errors")
+    if not isinstance(errors, list):
+        return []
+    return [
+        {key: str(e.get(key) or "") for key in ("errorCode", "message", "instance")}
+        for e in errors
+        if isinstance(e, dict)
+    ]
+
+
 # -- applications and clients ------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from nodes.shoptet import PatchData, not_null, parse_body, path_segment
+from nodes.shoptet import PatchData, not_null, parse_body, path_segment, reported_errors
 from worker.envelope import Message
 from worker.node import Connector, NodeContext, NoOptions, Result
 
@@ -37,6 +37,11 @@ class ShoptetUpdateOrderStatus(Connector):
 
     Codes: 0; 404 (unknown order), 409 and 422 stop (trash); 423/429/5xx repeat. Ordered: the
     updates of one e-shop are applied in the order they were sent.
+
+    A status whose documents (invoice, delivery note) Shoptet failed to generate is still changed:
+    Shoptet answers 200 with ``document-not-generated`` errors. The result stays 0 with the input
+    unchanged (parity), but the errors are logged and given as the result's message, since nobody
+    would learn otherwise that the order has no invoice.
     """
 
     name = "shoptet-update-order-status"
@@ -46,5 +51,10 @@ class ShoptetUpdateOrderStatus(Connector):
     async def process(self, message: Message, ctx: NodeContext) -> Result:
         body = parse_body(UpdateOrderStatusInput, message.body, self.name)
         payload = body.status.model_dump(exclude_unset=True)
-        await ctx.require_shoptet().request("PATCH", f"/api/orders/{path_segment(body.id)}/status", json=payload)
-        return Result(body=message.body)
+        path = f"/api/orders/{path_segment(body.id)}/status"
+        answer = await ctx.require_shoptet().request("PATCH", path, json=payload)
+        problems = reported_errors(answer)
+        if not problems:
+            return Result(body=message.body)
+        ctx.log.warning("order status changed, but Shoptet reported errors", order=body.id, errors=problems)
+        return Result(body=message.body, message="; ".join(f"{e['errorCode']}: {e['message']}" for e in problems))

@@ -37,6 +37,30 @@ CASES = [
         STATUS_INPUT,
     ),
     Case(
+        "status-changed-documents-not-generated",
+        ShoptetUpdateOrderStatus,
+        STATUS_INPUT,
+        [
+            Exchange(
+                "PATCH",
+                STATUS_PATH,
+                response={
+                    "data": {"order": {}},
+                    "errors": [
+                        {
+                            "errorCode": "document-not-generated",
+                            "message": 'Delivery note belonging to order "2024000123" was not created.',
+                            "instance": "2024000123",
+                        }
+                    ],
+                },
+                json=STATUS_INPUT["status"],
+            )
+        ],
+        STATUS_INPUT,
+        message='document-not-generated: Delivery note belonging to order "2024000123" was not created.',
+    ),
+    Case(
         "status-404",
         ShoptetUpdateOrderStatus,
         STATUS_INPUT,
