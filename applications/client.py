@@ -27,13 +27,17 @@ from typing import Any
 
 import httpx
 import orjson
+import structlog
 
 from applications.base import Application
 from applications.redaction import answer_without_credentials
 from worker.envelope import encode_json
 from worker.errors import RetryableError, StopError
 from worker.limiter import Limiter
+from worker.metrics import endpoint_label
 from worker.store import Install
+
+log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = "application/vnd.shoptet.v1.0"
 #: Shoptet's identical-write lock lasts at most 5 s; coming back after it is enough.
@@ -88,6 +92,29 @@ def _json_or_text(response: httpx.Response) -> Any:
         return orjson.loads(response.content)
     except ValueError:
         return response.text[:2000]
+
+
+#: (method, endpoint) pairs whose deprecation this process has logged.
+_DEPRECATIONS_LOGGED: set[tuple[str, str]] = set()
+
+
+def log_deprecation(method: str, response: httpx.Response) -> None:
+    """Log, once per endpoint and process, that Shoptet will stop supporting it.
+
+    Shoptet announces renamed or removed attributes with ``X-Shoptet-Deprecated`` and the end of
+    support with a ``Sunset`` date, and asks clients to log them: unread, the first sign was the
+    day every message of a node went to trash because an answer lacked a field."""
+    deprecated = response.headers.get("X-Shoptet-Deprecated")
+    sunset = response.headers.get("Sunset")
+    if deprecated is None and sunset is None:
+        return
+    endpoint = endpoint_label(response.request.url.path)
+    if (method, endpoint) in _DEPRECATIONS_LOGGED:
+        return
+    _DEPRECATIONS_LOGGED.add((method, endpoint))
+    log.warning(
+        "Shoptet deprecates this endpoint", method=method, endpoint=endpoint, deprecated=deprecated, sunset=sunset
+    )
 
 
 #: The whole-request limit of a client built without a read timeout.
@@ -225,6 +252,7 @@ class ShoptetClient:
                 raise RetryableError(f"{method} {path}: answer could not be decoded ({exc})") from exc
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)
+            log_deprecation(method, response)
             if attempt == 1 and response.status_code == 401:
                 if await self.application.token_expired(self.install, auth):
                     continue

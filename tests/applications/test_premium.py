@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import pytest
 import respx
+from structlog.testing import capture_logs
 
 from applications.client import ShoptetClient
 from applications.installs import install_premium
@@ -162,3 +163,30 @@ async def test_a_failed_download_names_no_query(shoptet: respx.Router, http: htt
         async with client.stream("https://files.test/job/1.jsonl.gz?signature=s3cr3t"):
             pass
     assert "https://files.test/job/1.jsonl.gz" in failed.value.message and "s3cr3t" not in failed.value.message
+
+
+async def test_a_deprecated_endpoint_is_logged_once_with_its_sunset(
+    shoptet: respx.Router, http: httpx.AsyncClient
+) -> None:
+    """Shoptet announces the end of an endpoint in headers and asks clients to log them."""
+    warned = {"X-Shoptet-Deprecated": "Attribute 'foo' is deprecated", "Sunset": "Wed, 01 Dec 2027 00:00:00 GMT"}
+    shoptet.get(url__regex=rf"{API}/api/orders/\w+").respond(200, json={"data": {}, "errors": None}, headers=warned)
+    shoptet.get(f"{API}/api/eshop").respond(200, json={"data": {}, "errors": None})
+    client = ShoptetClient(
+        http=http, application=PremiumApplication(), install=_install(), limiter=LocalLimiter(), base_url=API
+    )
+    with capture_logs() as logs:
+        for code in ("2024000001", "2024000002", "2024000003"):
+            await client.request("GET", f"/api/orders/{code}")
+        await client.request("GET", "/api/eshop")
+    deprecations = [e for e in logs if e["event"] == "Shoptet deprecates this endpoint"]
+    assert deprecations == [
+        {
+            "event": "Shoptet deprecates this endpoint",
+            "log_level": "warning",
+            "method": "GET",
+            "endpoint": "/api/orders/{id}",
+            "deprecated": "Attribute 'foo' is deprecated",
+            "sunset": "Wed, 01 Dec 2027 00:00:00 GMT",
+        }
+    ]
