@@ -66,19 +66,42 @@ class ReadAheadBudget:
     """The bytes all consumers of one process may hold read ahead, together.
 
     Per consumer, twenty-odd node types under a backlog could each fill their own allowance; shared,
-    memory has one bound (``Settings.consumer_read_ahead_bytes``) and the busy consumers use what
-    the idle ones do not. A consumer waits only while the budget is spent, and what it holds is
-    freed as its records finish (nothing it holds waits on another consumer), so it cannot deadlock.
+    memory has one bound (``Settings.consumer_read_ahead_bytes``). Half of it is shared: any consumer
+    reads ahead while it lasts, so the busy ones use what the idle ones do not. The other half is
+    split evenly between the consumers as a reserve: one holding less than its share reads on even
+    when the shared half is spent. Wholly shared, one node type's backlog behind one slow shop (26,000
+    order details) took all of it, and every other node type of the process, the retry forwarder
+    and the inbound bridge read nothing for as long as the backlog lasted. A consumer waits only while
+    both are spent for it, and what it holds is freed as its records finish (nothing it holds waits
+    on another consumer), so it cannot deadlock.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.held = 0
+        #: Consumers sharing the budget (each joins when it starts and leaves when it stops).
+        self.consumers = 0
         self._room = asyncio.Event()
 
     @property
     def spent(self) -> bool:
-        return self.held >= self.max_bytes
+        """The shared half is spent: from now on only consumers within their reserve read ahead."""
+        return self.held >= self.max_bytes // 2
+
+    def reserve(self) -> int:
+        """Each consumer's share of the other half."""
+        return self.max_bytes // 2 // max(1, self.consumers)
+
+    def full_for(self, holding: int) -> bool:
+        """Whether a consumer holding ``holding`` bytes must wait before it reads more."""
+        return self.spent and holding >= self.reserve()
+
+    def join(self) -> None:
+        self.consumers += 1
+
+    def leave(self) -> None:
+        self.consumers = max(0, self.consumers - 1)
+        self._room.set()  # the others' reserves grew
 
     def take(self, size: int) -> None:
         self.held += size
@@ -88,7 +111,7 @@ class ReadAheadBudget:
         self._room.set()
 
     async def wait(self) -> None:
-        """Until some of the budget is given back (callers check ``spent`` again)."""
+        """Until some of the budget is given back (callers check ``full_for`` again)."""
         self._room.clear()
         await self._room.wait()
 
@@ -191,6 +214,10 @@ class ManagedConsumer:
         #: ``start`` has subscribed: from then on a change of topics subscribes again.
         self._subscribed = False
         self._held = 0
+        #: Bytes of the records held (as the shared budget counts them).
+        self._held_bytes = 0
+        #: Counted among the budget's consumers (from ``start`` to ``stop``).
+        self._joined = False
         self._room = asyncio.Event()
         self._queues: dict[bytes, _KeyQueue] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -217,6 +244,9 @@ class ManagedConsumer:
         return self._held
 
     async def start(self) -> None:
+        if not self._joined:
+            self.budget.join()
+            self._joined = True
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))  # the topics as they are now
         self._subscribed = True
@@ -268,7 +298,7 @@ class ManagedConsumer:
         generation = self.generation
         for tp, records in batches.items():
             for record in records:
-                while self._held >= self.max_in_flight or self.budget.spent:
+                while self._held >= self.max_in_flight or self.budget.full_for(self._held_bytes):
                     if self._held >= self.max_in_flight:
                         self._room.clear()
                         await self._room.wait()
@@ -286,7 +316,9 @@ class ManagedConsumer:
 
     def _enqueue(self, offsets: PartitionOffsets, record: ConsumerRecord[bytes, bytes]) -> None:
         self._held += 1
-        self.budget.take(record_cost(record))
+        cost = record_cost(record)
+        self._held_bytes += cost
+        self.budget.take(cost)
         key = record.key or b""
         queue = self._queues.get(key)
         if queue is None:
@@ -300,7 +332,9 @@ class ManagedConsumer:
 
     def _release(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._held -= 1
-        self.budget.give(record_cost(record))
+        cost = record_cost(record)
+        self._held_bytes -= cost
+        self.budget.give(cost)
         self._room.set()
 
     def _give_back(self, queue: _KeyQueue) -> None:
@@ -441,6 +475,9 @@ class ManagedConsumer:
             task.cancel()
         with contextlib.suppress(Exception):
             await self.consumer.stop()
+        if self._joined:
+            self.budget.leave()
+            self._joined = False
 
     def lag(self) -> dict[str, Any]:
         """Per partition: its end as the last fetch saw it (the broker's high watermark) minus the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -220,9 +221,20 @@ async def test_a_handled_record_whose_outputs_never_arrive_is_never_committed() 
     assert consumer.in_flight == 1
 
 
+async def _run_until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_consumers_of_a_process_share_one_read_ahead_budget() -> None:
-    """Consumer a's three blocked records spend the budget: b reads nothing until a gives it back."""
-    budget = ReadAheadBudget(max_bytes=3 * record_cost(record(0, b"a")))
+    """Consumer a's blocked records spend the shared half of the budget and its reserve: it reads
+    no more until they finish, while b still reads within its own reserve."""
+    cost = record_cost(record(0, b"a"))
+    budget = ReadAheadBudget(max_bytes=8 * cost)  # shared half: 4 records; reserves: 2 records each
+    budget.join()
+    budget.join()
     release = asyncio.Event()
     done_a: list[int] = []
     done_b: list[int] = []
@@ -235,21 +247,20 @@ async def test_consumers_of_a_process_share_one_read_ahead_budget() -> None:
         done_b.append(r.offset)
 
     a = ManagedConsumer(
-        "a", _OneBatch([record(i, b"a") for i in range(3)]), ["t"], blocked, concurrency=3, budget=budget
+        "a", _OneBatch([record(i, b"a") for i in range(10)]), ["t"], blocked, concurrency=10, budget=budget
     )  # type: ignore[arg-type]
     b = ManagedConsumer("b", _OneBatch([record(0, b"b")]), ["t"], free, budget=budget)  # type: ignore[arg-type]
     runs = [asyncio.create_task(a._run())]
     await asyncio.sleep(0.05)
+    assert a.in_flight == 4 and budget.spent  # the shared half is a's; past its reserve, it waits
     runs.append(asyncio.create_task(b._run()))
-    await asyncio.sleep(0.05)
-    assert budget.spent and done_b == [] and b.in_flight == 0
+    await _run_until(lambda: bool(done_b))
+    assert done_b == [0]  # b was not held up by a's backlog
+    assert a.in_flight == 4 and done_a == []
 
     release.set()
-    for _ in range(100):
-        if done_b:
-            break
-        await asyncio.sleep(0.01)
-    assert done_b == [0] and sorted(done_a) == [0, 1, 2]
+    await _run_until(lambda: len(done_a) == 10)
+    assert sorted(done_a) == list(range(10))
     await asyncio.gather(*a._tasks, *b._tasks)
     assert budget.held == 0
     for consumer in (a, b):
@@ -257,6 +268,22 @@ async def test_consumers_of_a_process_share_one_read_ahead_budget() -> None:
     for run in runs:
         run.cancel()
     await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def test_a_consumer_holding_less_than_its_reserve_reads_however_spent_the_budget() -> None:
+    """One node type's backlog behind one slow shop took the whole budget, and the process's other
+    node types read nothing for as long as it lasted."""
+    cost = record_cost(record(0, b"a"))
+    budget = ReadAheadBudget(max_bytes=8 * cost)
+    for _ in range(4):
+        budget.join()
+    budget.take(100 * cost)  # the other consumers hold far more than the budget between them
+    assert budget.reserve() == cost
+    assert not budget.full_for(0)
+    assert not budget.full_for(cost - 1)
+    assert budget.full_for(cost)
+    budget.give(100 * cost)
+    assert not budget.full_for(50 * cost)  # while the shared half lasts, anyone reads
 
 
 async def test_cancelling_an_ordered_runner_leaves_the_shared_settlement_alone() -> None:
