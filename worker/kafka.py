@@ -155,6 +155,15 @@ def make_producer(settings: Settings, bootstrap_servers: str) -> AIOKafkaProduce
 DEFAULT_REQUEST_TIMEOUT_MS = 40_000
 
 
+#: A consumer whose read-ahead is full does not fetch until its records finish, which may take
+#: longer than any fixed interval (an ordered writer waiting out a Shoptet outage, a node type behind
+#: one slow shop). Under aiokafka's poll interval (it was 10 minutes) the member then left its group
+#: and its partitions went to another member before the revocation could wait for the records
+#: still running, so they ran twice (a stock movement applied twice). Heartbeats keep a live member
+#: in its group, and ``/healthz`` reports a consumer loop that died.
+NEVER_LEAVE_FOR_NOT_POLLING_MS = 2**31 - 1
+
+
 def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, group_id: str | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
@@ -163,7 +172,7 @@ def make_consumer(settings: Settings, bootstrap_servers: str, *topics: str, grou
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=500,
-        max_poll_interval_ms=600_000,
+        max_poll_interval_ms=NEVER_LEAVE_FOR_NOT_POLLING_MS,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         # a JoinGroup is answered when every member has rejoined, which may take the whole

@@ -73,3 +73,14 @@ async def test_a_join_may_take_the_whole_rebalance_timeout(worker_settings: Sett
         assert consumer._client._request_timeout_ms > settings.kafka_rebalance_timeout_ms
     finally:
         await consumer.stop()
+
+
+async def test_a_member_that_cannot_take_more_records_stays_in_its_group(worker_settings: Settings) -> None:
+    """A consumer with a full read-ahead does not poll; after aiokafka's poll interval (10 min) it
+    left the group before its revocation could wait for the records it was running, and their next
+    owner ran them again. 24 days: far past any wait a record has."""
+    consumer = make_consumer(worker_settings, worker_settings.kafka_bootstrap_servers, group_id="g")
+    try:
+        assert consumer._max_poll_interval_ms >= 24 * 24 * 3600 * 1000
+    finally:
+        await consumer.stop()
