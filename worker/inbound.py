@@ -1,18 +1,23 @@
 """Inbound topics: another system (an ERP) writes to a topic, and each record starts a process.
 
 The install's ``user`` is the record's ``user`` header, else its key; the value is the JSON body for
-the start node. A record with neither, or with a body that is not JSON, goes to trash with the reason.
+the start node. A record with neither, with a body that is not JSON, or too large to start a process
+with, goes to trash with the reason.
 A record with an ``application`` header (one a worker published: addon copies of the shipped
 topologies write to the same sinks) starts only the topologies that serve that application, for it.
 """
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
+import orjson
 import structlog
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
+from worker.envelope import MalformedMessage
+from worker.errors import OutputTooLarge
 from worker.logging import bind_message
 from worker.runtime import Runtime
 from worker.starter import start_inbound
@@ -30,26 +35,25 @@ class InboundBridge:
         return sorted({s.topic for tv in self.rt.catalog.active_all() for s in tv.topology.start if s.topic})
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        reason = None
-        body = None
+        """Start the record's processes, or put it in trash with the reason. Raises only for what
+        may pass (the broker, the store down): the consumer tries the record again until it does."""
         headers = record_headers(record)  # a header without a value (an ERP's producer may send one) is ""
-        user_header = headers.get("user", "")
         application = headers.get("application") or None
-        user = user_header or (record.key or b"").decode(errors="replace")
+        user = headers.get("user", "") or (record.key or b"").decode(errors="replace")
         bind_message(user=user or None, topic=record.topic)  # this runner's lines name the record
-        if not user:
-            reason = "inbound record names no install: set the `user` header or the key to the install's user"
-        else:
-            try:
-                body = json.loads(record.value or b"")
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                reason = f"inbound record body is not JSON: {exc}"
-        if reason is None and application is not None and application not in APPLICATIONS:
-            reason = f"inbound record names an unknown application {application!r}"
-        if reason is not None:
-            await self._trash(record, reason)
+        try:
+            body = read_body(record, user=user, application=application)
+        except MalformedMessage as exc:
+            await self._trash(record, str(exc))
             return
-        listening, started = await start_inbound(self.rt, record.topic, user=user, body=body, application=application)
+        try:
+            listening, started = await start_inbound(
+                self.rt, record.topic, user=user, body=body, application=application
+            )
+        except (OutputTooLarge, MessageSizeTooLargeError) as exc:  # refused again on every retry
+            reason = f"inbound record is too large to start a process with: {exc}"
+            await self._trash(record, reason, error_class=type(exc).__name__)
+            return
         if listening and not started:
             log.info("inbound record of an application no topology here serves", application=application)
             return
@@ -62,8 +66,29 @@ class InboundBridge:
             await self.rt.store.add_trash(entry)
             log.warning("inbound record moved to trash", reason=reason)
 
-    async def _trash(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        entry_id = await self.rt.store.add_trash(
-            record_entry(record, error_class="MalformedMessage", error_message=reason)
-        )
+    async def _trash(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, *, error_class: str = MalformedMessage.__name__
+    ) -> None:
+        entry_id = await self.rt.store.add_trash(record_entry(record, error_class=error_class, error_message=reason))
         log.warning("inbound record moved to trash", trash_id=entry_id, offset=record.offset, reason=reason)
+
+
+def read_body(record: ConsumerRecord[bytes, bytes], *, user: str, application: str | None) -> Any:
+    """The body of an inbound record for its start node; :class:`MalformedMessage` says why none.
+
+    Parsed with orjson, as node topics are: ``json`` accepted a lone surrogate escape (a producer's
+    emoji cut in half), which no encoder could write into the start message, and raised
+    ``RecursionError`` on deep nesting; either escaped as a failure the consumer retried for ever,
+    holding the partition's commits. orjson refuses both, with every other bad input, as JSON errors.
+    """
+    if not user:
+        raise MalformedMessage(
+            "inbound record names no install: set the `user` header or the key to the install's user"
+        )
+    try:
+        body = orjson.loads(record.value or b"")
+    except ValueError as exc:  # orjson.JSONDecodeError: bad JSON or UTF-8, a lone surrogate, nesting past 1024
+        raise MalformedMessage(f"inbound record body is not JSON: {exc}") from exc
+    if application is not None and application not in APPLICATIONS:
+        raise MalformedMessage(f"inbound record names an unknown application {application!r}")
+    return body

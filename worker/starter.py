@@ -10,9 +10,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
 from worker.catalog import TopologyCatalog
 from worker.envelope import Message
-from worker.kafka import Send, resend_until_acknowledged, send_all, unacknowledged
+from worker.errors import OutputTooLarge
+from worker.kafka import MAX_RECORD_BYTES, Send, resend_until_acknowledged, send_all, unacknowledged
 from worker.processes import start_record
 from worker.router import start_headers
 from worker.store import Install
@@ -102,17 +105,36 @@ async def start_inbound(
 ) -> tuple[int, int]:
     """Start every active topology that starts on inbound ``topic``; of those, a record naming its
     ``application`` starts only the ones that serve it. How many listen, and how many started."""
-    listening = started = 0
-    for tv in rt.catalog.active_all():
-        start = find_start(tv, "topic", topic)
-        if start is None:
-            continue
-        listening += 1
-        if application is not None and not tv.topology.serves(application):
-            continue  # another application's install: the premium topology looked for it in vain
+    active = rt.catalog.active_all()
+    listening = [(tv, start) for tv in active if (start := find_start(tv, "topic", topic)) is not None]
+    # another application's install: the premium topology looked for it in vain
+    serving = [(tv, start) for tv, start in listening if application is None or tv.topology.serves(application)]
+    check_start_sizes(serving, user=user, body=body, application=application)
+    for tv, start in serving:
         await start_process(rt, tv, start, user=user, body=body, application=application)
-        started += 1
-    return listening, started
+    return len(listening), len(serving)
+
+
+def check_start_sizes(
+    starts: list[tuple[TopologyVersion, StartSpec]], *, user: str, body: Any, application: str | None
+) -> None:
+    """Raise :class:`OutputTooLarge` when the producer would refuse the start message of any of
+    ``starts``, so that the caller puts its record in trash: retried, it was refused every time.
+
+    All are checked before any starts: their headers differ in size (the topology's name), and a
+    record that fits one of them and not another would start the first, then its replay from trash
+    would start it a second time. Measured as the producer measures (``max_request_size``)."""
+    value: bytes | None = None
+    for tv, start in starts:
+        message = Message(
+            body=body, headers=start_headers(tv, tv.topology.start_node(start), user=user, application=application)
+        )
+        value = message.encode_body() if value is None else value  # once: every topology's body is the same
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key(), value, message.kafka_headers())
+        if size > MAX_RECORD_BYTES:
+            raise OutputTooLarge(
+                f"the start message of topology {tv.name!r} would be {size} bytes; the broker takes {MAX_RECORD_BYTES}"
+            )
 
 
 async def run_manual(

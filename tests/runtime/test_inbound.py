@@ -11,18 +11,21 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 
 from tests.runtime.helpers import SinkReader
 from worker.app import Worker
 from worker.catalog import publish_deployment
-from worker.envelope import H
+from worker.envelope import H, Message
 from worker.http.app import create_http_app
 from worker.inbound import InboundBridge
-from worker.kafka import ensure_topics
+from worker.kafka import MAX_RECORD_BYTES, ensure_topics
+from worker.router import start_headers
 from worker.settings import Settings
+from worker.starter import find_start
 from worker.store.base import TrashEntry
-from worker.topology import parse_topology
+from worker.topology import TopologyVersion, parse_topology
 from worker.trash import replay_message
 
 
@@ -172,3 +175,103 @@ async def test_a_record_of_another_application_starts_only_the_topologies_servin
     [(topic, start), _] = sender.sent  # the start, then its ledger record
     assert topic == "t.node.shoptet-product-detail-with-set"
     assert start.headers[H.APPLICATION] == "shoptet-premium" and start.user == "222651"
+
+
+#: Bodies ``json`` let through to fail later, every time: the consumer retried them for ever, the
+#: partition's commits stopped, and each restart started every later record again.
+POISON = {
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,  # json: RecursionError
+    "a lone surrogate": b'{"note": "\\ud83d"}',  # an emoji cut in half; json took it, no encoder writes it
+}
+
+
+def inbound_record(value: bytes, offset: int = 1) -> ConsumerRecord[bytes, Any]:
+    return ConsumerRecord("erp.in", 0, offset, 0, 0, b"shop-1", value, None, 6, len(value), ())
+
+
+def bridge_on(store: Store, *names: str) -> tuple[InboundBridge, Any]:
+    """A bridge whose topologies (``names``) start on ``erp.in``, and the Sender keeping what it publishes."""
+    from tests.runtime.test_manual_run import Sender
+
+    sender = Sender(*(PASS_THROUGH.format(name=name, start="topic: erp.in", sink="out.s") for name in names))
+    runtime = SimpleNamespace(catalog=sender.catalog, store=store, topics=sender.topics, metrics=None, send=sender.send)
+    return InboundBridge(runtime), sender  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", POISON.values(), ids=POISON.keys())
+async def test_a_body_that_escaped_the_json_check_goes_to_trash(value: bytes) -> None:
+    store = Store()
+    bridge, sender = bridge_on(store, "fed")
+
+    await bridge.handle(inbound_record(value))
+
+    [entry] = store.trash
+    assert entry.error_class == "MalformedMessage" and "body is not JSON" in entry.error_message
+    assert sender.sent == []
+
+
+def start_size(tv: TopologyVersion, body: Any) -> int:
+    """The bytes the producer counts for ``tv``'s start message with ``body`` (its ``max_request_size``)."""
+    start = find_start(tv, "topic", "erp.in")
+    assert start is not None
+    headers = start_headers(tv, tv.topology.start_node(start), user="shop-1", application=None)
+    message = Message(body=body, headers=headers)
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(
+        message.key(), message.encode_body(), message.kafka_headers()
+    )
+
+
+async def test_a_record_too_large_for_one_of_its_topologies_starts_none_and_goes_to_trash() -> None:
+    """The producer refused the start message on every retry; and had the topology whose headers
+    are shorter started first, the record's replay from trash would have started it again."""
+    store = Store()
+    bridge, sender = bridge_on(store, "fed", "fed-" + "long" * 50)
+    short, long = sender.catalog.active_all()
+    size = MAX_RECORD_BYTES - start_size(short, {"a": ""})
+    while start_size(short, {"a": "x" * size}) > MAX_RECORD_BYTES:  # the length's varint grew
+        size -= 1
+    body = {"a": "x" * size}
+    assert start_size(short, body) <= MAX_RECORD_BYTES < start_size(long, body)
+
+    await bridge.handle(inbound_record(json.dumps(body).encode()))
+
+    [entry] = store.trash
+    assert entry.error_class == "OutputTooLarge" and "too large to start a process" in entry.error_message
+    assert f"topology {long.name!r}" in entry.error_message
+    assert sender.sent == []
+
+
+@pytest.mark.e2e
+async def test_poison_inbound_records_go_to_trash_and_their_partition_moves_on(worker_settings: Settings) -> None:
+    """Each of these was retried every 5 s for ever: the partition's committed offset stayed put,
+    so its lag grew, and every restart started each later record's processes a second time."""
+    prefix = worker_settings.kafka_topic_prefix
+    inbound, sink = f"{prefix}.erp-poison", f"{prefix}.out-poison"
+    worker = Worker(worker_settings, node_names=["test-passthrough"])
+    fed = parse_topology(
+        PASS_THROUGH.format(name="fed", start=f"topic: {inbound}", sink=sink), registry=worker.registry
+    )
+    # fits the producer (and the broker) as an inbound record, not once a start message's headers join it
+    near_limit = MAX_RECORD_BYTES - DefaultRecordBatchBuilder.estimate_size_in_bytes(b"shop-1", b"", []) - 16
+    too_large = b'{"a":"' + b"x" * (near_limit - 8) + b'"}'
+    await worker.start(deploy=[fed])
+    try:
+        for value in (*POISON.values(), too_large, json.dumps({"n": 7}).encode()):
+            await (await worker.rt.producer.send(inbound, value, key=b"shop-1"))
+        messages = await SinkReader(worker_settings.kafka_bootstrap_servers, sink).collect_until(
+            lambda ms: any(m.body.get("n") == 7 for m in ms), timeout=60
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            trash = await worker.rt.store.list_trash()
+            assert worker.inbound is not None
+            lag = worker.inbound.lag()
+            if (len(trash) == 3 and set(lag.values()) == {0}) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await worker.stop()
+    assert [m.body["n"] for m in messages] == [7]
+    reasons = sorted(entry.error_message.split(":")[0] for entry in trash)  # run at once: any order
+    assert reasons == ["inbound record body is not JSON"] * 2 + ["inbound record is too large to start a process with"]
+    assert set(lag.values()) == {0}, f"the inbound partition's commits stopped: lag {lag}"
