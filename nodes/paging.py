@@ -7,16 +7,21 @@ A run lists every page of one endpoint from a start time T and emits every item 
    later hop keeps it even when it is "none" (a first run listing everything).
 2. Page 1 (or the cursor's page) tells ``paginator.pageCount``; the remaining pages are fetched in
    parallel, at most ``page_concurrency`` at a time (default 3 = a token's connection budget; the
-   client's limiter enforces the per-token cap anyway). Items are emitted as pages arrive. A page
-   that reports more pages than page 1 did (the list grew while it was paged) extends the run to
-   them: an item edited meanwhile moved to the end, and only there is it seen twice (see 5.).
+   client's limiter enforces the per-token cap anyway), and never ``page_concurrency`` pages or
+   more past the lowest page whose items did not all go out. Items are emitted as pages arrive. A
+   page that reports more pages than page 1 did (the list grew while it was paged) extends the run
+   to them: an item edited meanwhile moved to the end, and only there is it seen twice (see 5.).
 3. With option ``max_pages_per_hop`` a run stops after that many pages and answers
    BATCH_CURSOR_WITH_ITEMS with ``{page, dateFrom, startedAt}`` to go on in another hop. A hop
    whose page fails says the same in its error's ``resume``: its retry (or a replay from trash)
    goes on from the lowest page whose items did not all go out, not from the hop's first page.
+   Thanks to the bound in 2., that sends again at most ``page_concurrency - 1`` pages fetched past
+   it (a slow page failing after its 30 s timeout once made the retry send most of the run again).
 4. Only after the final page succeeded is the last-run setting written, atomically, and to the time
    the run *started*: anything changed while we paged is listed again next time, nothing is skipped.
-   A failure or an empty first page leaves the watermark alone.
+   A failure or an empty first page leaves the watermark alone, and so does a run whose input
+   ``from`` is later than where a run without it starts (the stored watermark minus 60 s, else the
+   node's default): moved, the watermark would pass the changes in between, which no run listed.
 5. Shoptet warns that items shift between pages when the list changes while it is paged, so some
    are missed (an edited order moves to the end of the change feed; the orders behind it move up a
    slot, and one of them into a page already read). A page number cannot say so; an item seen twice
@@ -27,15 +32,20 @@ A run lists every page of one endpoint from a start time T and emits every item 
    to the last change on its first page: an item the run missed was behind that one when page 1
    was read, or changed after, so the next run still lists it; on a busy shop, left alone, the
    watermark never moved again and every run listed the whole window. Seen items are remembered
-   within one hop only: with ``max_pages_per_hop``, a shift across hops is not noticed. Nor is
-   an order deleted from ``/api/orders`` while another is created: the count and the pages stay as
+   within one hop only, so a later hop of the run (the next one, or a retry) learns the rest from
+   its cursor: the most items a page of the run counted (``totalCount``: fewer since is a shift),
+   and, for a change feed, the run's start: a change at or after it minus 60 s was made while the
+   run paged, and its item may have moved there from a page an earlier hop read, so it counts as
+   a shift too (a new item's first change as well: the watermark then moves to page 1's last
+   change, which costs a run that needed several hops some items listed again). Not noticed: an
+   order deleted from ``/api/orders`` while another is created: the count and the pages stay as
    they were, and nothing is seen twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -73,36 +83,72 @@ class ListCursor(BaseModel):
     shifted: bool = False
     #: (ours) a change feed's last change on page 1: as far as a shifted run moves the watermark.
     shiftedUpTo: str | None = None
+    #: (ours) the most items a page of this run counted so far: a later hop's page counting fewer
+    #: saw the list lose items after an earlier hop read it (see 5. above).
+    totalCount: int | None = Field(default=None, ge=0)
+
+
+#: Cursor fields written only when set: Orchesty's ``{page, dateFrom}`` and ``startedAt`` always go.
+_CURSOR_WHEN_SET = ("shifted", "shiftedUpTo", "totalCount")
 
 
 class _Listing:
     """What one run has seen, to tell whether the list shifted while it was paged (see 5. above)."""
 
-    def __init__(self, item_id: str, *, any_fall_shifts: bool = False) -> None:
+    def __init__(
+        self,
+        item_id: str,
+        *,
+        any_fall_shifts: bool = False,
+        total: int | None = None,
+        fresh_from: str | None = None,
+    ) -> None:
         self.item_id = item_id
         #: A change feed: any page counting fewer items than one seen before is a shift. Its oldest
         #: entries expire as new ones come, so a count can fall below a page asked for later; and
         #: a false alarm costs it little (the watermark still moves, to page 1's last change).
         self.any_fall_shifts = any_fall_shifts
         self.seen: set[str] = set()
-        self.total: int | None = None
+        #: The most items a page counted, in this hop or (from the cursor) in an earlier one.
+        self.total = total
+        #: A later hop of a change feed: a change at or after this time was made while the run
+        #: paged, and its item moved to the end, perhaps from a page an earlier hop read (``seen``
+        #: knows only this hop's items).
+        self.fresh_from = fresh_from
         #: The most pages any page of this hop reported: a list that grew has more than page 1 said.
         self.page_count = 1
         self.shifted = False
 
-    def page(self, data: dict[str, Any], items: list[Any], pages: int, floor: int | None = None) -> None:
-        """Count one page in; ``floor``: the highest ``totalCount`` answered before it was asked for.
+    def page(
+        self,
+        data: dict[str, Any],
+        items: list[Any],
+        pages: int,
+        floor: int | None = None,
+        newest: str | None = None,
+    ) -> None:
+        """Count one page in; ``floor``: the highest ``totalCount`` answered before it was asked for;
+        ``newest``: the page's newest change (a change feed's, when ``fresh_from`` is set).
 
-        Only that one can tell a list that lost items: pages are asked for three at a time and
+        Only that floor can tell a list that lost items: pages are asked for three at a time and
         answered in any order, and one answered late may well count fewer items than one asked for
         after it (a growing list shifts nothing), which read as a shift on every busy run."""
         self.page_count = max(self.page_count, pages)
+        self._count(data, floor)
+        self._see(items)
+        if self.fresh_from is not None and newest is not None and newest >= self.fresh_from:
+            self.shifted = True
+
+    def _count(self, data: dict[str, Any], floor: int | None) -> None:
         total = (data.get("paginator") or {}).get("totalCount")
-        if isinstance(total, int):
-            reference = self.total if self.any_fall_shifts else floor
-            if reference is not None and total < reference:
-                self.shifted = True
-            self.total = total if self.total is None else max(self.total, total)
+        if not isinstance(total, int):
+            return
+        reference = self.total if self.any_fall_shifts else floor
+        if reference is not None and total < reference:
+            self.shifted = True
+        self.total = total if self.total is None else max(self.total, total)
+
+    def _see(self, items: list[Any]) -> None:
         for item in items:
             value = item.get(self.item_id) if isinstance(item, dict) else None
             if value is None:
@@ -113,28 +159,34 @@ class _Listing:
             self.seen.add(key)
 
 
-class _Pages(Iterator[int]):
+class _Pages:
     """The pages after ``first`` still to fetch in this hop: up to the most pages any page reported
-    so far, and no further than ``limit`` (``max_pages_per_hop``).
+    so far, no further than ``limit`` (``max_pages_per_hop``), and fewer than ``ahead`` pages past
+    the lowest page whose items did not all go out.
+
+    That bound is where a failed hop goes on: unbounded, the other workers went on while one slow
+    page waited out its timeout, and its retry emitted nearly the whole run a second time.
 
     Not exhausted for good: a worker that found no page left stops, and the others still ask after
     each page, so pages a grown list reports late are fetched by whoever is still running.
     """
 
-    def __init__(self, first: int, listing: _Listing, limit: int | None) -> None:
+    def __init__(self, first: int, listing: _Listing, limit: int | None, ahead: int = DEFAULT_PAGE_CONCURRENCY) -> None:
         self.listing = listing
         self.limit = limit
+        #: The most pages handed out from the lowest not emitted on (one per page worker).
+        self.ahead = max(1, ahead)
         #: The highest page handed out (the first page was fetched before).
         self.last = first
-        #: Pages handed out whose items were all emitted.
-        self.emitted: set[int] = {first}
+        #: The lowest page whose items did not all go out (the first page's did).
+        self._low = first + 1
+        #: Pages above ``_low`` whose items all went out.
+        self._emitted: set[int] = set()
+        self._moved = asyncio.Condition()
 
     def first_not_emitted(self) -> int:
         """Where a failed hop goes on: the lowest page handed out whose items did not all go."""
-        page = min(self.emitted)
-        while page in self.emitted:
-            page += 1
-        return page
+        return self._low
 
     def _end(self) -> int:
         count = self.listing.page_count
@@ -143,11 +195,57 @@ class _Pages(Iterator[int]):
     def done(self) -> bool:
         return self.last >= self._end()
 
-    def __next__(self) -> int:
-        if self.done():
-            raise StopIteration
-        self.last += 1
-        return self.last
+    def _has_room(self) -> bool:
+        return self.last + 1 < self._low + self.ahead
+
+    async def take(self) -> int | None:
+        """The next page to fetch, once it is within ``ahead`` of the lowest page not emitted
+        (None: no page left for now)."""
+        async with self._moved:
+            await self._moved.wait_for(lambda: self.done() or self._has_room())
+            if self.done():
+                return None
+            self.last += 1
+            return self.last
+
+    async def emitted(self, page: int) -> None:
+        """A page whose items all went out: the lowest one moves on, and workers waiting for room
+        ask again."""
+        async with self._moved:
+            self._emitted.add(page)
+            while self._low in self._emitted:
+                self._emitted.remove(self._low)
+                self._low += 1
+            self._moved.notify_all()
+
+
+@dataclass(slots=True)
+class _Run:
+    """What a hop knows of its run, and the cursor that carries it to the next hop or a retry."""
+
+    cursor: ListCursor
+    date_from: str | None
+    started_at: str
+    listing: _Listing
+    #: A change feed's last change on the run's page 1 (see 5. above).
+    shifted_up_to: str | None = None
+
+    @property
+    def shifted(self) -> bool:
+        """Whether this hop, or an earlier one of the run, saw the list shift."""
+        return self.cursor.shifted or self.listing.shifted
+
+    def cursor_at(self, page: int) -> dict[str, Any]:
+        """The cursor that goes on from ``page`` (the next hop's, or a failed hop's ``resume``)."""
+        at = ListCursor(
+            page=page,
+            dateFrom=self.date_from,
+            startedAt=self.started_at,
+            shifted=self.shifted,
+            shiftedUpTo=self.shifted_up_to,
+            totalCount=self.listing.total,
+        )
+        return at.model_dump(exclude={k for k in _CURSOR_WHEN_SET if not getattr(at, k)})
 
 
 class ListBatch(Batch):
@@ -182,73 +280,103 @@ class ListBatch(Batch):
         cursor = self._cursor(message)
         now = shoptet.utcnow()
         started_at = cursor.startedAt or shoptet.format_time(now)
-        if cursor.startedAt is not None:
-            # a later hop of the run: T as its first hop froze it, "none" included (a first run
-            # that lists everything); read again, a watermark stored meanwhile filtered the rest
-            date_from = cursor.dateFrom
-        else:
-            date_from = (
-                cursor.dateFrom
-                or (shoptet.normalize_time(body.from_) if body.from_ else None)
-                or shoptet.watermark_start(install, self.last_run_key)
-                or self.default_from(now)
-            )
+        run = _Run(cursor, self._date_from(cursor, body, install, now), started_at, self._listing(cursor, started_at))
         first_page = cursor.page
-        listing = _Listing(self.item_id, any_fall_shifts=self.ordered_by is not None)
-        first = await self._fetch(ctx, first_page, date_from)
+        first = await self._fetch(ctx, first_page, run.date_from)
         items = self._items(first)
         if first_page == 1 and not items:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message=self.empty_message)
-        listing.page(first, items, self._page_count(first))
-        shifted_up_to = self._last_of(items) if first_page == 1 else cursor.shiftedUpTo
+        self._count(run.listing, first, items, run.listing.total)
+        run.shifted_up_to = self._last_of(items) if first_page == 1 else cursor.shiftedUpTo
         emitting = asyncio.Lock()
         await self._emit_all(emit, items, emitting)
 
-        max_pages = ctx.options.get("max_pages_per_hop")
-        limit = first_page + max_pages - 1 if isinstance(max_pages, int) and max_pages > 0 else None
-        pages = _Pages(first_page, listing, limit)
-
-        def cursor_at(page: int) -> dict[str, Any]:
-            at = ListCursor(
-                page=page,
-                dateFrom=date_from,
-                startedAt=started_at,
-                shifted=cursor.shifted or listing.shifted,
-                shiftedUpTo=shifted_up_to,
-            )
-            # Orchesty's {page, dateFrom} and our startedAt always; the rest only when set
-            return at.model_dump(exclude={k for k in ("shifted", "shiftedUpTo") if not getattr(at, k)})
-
+        concurrency = int(ctx.options.get("page_concurrency") or DEFAULT_PAGE_CONCURRENCY)
+        pages = _Pages(first_page, run.listing, self._hop_limit(ctx, first_page), concurrency)
         try:
-            await self._fetch_rest(ctx, emit, pages, date_from, emitting, listing)
+            await self._fetch_rest(ctx, emit, pages, run.date_from, emitting)
         except NodeError as exc:
             # a retry (or a replay from trash) goes on from the first page not emitted: started
             # over, a 429 on page 17 of 20 sent 16 pages of items again, each a detail call more
-            exc.resume = exc.resume or cursor_at(pages.first_not_emitted())
+            exc.resume = exc.resume or run.cursor_at(pages.first_not_emitted())
             raise
-        last_page, page_count = pages.last, listing.page_count
-
-        shifted = cursor.shifted or listing.shifted
+        last_page, page_count = pages.last, run.listing.page_count
         if last_page < page_count:
             return Result(
                 code=ResultCode.BATCH_CURSOR_WITH_ITEMS,
-                cursor=cursor_at(last_page + 1),
+                cursor=run.cursor_at(last_page + 1),
                 message=f"pages {first_page}-{last_page} of {page_count}",
             )
-        listed = f"listed {page_count} page(s) from {date_from or 'the beginning'}"
-        if shifted:
-            moved_to = self._shifted_watermark(install, shifted_up_to)
+        return await self._end_run(ctx, run, body, now, page_count)
+
+    def _date_from(self, cursor: ListCursor, body: ListInput, install: Install, now: datetime) -> str | None:
+        """The run's start time T (see 1. above)."""
+        if cursor.startedAt is not None:
+            # a later hop of the run: T as its first hop froze it, "none" included (a first run
+            # that lists everything); read again, a watermark stored meanwhile filtered the rest
+            return cursor.dateFrom
+        explicit = shoptet.normalize_time(body.from_) if body.from_ else None
+        return cursor.dateFrom or explicit or self._usual_from(install, now)
+
+    def _usual_from(self, install: Install, now: datetime) -> str | None:
+        """Where a run starts without a cursor or an input ``from``: the stored watermark minus 60 s,
+        else the node's default."""
+        return shoptet.watermark_start(install, self.last_run_key) or self.default_from(now)
+
+    def _listing(self, cursor: ListCursor, started_at: str) -> _Listing:
+        """The hop's shift detector, given what earlier hops of the run saw (see 5. above)."""
+        fresh_from = None
+        if cursor.startedAt is not None and self.ordered_by is not None:
+            # Shoptet's clock may run behind ours: the same 60 s a stored watermark is read back by
+            fresh_from = shoptet.format_time(shoptet.parse_time(started_at) - shoptet.WATERMARK_OFFSET)
+        return _Listing(
+            self.item_id,
+            any_fall_shifts=self.ordered_by is not None,
+            total=cursor.totalCount,
+            fresh_from=fresh_from,
+        )
+
+    def _count(self, listing: _Listing, data: dict[str, Any], items: list[Any], floor: int | None) -> None:
+        """Count one page into ``listing``; its newest change only where a fresh one tells a shift."""
+        newest = self._last_of(items) if listing.fresh_from is not None else None
+        listing.page(data, items, self._page_count(data), floor, newest)
+
+    @staticmethod
+    def _hop_limit(ctx: NodeContext, first_page: int) -> int | None:
+        """The last page this hop may fetch (``max_pages_per_hop``; None: every page)."""
+        max_pages = ctx.options.get("max_pages_per_hop")
+        return first_page + max_pages - 1 if isinstance(max_pages, int) and max_pages > 0 else None
+
+    async def _end_run(self, ctx: NodeContext, run: _Run, body: ListInput, now: datetime, page_count: int) -> Result:
+        """After the run's final page: move the watermark as far as what was listed allows."""
+        install = ctx.require_install()
+        listed = f"listed {page_count} page(s) from {run.date_from or 'the beginning'}"
+        if self._skips_a_gap(install, body, run.date_from, now):
+            ctx.log.warning("input `from` is later than the watermark; watermark left as it was", path=self.path)
+            return Result(message=f"{listed}; `from` is later than the last run, so the watermark stays where it was")
+        watermark = run.started_at
+        if run.shifted:
+            moved_to = self._shifted_watermark(install, run.shifted_up_to)
             if moved_to is None:
                 ctx.log.warning("list shifted while paging; watermark left as it was", path=self.path)
                 return Result(
                     message=f"{listed}; the list shifted while paging, so the next run lists from there again"
                 )
             ctx.log.warning("list shifted while paging; watermark moved to page 1's last change", path=self.path)
-            started_at, listed = moved_to, f"{listed}; the list shifted while paging: watermark moved to {moved_to}"
+            watermark, listed = moved_to, f"{listed}; the list shifted while paging: watermark moved to {moved_to}"
         # the next run lists from here: only once the broker has every item listed up to here
         await ctx.delivered()
-        await shoptet.save_watermark(ctx, self.last_run_key, started_at)
+        await shoptet.save_watermark(ctx, self.last_run_key, watermark)
         return Result(message=listed)
+
+    def _skips_a_gap(self, install: Install, body: ListInput, date_from: str | None, now: datetime) -> bool:
+        """Whether the input's ``from`` started the run later than a run without it would start:
+        moved to this run's start, the watermark would pass the changes in between, which no run
+        listed. Asked after the final page, against the watermark stored by then."""
+        if not body.from_ or date_from is None:
+            return False
+        usual = self._usual_from(install, now)
+        return usual is None or shoptet.parse_time(date_from) > shoptet.parse_time(usual)
 
     def _last_of(self, items: list[Any]) -> str | None:
         """The ordering field of the page's last item (None for a list not ordered by one)."""
@@ -305,27 +433,26 @@ class ListBatch(Batch):
         pages: _Pages,
         date_from: str | None,
         lock: asyncio.Lock,
-        listing: _Listing,
     ) -> None:
-        """Fetch ``pages`` with a few workers; the first failure cancels the rest and is raised."""
-        concurrency = int(ctx.options.get("page_concurrency") or DEFAULT_PAGE_CONCURRENCY)
+        """Fetch ``pages`` with one worker per page they let ahead; the first failure cancels the
+        rest and is raised."""
 
         async def worker() -> None:
-            # a shared iterator: each page is taken by exactly one worker; asked again after every
+            # a shared source: each page is taken by exactly one worker; asked again after every
             # page, it hands out the pages a grown list reported meanwhile
-            for page in pages:
-                floor = listing.total  # the most items any page answered so far counted
+            while (page := await pages.take()) is not None:
+                floor = pages.listing.total  # the most items any page answered so far counted
                 data = await self._fetch(ctx, page, date_from)
                 items = self._items(data)
-                listing.page(data, items, self._page_count(data), floor)
+                self._count(pages.listing, data, items, floor)
                 await self._emit_all(emit, items, lock)
-                pages.emitted.add(page)
+                await pages.emitted(page)
 
         if pages.done():
             return
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(max(1, concurrency)):
+                for _ in range(pages.ahead):
                     group.create_task(worker())
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None

@@ -445,6 +445,9 @@ class NodeProcessor:
         """Schedule another attempt; past max hops, trash instead and return False."""
         max_hops, base = self._retry_policy(spec, interval)
         hops = message.hops
+        if self.batch is not None and _moved_on(message, error):
+            # the next step of the batch's paging: like a cursor hop (cursor_message), none spent yet
+            hops = 0
         if hops >= max_hops:
             await self.trash(record, message, error, note=f"gave up after {hops} retries")
             return False
@@ -538,6 +541,23 @@ def _resume_cursor(error: BaseException) -> str | None:
     """The ``cursor`` header of a node error that says where to go on (``NodeError.resume``)."""
     resume = error.resume if isinstance(error, NodeError) else None
     return None if resume is None else encode_json(resume).decode()
+
+
+def _moved_on(message: Message, error: RetryableError) -> bool:
+    """Whether the failed attempt got further than the one before: its resume point differs from
+    the cursor it ran with.
+
+    For a batch, whose resume point is where its paging stands, the retries then start over: counted
+    over the whole run, ten transient errors spread over a long list batch sent it to trash although
+    every attempt emitted pages the one before had not. (A connector's resume point may change on
+    every attempt without getting anywhere, so its retries keep counting.)
+    """
+    if error.resume is None:
+        return False
+    try:
+        return error.resume != message.cursor
+    except ValueError:  # a cursor header that is no JSON: whatever the node resumes from is new
+        return True
 
 
 def _install_headers(ctx: NodeContext) -> dict[str, str]:

@@ -16,7 +16,7 @@ from nodes.batches.order_changes_list import ShoptetGetOrderChangesList
 from nodes.batches.orders_list import ShoptetGetOrdersList
 from nodes.batches.product_changes_list import ShoptetGetProductChangesList
 from nodes.batches.products_list import ShoptetGetProductsList
-from nodes.paging import _Listing, _Pages
+from nodes.paging import ListBatch, _Listing, _Pages
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError
 
@@ -204,7 +204,13 @@ async def test_a_page_failing_part_way_resumes_from_it_not_from_the_first_page(
     assert [i["code"] for i in harness.emitted] == ["0", "1", "2", "3", "4"]
     resume = raised.value.resume
     page_1_last = "2024-05-20T08:00:00Z"
-    assert resume == {"page": 6, "dateFrom": THIRTY_DAYS_AGO, "startedAt": NOW_TEXT, "shiftedUpTo": page_1_last}
+    assert resume == {
+        "page": 6,
+        "dateFrom": THIRTY_DAYS_AGO,
+        "startedAt": NOW_TEXT,
+        "shiftedUpTo": page_1_last,
+        "totalCount": 10,
+    }
 
     asked_before = len(route.calls)
     again = await harness.run(node, {}, cursor=resume, options=options)
@@ -216,10 +222,11 @@ async def test_a_page_failing_part_way_resumes_from_it_not_from_the_first_page(
     ]
 
 
-def test_a_failed_hop_goes_on_from_the_lowest_page_not_emitted() -> None:
+async def test_a_failed_hop_goes_on_from_the_lowest_page_not_emitted() -> None:
     """Pages are fetched a few at a time: pages after the failed one may be through already."""
-    pages = _Pages(3, _Listing("code"), None)
-    pages.emitted |= {4, 6, 7}
+    pages = _Pages(3, _Listing("code"), None, ahead=5)
+    for page in (4, 6, 7):
+        await pages.emitted(page)
     assert pages.first_not_emitted() == 5
 
 
@@ -268,6 +275,7 @@ async def test_max_pages_per_hop_returns_cursor_then_resumes(harness: Harness, s
         "dateFrom": "2024-05-18T23:59:00Z",
         "startedAt": NOW_TEXT,
         "shiftedUpTo": "2024-05-20T08:00:00Z",
+        "totalCount": 5,  # a later hop counting fewer saw the feed lose items
     }
     assert sorted(i["code"] for i in first.emitted) == ["0", "1"]
     assert harness.store.setting_writes == []
@@ -460,6 +468,153 @@ async def test_a_shift_seen_in_an_earlier_hop_holds_the_watermark_to_page_1s_las
     assert harness.store.setting_writes == [
         (harness.install.user, harness.install.application, shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T08:02:00Z")
     ]
+
+
+def changed_at(code: str, when: str) -> dict[str, Any]:
+    """A change made at ``when`` (Shoptet's local time, +02:00)."""
+    return {"code": code, "changeTime": when, "changeType": "edit"}
+
+
+#: Order 1 edited while the run paged (after NOW, when it started): its change moved to the end of
+#: the feed, and order 5 moved up into page 2.
+EDITED_WHILE_PAGING = (
+    [timed_changes(("1", 1), ("2", 2)), timed_changes(("3", 3), ("4", 4)), timed_changes(("5", 5), ("6", 6))],
+    [
+        timed_changes(("2", 2), ("3", 3)),
+        timed_changes(("4", 4), ("5", 5)),
+        [*timed_changes(("6", 6)), changed_at("1", "2024-05-20T14:00:30+0200")],
+    ],
+)
+
+
+async def test_a_change_moved_from_a_page_an_earlier_hop_read_holds_the_watermark(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Order 1 was edited between the hops: order 5 moved up into page 2, which the first hop had
+    read, and no page of the run holds it. Nothing is seen twice within one hop; only order 1's
+    change made after the run started tells. The watermark moved to the run's start, past order 5."""
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
+    before, after = EDITED_WHILE_PAGING
+    hop = [1]
+    shoptet_api.get("/api/orders/changes").mock(
+        side_effect=lambda r: paged("changes", [before, after][hop[0] - 1], 2)(r)
+    )
+    node, options = ShoptetGetOrderChangesList(), {"max_pages_per_hop": 2, "page_concurrency": 1}
+
+    first = await harness.run(node, {}, options=options)
+    hop[0] = 2
+    last = await harness.run(node, {}, cursor=first.result.cursor, options=options)
+
+    assert [i["code"] for i in first.emitted + last.emitted] == ["1", "2", "3", "4", "6", "1"]
+    assert "shifted" in last.result.message
+    # page 1's last change: the next run lists order 5 again
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:02:00Z"
+
+
+async def test_a_change_moved_while_a_retry_waited_holds_the_watermark(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """The same edit while page 3's 429 waited out its retry: the retry goes on from page 3."""
+    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
+    before, after = EDITED_WHILE_PAGING
+    failed: list[bool] = []
+
+    def page_3_fails_once(request: httpx.Request) -> httpx.Response:
+        if request.url.params["page"] == "3" and not failed:
+            failed.append(True)
+            return httpx.Response(429, headers={"Retry-After": "1"}, json=error_body("too-many-requests", "slow"))
+        return paged("changes", after if failed else before, 2)(request)
+
+    shoptet_api.get("/api/orders/changes").mock(side_effect=page_3_fails_once)
+    node, options = ShoptetGetOrderChangesList(), {"page_concurrency": 1}
+
+    with pytest.raises(RetryableError) as raised:
+        await harness.run(node, {}, options=options)
+    again = await harness.run(node, {}, cursor=raised.value.resume, options=options)
+
+    assert [i["code"] for i in again.emitted] == ["6", "1"]
+    assert "shifted" in again.result.message
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:02:00Z"
+
+
+async def test_an_order_deleted_while_a_retry_waited_leaves_the_watermark_alone(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Order 10 was deleted while page 3's 503 waited: order 100 moved up into page 2, read before.
+    Only the count, lower than the first attempt's, tells; the retry knows it from its cursor."""
+    harness.install.settings[shoptet.LAST_RUN_ORDERS] = "2024-05-19T00:00:00Z"
+    orders = [{"code": str(n)} for n in range(150)]
+    failed: list[bool] = []
+
+    def page_3_fails_once(request: httpx.Request) -> httpx.Response:
+        if request.url.params["page"] == "3" and not failed:
+            failed.append(True)
+            return httpx.Response(503, json=error_body("unavailable", "try later"))
+        live = [o for o in orders if o["code"] != "10"] if failed else orders
+        return paged("orders", [live[p : p + 50] for p in range(0, len(live), 50)], 50)(request)
+
+    shoptet_api.get("/api/orders").mock(side_effect=page_3_fails_once)
+    node, options = ShoptetGetOrdersList(), {"page_concurrency": 1}
+
+    with pytest.raises(RetryableError) as raised:
+        await harness.run(node, {}, options=options)
+    again = await harness.run(node, {}, cursor=raised.value.resume, options=options)
+
+    assert "100" not in {o["code"] for o in harness.emitted + again.emitted}  # what the shift hid
+    assert "shifted" in again.result.message
+    assert harness.store.setting_writes == []
+
+
+async def test_a_slow_page_that_fails_is_retried_with_few_pages_sent_again(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Page 2 waits out a timeout while the other workers go on: unbounded, they emitted the rest
+    of the run meanwhile, and the retry, going on from page 2, emitted 18 of 20 pages again."""
+    serve = paged("orders", [[{"code": str(n)} for n in range(p * 50, p * 50 + 50)] for p in range(20)], 50)
+    failed: list[bool] = []
+
+    async def page_2_times_out_once(request: httpx.Request) -> httpx.Response:
+        if request.url.params["page"] == "2" and not failed:
+            await asyncio.sleep(0.2)  # stands for the 30 s read timeout
+            failed.append(True)
+            return httpx.Response(504, json=error_body("timeout", "gateway"))
+        return serve(request)
+
+    shoptet_api.get("/api/orders").mock(side_effect=page_2_times_out_once)
+    node = ShoptetGetOrdersList()
+
+    with pytest.raises(RetryableError) as raised:
+        await harness.run(node, {})
+    first = [o["code"] for o in harness.emitted]
+    assert raised.value.resume is not None and raised.value.resume["page"] == 2
+    again = await harness.run(node, {}, cursor=raised.value.resume)
+    second = [o["code"] for o in again.emitted]
+
+    assert set(first) | set(second) == {str(n) for n in range(1000)}
+    # at most page_concurrency - 1 (2) pages were fetched past page 2 before it failed
+    assert len(set(first) & set(second)) <= 100
+
+
+@pytest.mark.parametrize(
+    ("node", "key", "stored"),
+    [
+        (ShoptetGetOrderChangesList(), shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T06:00:00Z"),
+        (ShoptetGetOrdersList(), shoptet.LAST_RUN_ORDERS, None),  # a first run would list everything
+    ],
+)
+async def test_an_input_from_later_than_the_watermark_leaves_it(
+    harness: Harness, shoptet_api: respx.MockRouter, node: ListBatch, key: str, stored: str | None
+) -> None:
+    """Moved to the run's start, the watermark passed the changes between it and ``from``: no run
+    listed them, and no later one would."""
+    if stored:
+        harness.install.settings[key] = stored
+    shoptet_api.get(node.path).mock(side_effect=paged(node.items_key, [changes("9")], node.items_per_page))
+
+    run = await harness.run(node, {"from": "2024-05-20T11:00:00Z"})
+
+    assert harness.store.setting_writes == []
+    assert run.result.code == ResultCode.SUCCESS and "`from` is later" in (run.result.message or "")
 
 
 async def test_orchesty_cursor_without_started_at(harness: Harness, shoptet_api: respx.MockRouter) -> None:
