@@ -80,6 +80,8 @@ class Worker:
         self.readiness_consumers: list[ManagedConsumer] = []
         #: The consumer of each node type, for a deploy that changes its limits.
         self._node_consumers: list[tuple[Node, ManagedConsumer]] = []
+        #: Node types whose constructor failed here (logged once; a restart tries again).
+        self._unbuildable: set[str] = set()
         self.follower: CatalogFollower | None = None
         self.tracker: ProcessTracker | None = None
         self.ready = asyncio.Event()
@@ -118,7 +120,6 @@ class Worker:
         await self._start_runtime(bootstrap)
         rt = self.rt
         producer, topics, catalog = rt.producer, rt.topics, rt.catalog
-        names = self.node_names()
         to_deploy = list(deploy)
         if deploy_dir is not None:
             to_deploy += _topology_files(deploy_dir, self.registry, topics)
@@ -137,6 +138,12 @@ class Worker:
         # read them), and the ones the files bring are imported here
         for path in {path for tv in to_deploy for path in tv.topology.imports}:
             self.registry.import_path(path)
+        # now: with every deployed version's custom node types (a disabled topology's, a replaced
+        # version's), whose messages in flight must still be handled after a restart
+        names = self.node_names()
+        imported = [topics.node(n) for n in names if topics.node(n) not in node_topics]
+        if imported:
+            await ensure_topics(settings, bootstrap, imported)
         unknown = [name for name in names if self.registry.get(name) is None]
         if unknown:
             listed = ", ".join(unknown)
@@ -219,13 +226,18 @@ class Worker:
             self.inbound = self._inbound_consumer(inbound_topics)
             self.consumers.append(self.inbound)
 
-    def _node_consumer(self, name: str) -> ManagedConsumer:
+    def _node_consumer(self, name: str) -> ManagedConsumer | None:
         """The consumer of one node type's topic (added to ``consumers``; not started)."""
         rt = self.rt
         cls = self.registry.get(name)
         if cls is None:
             raise ValueError(f"unknown node type {name!r}")
-        node = cls()
+        try:
+            node = cls()
+        except Exception:  # a custom node's (a setting it reads missing): the other types run on
+            log.exception("node type cannot be built; its messages wait until a worker can", node=name)
+            self._unbuildable.add(name)
+            return None
         processor = NodeProcessor(rt, node)
         concurrency, ordered = node_limits(node, rt.catalog.active_all())
         consumer = ManagedConsumer(
@@ -252,13 +264,17 @@ class Worker:
         """
         if self._stopping or self._node_names is not None or self.settings.nodes:
             return
-        consumed = {node.name for node, _ in self._node_consumers}
-        for tv in self.rt.catalog.active_all():
+        consumed = {node.name for node, _ in self._node_consumers} | self._unbuildable
+        # every loaded version, not only the running ones: a disabled or replaced version's messages
+        # in flight still need its node types
+        for tv in list(self.rt.catalog.versions.values()):
             for name in sorted(tv.topology.node_types() - consumed):
                 if self.registry.get(name) is None:
                     continue  # not importable here: the catalog logged it when it read the deploy
                 consumer = self._node_consumer(name)
                 consumed.add(name)
+                if consumer is None:
+                    continue
                 task = asyncio.get_running_loop().create_task(self._start_node_consumer(consumer))
                 self._late_starts.add(task)
                 task.add_done_callback(self._late_starts.discard)

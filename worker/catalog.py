@@ -154,7 +154,10 @@ class TopologyCatalog:
                 deployment.version = running.version
             self.current[rest] = deployment
         for listener in self.listeners:
-            listener()
+            try:
+                listener()
+            except Exception:  # the others must still see the change, and the follower read on
+                log.exception("a deploy listener failed", listener=getattr(listener, "__qualname__", repr(listener)))
 
     def add_local(self, tv: TopologyVersion, enabled: bool = True) -> None:
         """Apply a version and its pointer here and now: without a control topic (unit tests,
@@ -201,8 +204,14 @@ class CatalogFollower:
         self._task = asyncio.create_task(self._follow(), name="catalog-follower")
 
     def _apply_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        if record.key is not None:
-            self.catalog.apply(record.key.decode(), record.value)
+        """Apply one record; one this worker cannot apply is logged and skipped. Raised, it ended
+        the poll, and the records fetched after it were never applied (the position had moved)."""
+        if record.key is None:
+            return
+        try:
+            self.catalog.apply(record.key.decode(errors="replace"), record.value)
+        except Exception:
+            log.exception("ignoring a control record this worker cannot apply", offset=record.offset)
 
     async def _poll(self, timeout_ms: int) -> None:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms)

@@ -17,7 +17,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from worker.registry import NodeRegistry
+from worker.registry import NodeRegistry, default_registry
 from worker.topics import KAFKA_TOPIC_NAME, TopicNames
 from worker.webhook_events import SHOPTET_WEBHOOK_EVENTS
 
@@ -296,15 +296,23 @@ def _check_references(
                 raise TopologyError(origin, index.get(("imports", i)), f"cannot import {path!r}: {exc}") from None
     if new_rules:
         _check_names(topology, index, origin)
+    built: set[str] = set()
     for node_id, spec in topology.nodes.items():
         if registry is not None and spec.node is not None and spec.node not in registry:
             raise TopologyError(origin, index.get(("nodes", node_id, "node")), f"unknown node type {spec.node!r}")
         if new_rules and registry is not None and spec.node is not None:
             _check_options(node_id, spec, registry, index, origin)
+            if spec.node not in built:
+                _check_builds(node_id, spec.node, registry, index, origin)
+                built.add(spec.node)
         for i, target in enumerate(spec.next):
             if target not in topology.nodes:
                 line = index.get(("nodes", node_id, "next", i))
                 raise TopologyError(origin, line, f"node {node_id!r} has an edge to missing node {target!r}")
+            if new_rules and target in spec.next[:i]:
+                # routed to twice, every output went out twice: a stock movement applied twice
+                line = index.get(("nodes", node_id, "next", i))
+                raise TopologyError(origin, line, f"node {node_id!r} lists its follower {target!r} twice")
     for i, start in enumerate(topology.start):
         if start.to is not None and start.to not in topology.nodes:
             raise TopologyError(origin, index.get(("start", i, "to")), f"start targets missing node {start.to!r}")
@@ -323,6 +331,21 @@ def _check_references(
                 raise TopologyError(
                     origin, line, f"a cron start of {node!r} needs an install: give the topology its `application`"
                 )
+
+
+def _check_builds(
+    node_id: str, node_type: str, registry: NodeRegistry, index: dict[tuple[Any, ...], int], origin: str
+) -> None:
+    """Build the node once, as every worker will: a custom node whose constructor fails (a setting
+    it reads missing) passed validate and deploy, and then no worker could consume its type."""
+    cls = registry.get(node_type)
+    if cls is None:
+        return
+    try:
+        cls()
+    except Exception as exc:
+        line = index.get(("nodes", node_id, "node"))
+        raise TopologyError(origin, line, f"node type {node_type!r} cannot be built: {exc!r}") from None
 
 
 def _check_options(
@@ -390,7 +413,12 @@ def _check_internal_topics(
 def load_topology_file(
     path: Path, registry: NodeRegistry | None = None, *, topics: TopicNames | None = None
 ) -> TopologyVersion:
-    """One file, refused as a :class:`TopologyError` also when it cannot be read as UTF-8 text."""
+    """One file, refused as a :class:`TopologyError` also when it cannot be read as UTF-8 text.
+
+    The file may use the built-in node types and those of its own ``imports`` only: checked against
+    a registry several files shared, a file without the import its custom node needs loaded when
+    another file imported it first, and whether it did depended on the files' order. Its imports
+    then go into ``registry`` as well (what runs the file needs them)."""
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -398,7 +426,12 @@ def load_topology_file(
         raise TopologyError(str(path), line, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise TopologyError(str(path), None, f"cannot read the file: {exc.strerror or exc}") from None
-    return parse_topology(source, str(path), registry, topics=topics)
+    if registry is None:
+        return parse_topology(source, str(path), None, topics=topics)
+    version = parse_topology(source, str(path), default_registry(), topics=topics)
+    for module in version.topology.imports:
+        registry.import_path(module)
+    return version
 
 
 def load_topology_dir(

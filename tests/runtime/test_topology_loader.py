@@ -468,3 +468,34 @@ def test_a_custom_node_whose_name_is_no_topic_name_is_refused_at_its_import(
     source = "name: acme\nimports: [acme_bad_names]\nstart: [{manual: true}]\nnodes:\n  e: {node: Acme Echo/v2}\n"
     with pytest.raises(TopologyError, match=r"<t>:2: cannot import 'acme_bad_names': node name 'Acme Echo/v2'"):
         parse_topology(source, "<t>", NodeRegistry())
+
+
+def test_a_follower_listed_twice_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    """Routed to twice, every output went out twice (a stock movement applied twice)."""
+    error = refused(GOOD.replace("next: [out]", "next: [out, out]"), registry)
+    assert error.line == 7
+    assert "lists its follower 'out' twice" in error.reason
+
+
+def test_a_node_that_cannot_be_built_is_refused_with_its_line(registry: NodeRegistry) -> None:
+    """Its constructor reads a setting that is not there: deployed, no worker could consume it."""
+    source = GOOD.replace("tests.runtime.sample_nodes", "tests.runtime.unbuildable_nodes").replace(
+        "  emit: {node: test-emit-items, next: [pass]}\n  pass: {node: test-passthrough, next: [out], concurrency: 4, "
+        "retry: {interval: 1, max_hops: 3}}\n",
+        "  emit: {node: test-needs-erp, next: [out]}\n",
+    )
+    error = refused(source, registry)
+    assert error.line == 6
+    assert "node type 'test-needs-erp' cannot be built: KeyError('ERP_URL')" in error.reason
+
+
+def test_a_file_cannot_borrow_the_imports_of_another(tmp_path: Path) -> None:
+    """Checked against one registry, a file whose custom node needs an import it lacks loaded when
+    a file before it had the import, and was refused when it came first."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(
+        GOOD.replace("name: sample", "name: other").replace("imports: [tests.runtime.sample_nodes]\n", "")
+    )
+    with pytest.raises(TopologyError) as refused_dir:
+        load_topology_dir(tmp_path, default_registry())
+    assert str(refused_dir.value).startswith(f"{tmp_path / 'b.yaml'}:5: unknown node type 'test-emit-items'")
