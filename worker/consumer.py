@@ -439,8 +439,11 @@ class ManagedConsumer:
             return
         try:
             # bounded: aiokafka retries some errors forever (a partition gone after the broker came
-            # back empty); the next round retries with fresh positions instead of hanging here
-            await asyncio.wait_for(self.consumer.commit(dict(to_commit)), COMMIT_TIMEOUT_SECONDS)
+            # back empty); the next round retries with fresh positions instead of hanging here.
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that comes as
+            # the commit completes, and the commit loop a stop had cancelled went on, for good
+            async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+                await self.consumer.commit(dict(to_commit))
         except (CommitFailedError, KafkaError, TimeoutError) as exc:
             log.warning("commit failed; will retry", name=self.name, error=str(exc) or type(exc).__name__)
             return

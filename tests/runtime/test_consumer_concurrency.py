@@ -484,3 +484,30 @@ async def test_lag_counts_to_the_end_of_the_partition_not_to_the_read_ahead() ->
     assert fresh._offsets[TP].committable() is None  # nothing new to commit before it is done
     await asyncio.gather(*fresh._tasks)
     assert fresh._offsets[TP].committable() == 1501
+
+
+async def test_a_cancel_that_comes_as_a_commit_completes_is_not_lost() -> None:
+    """A stop cancels the commit loop; on Python 3.11, ``asyncio.wait_for`` returned the commit's
+    result instead when the commit completed in the same turn, and the loop went on for good."""
+    answered = asyncio.Event()
+
+    class Kafka:
+        def assignment(self) -> set[TopicPartition]:
+            return {TP}
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            await answered.wait()
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        return None
+
+    consumer = ManagedConsumer("n", Kafka(), ["t"], handler)  # type: ignore[arg-type]
+    offsets = consumer._offsets[TP] = PartitionOffsets(committed=0)
+    offsets.started(0)
+    offsets.finished(0)
+    committing = asyncio.create_task(consumer.commit())
+    await asyncio.sleep(0.01)  # waiting for the broker's answer
+    answered.set()  # the answer comes ...
+    committing.cancel()  # ... as the stop does
+    await asyncio.gather(committing, return_exceptions=True)
+    assert committing.cancelled()
