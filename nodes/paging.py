@@ -20,8 +20,8 @@ A run lists every page of one endpoint from a start time T and emits every item 
 4. Only after the final page succeeded is the last-run setting written, atomically, and to the time
    the run *started*: anything changed while we paged is listed again next time, nothing is skipped.
    A failure or an empty first page leaves the watermark alone, and so does a run whose input
-   ``from`` is later than where a run without it starts (the stored watermark minus 60 s, else the
-   node's default): moved, the watermark would pass the changes in between, which no run listed.
+   ``from`` is later than the stored watermark minus 60 s: moved, the watermark would pass the
+   changes in between, which no run listed (with none stored, the run is the first and sets it).
 5. Shoptet warns that items shift between pages when the list changes while it is paged, so some
    are missed (an edited order moves to the end of the change feed; the orders behind it move up a
    slot, and one of them into a page already read). A page number cannot say so; an item seen twice
@@ -32,12 +32,12 @@ A run lists every page of one endpoint from a start time T and emits every item 
    to the last change on its first page: an item the run missed was behind that one when page 1
    was read, or changed after, so the next run still lists it; on a busy shop, left alone, the
    watermark never moved again and every run listed the whole window. Seen items are remembered
-   within one hop only, so a later hop of the run (the next one, or a retry) learns the rest from
-   its cursor: the most items a page of the run counted (``totalCount``: fewer since is a shift),
-   and, for a change feed, the run's start: a change at or after it minus 60 s was made while the
-   run paged, and its item may have moved there from a page an earlier hop read, so it counts as
-   a shift too (a new item's first change as well: the watermark then moves to page 1's last
-   change, which costs a run that needed several hops some items listed again). Not noticed: an
+   within one hop only; a later hop of the run (the next one, or a retry) gets from its cursor the
+   most items a page of the run counted (``totalCount``), so a count that fell since an earlier
+   hop is a shift too. Not noticed: a change feed's item edited after an earlier hop read its page
+   (it moves to the end, which a later hop reads without knowing it was seen). Counting every
+   change made during the run as a shift instead held the watermark at page 1's last change on
+   every run of several hops on a live shop, and each run listed its whole backlog again. Nor an
    order deleted from ``/api/orders`` while another is created: the count and the pages stay as
    they were, and nothing is seen twice.
 """
@@ -101,7 +101,6 @@ class _Listing:
         *,
         any_fall_shifts: bool = False,
         total: int | None = None,
-        fresh_from: str | None = None,
     ) -> None:
         self.item_id = item_id
         #: A change feed: any page counting fewer items than one seen before is a shift. Its oldest
@@ -111,24 +110,12 @@ class _Listing:
         self.seen: set[str] = set()
         #: The most items a page counted, in this hop or (from the cursor) in an earlier one.
         self.total = total
-        #: A later hop of a change feed: a change at or after this time was made while the run
-        #: paged, and its item moved to the end, perhaps from a page an earlier hop read (``seen``
-        #: knows only this hop's items).
-        self.fresh_from = fresh_from
         #: The most pages any page of this hop reported: a list that grew has more than page 1 said.
         self.page_count = 1
         self.shifted = False
 
-    def page(
-        self,
-        data: dict[str, Any],
-        items: list[Any],
-        pages: int,
-        floor: int | None = None,
-        newest: str | None = None,
-    ) -> None:
-        """Count one page in; ``floor``: the highest ``totalCount`` answered before it was asked for;
-        ``newest``: the page's newest change (a change feed's, when ``fresh_from`` is set).
+    def page(self, data: dict[str, Any], items: list[Any], pages: int, floor: int | None = None) -> None:
+        """Count one page in; ``floor``: the highest ``totalCount`` answered before it was asked for.
 
         Only that floor can tell a list that lost items: pages are asked for three at a time and
         answered in any order, and one answered late may well count fewer items than one asked for
@@ -136,8 +123,6 @@ class _Listing:
         self.page_count = max(self.page_count, pages)
         self._count(data, floor)
         self._see(items)
-        if self.fresh_from is not None and newest is not None and newest >= self.fresh_from:
-            self.shifted = True
 
     def _count(self, data: dict[str, Any], floor: int | None) -> None:
         total = (data.get("paginator") or {}).get("totalCount")
@@ -280,7 +265,7 @@ class ListBatch(Batch):
         cursor = self._cursor(message)
         now = shoptet.utcnow()
         started_at = cursor.startedAt or shoptet.format_time(now)
-        run = _Run(cursor, self._date_from(cursor, body, install, now), started_at, self._listing(cursor, started_at))
+        run = _Run(cursor, self._date_from(cursor, body, install, now), started_at, self._listing(cursor))
         first_page = cursor.page
         first = await self._fetch(ctx, first_page, run.date_from)
         items = self._items(first)
@@ -307,7 +292,7 @@ class ListBatch(Batch):
                 cursor=run.cursor_at(last_page + 1),
                 message=f"pages {first_page}-{last_page} of {page_count}",
             )
-        return await self._end_run(ctx, run, body, now, page_count)
+        return await self._end_run(ctx, run, body, page_count)
 
     def _date_from(self, cursor: ListCursor, body: ListInput, install: Install, now: datetime) -> str | None:
         """The run's start time T (see 1. above)."""
@@ -316,30 +301,16 @@ class ListBatch(Batch):
             # that lists everything); read again, a watermark stored meanwhile filtered the rest
             return cursor.dateFrom
         explicit = shoptet.normalize_time(body.from_) if body.from_ else None
-        return cursor.dateFrom or explicit or self._usual_from(install, now)
-
-    def _usual_from(self, install: Install, now: datetime) -> str | None:
-        """Where a run starts without a cursor or an input ``from``: the stored watermark minus 60 s,
-        else the node's default."""
-        return shoptet.watermark_start(install, self.last_run_key) or self.default_from(now)
-
-    def _listing(self, cursor: ListCursor, started_at: str) -> _Listing:
-        """The hop's shift detector, given what earlier hops of the run saw (see 5. above)."""
-        fresh_from = None
-        if cursor.startedAt is not None and self.ordered_by is not None:
-            # Shoptet's clock may run behind ours: the same 60 s a stored watermark is read back by
-            fresh_from = shoptet.format_time(shoptet.parse_time(started_at) - shoptet.WATERMARK_OFFSET)
-        return _Listing(
-            self.item_id,
-            any_fall_shifts=self.ordered_by is not None,
-            total=cursor.totalCount,
-            fresh_from=fresh_from,
+        return (
+            cursor.dateFrom or explicit or shoptet.watermark_start(install, self.last_run_key) or self.default_from(now)
         )
 
+    def _listing(self, cursor: ListCursor) -> _Listing:
+        """The hop's shift detector, given the most items a page of the run counted before (see 5.)."""
+        return _Listing(self.item_id, any_fall_shifts=self.ordered_by is not None, total=cursor.totalCount)
+
     def _count(self, listing: _Listing, data: dict[str, Any], items: list[Any], floor: int | None) -> None:
-        """Count one page into ``listing``; its newest change only where a fresh one tells a shift."""
-        newest = self._last_of(items) if listing.fresh_from is not None else None
-        listing.page(data, items, self._page_count(data), floor, newest)
+        listing.page(data, items, self._page_count(data), floor)
 
     @staticmethod
     def _hop_limit(ctx: NodeContext, first_page: int) -> int | None:
@@ -347,11 +318,11 @@ class ListBatch(Batch):
         max_pages = ctx.options.get("max_pages_per_hop")
         return first_page + max_pages - 1 if isinstance(max_pages, int) and max_pages > 0 else None
 
-    async def _end_run(self, ctx: NodeContext, run: _Run, body: ListInput, now: datetime, page_count: int) -> Result:
+    async def _end_run(self, ctx: NodeContext, run: _Run, body: ListInput, page_count: int) -> Result:
         """After the run's final page: move the watermark as far as what was listed allows."""
         install = ctx.require_install()
         listed = f"listed {page_count} page(s) from {run.date_from or 'the beginning'}"
-        if self._skips_a_gap(install, body, run.date_from, now):
+        if self._skips_a_gap(install, body, run.date_from):
             ctx.log.warning("input `from` is later than the watermark; watermark left as it was", path=self.path)
             return Result(message=f"{listed}; `from` is later than the last run, so the watermark stays where it was")
         watermark = run.started_at
@@ -369,14 +340,14 @@ class ListBatch(Batch):
         await shoptet.save_watermark(ctx, self.last_run_key, watermark)
         return Result(message=listed)
 
-    def _skips_a_gap(self, install: Install, body: ListInput, date_from: str | None, now: datetime) -> bool:
-        """Whether the input's ``from`` started the run later than a run without it would start:
-        moved to this run's start, the watermark would pass the changes in between, which no run
-        listed. Asked after the final page, against the watermark stored by then."""
-        if not body.from_ or date_from is None:
-            return False
-        usual = self._usual_from(install, now)
-        return usual is None or shoptet.parse_time(date_from) > shoptet.parse_time(usual)
+    def _skips_a_gap(self, install: Install, body: ListInput, date_from: str | None) -> bool:
+        """Whether the input's ``from`` started the run later than the stored watermark (read back
+        60 s early): moved to this run's start, the watermark would pass the changes in between,
+        which no run listed. Asked after the final page, against the watermark stored by then."""
+        stored = shoptet.watermark_start(install, self.last_run_key)
+        if not body.from_ or date_from is None or stored is None:
+            return False  # nothing stored: the run is the first, from wherever it was asked to start
+        return shoptet.parse_time(date_from) > shoptet.parse_time(stored)
 
     def _last_of(self, items: list[Any]) -> str | None:
         """The ordering field of the page's last item (None for a list not ordered by one)."""

@@ -470,73 +470,6 @@ async def test_a_shift_seen_in_an_earlier_hop_holds_the_watermark_to_page_1s_las
     ]
 
 
-def changed_at(code: str, when: str) -> dict[str, Any]:
-    """A change made at ``when`` (Shoptet's local time, +02:00)."""
-    return {"code": code, "changeTime": when, "changeType": "edit"}
-
-
-#: Order 1 edited while the run paged (after NOW, when it started): its change moved to the end of
-#: the feed, and order 5 moved up into page 2.
-EDITED_WHILE_PAGING = (
-    [timed_changes(("1", 1), ("2", 2)), timed_changes(("3", 3), ("4", 4)), timed_changes(("5", 5), ("6", 6))],
-    [
-        timed_changes(("2", 2), ("3", 3)),
-        timed_changes(("4", 4), ("5", 5)),
-        [*timed_changes(("6", 6)), changed_at("1", "2024-05-20T14:00:30+0200")],
-    ],
-)
-
-
-async def test_a_change_moved_from_a_page_an_earlier_hop_read_holds_the_watermark(
-    harness: Harness, shoptet_api: respx.MockRouter
-) -> None:
-    """Order 1 was edited between the hops: order 5 moved up into page 2, which the first hop had
-    read, and no page of the run holds it. Nothing is seen twice within one hop; only order 1's
-    change made after the run started tells. The watermark moved to the run's start, past order 5."""
-    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
-    before, after = EDITED_WHILE_PAGING
-    hop = [1]
-    shoptet_api.get("/api/orders/changes").mock(
-        side_effect=lambda r: paged("changes", [before, after][hop[0] - 1], 2)(r)
-    )
-    node, options = ShoptetGetOrderChangesList(), {"max_pages_per_hop": 2, "page_concurrency": 1}
-
-    first = await harness.run(node, {}, options=options)
-    hop[0] = 2
-    last = await harness.run(node, {}, cursor=first.result.cursor, options=options)
-
-    assert [i["code"] for i in first.emitted + last.emitted] == ["1", "2", "3", "4", "6", "1"]
-    assert "shifted" in last.result.message
-    # page 1's last change: the next run lists order 5 again
-    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:02:00Z"
-
-
-async def test_a_change_moved_while_a_retry_waited_holds_the_watermark(
-    harness: Harness, shoptet_api: respx.MockRouter
-) -> None:
-    """The same edit while page 3's 429 waited out its retry: the retry goes on from page 3."""
-    harness.install.settings[shoptet.LAST_RUN_ORDER_CHANGES] = "2024-05-19T00:00:00Z"
-    before, after = EDITED_WHILE_PAGING
-    failed: list[bool] = []
-
-    def page_3_fails_once(request: httpx.Request) -> httpx.Response:
-        if request.url.params["page"] == "3" and not failed:
-            failed.append(True)
-            return httpx.Response(429, headers={"Retry-After": "1"}, json=error_body("too-many-requests", "slow"))
-        return paged("changes", after if failed else before, 2)(request)
-
-    shoptet_api.get("/api/orders/changes").mock(side_effect=page_3_fails_once)
-    node, options = ShoptetGetOrderChangesList(), {"page_concurrency": 1}
-
-    with pytest.raises(RetryableError) as raised:
-        await harness.run(node, {}, options=options)
-    again = await harness.run(node, {}, cursor=raised.value.resume, options=options)
-
-    assert [i["code"] for i in again.emitted] == ["6", "1"]
-    assert "shifted" in again.result.message
-    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDER_CHANGES) == "2024-05-20T08:02:00Z"
-
-
 async def test_an_order_deleted_while_a_retry_waited_leaves_the_watermark_alone(
     harness: Harness, shoptet_api: respx.MockRouter
 ) -> None:
@@ -596,25 +529,35 @@ async def test_a_slow_page_that_fails_is_retried_with_few_pages_sent_again(
 
 
 @pytest.mark.parametrize(
-    ("node", "key", "stored"),
+    ("node", "key"),
     [
-        (ShoptetGetOrderChangesList(), shoptet.LAST_RUN_ORDER_CHANGES, "2024-05-20T06:00:00Z"),
-        (ShoptetGetOrdersList(), shoptet.LAST_RUN_ORDERS, None),  # a first run would list everything
+        (ShoptetGetOrderChangesList(), shoptet.LAST_RUN_ORDER_CHANGES),
+        (ShoptetGetOrdersList(), shoptet.LAST_RUN_ORDERS),
     ],
 )
 async def test_an_input_from_later_than_the_watermark_leaves_it(
-    harness: Harness, shoptet_api: respx.MockRouter, node: ListBatch, key: str, stored: str | None
+    harness: Harness, shoptet_api: respx.MockRouter, node: ListBatch, key: str
 ) -> None:
     """Moved to the run's start, the watermark passed the changes between it and ``from``: no run
     listed them, and no later one would."""
-    if stored:
-        harness.install.settings[key] = stored
+    harness.install.settings[key] = "2024-05-20T06:00:00Z"
     shoptet_api.get(node.path).mock(side_effect=paged(node.items_key, [changes("9")], node.items_per_page))
 
     run = await harness.run(node, {"from": "2024-05-20T11:00:00Z"})
 
     assert harness.store.setting_writes == []
     assert run.result.code == ResultCode.SUCCESS and "`from` is later" in (run.result.message or "")
+
+
+async def test_a_first_run_with_a_from_sets_the_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """order-import's documented start ({"from": ...}) on a new install: left unset, the watermark
+    made the next plain run list every order the shop ever had."""
+    node = ShoptetGetOrdersList()
+    shoptet_api.get(node.path).mock(side_effect=paged(node.items_key, [changes("9")], node.items_per_page))
+
+    await harness.run(node, {"from": "2024-01-01T00:00:00Z"})
+
+    assert harness.store.setting(harness.install, shoptet.LAST_RUN_ORDERS) == NOW_TEXT
 
 
 async def test_orchesty_cursor_without_started_at(harness: Harness, shoptet_api: respx.MockRouter) -> None:
