@@ -247,7 +247,12 @@ class ManagedConsumer:
         if not self._joined:
             self.budget.join()
             self._joined = True
-        await self.consumer.start()
+        try:
+            await self.consumer.start()
+        except BaseException:  # a start that failed counts for no reserve (a late one is tried again)
+            self.budget.leave()
+            self._joined = False
+            raise
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))  # the topics as they are now
         self._subscribed = True
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.name}")

@@ -511,3 +511,19 @@ async def test_a_cancel_that_comes_as_a_commit_completes_is_not_lost() -> None:
     committing.cancel()  # ... as the stop does
     await asyncio.gather(committing, return_exceptions=True)
     assert committing.cancelled()
+
+
+async def test_a_consumer_whose_start_failed_holds_no_reserve() -> None:
+    """Each failed start of a late node type's consumer joined the budget for good, and shrank every
+    live consumer's reserve."""
+
+    class Unreachable:
+        async def start(self) -> None:
+            raise OSError("broker down")
+
+    budget = ReadAheadBudget(max_bytes=8 * record_cost(record(0, b"a")))
+    consumer = ManagedConsumer("n", Unreachable(), ["t"], lambda r: None, budget=budget)  # type: ignore[arg-type]
+    for _ in range(3):
+        with pytest.raises(OSError):
+            await consumer.start()
+    assert budget.consumers == 0
