@@ -13,7 +13,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
@@ -260,6 +260,26 @@ async def read_from_start(
     return tps
 
 
+class TopicsNotCreated(KafkaError):
+    """The cluster refused to create topics the worker needs (a replication factor above its
+    brokers, a policy, a missing CREATE permission)."""
+
+
+def topics_refused(topic_errors: Iterable[tuple[Any, ...]]) -> list[str]:
+    """``topic: reason`` for each topic a CreateTopics answer refused.
+
+    aiokafka returns the answer instead of raising for it: a refused topic was logged as created,
+    and the worker ran on with consumers that got no partitions and outputs that went to trash
+    after waiting 10 minutes for their topic."""
+    refused = []
+    for topic, code, *message in topic_errors:
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        reason = message[0] if message and message[0] else for_code(code).__name__
+        refused.append(f"{topic}: {reason}")
+    return refused
+
+
 async def ensure_topics(
     settings: Settings, bootstrap_servers: str, topics: Iterable[str], *, configs: dict[str, str] | None = None
 ) -> None:
@@ -276,9 +296,13 @@ async def ensure_topics(
             for t in missing
         ]
         try:
-            await admin.create_topics(new)
+            response = await admin.create_topics(new)
         except TopicAlreadyExistsError:
-            pass  # another worker created them first
+            response = None  # another worker created them first
+        if response is not None:
+            refused = topics_refused(response.topic_errors)
+            if refused:
+                raise TopicsNotCreated("Kafka did not create " + "; ".join(refused))
         log.info("topics created", topics=missing)
     finally:
         await admin.close()

@@ -165,14 +165,25 @@ def main() -> None:
     from worker.broker import BrokerStartFailed
     from worker.control import NoKafka
     from worker.errors import StoreOpenFailed
+    from worker.kafka import TopicsNotCreated
     from worker.store.crypto import SecretKeyError
     from worker.topology import TopologyError
 
+    one_line = (
+        NoKafka,
+        SecretKeyError,
+        TopologyError,
+        UnknownNodeType,
+        BrokerStartFailed,
+        StoreOpenFailed,
+        TopicsNotCreated,
+    )
     try:
         app()
-    except (NoKafka, SecretKeyError, TopologyError, UnknownNodeType, BrokerStartFailed, StoreOpenFailed) as exc:
+    except one_line as exc:
         # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR, a typo in NODES, an
-        # embedded broker that would not start, a store that cannot be opened: one line each
+        # embedded broker that would not start, a store that cannot be opened, topics the cluster
+        # refused: one line each
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except KafkaConnectionError as exc:
