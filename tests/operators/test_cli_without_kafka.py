@@ -190,3 +190,45 @@ def test_the_standalone_ingress_with_its_port_taken_says_so_in_one_line(tmp_path
 
     assert result.exit_code == 2, result.output
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
+
+
+def test_an_invalid_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "nodes"])
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid setting: LOG_LEVEL: Input should be 'DEBUG'")
+    assert "Traceback" not in err
+
+
+def test_every_command_logs_to_stderr_as_log_format_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`install list --json | jq` got console log lines (the store's migration, a secret it could
+    not decrypt) on stdout: the install commands never set logging up."""
+    import json
+
+    from worker.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "install", "list", "--json"])
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        get_settings.cache_clear()
+
+    assert exited.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no installs: nothing but JSON lines would belong here
+    logged = [json.loads(line) for line in captured.err.splitlines()]
+    assert any(entry["event"] == "install store migrated" for entry in logged)

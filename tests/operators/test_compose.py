@@ -164,3 +164,11 @@ def test_the_workers_know_the_public_url_and_the_addon(compose: dict[str, Any]) 
     }
     for name in OUR_SERVICES:
         assert needed <= set(_services(compose)[name]["environment"]), name
+
+
+@pytest.mark.parametrize("name", OUR_SERVICES)
+def test_a_stop_waits_for_the_graceful_timeout(compose: dict[str, Any], name: str) -> None:
+    """Docker kills a container 10 s after SIGTERM by default: the ingress's webhooks in flight and
+    the worker's records were cut off before GRACEFUL_TIMEOUT_SECONDS."""
+    grace = _services(compose)[name].get("stop_grace_period", "10s")
+    assert int(grace.removesuffix("s")) > Settings().graceful_timeout_seconds

@@ -33,6 +33,14 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+@app.callback()
+def _configure_logging() -> None:
+    """Every command logs as LOG_FORMAT and LOG_LEVEL say, to stderr (stdout is the command's own
+    output: ``install list --json | jq`` got console log lines mixed into it)."""
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
 def settings_from_env() -> Settings:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -160,6 +168,7 @@ def simulator(
 
 def main() -> None:
     from aiokafka.errors import KafkaConnectionError
+    from pydantic import ValidationError
 
     from worker.app import UnknownNodeType
     from worker.broker import BrokerStartFailed
@@ -180,6 +189,10 @@ def main() -> None:
     )
     try:
         app()
+    except ValidationError as exc:  # a setting from the environment: which one, and why
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: invalid setting: {problems}", err=True)
+        raise SystemExit(2) from None
     except one_line as exc:
         # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR, a typo in NODES, an
         # embedded broker that would not start, a store that cannot be opened, topics the cluster
