@@ -10,6 +10,7 @@ is read and the broker has every item, the change feed's watermark moves on
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,9 @@ from worker.errors import NodeError, RetryableError, StopError
 from worker.node import Batch, Emit, NodeContext, NoOptions, Result
 
 LINES_PER_MESSAGE = 50
+#: A hop emits lines for this long at most, then goes on in the next: within the graceful stop's
+#: 30 s, so that a stop or a rebalance waits for it to end instead of cutting the file off.
+MAX_HOP_SECONDS = 20.0
 #: A message's lines stay under this much JSON: fifty lines of products with long descriptions
 #: passed the broker's 1 MiB a record, and the whole export stopped at that message.
 MAX_MESSAGE_BYTES = 768 * 1024
@@ -76,9 +80,12 @@ async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         raise RetryableError("result file is empty: no gzip stream at all")
 
 
-async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[Any, int]]:
-    """Parse JSON Lines from byte chunks into (value, bytes of its line); blank lines are skipped,
-    a bad line stops the run."""
+async def text_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    """Split byte chunks into (line number, line) for each line that is not blank.
+
+    Unparsed: a retry skips the lines an earlier attempt emitted without parsing them (at 90% of a
+    million lines, that parsed 900,000 lines only to drop them), and a line that is not JSON can be
+    skipped too (parsed first, it failed every attempt whatever the cursor said)."""
     pending = b""
     number = 0
     async for chunk in chunks:
@@ -89,16 +96,9 @@ async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[Any, i
         for line in lines:
             number += 1
             if line.strip():
-                yield _parse_line(line, number), len(line)
+                yield number, line
     if pending.strip():
-        yield _parse_line(pending, number + 1), len(pending)
-
-
-def _parse_line(line: bytes, number: int) -> Any:
-    try:
-        return json.loads(line)
-    except ValueError as exc:
-        raise StopError(f"result file line {number} is not JSON: {exc}") from exc
+        yield number + 1, pending
 
 
 class ParseCursor(BaseModel):
@@ -115,6 +115,8 @@ class _Progress:
     def __init__(self, emitted: int) -> None:
         #: Lines of the file emitted so far, by this attempt and the ones before it.
         self.emitted = emitted
+        #: The hop ended before the file did (see ``MAX_HOP_SECONDS``).
+        self.more = False
 
 
 class ShoptetParseJsonLines(Batch):
@@ -122,7 +124,12 @@ class ShoptetParseJsonLines(Batch):
     so that a message stays under the broker's record limit). Job not completed -> 1006.
 
     A retry goes on after the lines already emitted (a download cut at 90% of a million lines sent
-    them all again, on every retry); a replay from trash too.
+    them all again, on every retry); a replay from trash too. A line that is not JSON stops the run
+    after the lines before it went out, and its trash entry's cursor says how to replay without it.
+    A hop ends after ``MAX_HOP_SECONDS`` and goes on in the next one from where it stopped
+    (``BATCH_CURSOR_WITH_ITEMS``), so that a stop or a rebalance, which wait for the records
+    running, never cut a big file off half-way: started again from its first line, it went to
+    the sink twice.
     """
 
     name = "shoptet-parse-json-lines"
@@ -145,6 +152,12 @@ class ShoptetParseJsonLines(Batch):
                 if exc.resume is None and progress.emitted > cursor.skip:
                     exc.resume = ParseCursor(skip=progress.emitted).model_dump()
                 raise
+        if progress.more:
+            return Result(
+                code=ResultCode.BATCH_CURSOR_WITH_ITEMS,
+                cursor=ParseCursor(skip=progress.emitted).model_dump(exclude={"sent"}),
+                message=f"job {job.jobId}: {progress.emitted} line(s) so far",
+            )
         # the whole file is read and its items are with the broker: a full export moves the change
         # feed on (before they are, a worker that died would lose them once the file expired)
         await ctx.delivered()
@@ -157,20 +170,37 @@ class ShoptetParseJsonLines(Batch):
 
     async def _emit_file(self, ctx: NodeContext, url: str, emit: Emit, progress: _Progress) -> None:
         skip = progress.emitted
+        deadline = time.monotonic() + MAX_HOP_SECONDS
         seen = size = 0
         batch: list[Any] = []
+
+        async def flush() -> None:
+            nonlocal batch, size
+            if batch:
+                await emit(batch)
+                progress.emitted += len(batch)
+                batch, size = [], 0
+
         async with ctx.require_shoptet().stream(url) as response:
             # aiter_raw: the bytes as sent; the file itself is gzip, whatever Content-Encoding says.
-            async for item, length in json_lines(gunzip(response.aiter_raw())):
+            async for number, line in text_lines(gunzip(response.aiter_raw())):
                 seen += 1
                 if seen <= skip:
                     continue
-                if batch and (len(batch) == LINES_PER_MESSAGE or size + length > MAX_MESSAGE_BYTES):
-                    await emit(batch)
-                    progress.emitted += len(batch)
-                    batch, size = [], 0
+                if batch and (len(batch) == LINES_PER_MESSAGE or size + len(line) > MAX_MESSAGE_BYTES):
+                    await flush()
+                    if time.monotonic() > deadline:
+                        progress.more = True
+                        return
+                try:
+                    item = json.loads(line)
+                except ValueError as exc:
+                    await flush()  # the lines before it go out; the cursor then points at it
+                    raise StopError(
+                        f"result file line {number} is not JSON: {exc}; to leave it out, replay with the "
+                        f"cursor's skip set to {seen}",
+                        resume=ParseCursor(skip=seen - 1).model_dump(exclude={"sent"}),
+                    ) from exc
                 batch.append(item)
-                size += length + 1
-        if batch:
-            await emit(batch)
-            progress.emitted += len(batch)
+                size += len(line) + 1
+        await flush()

@@ -18,7 +18,7 @@ from nodes.connectors import parse_json_lines
 from nodes.connectors.get_all_orders import ShoptetGetAllOrders
 from nodes.connectors.get_all_products import ShoptetGetAllProducts
 from nodes.connectors.job_finished_webhook import ShoptetJobFinishedWebhook
-from nodes.connectors.parse_json_lines import ShoptetParseJsonLines, gunzip, json_lines
+from nodes.connectors.parse_json_lines import ShoptetParseJsonLines, gunzip, text_lines
 from worker.envelope import ResultCode
 from worker.errors import RetryableError, StopError, StoreUnavailable
 from worker.node import NodeContext
@@ -409,6 +409,43 @@ async def test_a_truncated_file_is_refused_even_when_cut_at_a_line_break() -> No
         [p async for p in gunzip(chunks_of(first, 997))]
 
 
+async def test_a_line_that_is_not_json_can_be_left_out_by_a_replay(
+    harness: Harness, shoptet_api: respx.MockRouter
+) -> None:
+    """Lines were parsed before the cursor's ``skip`` was looked at: a bad line failed every replay
+    whatever the cursor said, and the rest of the export never went out."""
+    shoptet_api.get(RESULT_URL).mock(
+        return_value=httpx.Response(200, content=gzip.compress(b'{"code": "1"}\n\n{broken\n{"code": "3"}\n'))
+    )
+    with pytest.raises(StopError, match=r"line 3 is not JSON.*skip set to 2") as bad:
+        await harness.run(ShoptetParseJsonLines(), job())
+    assert bad.value.resume == {"skip": 1}
+    assert harness.emitted == [[{"code": "1"}]]  # the lines before it went out
+
+    replay = await harness.run(ShoptetParseJsonLines(), job(), cursor={"skip": 2})  # as the error says
+
+    assert replay.emitted == [[{"code": "3"}]]
+
+
+async def test_a_long_file_goes_on_in_the_next_hop(
+    harness: Harness, shoptet_api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose lines take longer than a hop may: a stop or a rebalance, which wait for running
+    records only so long, cut it off half-way, and it was read again from its first line."""
+    monkeypatch.setattr(parse_json_lines, "MAX_HOP_SECONDS", 0.0)  # every hop ends after a message
+    shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(120))))
+    cursor = None
+    codes: list[str] = []
+    for _ in range(3):
+        run = await harness.run(ShoptetParseJsonLines(), job(), cursor=cursor)
+        codes += [o["code"] for batch in run.emitted for o in batch]
+        if run.result.code != ResultCode.BATCH_CURSOR_WITH_ITEMS:
+            break
+        cursor = run.result.cursor
+    assert run.result.code == ResultCode.SUCCESS
+    assert codes == [str(n) for n in range(120)]  # each line once, over three hops
+
+
 async def test_memory_stays_flat_for_a_big_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """A highly compressible 64 MiB file inflates in small steps, never whole."""
     monkeypatch.setattr(parse_json_lines, "MAX_INFLATE_STEP", 64 * 1024)
@@ -423,9 +460,9 @@ async def test_memory_stays_flat_for_a_big_file(monkeypatch: pytest.MonkeyPatch)
             yield piece
 
     lines = 0
-    async for item, length in json_lines(measured(gunzip(chunks_of(compressed, 65536)))):
+    async for _, text in text_lines(measured(gunzip(chunks_of(compressed, 65536)))):
         lines += 1
-        assert item == {"code": "x" * 1000} and length == len(line) - 1
+        assert text == line[:-1]
     assert lines == 64 * 1024
     assert sum(sizes) == 64 * 1024 * len(line)
     assert max(sizes) <= 64 * 1024
