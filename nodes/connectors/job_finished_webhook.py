@@ -12,10 +12,13 @@ from nodes import shoptet
 from nodes.options import JobFinishedOptions
 from nodes.snapshot import job_endpoint
 from worker.envelope import Message, ResultCode
+from worker.errors import RetryableError
 from worker.node import Connector, NodeContext, Result
 from worker.store import Install
 
 JOB_FINISHED = "job:finished"
+#: Job statuses before it finished (completed or failed).
+UNFINISHED = frozenset({"pending", "running"})
 
 
 class WebhookPayload(BaseModel):
@@ -41,6 +44,7 @@ class ShoptetJobFinishedWebhook(Connector):
       shoptet-parse-json-lines has read a full export's whole file (see
       :func:`nodes.snapshot.complete_export`): a file that failed to parse, and then expired before
       anyone replayed it, would otherwise have left its window in neither the export nor the feed.
+    - A job Shoptet still reports pending or running is retried (its record lags its webhook).
     - Option ``endpoints`` (ours): several processes may start on ``job:finished``; each lists the
       job endpoints it wants (``[/api/orders/snapshot]``) and lets other jobs stop here with 1003.
     """
@@ -64,6 +68,10 @@ class ShoptetJobFinishedWebhook(Connector):
         client = shoptet.client_for(ctx, install)
         envelope = await client.request("GET", f"/api/system/jobs/{shoptet.path_segment(payload.eventInstance)}")
         job = shoptet.data_of(envelope, "job")
+        if job.get("status") in UNFINISHED:
+            # Shoptet's job record has not caught up with its webhook yet: passed on, the job failed
+            # parsing as "not completed", and a replay of that trash entry never fetched it again
+            raise RetryableError(f"job {job.get('jobId')} is still {job.get('status')}")
         wanted = shoptet.names_option(ctx, "endpoints")
         if wanted and job_endpoint(job) not in wanted:
             return Result(

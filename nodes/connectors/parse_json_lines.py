@@ -43,6 +43,7 @@ class Job(BaseModel):
     jobId: str
     status: str
     resultUrl: str | None = None
+    log: Any = None
 
 
 async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -138,8 +139,10 @@ class ShoptetParseJsonLines(Batch):
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         job = parse_body(Job, message.body, self.name)
         if job.status != "completed":
+            # Orchesty's words, then what an operator needs to know why: the status and Shoptet's log
+            why = f" Its status is {job.status}" + (f"; Shoptet's log: {job.log}" if job.log else ".")
             return Result(
-                code=ResultCode.STOP_AND_FAIL, message=f"Job [jobId={job.jobId}] from shoptet is not completed."
+                code=ResultCode.STOP_AND_FAIL, message=f"Job [jobId={job.jobId}] from shoptet is not completed.{why}"
             )
         if not job.resultUrl:
             return Result(code=ResultCode.STOP_AND_FAIL, message=f"Job [jobId={job.jobId}] has no resultUrl.")

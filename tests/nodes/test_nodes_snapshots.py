@@ -297,8 +297,27 @@ async def test_parse_json_lines_emits_lists_of_50(harness: Harness, shoptet_api:
 async def test_parse_json_lines_not_completed(harness: Harness) -> None:
     run = await harness.run(ShoptetParseJsonLines(), job(status="pending"))
     assert run.result.code == ResultCode.STOP_AND_FAIL
-    assert run.result.message == "Job [jobId=3ax1844] from shoptet is not completed."
+    assert run.result.message == "Job [jobId=3ax1844] from shoptet is not completed. Its status is pending."
     assert run.emitted == []
+    failed = {**job(status="failed"), "log": "Export failed: too many items"}
+    run = await harness.run(ShoptetParseJsonLines(), failed)
+    assert run.result.message == (
+        "Job [jobId=3ax1844] from shoptet is not completed. Its status is failed; Shoptet's log: "
+        "Export failed: too many items"
+    )
+
+
+@pytest.mark.parametrize("status", ["pending", "running"])
+async def test_a_job_finished_webhook_ahead_of_its_job_is_retried(
+    harness: Harness, shoptet_api: respx.MockRouter, status: str
+) -> None:
+    """Passed on, the unfinished job failed parsing, and a replay of its trash entry never fetched
+    the job again: the export was lost."""
+    shoptet_api.get("/api/system/jobs/3ax1844").mock(
+        return_value=httpx.Response(200, json=envelope({"job": job(status=status)}))
+    )
+    with pytest.raises(RetryableError, match=f"job 3ax1844 is still {status}"):
+        await harness.run(ShoptetJobFinishedWebhook(), webhook(), ctx=no_install_context(harness))
 
 
 async def test_parse_json_lines_expired_file_and_bad_files(harness: Harness, shoptet_api: respx.MockRouter) -> None:
