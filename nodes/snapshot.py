@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nodes import shoptet
 from worker.envelope import Message
-from worker.errors import StopError
+from worker.errors import NodeError, StopError
 from worker.node import Connector, NodeContext, NoOptions, Result
 from worker.store import Install
 
@@ -21,6 +21,13 @@ from worker.store import Install
 class SnapshotInput(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     from_: str | None = Field(default=None, alias="from")
+
+
+class SnapshotCursor(BaseModel):
+    """A retry's ``cursor``: the job an earlier attempt got from Shoptet before it failed."""
+
+    model_config = ConfigDict(extra="ignore")
+    jobId: str | None = None
 
 
 class SnapshotConnector(Connector):
@@ -32,6 +39,9 @@ class SnapshotConnector(Connector):
     failed, or whose ``job:finished`` never came, lost its whole window. Only a full export (no T)
     may let the change feed skip ahead: its job id is recorded here, and :func:`complete_export`
     moves the watermark (forward only) once that job's whole file has been read.
+
+    A failure after Shoptet accepted the job (recording it, with the store down) keeps the job in
+    the retry's cursor: asked again, Shoptet ran a second export and both went to the sink whole.
     """
 
     Options = NoOptions
@@ -45,16 +55,25 @@ class SnapshotConnector(Connector):
         body = shoptet.parse_body(SnapshotInput, message.body, self.name)
         since = shoptet.normalize_time(body.from_) if body.from_ else None
         since = since or shoptet.watermark_start(install, self.watermark_key)
-        params: dict[str, Any] = {}
-        if self.include:
-            params["include"] = self.include
-        if since:
-            params["creationTimeFrom"] = since
-        envelope = await ctx.require_shoptet().request("GET", self.path, params=params)
-        job = shoptet.data_of(envelope)
-        job_id = shoptet.data_of(envelope, "jobId")
+        requested = shoptet.parse_cursor(SnapshotCursor, message, self.name).jobId
+        if requested is None:
+            params: dict[str, Any] = {}
+            if self.include:
+                params["include"] = self.include
+            if since:
+                params["creationTimeFrom"] = since
+            envelope = await ctx.require_shoptet().request("GET", self.path, params=params)
+            job = shoptet.data_of(envelope)
+            requested = str(shoptet.data_of(envelope, "jobId"))
+        else:
+            job = {"jobId": requested}
         if since is None:
-            await ctx.store.set_setting(install.user, install.application, shoptet.FULL_SNAPSHOT_JOB[self.path], job_id)
+            key = shoptet.FULL_SNAPSHOT_JOB[self.path]
+            try:
+                await ctx.store.set_setting(install.user, install.application, key, requested)
+            except NodeError as exc:
+                exc.resume = SnapshotCursor(jobId=requested).model_dump()
+                raise
         return Result(body=job)
 
 

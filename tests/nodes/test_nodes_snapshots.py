@@ -59,6 +59,35 @@ async def test_get_all_orders_input_from_and_first_run(harness: Harness, shoptet
     assert "creationTimeFrom" not in route.calls.last.request.url.params
 
 
+async def test_a_snapshot_whose_job_could_not_be_recorded_asks_for_no_second_job(
+    harness: Harness, shoptet_api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store was down as the full export's job was recorded: the retry asked Shoptet again, and
+    both exports went to the sink whole."""
+    route = shoptet_api.get("/api/orders/snapshot").mock(
+        side_effect=[
+            httpx.Response(202, json=envelope({"jobId": "j1"})),
+            httpx.Response(202, json=envelope({"jobId": "j2"})),
+        ]
+    )
+    record = harness.store.set_setting
+
+    async def store_down(*args: Any) -> None:
+        raise StoreUnavailable("database restarting")
+
+    monkeypatch.setattr(harness.store, "set_setting", store_down)
+    with pytest.raises(StoreUnavailable) as down:
+        await harness.run(ShoptetGetAllOrders(), {})
+    assert down.value.resume == {"jobId": "j1"}
+    monkeypatch.setattr(harness.store, "set_setting", record)
+
+    again = await harness.run(ShoptetGetAllOrders(), {}, cursor=down.value.resume)
+
+    assert route.call_count == 1
+    assert again.result.body == {"jobId": "j1"}
+    assert [w[2:] for w in harness.store.setting_writes] == [(shoptet.FULL_SNAPSHOT_JOB["/api/orders/snapshot"], "j1")]
+
+
 async def test_get_all_products_and_failure_keeps_watermark(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     route = shoptet_api.get("/api/products/snapshot").mock(
         side_effect=[
