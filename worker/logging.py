@@ -75,4 +75,6 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     )
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(logging.WARNING)
+    # the libraries' info lines (every aiokafka fetch and rebalance step) drown ours: warnings at
+    # least, and fewer when LOG_LEVEL asks for fewer
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

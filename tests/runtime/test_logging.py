@@ -71,6 +71,23 @@ def test_library_lines_are_json_with_the_message_ids_too(capsys: pytest.CaptureF
     assert "ConnectionError: broker gone" in record["exception"]
 
 
+def test_log_level_error_quiets_the_libraries_warnings_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The libraries' level was pinned at WARNING: LOG_LEVEL=ERROR still printed every aiokafka
+    warning."""
+    import logging
+
+    saved, saved_handlers, saved_level = structlog.get_config(), logging.getLogger().handlers[:], logging.root.level
+    configure_logging("json", "ERROR")
+    try:
+        logging.getLogger("aiokafka.consumer").warning("Heartbeat failed")
+        logging.getLogger("aiokafka.consumer").error("Unable to connect")
+    finally:
+        structlog.configure(**saved)
+        logging.getLogger().handlers = saved_handlers
+        logging.root.setLevel(saved_level)
+    assert [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()] == ["Unable to connect"]
+
+
 async def test_the_retry_forwarder_names_the_message_it_forwards() -> None:
     """Its lines (a record trashed for having no target) carried no message ids at all."""
     from types import SimpleNamespace
