@@ -299,9 +299,13 @@ class NodeProcessor:
         status update retried later overwrote a newer one. Here the runner of the install's queue
         waits, so its next messages wait too (other installs do not).
         """
-        if not self.feed.ordered or delivery.has_outputs():
+        if not self.feed.ordered or delivery.has_outputs() or error.resume is not None:
             # a batch that emitted before failing: given up here (a rebalance, a stop), its items
-            # would be out without their count in the ledger; the retry topic keeps both
+            # would be out without their count in the ledger; the retry topic keeps both. A node
+            # that stopped part-way (stock movements after their first 300 items): its resume point
+            # lived only in this runner, and the partition's next owner read the original record
+            # and sent the calls that went through again (relative stock changes applied twice);
+            # the retry topic carries the cursor. Its install's next messages may then go first.
             return None
         max_hops, base = self._retry_policy(spec)
         hops = message.hops

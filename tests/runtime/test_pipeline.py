@@ -169,11 +169,12 @@ async def test_an_ordered_node_retries_in_place_so_a_later_message_never_overtak
         await worker.stop()
 
 
-async def test_an_ordered_node_that_keeps_failing_goes_to_trash_after_its_retries_in_place(
+async def test_an_ordered_node_that_keeps_failing_part_way_goes_to_trash_after_its_retries(
     worker_settings: Settings,
 ) -> None:
-    """Each attempt runs with the hop counted and the resume point of the one before; past max hops
-    the message goes to trash saying so, with where a replay would resume."""
+    """Each attempt runs with the hop counted and the resume point of the one before (through the
+    retry topic, which keeps it); past max hops the message goes to trash saying so, with where a
+    replay would resume."""
     from tests.runtime import sample_nodes
 
     sample_nodes.attempts_seen.clear()
