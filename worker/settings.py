@@ -101,7 +101,11 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_capitals(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+        """Any case, and the standard library's other names for two levels (``warn``, ``fatal``)."""
+        if not isinstance(value, str):
+            return value
+        level = value.strip().upper()
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
 
     demo_orders: int = Field(default=500, description="orders seeded in the demo simulator")
 

@@ -72,14 +72,19 @@ class _Stored:
 STORED: Any = _Stored()
 
 
-def replay_message(entry: TrashEntry, body: Any = STORED, *, drop_cursor: bool = False) -> Message:
+def replay_message(
+    entry: TrashEntry, body: Any = STORED, *, drop_cursor: bool = False, cursor: dict[str, Any] | None = None
+) -> Message:
     """The message a replay sends: the stored (or given) body with the original headers, less the
-    failed attempt's bookkeeping, and less its ``cursor`` (where its node stopped) with ``drop_cursor``."""
+    failed attempt's bookkeeping, and less its ``cursor`` (where its node stopped) with ``drop_cursor``,
+    or with ``cursor`` instead (to go on past what stopped it: parse-json-lines' bad line)."""
     if body is STORED:
         body = _stored_body(entry)
     headers = {k: v for k, v in entry.headers.items() if k not in ATTEMPT_HEADERS}  # the failed attempt's
     if drop_cursor:
         headers.pop(H.CURSOR, None)
+    if cursor is not None:
+        headers[H.CURSOR] = json.dumps(cursor, separators=(",", ":"))
     if entry.key and not headers.get(H.USER):  # as the inbound consumer: the header, else the key
         headers[H.USER] = entry.key
     return Message(body=body, headers=headers)
@@ -145,27 +150,35 @@ async def replay(
     body: Any = STORED,
     *,
     drop_cursor: bool = False,
+    cursor: dict[str, Any] | None = None,
     current_version: bool = False,
 ) -> Message:
     """Publish again, wait for the broker, and only then remove the entry (nothing lost on a crash).
 
-    ``body`` replaces the stored one; ``drop_cursor`` starts the node over (see ``replay_message``);
+    ``body`` replaces the stored one; ``drop_cursor`` starts the node over, ``cursor`` replaces
+    where it goes on from (see ``replay_message``);
     ``current_version`` runs it on its topology's current version (see ``on_current_version``).
 
     A stored entry is held by a lease while it is replayed, and read again under it: two operators
     replaying one entry at once sent it twice (both had read it before either removed it).
     """
     if entry.id is None:
-        return await _publish(store, sender, entry, body, drop_cursor=drop_cursor, current_version=current_version)
+        return await _publish(store, sender, entry, body, drop_cursor, cursor, current_version)
     async with _holding(store, entry.id):
         current = await store.get_trash(entry.id)
         if current is None:
             raise NothingToReplay(f"trash entry {entry.id} was replayed or discarded meanwhile")
-        return await _publish(store, sender, current, body, drop_cursor=drop_cursor, current_version=current_version)
+        return await _publish(store, sender, current, body, drop_cursor, cursor, current_version)
 
 
 async def _publish(
-    store: InstallStore, sender: Starter, entry: TrashEntry, body: Any, *, drop_cursor: bool, current_version: bool
+    store: InstallStore,
+    sender: Starter,
+    entry: TrashEntry,
+    body: Any,
+    drop_cursor: bool,
+    cursor: dict[str, Any] | None,
+    current_version: bool,
 ) -> Message:
     topics = sender.topics
     if entry.topic != topics.retry and not entry.topic.startswith(topics.node_prefix):
@@ -173,7 +186,7 @@ async def _publish(
     topic = _retried_topic(topics, entry) if entry.topic == topics.retry else entry.topic
     if not topic.startswith(topics.node_prefix):
         raise NothingToReplay(f"trash entry {entry.id} of the retry topic names no node topic to go back to")
-    message = replay_message(entry, body, drop_cursor=drop_cursor)
+    message = replay_message(entry, body, drop_cursor=drop_cursor, cursor=cursor)
     # a record trashed as malformed for want of these: sent back, it came straight back to trash
     # (a missing version alone is what ``current_version`` gives it)
     missing = [name for name in REQUIRED_HEADERS if not message.headers.get(name)]

@@ -173,8 +173,8 @@ class ShoptetParseJsonLines(Batch):
 
     async def _emit_file(self, ctx: NodeContext, url: str, emit: Emit, progress: _Progress) -> None:
         skip = progress.emitted
-        deadline = time.monotonic() + MAX_HOP_SECONDS
-        seen = size = 0
+        deadline: float | None = None  # from the first line this hop emits: skipping the lines an
+        seen = size = 0  # earlier hop sent (downloaded again) may take longer than a whole hop
         batch: list[Any] = []
 
         async def flush() -> None:
@@ -190,6 +190,8 @@ class ShoptetParseJsonLines(Batch):
                 seen += 1
                 if seen <= skip:
                     continue
+                if deadline is None:
+                    deadline = time.monotonic() + MAX_HOP_SECONDS
                 if batch and (len(batch) == LINES_PER_MESSAGE or size + len(line) > MAX_MESSAGE_BYTES):
                     await flush()
                     if time.monotonic() > deadline:
@@ -200,8 +202,8 @@ class ShoptetParseJsonLines(Batch):
                 except ValueError as exc:
                     await flush()  # the lines before it go out; the cursor then points at it
                     raise StopError(
-                        f"result file line {number} is not JSON: {exc}; to leave it out, replay with the "
-                        f"cursor's skip set to {seen}",
+                        f"result file line {number} is not JSON: {exc}; to leave it out, replay with "
+                        f"--cursor '{{\"skip\": {seen}}}'",
                         resume=ParseCursor(skip=seen - 1).model_dump(exclude={"sent"}),
                     ) from exc
                 batch.append(item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import zlib
@@ -465,7 +466,7 @@ async def test_a_line_that_is_not_json_can_be_left_out_by_a_replay(
     shoptet_api.get(RESULT_URL).mock(
         return_value=httpx.Response(200, content=gzip.compress(b'{"code": "1"}\n\n{broken\n{"code": "3"}\n'))
     )
-    with pytest.raises(StopError, match=r"line 3 is not JSON.*skip set to 2") as bad:
+    with pytest.raises(StopError, match=r"line 3 is not JSON.*--cursor '\{\"skip\": 2\}'") as bad:
         await harness.run(ShoptetParseJsonLines(), job())
     assert bad.value.resume == {"skip": 1}
     assert harness.emitted == [[{"code": "1"}]]  # the lines before it went out
@@ -492,6 +493,26 @@ async def test_a_long_file_goes_on_in_the_next_hop(
         cursor = run.result.cursor
     assert run.result.code == ResultCode.SUCCESS
     assert codes == [str(n) for n in range(120)]  # each line once, over three hops
+
+
+async def test_a_hop_counts_its_time_from_its_first_new_line(
+    harness: Harness, shoptet_api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop downloads the file again and skips what earlier hops sent: counted from before the
+    download, a slow one left each hop one message, and a big export thousands of hops."""
+    monkeypatch.setattr(parse_json_lines, "MAX_HOP_SECONDS", 0.5)
+    whole = gzip.compress(jsonl(200))
+
+    async def slow_download() -> AsyncIterator[bytes]:
+        await asyncio.sleep(1.0)  # the lines sent before arrive slowly
+        yield whole
+
+    shoptet_api.get(RESULT_URL).mock(side_effect=lambda request: httpx.Response(200, content=slow_download()))
+
+    run = await harness.run(ShoptetParseJsonLines(), job(), cursor={"skip": 100})
+
+    assert run.result.code == ResultCode.SUCCESS
+    assert [o["code"] for batch in run.emitted for o in batch] == [str(n) for n in range(100, 200)]
 
 
 async def test_memory_stays_flat_for_a_big_file(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,18 +193,34 @@ def test_the_standalone_ingress_with_its_port_taken_says_so_in_one_line(tmp_path
 
 
 def test_an_invalid_setting_is_one_line_naming_it(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("LOG_LEVEL", "verbose")
-    monkeypatch.setattr("sys.argv", ["shoptet-worker", "nodes"])
+    from worker.settings import Settings, get_settings
 
-    with pytest.raises(SystemExit) as exited:
-        main()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "install", "list"])
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        get_settings.cache_clear()
 
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: invalid setting: LOG_LEVEL: Input should be 'DEBUG'")
     assert "Traceback" not in err
+
+    # `--help` reads no settings: it still works
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "install", "list", "--help"])
+    with pytest.raises(SystemExit) as helped:
+        main()
+    assert helped.value.code == 0
+    # the standard library's other names still work, as they did
+    monkeypatch.setenv("LOG_LEVEL", "warn")
+    assert Settings().log_level == "WARNING"
 
 
 def test_every_command_logs_to_stderr_as_log_format_says(

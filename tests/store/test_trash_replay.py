@@ -289,6 +289,20 @@ async def test_drop_cursor_starts_the_node_over(store: SqlInstallStore) -> None:
     assert H.CURSOR not in message.headers and message.user == "shop-1"
 
 
+async def test_a_replay_can_go_on_from_another_cursor(store: SqlInstallStore) -> None:
+    """parse-json-lines names the skip that leaves a bad line out; with no way to give it, a replay
+    failed on that line again (and --drop-cursor sent every line before it again)."""
+    headers = {H.CURSOR: '{"skip": 1200}', H.PROCESS_ID: "", H.USER: "shop-1"}
+    _, entry = await stored(
+        store,
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="line 1201", headers=headers, body={}),
+    )
+    sender = SlowSender()
+    await replay(store, sender, entry, cursor={"skip": 1201})  # type: ignore[arg-type]
+    [(_, message)] = sender.sent
+    assert message.cursor == {"skip": 1201}
+
+
 VERSIONED = """\
 name: versioned
 application: shoptet-premium

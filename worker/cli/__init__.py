@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from worker.cli.secrets import secrets_app
 from worker.cli.topology import topology_app
@@ -37,7 +38,11 @@ _mount_optional()
 def _configure_logging() -> None:
     """Every command logs as LOG_FORMAT and LOG_LEVEL say, to stderr (stdout is the command's own
     output: ``install list --json | jq`` got console log lines mixed into it)."""
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError:  # `--help` and the commands that read no settings still work; the
+        configure_logging()  # others refuse the bad one in one line (see ``main``)
+        return
     configure_logging(settings.log_format, settings.log_level)
 
 
@@ -168,7 +173,6 @@ def simulator(
 
 def main() -> None:
     from aiokafka.errors import KafkaConnectionError
-    from pydantic import ValidationError
 
     from worker.app import UnknownNodeType
     from worker.broker import BrokerStartFailed

@@ -79,6 +79,10 @@ def replay(
     drop_cursor: Annotated[
         bool, typer.Option(help="Start the node over: drop the cursor (where the failed attempt stopped).")
     ] = False,
+    cursor: Annotated[
+        str | None,
+        typer.Option(help='Go on from here instead (JSON, e.g. {"skip": 1201} past a bad line a node names).'),
+    ] = None,
     current_version: Annotated[
         bool,
         typer.Option(help="Run it on its topology's current version (after a fix to the topology), not its own."),
@@ -93,6 +97,16 @@ def replay(
             edited = json.loads(body)
         except json.JSONDecodeError as exc:
             raise typer.BadParameter(f"--body is not JSON: {exc}") from exc
+    new_cursor: dict[str, Any] | None = None
+    if cursor is not None:
+        if drop_cursor:
+            raise typer.BadParameter("give --cursor or --drop-cursor, not both")
+        try:
+            new_cursor = json.loads(cursor)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"--cursor is not JSON: {exc}") from exc
+        if not isinstance(new_cursor, dict):
+            raise typer.BadParameter("--cursor is a JSON object")
 
     async def _replay() -> None:
         from worker.cli import settings_from_env
@@ -106,7 +120,7 @@ def replay(
             if entry is None:
                 typer.echo(f"no trash entry {entry_id}", err=True)
                 raise typer.Exit(1)
-            if body is not None and not drop_cursor and H.CURSOR in entry.headers:
+            if body is not None and not drop_cursor and new_cursor is None and H.CURSOR in entry.headers:
                 typer.echo(
                     f"note: entry {entry_id} carries a cursor (where its node stopped), which applies to the "
                     "edited body as well; --drop-cursor starts the node over",
@@ -115,7 +129,13 @@ def replay(
             async with control_client(settings_from_env()) as control:
                 try:
                     await do_replay(
-                        store, control, entry, edited, drop_cursor=drop_cursor, current_version=current_version
+                        store,
+                        control,
+                        entry,
+                        edited,
+                        drop_cursor=drop_cursor,
+                        cursor=new_cursor,
+                        current_version=current_version,
                     )
                 except NothingToReplay as exc:
                     typer.echo(str(exc), err=True)
