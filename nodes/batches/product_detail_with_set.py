@@ -35,6 +35,15 @@ def _decimal(value: Any, what: str) -> Decimal:
         raise StopError(f"{what} is not a number: {value!r}") from exc
 
 
+def _counted(item: dict[str, Any]) -> bool:
+    """Whether a set line has an amount to multiply its components by. Shoptet's ``amount`` may be
+    null: read as 0, the set became lines of amount 0 and price 0, and a warehouse shipped nothing."""
+    try:
+        return _decimal(item.get("amount"), "set amount") > 0 if item.get("amount") is not None else False
+    except StopError:
+        return False
+
+
 def expand_sets(items: list[dict[str, Any]], components: list[list[dict[str, Any]] | None]) -> list[dict[str, Any]]:
     """Replace each set item by its components (``components[i]`` for the i-th set item; None
     keeps that set item as it is).
@@ -92,8 +101,8 @@ class ShoptetProductDetailWithSet(Batch):
 
     A set line that cannot be expanded stays in the order as it is, with its price: its product
     was deleted since (no ``productGuid``, which Shoptet says need not name an existing product, or
-    a 404) or lists no components. Dropped, the order lost the line and its price; stopped, it sat
-    in trash, where a replay could not help.
+    a 404), it lists no components, or the line has no amount (null). Dropped, the order lost the
+    line and its price; stopped, it sat in trash, where a replay could not help.
     """
 
     name = "shoptet-product-detail-with-set"
@@ -109,7 +118,7 @@ class ShoptetProductDetailWithSet(Batch):
 
         async def set_items(item: dict[str, Any]) -> list[dict[str, Any]] | None:
             guid = item.get("productGuid")
-            if not guid:
+            if not guid or not _counted(item):
                 return None
             try:
                 envelope = await client.request(
@@ -127,9 +136,9 @@ class ShoptetProductDetailWithSet(Batch):
         await emit(expanded)
         unexpanded = [str(item.get("code")) for item, parts in zip(sets, components, strict=True) if parts is None]
         if unexpanded:
-            ctx.log.warning("product sets kept unexpanded: deleted or without components", codes=unexpanded)
+            ctx.log.warning("product sets kept unexpanded: deleted, without components or amount", codes=unexpanded)
             return Result(
                 message=f"expanded {len(sets) - len(unexpanded)} product set(s); kept {', '.join(unexpanded)} "
-                "as set lines (product deleted or without components)"
+                "as set lines (product deleted, without components or without an amount)"
             )
         return Result(message=f"expanded {len(sets)} product set(s)")

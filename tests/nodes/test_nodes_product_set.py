@@ -129,6 +129,25 @@ async def test_a_set_that_cannot_be_expanded_stays_a_set_line(harness: Harness, 
     assert "kept SA, SB, SC as set lines" in (run.result.message or "")
 
 
+async def test_a_set_line_without_an_amount_stays_a_set_line(harness: Harness, shoptet_api: respx.MockRouter) -> None:
+    """Shoptet's order item amount may be null: read as 0, the set became component lines of amount
+    0 and price 0, and the warehouse got an order with the set silently gone."""
+    route = shoptet_api.get(f"/api/products/{SET_A}").mock(
+        return_value=httpx.Response(200, json=envelope({"guid": SET_A, "setItems": [{"code": "C", "amount": "1"}]}))
+    )
+    unamounted = {
+        **item("SA", "1.000", "product-set", productGuid=SET_A, itemPrice={"withVat": "10.00"}),
+        "amount": None,
+    }
+    body = order(item("A", "1.000"), unamounted)
+
+    run = await harness.run(ShoptetProductDetailWithSet(), body)
+
+    assert run.emitted == [body]
+    assert route.call_count == 0
+    assert "kept SA as set lines" in (run.result.message or "")
+
+
 async def test_a_set_product_that_fails_otherwise_stops(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     shoptet_api.get(f"/api/products/{SET_A}").mock(
         return_value=httpx.Response(403, json=error_body("forbidden", "no access"))
