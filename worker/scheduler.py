@@ -27,7 +27,7 @@ from croniter import croniter
 from worker.runtime import Runtime
 from worker.starter import start_process
 from worker.store import Install
-from worker.tasks import all_to_their_end, backoff_delays, cancel_and_wait, wait_renewing
+from worker.tasks import all_to_their_end, background_task, backoff_delays, cancel_and_wait, wait_renewing
 from worker.topology import StartSpec, TopologyVersion
 
 log = structlog.get_logger(__name__)
@@ -129,6 +129,10 @@ class Scheduler:
         #: Minutes whose firing failed (the broker or the store away) since the last loop.
         self._failed_minutes: set[datetime] = set()
         self._next_purge = 0.0
+        #: Firings sent whose confirmation the store has not taken yet, by lease name, with the
+        #: task that keeps trying: this scheduler never fires them again meanwhile (their claim has
+        #: expired, and a catch-up after a long store outage took it and sent the start twice).
+        self._confirming: dict[str, asyncio.Task[None]] = {}
 
     async def tick(self, now: datetime, *, past: bool = False) -> int:
         """Fire every cron start due in the minute of ``now``; returns how many processes this
@@ -207,6 +211,8 @@ class Scheduler:
         """Claim, publish, confirm. False when another scheduler has it or publishing failed."""
         # a fresh owner per firing: re-ticking a minute in this process must not renew our own lease
         owner = f"{self.owner_id}:{uuid.uuid4().hex}"
+        if firing.lease_name in self._confirming:
+            return False  # sent already; its confirmation waits for the store
         try:
             if not await self._claim(firing, owner):
                 return False
@@ -256,18 +262,43 @@ class Scheduler:
     async def _confirm(self, firing: Firing, owner: str) -> None:
         """Hold a sent firing's leases for a day. The start went out: a store failure here must not
         fail the tick (its re-check fired the minute again once the claim expired: twice), so the
-        confirmation is retried until the minute's re-checks are over."""
+        confirmation is retried until the minute's re-checks are over, and then, in the background,
+        for as long as a catch-up could still fire the minute (see ``_confirming``)."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.claim_ttl_seconds + RECHECK_MINUTES * 60
+        if await self._confirm_until(firing, owner, give_up_at):
+            return
+        log.warning(
+            "cron start sent; the store has not taken its confirmation yet, still trying",
+            topology=firing.tv.name,
+            minute=firing.minute.isoformat(),
+        )
+        task = background_task(self._confirm_later(firing, owner))
+        self._confirming[firing.lease_name] = task
+
+    async def _confirm_later(self, firing: Firing, owner: str) -> None:
+        until = asyncio.get_running_loop().time() + (CATCH_UP_MINUTES + RECHECK_MINUTES) * 60
+        try:
+            if not await self._confirm_until(firing, owner, until, log_failure=True):
+                return
+            log.info("cron start confirmed late", topology=firing.tv.name, minute=firing.minute.isoformat())
+        finally:
+            self._confirming.pop(firing.lease_name, None)
+
+    async def _confirm_until(self, firing: Firing, owner: str, give_up_at: float, *, log_failure: bool = False) -> bool:
+        """Retry the confirmation with backoff until ``give_up_at``; whether the store took it."""
+        loop = asyncio.get_running_loop()
         for delay in backoff_delays(CONFIRM_RETRY_FIRST_SECONDS, CONFIRM_RETRY_MAX_SECONDS):
             try:
                 await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
-                return
+                return True
             except Exception as exc:
                 if loop.time() + delay >= give_up_at:
-                    _unconfirmed(firing, exc, "its claim could not be confirmed")
-                    return
+                    if log_failure:
+                        _unconfirmed(firing, exc, "its claim could not be confirmed")
+                    return False
             await asyncio.sleep(delay)
+        return False  # pragma: no cover - backoff_delays never ends
 
     async def _claim(self, firing: Firing, owner: str) -> bool:
         store = self.rt.store
@@ -387,6 +418,9 @@ class Scheduler:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        if self._confirming:  # their claims expire: another worker's catch-up may fire them again
+            log.warning("cron starts sent but not confirmed at a stop", count=len(self._confirming))
+            await cancel_and_wait(*self._confirming.values())
 
 
 def _unconfirmed(firing: Firing, error: Exception, why: str) -> None:

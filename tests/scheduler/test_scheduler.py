@@ -235,6 +235,43 @@ async def test_a_sent_start_whose_confirmation_the_store_refuses_once_fires_once
     assert started == {user.encode(): 1 for user in USERS}
 
 
+async def test_a_start_whose_confirmation_outlasts_its_re_checks_is_not_caught_up_again(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store away for longer than the minute's re-checks: the confirmation was given up, the
+    claim expired, and the catch-up once the store answered fired the sent start a second time."""
+    from worker import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "RECHECK_MINUTES", 0)  # re-checks over once the claim is
+    monkeypatch.setattr(scheduler_module, "CONFIRM_RETRY_MAX_SECONDS", 0.1)
+    scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
+    minute = datetime(2030, 6, 1, 10, 5, tzinfo=UTC)  # after the deploy and the installs
+    acquire = worker.rt.store.acquire_lease
+    store_back = asyncio.Event()
+
+    async def refuse_confirmations(name: str, owner: str, ttl: float) -> bool:
+        if ttl == LEASE_TTL_SECONDS and not store_back.is_set():
+            raise ConnectionError("store failover")
+        return await acquire(name, owner, ttl)
+
+    monkeypatch.setattr(worker.rt.store, "acquire_lease", refuse_confirmations)
+    try:
+        assert await scheduler.tick(minute) == len(USERS)
+        await asyncio.sleep(0.6)  # past the claims
+        assert await scheduler.catch_up([minute]) == 0
+        store_back.set()
+        for _ in range(100):
+            if not scheduler._confirming:
+                break
+            await asyncio.sleep(0.05)
+        assert not scheduler._confirming  # confirmed once the store answered
+        assert await Scheduler(worker.rt, "worker-2").catch_up([minute]) == 0
+    finally:
+        await scheduler.stop()
+    started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
+    assert started == {user.encode(): 1 for user in USERS}
+
+
 async def test_a_stop_while_the_confirmation_waits_for_the_store_still_confirms(
     worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
