@@ -155,8 +155,10 @@ class Worker:
                 # a changed file (a new image) is deployed, and what operators disabled stays so
                 current = catalog.current.get(tv.name)
                 enabled = current.enabled if current is not None else True
-                await publish_deployment(producer, topics.control, tv, enabled)
-                catalog.add_local(tv, enabled)  # the follower reads it back as well; new starts need it now
+                crons_since = catalog.crons_since(tv, enabled)
+                await publish_deployment(producer, topics.control, tv, enabled, crons_since)
+                # the follower reads it back as well; new starts need it now
+                catalog.add_local(tv, enabled, crons_since)
         self._build_consumers(names, bootstrap)
         self.tracker = ProcessTracker(
             make_consumer(settings, bootstrap, group_id=topics.group("process-tracker")),

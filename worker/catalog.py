@@ -34,6 +34,18 @@ class Deployment:
     version: str
     enabled: bool = True
     deployed_at: str = ""
+    #: Since when the topology has run, enabled, with the cron starts it has now: a redeploy that
+    #: kept them (a changed description, CI deploying every file again) or an enable of an enabled
+    #: one keeps it, so that the scheduler still fires a tick missed before it (see
+    #: ``Scheduler._deployed_by``). Empty: since ``deployed_at``.
+    crons_since: str = ""
+
+    @property
+    def crons_run_since(self) -> str:
+        return self.crons_since or self.deployed_at
+
+
+_DEPLOYMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
 
 
 @dataclass
@@ -138,8 +150,10 @@ class TopologyCatalog:
                 # between the two records), and the version run meanwhile was the one before
                 self.current[tv.name] = dataclasses.replace(deployed)
         elif kind == "current":
-            self.deployed[rest] = Deployment(**data)
-            deployment = Deployment(**data)
+            # the fields this worker knows: a newer worker's pointer may carry more
+            known = {k: v for k, v in data.items() if k in _DEPLOYMENT_FIELDS}
+            self.deployed[rest] = Deployment(**known)
+            deployment = Deployment(**known)
             running = self.current.get(rest)
             if (deployment.name, deployment.version) not in self.versions and running is not None:
                 # e.g. a custom node the CLI could import and this worker cannot, or a rolling
@@ -159,32 +173,55 @@ class TopologyCatalog:
             except Exception:  # the others must still see the change, and the follower read on
                 log.exception("a deploy listener failed", listener=getattr(listener, "__qualname__", repr(listener)))
 
-    def add_local(self, tv: TopologyVersion, enabled: bool = True) -> None:
+    def add_local(self, tv: TopologyVersion, enabled: bool = True, crons_since: str = "") -> None:
         """Apply a version and its pointer here and now: without a control topic (unit tests,
         `topology validate`), or for a deploy before the follower reads it back (``up``)."""
         self.apply(f"version:{tv.name}:{tv.version}", _version_record(tv))
-        self.apply(f"current:{tv.name}", _current_record(tv.name, tv.version, enabled))
+        self.apply(f"current:{tv.name}", _current_record(tv.name, tv.version, enabled, crons_since))
+
+    def crons_since(self, tv: TopologyVersion, enabled: bool) -> str:
+        """``Deployment.crons_since`` for a pointer to ``tv``: the deployed pointer's, when that one
+        ran enabled with the same cron starts and this one is enabled too; else none (from now)."""
+        previous = self.deployed.get(tv.name)
+        if previous is None or not previous.enabled or not enabled:
+            return ""
+        before = self.versions.get((previous.name, previous.version))
+        if before is None or _cron_starts(before) != _cron_starts(tv):
+            return ""
+        return previous.crons_run_since
+
+
+def _cron_starts(tv: TopologyVersion) -> set[tuple[str, str | None]]:
+    return {(start.cron, start.to) for start in tv.topology.start if start.cron}
 
 
 def _version_record(tv: TopologyVersion) -> bytes:
     return json.dumps({"name": tv.name, "version": tv.version, "source": tv.source}).encode()
 
 
-def _current_record(name: str, version: str, enabled: bool) -> bytes:
+def _current_record(name: str, version: str, enabled: bool, crons_since: str = "") -> bytes:
     deployed_at = datetime.now(UTC).isoformat(timespec="seconds")
-    return json.dumps({"name": name, "version": version, "enabled": enabled, "deployed_at": deployed_at}).encode()
+    record = {"name": name, "version": version, "enabled": enabled, "deployed_at": deployed_at}
+    if crons_since:
+        record["crons_since"] = crons_since
+    return json.dumps(record).encode()
 
 
-async def publish_deployment(producer: AIOKafkaProducer, topic: str, tv: TopologyVersion, enabled: bool = True) -> None:
-    """Deploy: the version record first, then the pointer, both acknowledged before returning."""
+async def publish_deployment(
+    producer: AIOKafkaProducer, topic: str, tv: TopologyVersion, enabled: bool = True, crons_since: str = ""
+) -> None:
+    """Deploy: the version record first, then the pointer, both acknowledged before returning
+    (``crons_since``: see :meth:`TopologyCatalog.crons_since`)."""
     await producer.send_and_wait(topic, _version_record(tv), key=f"version:{tv.name}:{tv.version}".encode())
     await producer.send_and_wait(
-        topic, _current_record(tv.name, tv.version, enabled), key=f"current:{tv.name}".encode()
+        topic, _current_record(tv.name, tv.version, enabled, crons_since), key=f"current:{tv.name}".encode()
     )
 
 
 async def publish_enabled(producer: AIOKafkaProducer, topic: str, deployment: Deployment, enabled: bool) -> None:
-    record = _current_record(deployment.name, deployment.version, enabled)
+    """Enable or disable; enabling an enabled one keeps the time its crons have run since."""
+    crons_since = deployment.crons_run_since if deployment.enabled and enabled else ""
+    record = _current_record(deployment.name, deployment.version, enabled, crons_since)
     await producer.send_and_wait(topic, record, key=f"current:{deployment.name}".encode())
 
 

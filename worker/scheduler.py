@@ -162,13 +162,14 @@ class Scheduler:
         return count
 
     def _deployed_by(self, tv: TopologyVersion, minute: datetime) -> bool:
-        """Whether the topology ran as it is now (deployed and enabled) at ``minute``: a redeploy
-        that moved a cron, or an enable, must not fire a minute from before it, late."""
+        """Whether the topology ran with its cron starts as they are now, enabled, at ``minute``: a
+        redeploy that moved a cron, or an enable, must not fire a minute from before it, late; one
+        that kept them (``Deployment.crons_since``) must not lose the ticks missed before it."""
         deployment = self.rt.catalog.current.get(tv.name)
-        if deployment is None or not deployment.deployed_at:
+        if deployment is None or not deployment.crons_run_since:
             return True
         try:
-            at = datetime.fromisoformat(deployment.deployed_at)
+            at = datetime.fromisoformat(deployment.crons_run_since)
         except ValueError:
             return True
         return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) <= minute

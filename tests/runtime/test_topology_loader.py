@@ -151,6 +151,32 @@ def test_shipped_topologies_are_valid(registry: NodeRegistry) -> None:
     assert {tv.name for tv in shipped} >= {"order-sync", "order-import"}
 
 
+def test_a_redeploy_that_keeps_the_cron_starts_keeps_the_time_they_ran_since(registry: NodeRegistry) -> None:
+    """Every pointer write counted as a new deployment: a tick missed during a deploy that changed
+    only a description (or an enable of an enabled topology) was never caught up."""
+    import json
+
+    from worker.catalog import TopologyCatalog
+
+    cron = GOOD.replace("  - manual: true", '  - cron: "0 3 * * *"')
+    catalog = TopologyCatalog(registry)
+    first = parse_topology(cron, "good.yaml", registry)
+    catalog.add_local(first)
+    since = catalog.current["sample"].deployed_at
+    described = parse_topology("description: nightly\n" + cron, "good.yaml", registry)
+    assert catalog.crons_since(described, enabled=True) == since
+    assert catalog.crons_since(described, enabled=False) == ""
+    moved = parse_topology(cron.replace("0 3", "0 4"), "good.yaml", registry)
+    assert catalog.crons_since(moved, enabled=True) == ""  # a moved cron fires no minute from before
+
+    catalog.add_local(described, True, catalog.crons_since(described, True))
+    assert catalog.current["sample"].crons_run_since == since
+    # a pointer a newer worker wrote, with a field this one does not know, still applies
+    pointer = {"name": "sample", "version": described.version, "enabled": False, "deployed_at": "", "x": 1}
+    catalog.apply("current:sample", json.dumps(pointer).encode())
+    assert catalog.current["sample"].enabled is False
+
+
 def test_a_pointer_to_a_version_this_worker_cannot_load_keeps_the_running_one(registry: NodeRegistry) -> None:
     """The CLI could import a custom node this worker cannot (or a rolling upgrade is under way):
     new starts keep the version this worker runs instead of stopping; a disable still applies."""

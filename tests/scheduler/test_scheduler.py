@@ -366,6 +366,24 @@ async def test_a_minute_from_before_the_deploy_or_the_install_is_not_fired_late(
     assert await scheduler.tick(minute) == len(USERS)  # the current minute is the current minute
 
 
+async def test_a_redeploy_that_kept_the_crons_still_catches_up_a_tick_missed_before_it(
+    worker: Worker, watch: TopicWatch
+) -> None:
+    """A long deploy usually ships changed files: their pointers' new deployed_at made every tick
+    missed during it count as from before the deploy, and the nightly sync skipped its night."""
+    minute = datetime(2030, 7, 1, 10, 5, tzinfo=UTC)
+    deployment = worker.rt.catalog.current["cron-premium"]
+    redeployed = dataclasses.replace(
+        deployment, deployed_at="2030-07-01T10:07:00+00:00", crons_since="2024-01-01T00:00:00+00:00"
+    )
+    worker.rt.catalog.current["cron-premium"] = redeployed
+    try:
+        assert await Scheduler(worker.rt, "w1").catch_up([minute]) == len(USERS)
+    finally:
+        worker.rt.catalog.current["cron-premium"] = deployment
+    assert len(await watch.new("test-passthrough")) == len(USERS)
+
+
 def test_minute_of_is_utc() -> None:
     from zoneinfo import ZoneInfo
 

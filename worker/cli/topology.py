@@ -75,7 +75,8 @@ def deploy(files: Files) -> None:
             for tv in versions:
                 current = control.catalog.deployed.get(tv.name)
                 enabled = current.enabled if current is not None else True
-                await publish_deployment(control.producer, control.topics.control, tv, enabled)
+                crons_since = control.catalog.crons_since(tv, enabled)
+                await publish_deployment(control.producer, control.topics.control, tv, enabled, crons_since)
                 note = "" if enabled else f" (disabled: `shoptet-worker topology enable {tv.name}` runs it)"
                 typer.echo(f"deployed {tv.name}@{tv.version}{note}")
 
