@@ -7,7 +7,7 @@ through :func:`start_process`, so all of them produce the same headers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -64,6 +64,10 @@ def find_start(tv: TopologyVersion, kind: str, value: str | None = None) -> Star
     return None
 
 
+#: Runs a coroutine to its end in the background (``Runtime.finish_later``).
+FinishLater = Callable[[Coroutine[Any, Any, None]], None]
+
+
 async def start_process(
     rt: Starter,
     tv: TopologyVersion,
@@ -72,6 +76,7 @@ async def start_process(
     user: str | None,
     body: Any,
     application: str | None = None,
+    finish_later: FinishLater | None = None,
 ) -> Message:
     """Publish the first message of a new process and its start record in the ledger; return when
     the broker has both.
@@ -81,6 +86,11 @@ async def start_process(
     without its message stayed in flight for ever, and the caller's retry (a redelivered inbound
     record) started a second process besides. The message is queued first: one the producer
     refuses outright (too large) then leaves nothing behind.
+
+    With ``finish_later`` (an HTTP request's), that sending again goes on in the background and
+    this returns as soon as the broker took one of them: the process has started. Awaited, an
+    answer waited as long as the broker refused the other, and a client that gave up and asked
+    again started a second process.
     """
     node_id = tv.topology.start_node(start)
     message = Message(body=body, headers=start_headers(tv, node_id, user=user, application=application))
@@ -94,9 +104,12 @@ async def start_process(
     if len(failed) == len(pending):  # the broker has neither: nothing started, the caller may try again
         for _, ack in pending:
             ack.result()  # raises the broker's error
-    await resend_until_acknowledged(failed, send, what="process start")
     if rt.metrics is not None:
         rt.metrics.process_started(tv.name)
+    if failed and finish_later is not None:
+        finish_later(resend_until_acknowledged(failed, send, what="process start"))
+    else:
+        await resend_until_acknowledged(failed, send, what="process start")
     return message
 
 
@@ -146,10 +159,12 @@ async def run_manual(
     application: str | None = None,
     strict: bool = False,
     installs: InstallLookup | None = None,
+    finish_later: FinishLater | None = None,
 ) -> Message:
     """Start a process by hand. ``application`` says whose install ``user`` is, for a topology
     that names none (it serves both); refused when the start node needs an install and nothing
     names its application: the message went to trash, and no replay could fix its headers.
+    ``finish_later``: see :func:`start_process`.
 
     With ``installs``, also refused when the start node needs an install that is not there (or is
     disabled): a mistyped ``--user`` printed a process id, and the message went to trash.
@@ -184,7 +199,7 @@ async def run_manual(
                 )
     if installs is not None:
         await _check_install(rt, tv, start, user, application, installs)
-    return await start_process(rt, tv, start, user=user, body=body, application=application)
+    return await start_process(rt, tv, start, user=user, body=body, application=application, finish_later=finish_later)
 
 
 async def _check_install(

@@ -108,3 +108,37 @@ async def test_the_application_may_be_named_as_the_cli_names_it(client: httpx.As
         "/topologies/wh-premium/run", json={"user": "shop-7", "application": "addon"}, headers=KEY
     )
     assert other.status_code == 422 and "serves shoptet-premium, not shoptet" in other.json()["message"]
+
+
+async def test_a_start_record_the_broker_refuses_for_a_while_does_not_hold_the_answer(
+    worker: Worker, client: httpx.AsyncClient, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start message went out but its ledger record did not (its partition without a leader):
+    the answer waited as long as that lasted, and a client that gave up and asked again started a
+    second process. The process has started: 202, and the record is sent again in the background."""
+    import asyncio
+
+    from aiokafka.errors import NotLeaderForPartitionError
+
+    send = worker.rt.send
+    ledger_refused: list[str] = []
+    ledger_back = asyncio.Event()
+
+    async def ledger_without_leader(topic: str, message: object) -> asyncio.Future[object]:
+        if topic == worker.rt.topics.processes and not ledger_back.is_set():
+            ledger_refused.append(topic)
+            refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            refused.set_exception(NotLeaderForPartitionError())
+            return refused
+        return await send(topic, message)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker.rt, "send", ledger_without_leader)
+    response = await asyncio.wait_for(
+        client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=KEY), 10
+    )
+    assert response.status_code == 202, response.text
+    [(_, message)] = await watch.new("test-passthrough")
+    assert message.process_id == response.json()["process-id"]
+    assert ledger_refused
+    ledger_back.set()
+    await asyncio.wait_for(asyncio.gather(*worker.rt.finishing), 30)  # the start record went out after all

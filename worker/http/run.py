@@ -101,7 +101,13 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
         return _error(422, "; ".join(validation_problems(exc)))
     try:
         message = await run_manual(
-            rt, name, user=run.user, body=run.body, application=run.application, installs=rt.installs.get
+            rt,
+            name,
+            user=run.user,
+            body=run.body,
+            application=run.application,
+            installs=rt.installs.get,
+            finish_later=rt.finish_later,
         )
     except TopologyNotRunnable as exc:
         log.warning("manual run refused", topology=name, reason=str(exc), status=404)
