@@ -370,9 +370,11 @@ class Worker:
         if self.runtime is not None:
             await self.runtime.ledger.close()
             await self.runtime.outputs.close()
+            # work that outlived its request (webhook hand-overs, a start record sent again) while
+            # the producer still sends: after its stop, a resend in backoff could never go out
+            await self.runtime.finished(timeout)
             with contextlib.suppress(Exception):  # bounded: a broker that is gone must not hang the exit
                 await asyncio.wait_for(self.runtime.producer.stop(), timeout)
-            await self.runtime.finished(timeout)  # webhook hand-overs the flush just let end
             await self.runtime.http.aclose()
             close = getattr(self.runtime.limiter, "close", None)
             if close is not None and self._limiter is None:

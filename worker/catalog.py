@@ -37,7 +37,9 @@ class Deployment:
     #: Since when the topology has run, enabled, with the cron starts it has now: a redeploy that
     #: kept them (a changed description, CI deploying every file again) or an enable of an enabled
     #: one keeps it, so that the scheduler still fires a tick missed before it (see
-    #: ``Scheduler._deployed_by``). Empty: since ``deployed_at``.
+    #: ``Scheduler._deployed_by``). Empty: since ``deployed_at``. It travels in a record of its own
+    #: (``crons-since:<name>``, tied to the pointer by ``deployed_at``): a field the pointer did not
+    #: have before made workers of the build before this one drop the whole pointer.
     crons_since: str = ""
 
     @property
@@ -64,6 +66,8 @@ class TopologyCatalog:
     listeners: list[Callable[[], None]] = field(default_factory=list)
     #: Per application (None: any), the events its active topologies start on.
     _events: dict[str | None, frozenset[str]] = field(default_factory=dict)
+    #: Per topology, the last ``crons-since`` record: (the pointer's deployed_at, since).
+    _crons_since: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     # queries -----------------------------------------------------------------------------------
     def get(self, name: str, version: str) -> TopologyVersion | None:
@@ -167,17 +171,30 @@ class TopologyCatalog:
                 )
                 deployment.version = running.version
             self.current[rest] = deployment
+            self._attach_crons_since(rest)
+        elif kind == "crons-since":
+            self._crons_since[rest] = (str(data.get("deployed_at", "")), str(data.get("since", "")))
+            self._attach_crons_since(rest)
         for listener in self.listeners:
             try:
                 listener()
             except Exception:  # the others must still see the change, and the follower read on
                 log.exception("a deploy listener failed", listener=getattr(listener, "__qualname__", repr(listener)))
 
+    def _attach_crons_since(self, name: str) -> None:
+        """Give the pointers their ``crons_since`` when its record is the one written with them."""
+        deployed_at, since = self._crons_since.get(name, ("", ""))
+        for pointers in (self.current, self.deployed):
+            deployment = pointers.get(name)
+            if deployment is not None:
+                deployment.crons_since = since if deployed_at and deployed_at == deployment.deployed_at else ""
+
     def add_local(self, tv: TopologyVersion, enabled: bool = True, crons_since: str = "") -> None:
         """Apply a version and its pointer here and now: without a control topic (unit tests,
         `topology validate`), or for a deploy before the follower reads it back (``up``)."""
         self.apply(f"version:{tv.name}:{tv.version}", _version_record(tv))
-        self.apply(f"current:{tv.name}", _current_record(tv.name, tv.version, enabled, crons_since))
+        for key, value in _pointer_records(tv.name, tv.version, enabled, crons_since):
+            self.apply(key, value)
 
     def crons_since(self, tv: TopologyVersion, enabled: bool) -> str:
         """``Deployment.crons_since`` for a pointer to ``tv``: the deployed pointer's, when that one
@@ -199,12 +216,21 @@ def _version_record(tv: TopologyVersion) -> bytes:
     return json.dumps({"name": tv.name, "version": tv.version, "source": tv.source}).encode()
 
 
-def _current_record(name: str, version: str, enabled: bool, crons_since: str = "") -> bytes:
+def _pointer_records(name: str, version: str, enabled: bool, crons_since: str = "") -> list[tuple[str, bytes]]:
+    """(key, value) of the records a pointer is written as: its ``crons-since`` first, if any (a
+    worker then has it when the pointer comes), then the pointer."""
     deployed_at = datetime.now(UTC).isoformat(timespec="seconds")
-    record = {"name": name, "version": version, "enabled": enabled, "deployed_at": deployed_at}
+    pointer = {"name": name, "version": version, "enabled": enabled, "deployed_at": deployed_at}
+    records = [(f"current:{name}", json.dumps(pointer).encode())]
     if crons_since:
-        record["crons_since"] = crons_since
-    return json.dumps(record).encode()
+        since = {"deployed_at": deployed_at, "since": crons_since}
+        records.insert(0, (f"crons-since:{name}", json.dumps(since).encode()))
+    return records
+
+
+async def _publish_pointer(producer: AIOKafkaProducer, topic: str, records: list[tuple[str, bytes]]) -> None:
+    for key, value in records:
+        await producer.send_and_wait(topic, value, key=key.encode())
 
 
 async def publish_deployment(
@@ -213,16 +239,13 @@ async def publish_deployment(
     """Deploy: the version record first, then the pointer, both acknowledged before returning
     (``crons_since``: see :meth:`TopologyCatalog.crons_since`)."""
     await producer.send_and_wait(topic, _version_record(tv), key=f"version:{tv.name}:{tv.version}".encode())
-    await producer.send_and_wait(
-        topic, _current_record(tv.name, tv.version, enabled, crons_since), key=f"current:{tv.name}".encode()
-    )
+    await _publish_pointer(producer, topic, _pointer_records(tv.name, tv.version, enabled, crons_since))
 
 
 async def publish_enabled(producer: AIOKafkaProducer, topic: str, deployment: Deployment, enabled: bool) -> None:
     """Enable or disable; enabling an enabled one keeps the time its crons have run since."""
     crons_since = deployment.crons_run_since if deployment.enabled and enabled else ""
-    record = _current_record(deployment.name, deployment.version, enabled, crons_since)
-    await producer.send_and_wait(topic, record, key=f"current:{deployment.name}".encode())
+    await _publish_pointer(producer, topic, _pointer_records(deployment.name, deployment.version, enabled, crons_since))
 
 
 class CatalogFollower:

@@ -40,6 +40,8 @@ START_TIMEOUT_SECONDS = 10.0
 #: Backoff of a sent firing's confirmation while the store does not answer.
 CONFIRM_RETRY_FIRST_SECONDS = 0.5
 CONFIRM_RETRY_MAX_SECONDS = 10.0
+#: A stop's last try to confirm each sent firing still waiting for the store.
+STOP_CONFIRM_SECONDS = 2.0
 #: Minutes before the current one that every loop checks again (firings whose claimer died).
 RECHECK_MINUTES = 2
 #: Minutes back a scheduler looks when it starts, or after a stall, for ticks no worker fired.
@@ -132,7 +134,7 @@ class Scheduler:
         #: Firings sent whose confirmation the store has not taken yet, by lease name, with the
         #: task that keeps trying: this scheduler never fires them again meanwhile (their claim has
         #: expired, and a catch-up after a long store outage took it and sent the start twice).
-        self._confirming: dict[str, asyncio.Task[None]] = {}
+        self._confirming: dict[str, tuple[asyncio.Task[None], Firing, str]] = {}
 
     async def tick(self, now: datetime, *, past: bool = False) -> int:
         """Fire every cron start due in the minute of ``now``; returns how many processes this
@@ -275,7 +277,7 @@ class Scheduler:
             minute=firing.minute.isoformat(),
         )
         task = background_task(self._confirm_later(firing, owner))
-        self._confirming[firing.lease_name] = task
+        self._confirming[firing.lease_name] = (task, firing, owner)
 
     async def _confirm_later(self, firing: Firing, owner: str) -> None:
         until = asyncio.get_running_loop().time() + (CATCH_UP_MINUTES + RECHECK_MINUTES) * 60
@@ -419,9 +421,20 @@ class Scheduler:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        if self._confirming:  # their claims expire: another worker's catch-up may fire them again
-            log.warning("cron starts sent but not confirmed at a stop", count=len(self._confirming))
-            await cancel_and_wait(*self._confirming.values())
+        if self._confirming:
+            pending = list(self._confirming.values())
+            await cancel_and_wait(*(task for task, _, _ in pending))
+            # once more each (the store may be back): left to expire, another worker's catch-up
+            # fires them again
+            unconfirmed = 0
+            for _, firing, owner in pending:
+                try:
+                    async with asyncio.timeout(STOP_CONFIRM_SECONDS):
+                        await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
+                except Exception:
+                    unconfirmed += 1
+            if unconfirmed:
+                log.warning("cron starts sent but not confirmed at a stop", count=unconfirmed)
 
 
 def _unconfirmed(firing: Firing, error: Exception, why: str) -> None:

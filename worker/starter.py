@@ -87,10 +87,10 @@ async def start_process(
     record) started a second process besides. The message is queued first: one the producer
     refuses outright (too large) then leaves nothing behind.
 
-    With ``finish_later`` (an HTTP request's), that sending again goes on in the background and
-    this returns as soon as the broker took one of them: the process has started. Awaited, an
-    answer waited as long as the broker refused the other, and a client that gave up and asked
-    again started a second process.
+    With ``finish_later`` (an HTTP request's), a start record sent again goes on in the background
+    once the broker took the message: the process has started. Awaited, an answer waited as long as
+    the broker refused the record, and a client that gave up and asked again started a second
+    process. A message the broker refused is sent again here, as before.
     """
     node_id = tv.topology.start_node(start)
     message = Message(body=body, headers=start_headers(tv, node_id, user=user, application=application))
@@ -106,8 +106,9 @@ async def start_process(
             ack.result()  # raises the broker's error
     if rt.metrics is not None:
         rt.metrics.process_started(tv.name)
-    if failed and finish_later is not None:
-        finish_later(resend_until_acknowledged(failed, send, what="process start"))
+    if failed and first not in failed and finish_later is not None:
+        # the process has started (its message is with the broker): only its start record is late
+        finish_later(resend_until_acknowledged(failed, send, what="process start record"))
     else:
         await resend_until_acknowledged(failed, send, what="process start")
     return message

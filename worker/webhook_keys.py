@@ -84,6 +84,10 @@ def verify_signature(body: bytes, signature: str | None, install: Install, now: 
 async def renew_signature_key(client: ShoptetClient, store: InstallStore, install: Install) -> None:
     """Ask Shoptet for a new signature key; keep the old one as ``previous`` from now on.
 
+    Shoptet keeps one key per e-shop, so every install of the e-shop under this application gets
+    it: written to the asking install alone, the others kept a key that no longer verified, and
+    the e-shop's webhooks were refused once that install was removed.
+
     The rotation time and the previous key are written before the new key, each atomically: a
     webhook arriving in between is checked against a consistent old state, or gets a 401 that
     Shoptet retries. ``install`` is updated in memory too, so the caller can keep using it.
@@ -93,8 +97,15 @@ async def renew_signature_key(client: ShoptetClient, store: InstallStore, instal
     new_key = data.get("signatureKey") if isinstance(data, dict) else None
     if not isinstance(new_key, str) or not new_key:
         raise SignatureKeyError(f"{RENEW_PATH}: the answer has no data.signatureKey")
+    others = await store.installs_of_eshop(install.eshop_id, install.application) if install.eshop_id else []
+    for holder in [install, *(i for i in others if i.user != install.user)]:
+        await _store_key(store, holder, new_key)
+    log.info("webhook signature key renewed", user=install.user, eshop_id=install.eshop_id, installs=1 + len(others))
+
+
+async def _store_key(store: InstallStore, install: Install, new_key: str) -> None:
     old_key = install.secrets.get(CURRENT_KEY)
-    if old_key:
+    if old_key and old_key != new_key:
         rotated_at = datetime.now(UTC).isoformat(timespec="seconds")
         await store.set_setting(install.user, install.application, ROTATED_AT, rotated_at)
         await store.set_secret(install.user, install.application, PREVIOUS_KEY, old_key)
@@ -102,4 +113,3 @@ async def renew_signature_key(client: ShoptetClient, store: InstallStore, instal
         install.secrets[PREVIOUS_KEY] = old_key
     await store.set_secret(install.user, install.application, CURRENT_KEY, new_key)
     install.secrets[CURRENT_KEY] = new_key
-    log.info("webhook signature key renewed", user=install.user, eshop_id=install.eshop_id, rotated=bool(old_key))

@@ -37,11 +37,15 @@ def _decimal(value: Any, what: str) -> Decimal:
 
 def _counted(item: dict[str, Any]) -> bool:
     """Whether a set line has an amount to multiply its components by. Shoptet's ``amount`` may be
-    null: read as 0, the set became lines of amount 0 and price 0, and a warehouse shipped nothing."""
-    try:
-        return _decimal(item.get("amount"), "set amount") > 0 if item.get("amount") is not None else False
-    except StopError:
+    null: read as 0, the set became lines of amount 0 and price 0, and a warehouse shipped nothing.
+    An amount that is no number stops the message, as before."""
+    raw = item.get("amount")
+    if raw is None:
         return False
+    amount = _decimal(raw, "set amount")
+    if not amount.is_finite():
+        raise StopError(f"set amount is not a number: {raw!r}")
+    return amount > 0
 
 
 def expand_sets(items: list[dict[str, Any]], components: list[list[dict[str, Any]] | None]) -> list[dict[str, Any]]:
@@ -139,6 +143,6 @@ class ShoptetProductDetailWithSet(Batch):
             ctx.log.warning("product sets kept unexpanded: deleted, without components or amount", codes=unexpanded)
             return Result(
                 message=f"expanded {len(sets) - len(unexpanded)} product set(s); kept {', '.join(unexpanded)} "
-                "as set lines (product deleted, without components or without an amount)"
+                "as set lines (product deleted, without components or without a positive amount)"
             )
         return Result(message=f"expanded {len(sets)} product set(s)")

@@ -27,6 +27,8 @@ LINES_PER_MESSAGE = 50
 #: A hop emits lines for this long at most, then goes on in the next: within the graceful stop's
 #: 30 s, so that a stop or a rebalance waits for it to end instead of cutting the file off.
 MAX_HOP_SECONDS = 20.0
+#: A hop whose skipping took most of ``MAX_HOP_SECONDS`` still emits for this long.
+MIN_HOP_EMIT_SECONDS = 5.0
 #: A message's lines stay under this much JSON: fifty lines of products with long descriptions
 #: passed the broker's 1 MiB a record, and the whole export stopped at that message.
 MAX_MESSAGE_BYTES = 768 * 1024
@@ -173,8 +175,9 @@ class ShoptetParseJsonLines(Batch):
 
     async def _emit_file(self, ctx: NodeContext, url: str, emit: Emit, progress: _Progress) -> None:
         skip = progress.emitted
-        deadline: float | None = None  # from the first line this hop emits: skipping the lines an
-        seen = size = 0  # earlier hop sent (downloaded again) may take longer than a whole hop
+        started = time.monotonic()
+        deadline: float | None = None  # set at the first line this hop emits (see below)
+        seen = size = 0
         batch: list[Any] = []
 
         async def flush() -> None:
@@ -191,7 +194,9 @@ class ShoptetParseJsonLines(Batch):
                 if seen <= skip:
                     continue
                 if deadline is None:
-                    deadline = time.monotonic() + MAX_HOP_SECONDS
+                    # skipping what earlier hops sent (downloaded again) may take a hop's whole time:
+                    # each hop still emits for a while, and ends within the graceful stop if it can
+                    deadline = max(started + MAX_HOP_SECONDS, time.monotonic() + MIN_HOP_EMIT_SECONDS)
                 if batch and (len(batch) == LINES_PER_MESSAGE or size + len(line) > MAX_MESSAGE_BYTES):
                     await flush()
                     if time.monotonic() > deadline:

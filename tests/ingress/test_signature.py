@@ -126,6 +126,27 @@ async def test_renew_moves_the_current_key_to_previous(sql_store: SqlInstallStor
     assert verify_signature(body, sign("second-key", body), stored, now, GRACE)
 
 
+async def test_renew_gives_every_install_of_the_e_shop_the_new_key(sql_store: SqlInstallStore) -> None:
+    """Shoptet keeps one key per e-shop: written to the asking install alone, another install of
+    the same e-shop kept a key that no longer verified, and the e-shop's webhooks were refused (or
+    dropped as "install disabled") once the asking install was removed or disabled."""
+    first = shop(token="t", **{CURRENT_KEY: "first-key"})
+    await sql_store.add_install(first)
+    second = first.model_copy(update={"user": "shop-2", "secrets": {"token": "t2"}})
+    await sql_store.add_install(second)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": {"signatureKey": "second-key"}, "errors": None, "metadata": None})
+
+    await renew_signature_key(_client(second, httpx.MockTransport(answer)), sql_store, second)
+
+    for user in ("shop-1", "shop-2"):
+        stored = await sql_store.get_install(user, "shoptet-premium")
+        assert stored is not None and stored.secrets[CURRENT_KEY] == "second-key"
+    kept = await sql_store.get_install("shop-1", "shoptet-premium")
+    assert kept is not None and kept.secrets[PREVIOUS_KEY] == "first-key"  # its grace period
+
+
 async def test_first_renew_has_no_previous_key(sql_store: SqlInstallStore) -> None:
     install = shop(token="t")
     await sql_store.add_install(install)

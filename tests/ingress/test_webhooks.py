@@ -417,6 +417,24 @@ async def test_an_eshop_installed_under_two_users_is_verified_against_the_instal
     assert key == second.user.encode()
 
 
+async def test_a_webhook_signed_with_a_disabled_installs_key_starts_for_the_enabled_install(
+    worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
+) -> None:
+    """The second install renewed the e-shop's key (for itself only, then) and was disabled: the
+    delivery, verified by its key, was dropped as "install disabled" although the e-shop's first
+    install was enabled."""
+    second_key = "1e" * 16
+    second = await add_premium_install(worker, eshop_id, f"{install.user}-renewed", second_key)
+    await worker.rt.store.set_enabled(second.user, second.application, False)
+    body = webhook_body(eshop_id)
+
+    response = await client.post(URL, content=body, headers=signed(body, second_key))
+
+    assert (response.status_code, response.json()["status"]) == (200, "accepted"), response.text
+    [(key, _)] = await watch.new("test-passthrough")
+    assert key == install.user.encode()
+
+
 async def test_addon_lifecycle_events_update_the_install(
     worker: Worker, client: httpx.AsyncClient, install: Install, eshop_id: int, watch: TopicWatch
 ) -> None:

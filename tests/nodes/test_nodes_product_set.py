@@ -148,6 +148,15 @@ async def test_a_set_line_without_an_amount_stays_a_set_line(harness: Harness, s
     assert "kept SA as set lines" in (run.result.message or "")
 
 
+@pytest.mark.parametrize("amount", ["abc", "NaN"])
+async def test_a_set_amount_that_is_no_number_stops(
+    harness: Harness, shoptet_api: respx.MockRouter, amount: str
+) -> None:
+    odd = {**item("SA", "1.000", "product-set", productGuid=SET_A, itemPrice={"withVat": "10.00"}), "amount": amount}
+    with pytest.raises(StopError, match="set amount is not a number"):
+        await harness.run(ShoptetProductDetailWithSet(), order(item("A", "1.000"), odd))
+
+
 async def test_a_set_product_that_fails_otherwise_stops(harness: Harness, shoptet_api: respx.MockRouter) -> None:
     shoptet_api.get(f"/api/products/{SET_A}").mock(
         return_value=httpx.Response(403, json=error_body("forbidden", "no access"))

@@ -482,6 +482,7 @@ async def test_a_long_file_goes_on_in_the_next_hop(
     """A file whose lines take longer than a hop may: a stop or a rebalance, which wait for running
     records only so long, cut it off half-way, and it was read again from its first line."""
     monkeypatch.setattr(parse_json_lines, "MAX_HOP_SECONDS", 0.0)  # every hop ends after a message
+    monkeypatch.setattr(parse_json_lines, "MIN_HOP_EMIT_SECONDS", 0.0)
     shoptet_api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=gzip.compress(jsonl(120))))
     cursor = None
     codes: list[str] = []
@@ -501,6 +502,7 @@ async def test_a_hop_counts_its_time_from_its_first_new_line(
     """Each hop downloads the file again and skips what earlier hops sent: counted from before the
     download, a slow one left each hop one message, and a big export thousands of hops."""
     monkeypatch.setattr(parse_json_lines, "MAX_HOP_SECONDS", 0.5)
+    monkeypatch.setattr(parse_json_lines, "MIN_HOP_EMIT_SECONDS", 0.5)
     whole = gzip.compress(jsonl(200))
 
     async def slow_download() -> AsyncIterator[bytes]:

@@ -171,6 +171,12 @@ def test_a_redeploy_that_keeps_the_cron_starts_keeps_the_time_they_ran_since(reg
 
     catalog.add_local(described, True, catalog.crons_since(described, True))
     assert catalog.current["sample"].crons_run_since == since
+    # in a record of its own: a pointer with a field it did not know was dropped by the build before
+    from worker.catalog import _pointer_records
+
+    records = dict(_pointer_records("sample", described.version, True, since))
+    assert set(json.loads(records["current:sample"])) == {"name", "version", "enabled", "deployed_at"}
+    assert json.loads(records["crons-since:sample"])["since"] == since
     # a pointer a newer worker wrote, with a field this one does not know, still applies
     pointer = {"name": "sample", "version": described.version, "enabled": False, "deployed_at": "", "x": 1}
     catalog.apply("current:sample", json.dumps(pointer).encode())

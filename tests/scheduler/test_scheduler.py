@@ -272,6 +272,36 @@ async def test_a_start_whose_confirmation_outlasts_its_re_checks_is_not_caught_u
     assert started == {user.encode(): 1 for user in USERS}
 
 
+async def test_a_stop_tries_once_more_to_confirm_the_starts_waiting_for_the_store(
+    worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers restarted once the store was back: the confirmations still waiting in their backoff
+    were cancelled untried, and the next worker's catch-up fired those starts a second time."""
+    from worker import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "RECHECK_MINUTES", 0)
+    monkeypatch.setattr(scheduler_module, "CONFIRM_RETRY_FIRST_SECONDS", 60.0)  # asleep at the stop
+    scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
+    minute = datetime(2030, 6, 2, 10, 5, tzinfo=UTC)
+    acquire = worker.rt.store.acquire_lease
+    store_back = asyncio.Event()
+
+    async def refuse_confirmations(name: str, owner: str, ttl: float) -> bool:
+        if ttl == LEASE_TTL_SECONDS and not store_back.is_set():
+            raise ConnectionError("store failover")
+        return await acquire(name, owner, ttl)
+
+    monkeypatch.setattr(worker.rt.store, "acquire_lease", refuse_confirmations)
+    assert await scheduler.tick(minute) == len(USERS)
+    assert len(scheduler._confirming) == len(USERS)
+    store_back.set()
+    await scheduler.stop()
+    await asyncio.sleep(0.6)  # past the claims
+    assert await Scheduler(worker.rt, "worker-2").catch_up([minute]) == 0
+    started = collections.Counter(key for key, _ in await watch.new("test-passthrough"))
+    assert started == {user.encode(): 1 for user in USERS}
+
+
 async def test_a_stop_while_the_confirmation_waits_for_the_store_still_confirms(
     worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:

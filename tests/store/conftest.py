@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -53,8 +53,10 @@ def pg_schema() -> Iterator[str]:
 async def _postgresql_answers() -> None:
     """Skip (or fail, under ``REQUIRE_SERVICES``) when PostgreSQL does not take a connection; a
     store that then fails to open (a migration's bug) fails its tests instead of skipping them."""
+    # the URL as asyncpg takes it: the store also takes postgresql+asyncpg:// and the like
+    probe = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        connection = await asyncpg.connect(PG_URL, timeout=5)
+        connection = await asyncpg.connect(probe, timeout=5)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         service_missing(f"no PostgreSQL at {PG_URL}: {exc}")
     await connection.close()

@@ -245,3 +245,42 @@ def disable(user: str, application: ApplicationOption = None) -> None:
 def remove(user: str, application: ApplicationOption = None) -> None:
     """Remove an install with its settings, secrets, webhook registrations and cached tokens."""
     _change(user, application, lambda store, app: store.remove_install(user, app))
+
+
+@install_app.command("renew-signature-key")
+def renew_key(user: str, application: ApplicationOption = None) -> None:
+    """Ask Shoptet for a new webhook signature key for the install's e-shop (the old one is still
+    accepted for SIGNATURE_KEY_GRACE_SECONDS): for webhooks refused with 401, or a key to rotate."""
+    from worker.app import build_limiter, configured_applications
+    from worker.errors import NodeError
+    from worker.webhook_keys import SignatureKeyError, renew_signature_key
+
+    name = _application(application) if application else None
+
+    async def work(store: InstallStore, http: httpx.AsyncClient, settings: Settings) -> str:
+        from applications.client import ShoptetClient
+
+        resolved = await _resolve(store, user, name)
+        install = await store.get_install(user, resolved) if resolved else None
+        if install is None:
+            raise _fail(f"no install {user}" + (f" of {name}" if name else ""))
+        limiter = build_limiter(settings)  # the workers' one (Redis): the call takes one of the token's 3
+        client = ShoptetClient(
+            http=http,
+            application=configured_applications(settings, store, http)[install.application],
+            install=install,
+            limiter=limiter,
+            base_url=settings.shoptet_api_url,
+        )
+        try:
+            await renew_signature_key(client, store, install)
+        except (NodeError, SignatureKeyError) as exc:
+            raise _fail(f"Shoptet did not renew the key: {exc}") from None
+        finally:
+            close = getattr(limiter, "close", None)
+            if close is not None:
+                await close()
+        return install.application
+
+    done = _run(work)
+    typer.echo(f"{user} ({done}): webhook signature key renewed")

@@ -83,6 +83,18 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+def _addressee(signed_for: list[Install], installs: list[Install]) -> Install:
+    """The install a verified delivery is for: an enabled one whose key signed it; else another
+    enabled install of the e-shop (the delivery is the e-shop's: a key one install renewed had left
+    the others' stale, and the events were dropped while that install was disabled); else the one
+    whose key signed it."""
+    for candidates in (signed_for, installs):
+        for install in candidates:
+            if install.enabled:
+                return install
+    return signed_for[0]
+
+
 def _answer(status: int, state: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"status": state, "message": message, **extra})
 
@@ -196,10 +208,11 @@ async def shoptet_webhook(application: str, request: Request) -> JSONResponse:
         reason = "signature mismatch" if signature else "signature missing"
         bound.warning("webhook rejected", reason=reason, status=401)
         return _answer(401, "error", "invalid signature")
-    install = signed_for[0]
+    is_addon_event = payload.event in ADDON_EVENTS
+    # an addon event is about the install whose key signed it (a suspended one gets its approve)
+    install = signed_for[0] if is_addon_event else _addressee(signed_for, installs)
     bound = bound.bind(user=install.user)
 
-    is_addon_event = payload.event in ADDON_EVENTS
     if is_addon_event and _predates_install(payload.eventCreated, install):
         # a retry of an uninstall (or suspend) that failed before the e-shop installed the addon
         # again: applied now, it would remove or disable the new install
