@@ -133,3 +133,25 @@ def test_premium_token_from_dot_env(env: Path, tmp_path: Path, monkeypatch: pyte
     get_settings.cache_clear()
     missing = runner.invoke(install_app, ["add", "premium", "--user", "shop7", "--no-start"])
     assert missing.exit_code == 2 and "SHOPTET_PRIVATE_API_TOKEN" in missing.output
+
+
+def test_renew_signature_key_by_hand(env: Path) -> None:
+    """Webhooks refused with 401 for a stale key had no way out but removing the install (and its
+    watermarks) and adding it again."""
+    with respx.mock:
+        respx.get(f"{API}/api/eshop").respond(
+            200, json={"data": {"contactInformation": {"eshopId": 6, "url": "https://s.test/"}}}
+        )
+        assert runner.invoke(install_app, ["add", "premium", "--user", "shop6", "--token", "tok-6"]).exit_code == 0
+        renew = respx.post(f"{API}/api/webhooks/renew-signature-key").respond(
+            200, json={"data": {"signatureKey": "fresh-key-6"}, "errors": None, "metadata": None}
+        )
+        result = runner.invoke(install_app, ["renew-signature-key", "shop6"])
+    assert result.exit_code == 0, result.output
+    assert "webhook signature key renewed" in result.output and "fresh-key-6" not in result.output
+    assert renew.calls.last.request.headers["Shoptet-Private-API-Token"] == "tok-6"
+    [listed] = _listed()
+    assert "webhook_signature_key" in listed["secrets"]  # type: ignore[operator]
+
+    missing = runner.invoke(install_app, ["renew-signature-key", "nobody"])
+    assert missing.exit_code == 1 and "no install nobody" in missing.output

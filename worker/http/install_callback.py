@@ -103,7 +103,8 @@ async def _set_up(starter: Starter, install: Install) -> None:
         runtime = starter
         fetch = lambda: _fetch_signature_key(runtime, install)  # noqa: E731
         try:
-            await _retrying("the new install's signature key", install, fetch, KEY_RETRY_SECONDS)
+            what = f"the new install's signature key (`shoptet-worker install renew-signature-key {install.user}`)"
+            await _retrying(what, install, fetch, KEY_RETRY_SECONDS)
         except asyncio.CancelledError:
             for tv, _ in installed_starts(starter, install):
                 log.error(
