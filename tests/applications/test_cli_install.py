@@ -155,3 +155,36 @@ def test_renew_signature_key_by_hand(env: Path) -> None:
 
     missing = runner.invoke(install_app, ["renew-signature-key", "nobody"])
     assert missing.exit_code == 1 and "no install nobody" in missing.output
+
+
+def test_an_install_with_webhooks_registered_at_shoptet_is_not_removed_unasked(env: Path) -> None:
+    """Removed, Shoptet went on calling its webhooks, and webhooks-unsubscribe, which needs the
+    install, could no longer take them off."""
+    import asyncio
+
+    from worker.store import WebhookRegistration, open_store
+
+    with respx.mock:
+        respx.get(f"{API}/api/eshop").respond(
+            200, json={"data": {"contactInformation": {"eshopId": 7, "url": "https://s.test/"}}}
+        )
+        assert runner.invoke(install_app, ["add", "premium", "--user", "shop7", "--token", "tok-7"]).exit_code == 0
+
+    async def register() -> None:
+        store = await open_store(get_settings())
+        try:
+            registration = WebhookRegistration(
+                user="shop7", application="shoptet-premium", event="order:create", webhook_id=9, url="https://x"
+            )
+            await store.add_webhook(registration)
+        finally:
+            await store.close()
+
+    asyncio.run(register())
+    refused = runner.invoke(install_app, ["remove", "shop7"])
+    assert refused.exit_code == 1
+    assert "webhooks-unsubscribe --user shop7" in refused.output
+    assert [i["user"] for i in _listed()] == ["shop7"]
+
+    assert runner.invoke(install_app, ["remove", "shop7", "--keep-webhooks"]).exit_code == 0
+    assert _listed() == []

@@ -242,9 +242,28 @@ def disable(user: str, application: ApplicationOption = None) -> None:
 
 
 @install_app.command("remove")
-def remove(user: str, application: ApplicationOption = None) -> None:
-    """Remove an install with its settings, secrets, webhook registrations and cached tokens."""
-    _change(user, application, lambda store, app: store.remove_install(user, app))
+def remove(
+    user: str,
+    application: ApplicationOption = None,
+    keep_webhooks: Annotated[
+        bool, typer.Option(help="Remove it although webhooks it registered are still registered at Shoptet.")
+    ] = False,
+) -> None:
+    """Remove an install with its settings, secrets, webhook registrations and cached tokens.
+
+    Refused while it has webhooks registered at Shoptet: removed, Shoptet went on calling them, and
+    ``webhooks-unsubscribe``, which needs the install, could no longer take them off."""
+
+    async def remove_unless_registered(store: InstallStore, app: str) -> bool:
+        registered = await store.list_webhooks(user, app)
+        if registered and not keep_webhooks:
+            raise _fail(
+                f"{user} has {len(registered)} webhook(s) registered at Shoptet: take them off first "
+                f"(shoptet-worker run webhooks-unsubscribe --user {user}), or remove it with --keep-webhooks"
+            )
+        return await store.remove_install(user, app)
+
+    _change(user, application, remove_unless_registered)
 
 
 @install_app.command("renew-signature-key")
