@@ -6,6 +6,8 @@ code exchange leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from pydantic import BaseModel, SecretStr
 
@@ -18,8 +20,10 @@ from applications.addon import (
 )
 from applications.oauth import exchange_code
 from applications.premium import TOKEN_SECRET, PremiumApplication, verify_premium_token
+from worker.errors import StoreUnavailable
 from worker.settings import Settings
 from worker.store import Install, InstallStore
+from worker.tasks import backoff_delays
 
 #: Short names operators type (``install add premium``) for the applications' real names.
 ALIASES = {
@@ -111,7 +115,10 @@ async def install_addon_from_code(
 ) -> Install:
     """Exchange the install ``code`` for the OAuth token and store the install (user = eshopId).
 
-    Raises :class:`applications.oauth.OAuthError` and stores nothing when the exchange fails.
+    Raises :class:`applications.oauth.OAuthError` and stores nothing when the exchange fails. The
+    code is used up by then: a store that does not answer is tried again for a few seconds (it
+    raised out of the callback as a 500, and the e-shop's permanent token was thrown away), then
+    :class:`InstallNotStored`.
     """
     installed = await exchange_code(
         http,
@@ -121,14 +128,35 @@ async def install_addon_from_code(
         client_secret=config.client_secret.get_secret_value(),
         redirect_uri=config.redirect_url,
     )
-    return await install_addon_with_token(
-        store,
-        user=installed.eshop_id,
-        eshop_id=installed.eshop_id,
-        oauth_token=installed.oauth_token.get_secret_value(),
-        eshop_url=installed.eshop_url,
-        contact_email=installed.contact_email,
-    )
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + STORE_RETRY_SECONDS
+    for delay in backoff_delays(0.5, 2.0):
+        try:
+            return await install_addon_with_token(
+                store,
+                user=installed.eshop_id,
+                eshop_id=installed.eshop_id,
+                oauth_token=installed.oauth_token.get_secret_value(),
+                eshop_url=installed.eshop_url,
+                contact_email=installed.contact_email,
+            )
+        except StoreUnavailable as exc:
+            if loop.time() + delay >= give_up_at:
+                raise InstallNotStored(installed.eshop_id, exc.message) from exc
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - backoff_delays never ends
+
+
+#: How long the install callback tries to store an install whose code it has exchanged.
+STORE_RETRY_SECONDS = 10.0
+
+
+class InstallNotStored(Exception):
+    """The code was exchanged, but the store did not take the install."""
+
+    def __init__(self, eshop_id: str, reason: str) -> None:
+        super().__init__(f"e-shop {eshop_id}: the install could not be stored ({reason})")
+        self.eshop_id = eshop_id
 
 
 async def install_addon_with_token(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -10,7 +11,9 @@ import pytest
 import respx
 from fastapi import FastAPI
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
+from worker.errors import StoreUnavailable
 from worker.http.install_callback import router
 from worker.settings import Settings
 from worker.store.sql import SqlInstallStore
@@ -84,6 +87,40 @@ async def test_oauth_outage_answers_502(
     response = await worker.get("/shoptet/install", params={"code": "x"})
     assert response.status_code == 502
     assert await store.list_installs() == []
+
+
+async def test_a_store_blip_after_the_exchange_is_waited_out(
+    worker: httpx.AsyncClient, shoptet: respx.Router, store: SqlInstallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code is used up once exchanged: the store not answering raised out as a 500, and the
+    e-shop's permanent OAuth token was thrown away. A blip is waited out; an outage is a 503 that
+    names the e-shop in the log (the token never)."""
+    from applications import installs
+
+    shoptet.post(TOKEN_URL).respond(200, json={"access_token": "perm-oauth", "eshopId": 43})
+    add = store.add_install
+    failures = [StoreUnavailable("install store unavailable: connection refused")]
+
+    async def blip(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await add(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_install", blip)
+    response = await worker.get("/shoptet/install", params={"code": "fresh"})
+    assert response.status_code == 200, response.text
+    assert await store.find_by_eshop("43", "shoptet") is not None
+
+    async def down(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable("install store unavailable: connection refused")
+
+    monkeypatch.setattr(store, "add_install", down)
+    monkeypatch.setattr(installs, "STORE_RETRY_SECONDS", 0.2)
+    with capture_logs() as logs:
+        response = await worker.get("/shoptet/install", params={"code": "another"})
+    assert response.status_code == 503
+    [lost] = [e for e in logs if e["event"] == "addon install lost: the store did not take it"]
+    assert lost["eshop_id"] == "43" and "perm-oauth" not in str(logs)
 
 
 async def test_missing_code_and_missing_configuration(

@@ -23,7 +23,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from applications.installs import AddonConfig, AddonNotConfigured, install_addon_from_code
+from applications.installs import AddonConfig, AddonNotConfigured, InstallNotStored, install_addon_from_code
 from applications.oauth import OAuthError
 from worker.errors import StopError
 from worker.runtime import Runtime
@@ -65,6 +65,10 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
     except OAuthError as exc:
         log.warning("addon install failed", reason=exc.message, oauth_status=exc.status)
         return _error(400 if exc.refused else 502, exc.message)
+    except InstallNotStored as exc:
+        # the code is spent: the e-shop installs the addon again once the store is back
+        log.error("addon install lost: the store did not take it", eshop_id=exc.eshop_id, reason=str(exc))
+        return _error(503, "the install could not be stored; install the addon again in a moment")
     log.info("addon installed", user=install.user, eshop_id=install.eshop_id)
     starter: Starter | None = getattr(request.app.state, "starter", None)
     if starter is None:
