@@ -139,6 +139,14 @@ class TopologyPointerRecord(BaseModel):
     deployed_at: str = Field(description="ISO 8601")
 
 
+class TopologyCronsSinceRecord(BaseModel):
+    """Key `crons-since:<name>`, written just before a pointer whose topology kept its cron starts
+    (enabled): since when they have run, so that ticks missed before the pointer still fire."""
+
+    deployed_at: str = Field(description="ISO 8601: the `deployed_at` of the pointer it goes with")
+    since: str = Field(description="ISO 8601")
+
+
 # --- schema helpers ---------------------------------------------------------------------------------
 
 
@@ -279,7 +287,7 @@ def build_asyncapi(settings: Settings, registry: NodeRegistry, topologies: Itera
         "retry", t.retry, "Retryable failures wait here without blocking their partition.", [retry], ("send", "receive")
     )
 
-    control_key = "`version:<name>:<version>` or `current:<name>`"
+    control_key = "`version:<name>:<version>`, `current:<name>` or `crons-since:<name>`"
     doc.channel(
         "control",
         t.control,
@@ -287,6 +295,7 @@ def build_asyncapi(settings: Settings, registry: NodeRegistry, topologies: Itera
         [
             doc.model_message("control.version", TopologyVersionRecord, control_key, _NO_HEADERS),
             doc.model_message("control.current", TopologyPointerRecord, control_key, _NO_HEADERS),
+            doc.model_message("control.crons-since", TopologyCronsSinceRecord, control_key, _NO_HEADERS),
         ],
         ("send", "receive"),
         compacted=True,

@@ -2,7 +2,8 @@
 
 Records are keyed ``version:<name>:<version>`` (the source; every version stays, so a message that
 started on an old version can still be routed by it) and ``current:<name>`` (which version new
-starts use, and whether the topology is enabled). Workers read the topic from the beginning at
+starts use, and whether the topology is enabled), and ``crons-since:<name>`` (see
+``Deployment.crons_since``). Workers read the topic from the beginning at
 start and follow it while running: a deploy reaches every worker without a restart.
 """
 
@@ -186,8 +187,8 @@ class TopologyCatalog:
         deployed_at, since = self._crons_since.get(name, ("", ""))
         for pointers in (self.current, self.deployed):
             deployment = pointers.get(name)
-            if deployment is not None:
-                deployment.crons_since = since if deployed_at and deployed_at == deployment.deployed_at else ""
+            if deployment is not None and deployed_at and deployed_at == deployment.deployed_at:
+                deployment.crons_since = since
 
     def add_local(self, tv: TopologyVersion, enabled: bool = True, crons_since: str = "") -> None:
         """Apply a version and its pointer here and now: without a control topic (unit tests,
@@ -219,7 +220,9 @@ def _version_record(tv: TopologyVersion) -> bytes:
 def _pointer_records(name: str, version: str, enabled: bool, crons_since: str = "") -> list[tuple[str, bytes]]:
     """(key, value) of the records a pointer is written as: its ``crons-since`` first, if any (a
     worker then has it when the pointer comes), then the pointer."""
-    deployed_at = datetime.now(UTC).isoformat(timespec="seconds")
+    # microseconds: a crons-since record is matched to its pointer by this, and a redeploy in the
+    # same second as an enable took the enable's record for its own
+    deployed_at = datetime.now(UTC).isoformat(timespec="microseconds")
     pointer = {"name": name, "version": version, "enabled": enabled, "deployed_at": deployed_at}
     records = [(f"current:{name}", json.dumps(pointer).encode())]
     if crons_since:

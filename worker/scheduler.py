@@ -426,13 +426,14 @@ class Scheduler:
             await cancel_and_wait(*(task for task, _, _ in pending))
             # once more each (the store may be back): left to expire, another worker's catch-up
             # fires them again
-            unconfirmed = 0
-            for _, firing, owner in pending:
-                try:
-                    async with asyncio.timeout(STOP_CONFIRM_SECONDS):
-                        await self._set_leases(firing, owner, LEASE_TTL_SECONDS)
-                except Exception:
-                    unconfirmed += 1
+            # all at once and bounded as a whole: a store that hangs must not hold up the stop
+            tries = [
+                asyncio.ensure_future(self._set_leases(firing, owner, LEASE_TTL_SECONDS))
+                for _, firing, owner in pending
+            ]
+            done, not_done = await asyncio.wait(tries, timeout=STOP_CONFIRM_SECONDS)
+            await cancel_and_wait(*not_done)
+            unconfirmed = len(not_done) + sum(1 for t in done if t.exception() is not None)
             if unconfirmed:
                 log.warning("cron starts sent but not confirmed at a stop", count=unconfirmed)
 

@@ -98,9 +98,10 @@ async def renew_signature_key(client: ShoptetClient, store: InstallStore, instal
     if not isinstance(new_key, str) or not new_key:
         raise SignatureKeyError(f"{RENEW_PATH}: the answer has no data.signatureKey")
     others = await store.installs_of_eshop(install.eshop_id, install.application) if install.eshop_id else []
-    for holder in [install, *(i for i in others if i.user != install.user)]:
+    holders = [install, *(i for i in others if i.user != install.user)]
+    for holder in holders:
         await _store_key(store, holder, new_key)
-    log.info("webhook signature key renewed", user=install.user, eshop_id=install.eshop_id, installs=1 + len(others))
+    log.info("webhook signature key renewed", user=install.user, eshop_id=install.eshop_id, installs=len(holders))
 
 
 async def _store_key(store: InstallStore, install: Install, new_key: str) -> None:

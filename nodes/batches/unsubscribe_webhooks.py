@@ -15,10 +15,14 @@ class ShoptetUnsubscribeWebhooks(Batch):
     Fix: a 404 means Shoptet no longer has it, which is what we wanted: it counts as removed
     (Orchesty's 404 branch was dead code). Option ``events`` limits the removal to those events.
     Codes: 0; other 4xx stop (trash); 423/429/5xx repeat (already removed ones stay removed).
+
+    Runs for a disabled install too: taking its webhooks off before ``install remove`` is what a
+    disabled shop needs, and refused, it had to be enabled again (its crons and webhooks with it).
     """
 
     name = "shoptet-unsubscribe-webhooks"
     Options = WebhookEventsOptions
+    accepts_disabled_install = True
 
     async def process(self, message: Message, ctx: NodeContext, emit: Emit) -> Result:
         install = ctx.require_install()

@@ -304,3 +304,9 @@ async def test_an_events_option_that_is_not_a_list_stops_rather_than_match_by_su
         await harness.run(ShoptetUnsubscribeWebhooks(), None, options={"events": "order:updated"})
     assert route.call_count == 0
     assert await stored_ids(harness) == {(7, "order:update")}
+
+
+def test_unsubscribing_runs_for_a_disabled_install() -> None:
+    """Disable, then remove: `install remove` asks for webhooks-unsubscribe first, which refused a
+    disabled install, so the shop had to be enabled again (its crons and webhooks with it)."""
+    assert ShoptetUnsubscribeWebhooks.accepts_disabled_install

@@ -177,6 +177,13 @@ def test_a_redeploy_that_keeps_the_cron_starts_keeps_the_time_they_ran_since(reg
     records = dict(_pointer_records("sample", described.version, True, since))
     assert set(json.loads(records["current:sample"])) == {"name", "version", "enabled", "deployed_at"}
     assert json.loads(records["crons-since:sample"])["since"] == since
+    # matched by the pointer's time to the microsecond: a redeploy in the same second as an enable
+    # took the enable's record for its own
+    assert "." in json.loads(records["current:sample"])["deployed_at"]
+    moved_pointer = {"name": "sample", "version": moved.version, "enabled": True, "deployed_at": "2030-01-01T00:00:01"}
+    catalog.apply("crons-since:sample", json.dumps({"deployed_at": "2030-01-01T00:00:00", "since": since}).encode())
+    catalog.apply("current:sample", json.dumps(moved_pointer).encode())
+    assert catalog.current["sample"].crons_run_since == "2030-01-01T00:00:01"
     # a pointer a newer worker wrote, with a field this one does not know, still applies
     pointer = {"name": "sample", "version": described.version, "enabled": False, "deployed_at": "", "x": 1}
     catalog.apply("current:sample", json.dumps(pointer).encode())

@@ -588,3 +588,31 @@ async def test_a_start_cancelled_at_a_stop_keeps_its_minute_only_if_it_may_have_
         install = await worker.rt.store.get_install(USERS[0], "shoptet-premium")
         holder = await worker.rt.store.lease_holder(Firing(tv, tv.topology.start[0], minute, install).lease_name)
         assert (holder is not None) is kept, day
+
+
+async def test_a_stop_with_a_store_that_hangs_is_bounded_however_many_starts_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last confirmation tries went one after another, 2 s each: fifteen sent starts held a stop
+    up 30 s while the store hung, past the graceful stop of the consumers behind it."""
+    import types
+
+    from worker import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "STOP_CONFIRM_SECONDS", 0.2)
+
+    class HangingStore:
+        async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+            await asyncio.sleep(3600)
+            return True
+
+    runtime = cast(Runtime, types.SimpleNamespace(store=HangingStore()))
+    scheduler = Scheduler(runtime, "worker-1")
+    for n in range(15):
+        waiting = asyncio.create_task(asyncio.sleep(3600))
+        firing = cast(Firing, types.SimpleNamespace(lease_names=(f"cron:{n}", f"legacy:{n}")))
+        scheduler._confirming[f"cron:{n}"] = (waiting, firing, f"owner-{n}")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await scheduler.stop()
+    assert loop.time() - began < 2.0  # one bound for all fifteen (0.2 s), not fifteen in a row

@@ -257,9 +257,12 @@ def remove(
     async def remove_unless_registered(store: InstallStore, app: str) -> bool:
         registered = await store.list_webhooks(user, app)
         if registered and not keep_webhooks:
+            how = f"shoptet-worker run webhooks-unsubscribe --user {user}"
+            if app != "shoptet-premium":  # the shipped topology serves premium: an addon copy of it
+                how = f"a copy of webhooks-unsubscribe with `application: {app}`, run for {user}"
             raise _fail(
                 f"{user} has {len(registered)} webhook(s) registered at Shoptet: take them off first "
-                f"(shoptet-worker run webhooks-unsubscribe --user {user}), or remove it with --keep-webhooks"
+                f"({how}), or remove it with --keep-webhooks"
             )
         return await store.remove_install(user, app)
 
@@ -271,7 +274,7 @@ def renew_key(user: str, application: ApplicationOption = None) -> None:
     """Ask Shoptet for a new webhook signature key for the install's e-shop (the old one is still
     accepted for SIGNATURE_KEY_GRACE_SECONDS): for webhooks refused with 401, or a key to rotate."""
     from worker.app import build_limiter, configured_applications
-    from worker.errors import NodeError
+    from worker.errors import NodeError, StoreUnavailable
     from worker.webhook_keys import SignatureKeyError, renew_signature_key
 
     name = _application(application) if application else None
@@ -293,6 +296,8 @@ def renew_key(user: str, application: ApplicationOption = None) -> None:
         )
         try:
             await renew_signature_key(client, store, install)
+        except StoreUnavailable as exc:  # Shoptet signs with the new key now: run it again soon
+            raise _fail(f"Shoptet renewed the key, but the store did not take it ({exc}): run this again") from None
         except (NodeError, SignatureKeyError) as exc:
             raise _fail(f"Shoptet did not renew the key: {exc}") from None
         finally:
