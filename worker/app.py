@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import structlog
+from aiokafka.errors import KafkaError
 
 from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("worker")
 
+#: How long readiness waits for the broker to answer a metadata request.
+BROKER_CHECK_SECONDS = 3.0
 #: Records the retry consumer may hold while they wait for their due time.
 RETRY_CONCURRENCY = 10_000
 
@@ -345,6 +348,17 @@ class Worker:
             self.inbound = None
         else:
             log.info("inbound consumer started", topics=consumer.topics)
+
+    async def broker_answers(self, timeout: float = BROKER_CHECK_SECONDS) -> bool:
+        """Whether the broker answers a metadata request now (readiness: an instance whose broker is
+        gone can only answer webhooks and runs with 503, so the load balancer should skip it)."""
+        if self.runtime is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                return bool(await self.runtime.producer.client.force_metadata_update())
+        except (TimeoutError, KafkaError, OSError):
+            return False
 
     def problems(self) -> list[str]:
         """What stopped this worker from working for good, so that only a restart helps: a consumer

@@ -246,3 +246,37 @@ async def test_a_typo_in_nodes_stops_the_start_before_anything_is_deployed(worke
     finally:
         await worker.stop()
     assert await _current_version(worker_settings) is None
+
+
+async def test_readiness_goes_false_while_the_broker_does_not_answer_and_back(
+    worker_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its broker gone, /readyz answered 200 for as long as the outage lasted, and a load
+    balancer kept sending Shoptet's webhooks to an instance that could only answer 503."""
+    import asyncio
+
+    from worker import app as app_module
+    from worker.registry import default_registry
+    from worker.topology import parse_topology
+
+    monkeypatch.setattr(app_module, "BROKER_CHECK_SECONDS", 0.2)
+    worker = Worker(worker_settings, node_names=["test-emit-items", "test-passthrough"])
+    http_app = create_http_app(worker)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app), base_url="http://w") as client:
+        await worker.start(deploy=[parse_topology(GOOD, registry=default_registry())])
+        try:
+            assert (await client.get("/readyz")).status_code == 200
+            client_of_producer = worker.rt.producer.client
+
+            def unanswered() -> asyncio.Future[bool]:
+                return asyncio.get_running_loop().create_future()  # the broker never answers
+
+            with monkeypatch.context() as gone:
+                gone.setattr(client_of_producer, "force_metadata_update", unanswered)
+                down = await client.get("/readyz")
+                assert down.status_code == 503
+                assert down.json()["problems"] == ["the broker does not answer"]
+                assert (await client.get("/healthz")).status_code == 200  # a restart would not help
+            assert (await client.get("/readyz")).status_code == 200  # back by itself
+        finally:
+            await worker.stop()

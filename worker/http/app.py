@@ -60,6 +60,8 @@ def create_http_app(worker: Worker) -> FastAPI:
         consumers = {c.name: c.assigned.is_set() and c.failure is None for c in worker.consumers}
         problems = worker.problems()
         ready = not problems and worker.ready.is_set() and all(c.assigned.is_set() for c in worker.readiness_consumers)
+        if ready and not await worker.broker_answers():
+            ready, problems = False, ["the broker does not answer"]
         response.status_code = 200 if ready else 503
         return {"ready": ready, "consumers": consumers, **({"problems": problems} if problems else {})}
 
