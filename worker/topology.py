@@ -260,7 +260,12 @@ def parse_topology(
         mark = getattr(exc, "problem_mark", None)
         position = mark.index if mark is not None else getattr(exc, "position", None)  # ReaderError: no mark
         line = _Lines(source).at(position) if isinstance(position, int) else None
-        raise TopologyError(origin, line, f"not valid YAML: {exc}") from None
+        # the parser's problem alone: its whole report is several lines of context and a caret
+        # drawing, with a line number of its own that disagreed with the one in front
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        reason = f"{context}: {problem}" if context else problem
+        raise TopologyError(origin, line, f"not valid YAML: {reason}") from None
     except RecursionError:  # nested thousands deep: refused like any bad file, not a traceback
         raise TopologyError(origin, 1, "not valid YAML: nested too deeply") from None
     if root is None or not isinstance(root, yaml.MappingNode):

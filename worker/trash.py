@@ -182,6 +182,11 @@ async def _publish(
 ) -> Message:
     topics = sender.topics
     if entry.topic != topics.retry and not entry.topic.startswith(topics.node_prefix):
+        if drop_cursor or cursor is not None or current_version:
+            raise NothingToReplay(
+                f"trash entry {entry.id} is an inbound record: it starts its processes again, with no "
+                "cursor or version to change (--drop-cursor, --cursor, --current-version do not apply)"
+            )
         return await _start_again(store, sender, entry, body)
     topic = _retried_topic(topics, entry) if entry.topic == topics.retry else entry.topic
     if not topic.startswith(topics.node_prefix):
@@ -200,6 +205,8 @@ async def _publish(
         )
     if current_version:
         message = on_current_version(sender, message, topic)
+    else:
+        _check_version_known(sender, message, entry)
     # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:
     # it was counted in flight when it was scheduled, and never handled.
     counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None
@@ -215,6 +222,18 @@ async def _publish(
     if entry.id is not None:
         await store.remove_trash(entry.id)
     return message
+
+
+def _check_version_known(sender: Starter, message: Message, entry: TrashEntry) -> None:
+    """Refuse a replay on a topology version the cluster no longer has (its control topic was lost):
+    sent, it said "replayed", and the worker retried "not known to this worker" for half an hour
+    before it came back to trash."""
+    name, version = message.headers.get(H.TOPOLOGY_NAME), message.headers.get(H.TOPOLOGY_VERSION)
+    if name and version and sender.catalog.deployed_source(name, version) is None:
+        raise NothingToReplay(
+            f"trash entry {entry.id} is for {name}@{version}, which is not deployed (any more); "
+            "--current-version runs it on the topology's current version"
+        )
 
 
 def _retried_topic(topics: TopicNames, entry: TrashEntry) -> str:

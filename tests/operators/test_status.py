@@ -130,3 +130,22 @@ async def test_watch_follows_records_written_after_it_started(kafka_bootstrap: s
     await watching
     shown = console.export_text()
     assert roots["a"][:12] in shown and roots["c"][:12] in shown and "2/3" in shown
+
+
+async def test_watch_before_any_worker_creates_the_ledger_as_a_worker_would(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Subscribed to before it existed, the ledger was made by the broker with its own default
+    partitions, which the workers then kept: KAFKA_PARTITIONS ignored, one tracker for all."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic_prefix=topic_prefix, kafka_partitions=5)
+    console = Console(file=io.StringIO(), width=200)
+    await watch_ledger(settings, 10, 0.2, console, ticks=2)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([TopicNames(topic_prefix).processes])
+    finally:
+        await admin.close()
+    assert len(described["partitions"]) == 5

@@ -132,6 +132,7 @@ def test_unknown_key_and_sink_with_next(registry: NodeRegistry) -> None:
 def test_not_yaml(registry: NodeRegistry) -> None:
     error = refused("name: x\nnodes: [unclosed\n", registry)
     assert error.line == 3 and "not valid YAML" in error.reason  # where the parser gave up
+    assert "\n" not in str(error) and "^" not in str(error)  # one line, no caret drawing
     error = refused("name: x\nstart:\n  - manual: true\n nodes: {}\n", registry)  # bad indentation
     assert error.line == 4 and "not valid YAML" in error.reason
 

@@ -26,12 +26,20 @@ async def stored(store: SqlInstallStore, entry: TrashEntry) -> tuple[int, TrashE
     return entry_id, found
 
 
+class KnowsEveryVersion:
+    """A catalog that has every topology version an entry names (see ``ForgotVersions``)."""
+
+    def deployed_source(self, name: str, version: str | None = None) -> tuple[str, str] | None:
+        return (version or "v", "name: x")
+
+
 class SlowSender:
     """Sends nothing anywhere; each send takes a while, as the broker's acknowledgement does."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Message]] = []
         self.topics = TopicNames("t")
+        self.catalog: Any = KnowsEveryVersion()
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         await asyncio.sleep(0.05)
@@ -369,3 +377,31 @@ async def test_a_record_missing_only_its_version_replays_onto_the_current_one(st
         await replay(store, sender, entry)  # type: ignore[arg-type]
     await replay(store, sender, entry, current_version=True)  # type: ignore[arg-type]
     assert [m.headers[H.TOPOLOGY_VERSION] for t, m in sender.sent if t == topic] == [current.version]
+
+
+async def test_a_replay_on_a_version_the_cluster_no_longer_has_is_refused(store: SqlInstallStore) -> None:
+    """Its control topic lost (compose down): the replay said "replayed", and the worker retried
+    "not known to this worker" for half an hour before the message came back to trash."""
+
+    class ForgotVersions:
+        def deployed_source(self, name: str, version: str | None = None) -> tuple[str, str] | None:
+            return None
+
+    headers = {H.PROCESS_ID: "p1", H.TOPOLOGY_NAME: "sync", H.TOPOLOGY_VERSION: "deadbeef", H.USER: "shop-1"}
+    _, entry = await stored(
+        store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="422", headers=headers, body={})
+    )
+    sender = SlowSender()
+    sender.catalog = ForgotVersions()
+    with pytest.raises(NothingToReplay, match=r"sync@deadbeef, which is not deployed \(any more\)"):
+        await replay(store, sender, entry)  # type: ignore[arg-type]
+    assert sender.sent == [] and await store.get_trash(entry.id or 0) is not None
+
+
+async def test_an_inbound_records_replay_refuses_options_that_do_not_apply(store: SqlInstallStore) -> None:
+    _, entry = await stored(
+        store,
+        TrashEntry(topic="erp.orders", error_class="MalformedMessage", error_message="x", headers={}, body={}),
+    )
+    with pytest.raises(NothingToReplay, match="inbound record"):
+        await replay(store, SlowSender(), entry, drop_cursor=True)  # type: ignore[arg-type]

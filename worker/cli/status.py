@@ -153,11 +153,15 @@ async def watch_ledger(
     created after the command started.
     """
     from worker.control import resolve_bootstrap
-    from worker.kafka import make_consumer
+    from worker.kafka import ensure_topics, make_consumer
     from worker.topics import TopicNames
 
     topic = TopicNames(settings.kafka_topic_prefix).processes
-    consumer = make_consumer(settings, resolve_bootstrap(settings), topic, group_id=None)
+    bootstrap = resolve_bootstrap(settings)
+    # created as a worker creates it: subscribed to before any worker ran, the broker made it with
+    # its own default partitions, which the workers then kept (one process tracker for all)
+    await ensure_topics(settings, bootstrap, [topic])
+    consumer = make_consumer(settings, bootstrap, topic, group_id=None)
     book = ProcessBook()
 
     def view() -> Group:
