@@ -47,6 +47,9 @@ from typing import Any, TypeVar
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from worker.errors import RetryableError
@@ -65,6 +68,8 @@ NEXT_IN_LINE_POLL_SECONDS = 0.02
 #: Connections of a limiter's own client, and how long a call waits for one before it fails.
 REDIS_MAX_CONNECTIONS = 64
 REDIS_POOL_TIMEOUT_SECONDS = 20.0
+#: How long ``close`` waits for pace writes and releases still on their way.
+CLOSE_WAIT_SECONDS = 2.0
 
 # Shared Lua prelude: Redis server time in milliseconds, and "keep the key alive at least this long".
 _NOW = """
@@ -301,8 +306,12 @@ class RedisLimiter:
         and every waiter, release and renewal is a call, so 300 requests at once (30 shops at a node
         concurrency of 10) made healthy messages fail as "Redis unavailable".
         """
+        # one retry of a call whose pooled connection went stale (Redis restarted, failed over):
+        # without it every pooled connection failed its next call once Redis was back, a slot
+        # request as a retry of its message. Safe: every script is idempotent per lease id.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         pool = BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT_SECONDS
+            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT_SECONDS, retry=retry
         )
         client = Redis(connection_pool=pool)
         return cls(client, per_token=per_token, per_host=per_host, prefix=prefix, owns_client=True, **options)
@@ -364,8 +373,8 @@ class RedisLimiter:
             await cancel_and_wait(self._renewer)
             self._renewer = None
         pending = [t for tasks in self._observing.values() for t in tasks] + list(self._background)
-        if pending:
-            await asyncio.wait(pending)
+        if pending:  # bounded: with Redis hung they took 5 s a round, 20 s past the pool's size
+            await asyncio.wait(pending, timeout=CLOSE_WAIT_SECONDS)
         for lease, lease_key in list(self._held.items()):
             await self._zrem(lease_key, lease)
         self._held.clear()
@@ -390,35 +399,48 @@ class RedisLimiter:
             keys = [lease_key] if pace_key is None else [lease_key, pace_key]
             args, script = [limit, self._ttl_ms, lease], self._acquire_script
         attempt = 0
+        call: asyncio.Future[Any] | None = None
         try:
             while True:
                 call = asyncio.ensure_future(script(keys=keys, args=args))
                 try:
                     result = int(await _redis_call(call))
-                except BaseException as exc:
-                    # The script may have run, or may still run, before we were cancelled or lost
-                    # the connection: take the lease out once it has ended.
-                    self._spawn(self._zrem_after(call, lease_key, lease))
-                    if isinstance(exc, RedisError):
-                        raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
-                    raise
+                except RedisError as exc:
+                    raise RetryableError(f"limiter: Redis unavailable ({type(exc).__name__})") from exc
                 if result >= 0:
                     self._held[lease] = lease_key
                     self._ensure_renewer()
                     return lease, result / 1000
+                call = None
                 await self._wakeups.wait(lease_key, self._queued_delay(-result - 1, limit, attempt, queue))
                 attempt += 1
         except BaseException:
-            if queue is not None:  # no longer waiting: the ones behind must not wait for it to go stale
-                self._spawn(self._leave_queue(queue, lease))
+            # no longer waiting: the ones behind must not wait for it to go stale
+            self._spawn(self._abandon(call, lease_key, lease, queue))
             raise
 
-    async def _leave_queue(self, queue: tuple[str, str], lease: str) -> None:
+    async def _abandon(
+        self, call: asyncio.Future[Any] | None, lease_key: str, lease: str, queue: tuple[str, str] | None
+    ) -> None:
+        """Take out what an abandoned attempt may have added: its lease, its place in the queue.
+
+        Only once its last script call has ended (cancelled, it may still run), and all in one
+        transaction: a call that landed between two separate removals left the waiter in the queue
+        and not among the waiters whose staleness is swept, and each such ghost took one of the
+        token's places for as long as the token stayed busy (three stopped it)."""
+        if call is not None:
+            await asyncio.wait((call,))
+            _retrieve(call)
         try:
-            for key in queue:
-                await _redis_call(self._redis.zrem(key, lease))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(lease_key, lease)
+                for key in queue or ():
+                    pipe.zrem(key, lease)
+                await _redis_call(pipe.execute())
         except RedisError as exc:
-            log.warning("limiter.leave_queue_failed", error=type(exc).__name__)  # stale soon anyway
+            log.warning("limiter.leave_failed", error=type(exc).__name__)  # the lease expires anyway
+        finally:
+            self._wakeups.notify(lease_key)
 
     def _queued_delay(self, ahead: int, limit: int, attempt: int, queue: tuple[str, str] | None) -> float:
         """How long a waiter sleeps before it asks again (a release of this process wakes it first).
@@ -462,11 +484,6 @@ class RedisLimiter:
         self._held.pop(lease, None)
         await asyncio.shield(self._spawn(self._zrem(lease_key, lease)))
 
-    async def _zrem_after(self, call: asyncio.Future[Any], lease_key: str, lease: str) -> None:
-        await asyncio.wait((call,))
-        _retrieve(call)
-        await self._zrem(lease_key, lease)
-
     async def _zrem(self, lease_key: str, lease: str) -> None:
         try:
             await _redis_call(self._redis.zrem(lease_key, lease))
@@ -486,11 +503,25 @@ class RedisLimiter:
             self._renewer = background_task(self._renew_forever())
 
     async def _renew_forever(self) -> None:
-        """Every third of the TTL, push every held lease's expiry forward; stop when none are held."""
+        """Every third of the TTL, push every held lease's expiry forward; stop when none are held.
+
+        On a fixed cadence, each round bounded by it: one round waiting out a stalled Redis (5 s)
+        pushed the next past the TTL, another process took the slots, and six requests of a token
+        ran at once."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while self._held:
-            await asyncio.sleep(self._renew_every)
+            due += self._renew_every
+            await asyncio.sleep(max(0.0, due - loop.time()))
             held = list(self._held.items())
-            results = await asyncio.gather(*(self._renew(k, lease) for lease, k in held), return_exceptions=True)
+            try:
+                async with asyncio.timeout(self._renew_every):
+                    results = await asyncio.gather(
+                        *(self._renew(k, lease) for lease, k in held), return_exceptions=True
+                    )
+            except TimeoutError:
+                log.warning("limiter.renew_failed", error="TimeoutError")
+                continue
             for outcome in results:
                 if isinstance(outcome, BaseException):
                     log.warning("limiter.renew_failed", error=type(outcome).__name__)

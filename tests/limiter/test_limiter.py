@@ -247,6 +247,72 @@ async def test_a_cancel_that_hits_a_redis_call_is_never_lost(redis_url: str, pre
     assert outcomes["timed out"] > 50, outcomes  # the deadlines did hit calls
 
 
+async def test_a_waiter_cancelled_while_its_call_still_runs_leaves_no_place_in_the_queue(
+    redis_url: str, prefix: str
+) -> None:
+    """Cancelled during a script call that then still ran, a waiter was taken out of the queue
+    before the call put it back: a ghost that held one of the token's places for as long as the
+    token stayed busy (three of them stopped it)."""
+    from worker.redis_limiter import _digest
+
+    holder = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1)
+    waiter = RedisLimiter.from_url(redis_url, prefix=prefix, per_token=1)
+    real = waiter._acquire_in_turn_script
+    gate, second_call = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def late_second_call(*, keys: list[str], args: list[object]) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            second_call.set()
+            try:
+                await gate.wait()  # still on its way when the waiter is cancelled
+            except asyncio.CancelledError:  # and the cancel is lost (redis-py's wait_for, Python 3.11)
+                await gate.wait()
+        return await real(keys=keys, args=args)
+
+    waiter._acquire_in_turn_script = late_second_call  # type: ignore[assignment]
+    queue = f"{prefix}queue:{{{_digest('token-a')}}}"
+    try:
+        async with holder.slot("token-a"):
+            waiting = asyncio.create_task(waiter.slot("token-a").__aenter__())
+            await asyncio.wait_for(second_call.wait(), 10)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            gate.set()  # the call goes through after all, and queues the waiter again
+            await asyncio.wait(set(waiter._background))
+            assert await waiter._redis.zcard(queue) == 0
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
+async def test_close_is_bounded_when_redis_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pace writes still on their way to a Redis that took connections and never answered held a
+    worker's stop 5 s a round, 20 s past the pool's size."""
+    from worker import redis_limiter
+
+    monkeypatch.setattr(redis_limiter, "CLOSE_WAIT_SECONDS", 0.3)
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limiter = RedisLimiter.from_url(f"redis://127.0.0.1:{port}/0", prefix="hung:")
+    try:
+        for n in range(100):
+            limiter.observe(f"token-{n}", {"X-RateLimit-Bucket-Filling": "190/200"})
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await limiter.close()
+        assert loop.time() - began < 3.0
+    finally:
+        server.close()
+
+
 async def test_a_long_wait_keeps_polling_at_the_cap(redis_url: str, prefix: str) -> None:
     """Minutes of waiting for a busy token are thousands of polls: the delay stays at the cap
     (``2**attempt`` past about 1,000 no longer converts to a float)."""
