@@ -235,6 +235,20 @@ async def test_a_sent_start_whose_confirmation_the_store_refuses_once_fires_once
     assert started == {user.encode(): 1 for user in USERS}
 
 
+def confirmations_refused_until_set(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The store takes claims but refuses every day-long confirmation until the event is set."""
+    acquire = worker.rt.store.acquire_lease
+    store_back = asyncio.Event()
+
+    async def refuse_confirmations(name: str, owner: str, ttl: float) -> bool:
+        if ttl == LEASE_TTL_SECONDS and not store_back.is_set():
+            raise ConnectionError("store failover")
+        return await acquire(name, owner, ttl)
+
+    monkeypatch.setattr(worker.rt.store, "acquire_lease", refuse_confirmations)
+    return store_back
+
+
 async def test_a_start_whose_confirmation_outlasts_its_re_checks_is_not_caught_up_again(
     worker: Worker, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,15 +260,7 @@ async def test_a_start_whose_confirmation_outlasts_its_re_checks_is_not_caught_u
     monkeypatch.setattr(scheduler_module, "CONFIRM_RETRY_MAX_SECONDS", 0.1)
     scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
     minute = datetime(2030, 6, 1, 10, 5, tzinfo=UTC)  # after the deploy and the installs
-    acquire = worker.rt.store.acquire_lease
-    store_back = asyncio.Event()
-
-    async def refuse_confirmations(name: str, owner: str, ttl: float) -> bool:
-        if ttl == LEASE_TTL_SECONDS and not store_back.is_set():
-            raise ConnectionError("store failover")
-        return await acquire(name, owner, ttl)
-
-    monkeypatch.setattr(worker.rt.store, "acquire_lease", refuse_confirmations)
+    store_back = confirmations_refused_until_set(worker, monkeypatch)
     try:
         assert await scheduler.tick(minute) == len(USERS)
         await asyncio.sleep(0.6)  # past the claims
@@ -283,15 +289,7 @@ async def test_a_stop_tries_once_more_to_confirm_the_starts_waiting_for_the_stor
     monkeypatch.setattr(scheduler_module, "CONFIRM_RETRY_FIRST_SECONDS", 60.0)  # asleep at the stop
     scheduler = Scheduler(worker.rt, "worker-1", claim_ttl_seconds=0.5, start_timeout_seconds=0.2)
     minute = datetime(2030, 6, 2, 10, 5, tzinfo=UTC)
-    acquire = worker.rt.store.acquire_lease
-    store_back = asyncio.Event()
-
-    async def refuse_confirmations(name: str, owner: str, ttl: float) -> bool:
-        if ttl == LEASE_TTL_SECONDS and not store_back.is_set():
-            raise ConnectionError("store failover")
-        return await acquire(name, owner, ttl)
-
-    monkeypatch.setattr(worker.rt.store, "acquire_lease", refuse_confirmations)
+    store_back = confirmations_refused_until_set(worker, monkeypatch)
     assert await scheduler.tick(minute) == len(USERS)
     assert len(scheduler._confirming) == len(USERS)
     store_back.set()
