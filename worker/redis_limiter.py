@@ -313,7 +313,7 @@ class RedisLimiter:
         pool = BlockingConnectionPool.from_url(
             url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT_SECONDS, retry=retry
         )
-        client = Redis(connection_pool=pool)
+        client = Redis.from_pool(pool)  # its own pool: closed with it (see ``close``)
         return cls(client, per_token=per_token, per_host=per_host, prefix=prefix, owns_client=True, **options)
 
     # --- Limiter ------------------------------------------------------------------------------
@@ -531,9 +531,22 @@ class RedisLimiter:
     async def _renew(self, lease_key: str, lease: str) -> int:
         if lease not in self._held:  # released meanwhile: putting it back would hold a slot for nothing
             return 0
-        outcome = int(await _redis_call(self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease])))
+        call = asyncio.ensure_future(self._renew_script(keys=[lease_key], args=[self._ttl_ms, lease]))
+        try:
+            outcome = int(await _redis_call(call))
+        except asyncio.CancelledError:  # a round past its time: the call may still land
+            self._spawn(self._unrestore_after(call, lease_key, lease))
+            raise
         if outcome == LEASE_RESTORED and lease not in self._held:
             # released while the script was on its way: the release's ZREM may have come first, and
             # the lease it put back would hold a slot nobody uses until it expired
             await self._zrem(lease_key, lease)
         return outcome
+
+    async def _unrestore_after(self, call: asyncio.Future[Any], lease_key: str, lease: str) -> None:
+        """A cancelled renewal that still put back a lease released meanwhile: take it out again."""
+        await asyncio.wait((call,))
+        if call.cancelled() or call.exception() is not None:
+            return
+        if int(call.result()) == LEASE_RESTORED and lease not in self._held:
+            await self._zrem(lease_key, lease)
