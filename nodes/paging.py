@@ -271,7 +271,7 @@ class ListBatch(Batch):
         items = self._items(first)
         if first_page == 1 and not items:
             return Result(code=ResultCode.DO_NOT_CONTINUE, message=self.empty_message)
-        self._count(run.listing, first, items, run.listing.total)
+        run.listing.page(first, items, self._page_count(first), run.listing.total)
         run.shifted_up_to = self._last_of(items) if first_page == 1 else cursor.shiftedUpTo
         emitting = asyncio.Lock()
         await self._emit_all(emit, items, emitting)
@@ -308,9 +308,6 @@ class ListBatch(Batch):
     def _listing(self, cursor: ListCursor) -> _Listing:
         """The hop's shift detector, given the most items a page of the run counted before (see 5.)."""
         return _Listing(self.item_id, any_fall_shifts=self.ordered_by is not None, total=cursor.totalCount)
-
-    def _count(self, listing: _Listing, data: dict[str, Any], items: list[Any], floor: int | None) -> None:
-        listing.page(data, items, self._page_count(data), floor)
 
     @staticmethod
     def _hop_limit(ctx: NodeContext, first_page: int) -> int | None:
@@ -415,7 +412,7 @@ class ListBatch(Batch):
                 floor = pages.listing.total  # the most items any page answered so far counted
                 data = await self._fetch(ctx, page, date_from)
                 items = self._items(data)
-                self._count(pages.listing, data, items, floor)
+                pages.listing.page(data, items, self._page_count(data), floor)
                 await self._emit_all(emit, items, lock)
                 await pages.emitted(page)
 

@@ -323,9 +323,8 @@ class NodeProcessor:
         if self.rt.metrics is not None:
             self.rt.metrics.retried(self.node.name)
         await self._hold(delay, generation)
-        resume = _resume_cursor(error)  # a node that stopped part-way goes on from there
         delivery.retried_in_place += 1
-        return message.with_headers(repeat_hops=str(hops + 1), **({"cursor": resume} if resume else {}))
+        return message.with_headers(repeat_hops=str(hops + 1))
 
     async def _hold(self, seconds: float, generation: int) -> None:
         """Wait here, holding the record; once the consumer's generation moved on from

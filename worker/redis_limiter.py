@@ -537,14 +537,12 @@ class RedisLimiter:
         except asyncio.CancelledError:  # a round past its time: the call may still land
             self._spawn(self._unrestore_after(call, lease_key, lease))
             raise
-        if outcome == LEASE_RESTORED and lease not in self._held:
-            # released while the script was on its way: the release's ZREM may have come first, and
-            # the lease it put back would hold a slot nobody uses until it expired
-            await self._zrem(lease_key, lease)
+        await self._unrestore_after(call, lease_key, lease)
         return outcome
 
     async def _unrestore_after(self, call: asyncio.Future[Any], lease_key: str, lease: str) -> None:
-        """A cancelled renewal that still put back a lease released meanwhile: take it out again."""
+        """Once the renewal's call has ended: a lease it put back that was released meanwhile (the
+        release's ZREM came first) would hold a slot nobody uses until it expired; take it out."""
         await asyncio.wait((call,))
         if call.cancelled() or call.exception() is not None:
             return

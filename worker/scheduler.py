@@ -424,9 +424,9 @@ class Scheduler:
         if self._confirming:
             pending = list(self._confirming.values())
             await cancel_and_wait(*(task for task, _, _ in pending))
-            # once more each (the store may be back): left to expire, another worker's catch-up
-            # fires them again
-            # all at once and bounded as a whole: a store that hangs must not hold up the stop
+            # once more each (the store may be back; left to expire, another worker's catch-up
+            # fires them again), all at once and bounded as a whole: a hung store must not hold
+            # up the stop
             tries = [
                 asyncio.ensure_future(self._set_leases(firing, owner, LEASE_TTL_SECONDS))
                 for _, firing, owner in pending
