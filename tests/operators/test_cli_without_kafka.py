@@ -192,21 +192,29 @@ def test_the_standalone_ingress_with_its_port_taken_says_so_in_one_line(tmp_path
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
 
 
-def test_an_invalid_setting_is_one_line_naming_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from worker.settings import Settings, get_settings
+def _install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> pytest.ExceptionInfo[SystemExit]:
+    """Run ``shoptet-worker install ARGS`` as the console script does, on a SQLite store of its own."""
+    from worker.settings import get_settings
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    monkeypatch.setenv("LOG_LEVEL", "verbose")
-    monkeypatch.setattr("sys.argv", ["shoptet-worker", "install", "list"])
+    monkeypatch.setattr("sys.argv", ["shoptet-worker", "install", *args])
     get_settings.cache_clear()
     try:
         with pytest.raises(SystemExit) as exited:
             main()
     finally:
         get_settings.cache_clear()
+    return exited
+
+
+def test_an_invalid_setting_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.settings import Settings
+
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    exited = _install_command(tmp_path, monkeypatch, "list")
 
     assert exited.value.code == 2
     err = capsys.readouterr().err
@@ -230,18 +238,8 @@ def test_every_command_logs_to_stderr_as_log_format_says(
     not decrypt) on stdout: the install commands never set logging up."""
     import json
 
-    from worker.settings import get_settings
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
     monkeypatch.setenv("LOG_FORMAT", "json")
-    monkeypatch.setattr("sys.argv", ["shoptet-worker", "install", "list", "--json"])
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        get_settings.cache_clear()
+    exited = _install_command(tmp_path, monkeypatch, "list", "--json")
 
     assert exited.value.code == 0
     captured = capsys.readouterr()
