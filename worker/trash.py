@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiokafka.structs import ConsumerRecord
 
-from worker.envelope import ATTEMPT_HEADERS, REQUIRED_HEADERS, H, MalformedMessage, Message
+from worker.envelope import ATTEMPT_HEADERS, REQUIRED_HEADERS, H, MalformedMessage, Message, encode_json
 from worker.processes import HandledTally, handled_record
 from worker.starter import Starter, start_inbound
 from worker.store import InstallStore, TrashEntry
@@ -84,7 +84,7 @@ def replay_message(
     if drop_cursor:
         headers.pop(H.CURSOR, None)
     if cursor is not None:
-        headers[H.CURSOR] = json.dumps(cursor, separators=(",", ":"))
+        headers[H.CURSOR] = encode_json(cursor).decode()  # as a node's resume point is written
     if entry.key and not headers.get(H.USER):  # as the inbound consumer: the header, else the key
         headers[H.USER] = entry.key
     return Message(body=body, headers=headers)
