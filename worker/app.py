@@ -224,6 +224,9 @@ class Worker:
                 max_in_flight=RETRY_CONCURRENCY,
                 budget=budget,
                 abandon_on_revoke=True,
+                # the waiting records are cancelled at once; this bounds the forwards under way,
+                # which a revocation must see acknowledged and committed (see RetryForwarder._send)
+                revoke_wait=revoke_wait_seconds(self.settings),
             )
         )
         inbound_topics = InboundBridge(rt).topics()

@@ -17,10 +17,13 @@ import asyncio
 import time
 
 import structlog
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H
+from worker.kafka import PartitionLists
 from worker.logging import bind_message
+from worker.record_batches import OUTPUT_TOPIC_WAIT_SECONDS
 from worker.runtime import Runtime
 from worker.trash import record_entry, record_headers
 
@@ -28,11 +31,14 @@ log = structlog.get_logger("retry")
 
 #: The longest a record is held before it goes back to the end of the retry topic.
 HOLD_SECONDS = 30.0
+#: How long a retry waits for a target topic the broker cannot name, as a node's output does.
+TARGET_TOPIC_WAIT_SECONDS = OUTPUT_TOPIC_WAIT_SECONDS
 
 
 class RetryForwarder:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._targets = PartitionLists(runtime.producer, give_up_after=TARGET_TOPIC_WAIT_SECONDS)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = record_headers(record)
@@ -48,11 +54,7 @@ class RetryForwarder:
         except ValueError:
             due = 0.0
         if not target:
-            entry = record_entry(
-                record, error_class="MalformedMessage", error_message="retry record without a target topic"
-            )
-            entry_id = await self.rt.store.add_trash(entry)
-            log.warning("retry record moved to trash", trash_id=entry_id, reason=entry.error_message)
+            await self._trash(record, "MalformedMessage", "retry record without a target topic")
             return
         wait = due - time.time()
         if wait > HOLD_SECONDS:
@@ -60,6 +62,15 @@ class RetryForwarder:
             await self._send(record.topic, record, list(record.headers or ()))  # back in line, unchanged
             return
         await asyncio.sleep(max(0.0, wait))
+        try:
+            await self._targets.of(target)
+        except KafkaError as exc:
+            # a topic that stays missing (its node type retired and the topic deleted, an ACL):
+            # retried for ever, the record held its partition's commits, and every retry read after
+            # it was forwarded again at each restart
+            reason = f"retry target topic {target!r} is not available: {str(exc) or type(exc).__name__}"
+            await self._trash(record, type(exc).__name__, reason)
+            return
         headers.pop(H.RETRY_TARGET_TOPIC, None)
         headers.pop(H.RETRY_DUE_AT, None)
         await self._send(target, record, [(k, v.encode()) for k, v in headers.items()])
@@ -78,3 +89,8 @@ class RetryForwarder:
             await asyncio.shield(ack)
         except asyncio.CancelledError:
             await ack  # the broker's answer is near (the producer's request timeout bounds it)
+
+    async def _trash(self, record: ConsumerRecord[bytes, bytes], error_class: str, reason: str) -> None:
+        entry = record_entry(record, error_class=error_class, error_message=reason)
+        entry_id = await self.rt.store.add_trash(entry)
+        log.warning("retry record moved to trash", trash_id=entry_id, reason=reason)

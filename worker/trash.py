@@ -207,21 +207,39 @@ async def _publish(
         message = on_current_version(sender, message, topic)
     else:
         _check_version_known(sender, message, entry)
-    # counted before it is sent: its handling must never reach the ledger ahead of it. Not a retry's:
-    # it was counted in flight when it was scheduled, and never handled.
+    # counted, and the count acknowledged, before it is sent: its handling must never reach the
+    # ledger ahead of it, and a count that failed after the send said "failed" of a message that was
+    # out (run again, the command sent it twice). Not a retry's: it was counted in flight when it
+    # was scheduled, and never handled.
     counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None
+    if counted is not None:
+        await counted
     try:
         future = await sender.send(topic, message)
         await future
     except BaseException:
         if counted is not None:
-            await _take_back(sender, message, counted)
+            await _take_back(sender, message)
         raise
-    if counted is not None:
-        await counted
-    if entry.id is not None:
-        await store.remove_trash(entry.id)
+    await _remove_replayed(store, entry)
     return message
+
+
+class ReplayedNotRemoved(Exception):
+    """The replay went out, but its entry could not be removed from trash: replayed again, it would
+    go out twice."""
+
+
+async def _remove_replayed(store: InstallStore, entry: TrashEntry) -> None:
+    if entry.id is None:
+        return
+    try:
+        await store.remove_trash(entry.id)
+    except Exception as exc:
+        raise ReplayedNotRemoved(
+            f"trash entry {entry.id} was replayed, but it could not be removed from trash ({exc}); "
+            f"do not replay it again: discard it (`shoptet-worker trash discard {entry.id}`)"
+        ) from exc
 
 
 def _check_version_known(sender: Starter, message: Message, entry: TrashEntry) -> None:
@@ -263,16 +281,14 @@ async def _start_again(store: InstallStore, sender: Starter, entry: TrashEntry, 
             if listening
             else f"no active topology starts on topic {entry.topic!r} (disabled?)"
         )
-    if entry.id is not None:
-        await store.remove_trash(entry.id)
+    await _remove_replayed(store, entry)
     return message
 
 
-async def _take_back(sender: Starter, message: Message, counted: asyncio.Future[Any]) -> None:
+async def _take_back(sender: Starter, message: Message) -> None:
     """The replay was not sent, so its entry stays in trash: take its count back, or its process
-    would wait for it forever (only once the count itself is known to have landed)."""
+    would wait for it forever."""
     try:
-        await counted
         undo = await _count_in_flight(sender, message, undo=True)
         if undo is not None:
             await undo

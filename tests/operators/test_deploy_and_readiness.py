@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from tests.runtime.helpers import settings_env
 from worker.app import Worker
 from worker.cli import app
+from worker.consumer import revoke_wait_seconds
 from worker.control import control_client
 from worker.http.app import create_http_app
 from worker.settings import Settings
@@ -126,6 +127,11 @@ async def test_readiness_is_true_only_once_every_consumer_has_joined(worker_sett
             assert {"test-emit-items", "test-passthrough", "retry"} <= set(consumers)
             assert all(consumers.values())
             assert all(c.consumer.assignment() for c in worker.consumers)  # each has its partitions
+            # the retry forwarder's too: at 4 s, a forward acknowledged later in a rebalance stayed
+            # uncommitted, and the partition's next owner forwarded it again (the node ran twice)
+            assert {c.name: c.revoke_wait for c in worker.consumers} == {
+                c.name: revoke_wait_seconds(worker_settings) for c in worker.consumers
+            }
         finally:
             await worker.stop()
 

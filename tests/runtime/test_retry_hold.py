@@ -9,18 +9,27 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.structs import ConsumerRecord
 
 from worker import retry
 from worker.envelope import H
 from worker.retry import RetryForwarder
+from worker.store import TrashEntry
 
 
 class Producer:
     """Stands in for the runtime's producer: what was sent where, acknowledged at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, missing: frozenset[str] = frozenset()) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        #: Topics the broker cannot name (deleted, refused by an ACL).
+        self.missing = missing
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        if topic in self.missing:
+            raise UnknownTopicOrPartitionError()
+        return {0, 1, 2}
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None, headers: Any) -> asyncio.Future[None]:
         self.sent.append((topic, value, key, list(headers)))
@@ -29,9 +38,11 @@ class Producer:
         return done
 
 
-def retry_record(due_in: float) -> ConsumerRecord[bytes, bytes]:
+def retry_record(
+    due_in: float, target: bytes = b"shoptet.node.shoptet-update-stock-movements"
+) -> ConsumerRecord[bytes, bytes]:
     headers = [
-        (H.RETRY_TARGET_TOPIC, b"shoptet.node.shoptet-update-stock-movements"),
+        (H.RETRY_TARGET_TOPIC, target),
         (H.RETRY_DUE_AT, f"{time.time() + due_in:.3f}".encode()),
         (H.REPEAT_HOPS, b"3"),
     ]
@@ -103,3 +114,29 @@ async def test_a_retry_still_waiting_for_its_due_time_is_abandoned_when_cancelle
     with pytest.raises(asyncio.CancelledError):
         await task
     assert producer.sent == []
+
+
+class TrashStore:
+    def __init__(self) -> None:
+        self.entries: list[TrashEntry] = []
+
+    async def add_trash(self, entry: TrashEntry) -> int:
+        self.entries.append(entry)
+        return len(self.entries)
+
+
+async def test_a_retry_whose_target_topic_stays_missing_goes_to_trash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its send failed again and again (the consumer retries a handler that raises), and the record
+    never finished: its partition's committed offset stopped there, and every retry read after it
+    was forwarded again at each restart."""
+    monkeypatch.setattr(retry, "TARGET_TOPIC_WAIT_SECONDS", 0.05)
+    producer, store = Producer(missing=frozenset({"shoptet.node.retired"})), TrashStore()
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer, store=store))  # type: ignore[arg-type]
+
+    await asyncio.wait_for(forwarder.handle(retry_record(due_in=0, target=b"shoptet.node.retired")), 5)
+
+    assert producer.sent == []
+    [entry] = store.entries
+    assert entry.error_class == "UnknownTopicOrPartitionError"
+    assert "retry target topic 'shoptet.node.retired' is not available" in entry.error_message
+    assert entry.headers[H.RETRY_TARGET_TOPIC] == "shoptet.node.retired"  # a replay finds its way back

@@ -15,7 +15,7 @@ from worker.store import TrashEntry
 from worker.store.sql import SqlInstallStore
 from worker.topics import TopicNames
 from worker.topology import parse_topology
-from worker.trash import NothingToReplay, replay
+from worker.trash import NothingToReplay, ReplayedNotRemoved, replay
 
 
 async def stored(store: SqlInstallStore, entry: TrashEntry) -> tuple[int, TrashEntry]:
@@ -136,6 +136,61 @@ async def test_a_replay_that_did_not_reach_the_broker_stays_in_trash_and_takes_i
     assert len(ledger) == 2  # the count, and its undo
     assert book.processes["p1"].in_flight == 0
     assert await store.get_trash(entry_id) is not None
+
+
+class UnacknowledgedLedger(SlowSender):
+    """The ledger's partition does not acknowledge (its leader away); node topics do."""
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        ack = await super().send(topic, message)
+        if topic != self.topics.processes:
+            return ack
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(KafkaTimeoutError())
+        return failed
+
+
+async def test_a_replay_whose_count_fails_sends_nothing(store: SqlInstallStore) -> None:
+    """The count's acknowledgement was awaited after the message went out: the command failed of a
+    message that was sent, its entry stayed, and each run of it again sent one more copy."""
+    headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
+    entry_id, entry = await stored(
+        store,
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1}),
+    )
+    sender = UnacknowledgedLedger()
+
+    for _ in range(2):  # an operator tries again
+        with pytest.raises(KafkaTimeoutError):
+            await replay(store, sender, entry)  # type: ignore[arg-type]
+
+    assert [topic for topic, _ in sender.sent if topic != sender.topics.processes] == []
+    assert await store.get_trash(entry_id) is not None
+
+
+class StoreThatCannotRemove:
+    """The real store, except that removing an entry fails (the database restarting)."""
+
+    def __init__(self, store: SqlInstallStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def remove_trash(self, entry_id: int) -> bool:
+        raise ConnectionError("database restarting")
+
+
+async def test_a_replay_sent_but_not_removed_from_trash_says_not_to_replay_it_again(store: SqlInstallStore) -> None:
+    entry_id, entry = await stored(
+        store, TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", key="shop-1", body={"n": 1})
+    )
+    sender = SlowSender()
+
+    with pytest.raises(ReplayedNotRemoved, match=f"do not replay it again: discard it .*trash discard {entry_id}"):
+        await replay(StoreThatCannotRemove(store), sender, entry)  # type: ignore[arg-type]
+
+    assert [topic for topic, _ in sender.sent] == ["t.node.x"]
 
 
 async def test_a_null_body_given_for_a_replay_is_sent_as_null(store: SqlInstallStore) -> None:

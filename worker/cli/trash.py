@@ -112,7 +112,7 @@ def replay(
         from worker.cli import settings_from_env
         from worker.control import control_client
         from worker.envelope import H
-        from worker.trash import NothingToReplay
+        from worker.trash import NothingToReplay, ReplayedNotRemoved
         from worker.trash import replay as do_replay
 
         async with _opened_store() as store:
@@ -137,7 +137,7 @@ def replay(
                         cursor=new_cursor,
                         current_version=current_version,
                     )
-                except NothingToReplay as exc:
+                except (NothingToReplay, ReplayedNotRemoved) as exc:
                     typer.echo(str(exc), err=True)
                     raise typer.Exit(1) from exc
             typer.echo(f"replayed {entry_id} (trashed from {entry.topic})")
