@@ -246,3 +246,22 @@ def test_every_command_logs_to_stderr_as_log_format_says(
     assert captured.out == ""  # no installs: nothing but JSON lines would belong here
     logged = [json.loads(line) for line in captured.err.splitlines()]
     assert any(entry["event"] == "install store migrated" for entry in logged)
+
+
+def test_a_store_that_stops_answering_is_one_line_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database restart during `install add` printed a whole traceback (with typer 0.12, the
+    frames' variables too: the OAuth token, three times)."""
+    from worker.errors import StoreUnavailable
+    from worker.store.sql import SqlInstallStore
+
+    async def unavailable(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("the install store did not answer: connection reset")
+
+    monkeypatch.setattr(SqlInstallStore, "add_install", unavailable)
+    command = ["install", "add", "addon", "--user", "shop", "--eshop-id", "1", "--oauth-token", "SECRET-OAUTH-TOKEN"]
+    code, err = exit_of([*command, "--no-start"], tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == "error: the install store did not answer: connection reset"
+    assert "Traceback" not in err and "SECRET-OAUTH-TOKEN" not in err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -55,3 +57,29 @@ def test_production_without_key_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(SecretKeyError, match="SECRET_KEY is required in production"):
         load_secret_key(settings)
     assert not (tmp_path / "k").exists()
+
+
+def _key_from(path: str, start: Any) -> str:
+    start.wait()
+    return load_secret_key(Settings(secret_key=None, secret_key_file=Path(path)))
+
+
+def test_processes_starting_at_once_all_get_the_one_development_key(tmp_path: Path) -> None:
+    """Created in place and written afterwards, a process starting at that moment read the file
+    empty and exited ("the secret key is empty"): 2 of 90 in a run of this shape."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = tmp_path / f"round-{round_}" / "secret.key"
+        with context.Manager() as manager:
+            start = manager.Barrier(6)
+            with context.Pool(6) as pool:
+                keys = pool.starmap(_key_from, [(str(path), start)] * 6)
+        assert len(set(keys)) == 1 and keys[0] == path.read_text().strip()
+        assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no leftover temporary file
+
+
+def test_an_empty_development_key_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "secret.key"
+    path.write_text("")
+    with pytest.raises(SecretKeyError, match=f"{path} is empty"):
+        load_secret_key(Settings(secret_key=None, secret_key_file=path))

@@ -16,7 +16,13 @@ from worker.cli.trash import trash_app
 from worker.logging import configure_logging
 from worker.settings import Settings
 
-app = typer.Typer(help="Run Orchesty-style Shoptet integration processes on Kafka.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run Orchesty-style Shoptet integration processes on Kafka.",
+    no_args_is_help=True,
+    # a crash's traceback must not print its frames' variables: `install add` holds the token in one
+    # (typer 0.12, which our floor allows, printed them by default)
+    pretty_exceptions_show_locals=False,
+)
 app.add_typer(topology_app, name="topology")
 app.add_typer(trash_app, name="trash")
 app.add_typer(secrets_app, name="secrets")
@@ -177,7 +183,7 @@ def main() -> None:
     from worker.app import UnknownNodeType
     from worker.broker import BrokerStartFailed
     from worker.control import NoKafka
-    from worker.errors import StoreOpenFailed
+    from worker.errors import StoreOpenFailed, StoreUnavailable
     from worker.kafka import TopicsNotCreated
     from worker.store.crypto import SecretKeyError
     from worker.topology import TopologyError
@@ -189,6 +195,7 @@ def main() -> None:
         UnknownNodeType,
         BrokerStartFailed,
         StoreOpenFailed,
+        StoreUnavailable,
         TopicsNotCreated,
     )
     try:
@@ -199,8 +206,8 @@ def main() -> None:
         raise SystemExit(2) from None
     except one_line as exc:
         # no Kafka, a SECRET_KEY that does not fit, a bad file in TOPOLOGY_DIR, a typo in NODES, an
-        # embedded broker that would not start, a store that cannot be opened, topics the cluster
-        # refused: one line each
+        # embedded broker that would not start, a store that cannot be opened or stopped answering,
+        # topics the cluster refused: one line each
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except KafkaConnectionError as exc:

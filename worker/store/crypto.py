@@ -8,6 +8,7 @@ comma-separated keys are accepted (newest first) so that a key can be rotated wi
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import structlog
@@ -81,20 +82,30 @@ def load_secret_key(settings: Settings) -> str:
 
 
 def _development_key(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = SecretBox.generate_key()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it a moment ago
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    log.warning(
-        "created a development secret key; set SECRET_KEY in production",
-        path=str(path),
-    )
+    """The key in ``path``, created there on first use.
+
+    Written to a file of its own and linked into place, which fails if ``path`` exists: created in
+    place and written afterwards, a second process starting at that moment read it empty and
+    exited ("the secret key is empty"), and a crash between the two left it empty for good.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = SecretBox.generate_key()
+        fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key + "\n")
+            os.link(written, path)
+        except FileExistsError:  # another process created it a moment ago: that one is the key
+            pass
+        else:
+            log.warning("created a development secret key; set SECRET_KEY in production", path=str(path))
+            return key
+        finally:
+            os.unlink(written)
+    key = path.read_text().strip()
+    if not key:
+        raise SecretKeyError(f"the development secret key file {path} is empty; delete it or set SECRET_KEY")
     return key
 
 
