@@ -107,6 +107,13 @@ def on_current_version(sender: Starter, message: Message, topic: str) -> Message
     """``message`` re-stamped with its topology's current version (``trash replay --current-version``):
     kept on its own version, a replay after a fixed topology (its options, its wiring) failed again."""
     name, node_id = message.headers.get(H.TOPOLOGY_NAME, ""), message.headers.get(H.NODE_ID, "")
+    if name in sender.catalog.unloadable():
+        # as `run` from the CLI: this shell would have moved it onto the version before the deployed
+        # one, or said "not deployed" of a topology that runs
+        raise NothingToReplay(
+            f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules it "
+            "imports importable from this shell (PYTHONPATH)?"
+        )
     tv = sender.catalog.active(name)
     if tv is None:
         raise NothingToReplay(f"topology {name!r} is not deployed and enabled: it has no current version")

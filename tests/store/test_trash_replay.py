@@ -403,6 +403,34 @@ async def test_current_version_moves_a_replay_onto_the_deployed_fix(store: SqlIn
         await replay(store, sender, elsewhere, current_version=True)  # type: ignore[arg-type]
 
 
+async def test_current_version_from_a_shell_that_cannot_load_the_deployed_one_is_refused(
+    store: SqlInstallStore,
+) -> None:
+    """It moved the replay onto the version before the deployed one (the last this shell could load),
+    or, with none loadable, said "not deployed and enabled" of a topology that runs."""
+    import json
+
+    registry = default_registry()
+    sender = SlowSender()
+    sender.catalog = TopologyCatalog(registry)  # type: ignore[attr-defined]
+    before = parse_topology(VERSIONED.format(sink="before"), registry=registry)
+    sender.catalog.add_local(before, True)  # type: ignore[attr-defined]
+    source = VERSIONED.format(sink="custom").replace("start:", "imports: [no_such_module.nodes]\nstart:")
+    record = {"name": "versioned", "version": "v-custom", "source": source}
+    sender.catalog.apply("version:versioned:v-custom", json.dumps(record).encode())  # type: ignore[attr-defined]
+    pointer = {"name": "versioned", "version": "v-custom", "enabled": True, "deployed_at": ""}
+    sender.catalog.apply("current:versioned", json.dumps(pointer).encode())  # type: ignore[attr-defined]
+    headers = {H.TOPOLOGY_NAME: "versioned", H.TOPOLOGY_VERSION: "v0", H.NODE_ID: "detail", H.USER: "shop-1"}
+    topic = sender.topics.node("shoptet-get-order-detail")
+    _, entry = await stored(
+        store, TrashEntry(topic=topic, error_class="StopError", error_message="x", headers=headers, body={"id": "1"})
+    )
+
+    with pytest.raises(NothingToReplay, match="deployed, but its version cannot be loaded here"):
+        await replay(store, sender, entry, current_version=True)  # type: ignore[arg-type]
+    assert sender.sent == []
+
+
 async def test_a_record_missing_only_its_version_replays_onto_the_current_one(store: SqlInstallStore) -> None:
     """Refused before its version was stamped: the one replay that would work was refused too."""
     registry = default_registry()
