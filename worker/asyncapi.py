@@ -120,6 +120,7 @@ class ProcessFinished(BaseModel):
     trashed: int
     delivered: int
     in_flight: int
+    failed: bool = Field(description="messages of it went to trash (`shoptet-worker trash list`)")
 
 
 class TopologyVersionRecord(BaseModel):

@@ -421,7 +421,8 @@ class ProcessTracker:
         """Publish a ``process finished`` event per process, then mark them finished in the ledger."""
         acks = []
         for process in processes:
-            event = {"event": "process finished", **process.summary()}
+            # failed: something of it is in trash, waiting for an operator (a clean run has none)
+            event = {"event": "process finished", **process.summary(), "failed": process.trashed > 0}
             acks.append(await self.outputs.send(self.events_topic, encode_json(event), process.root.encode(), []))
         await asyncio.gather(*acks)
         acks = []

@@ -67,9 +67,13 @@ def _scenario() -> tuple[list[dict[str, Any]], dict[str, str]]:
         handled_record([HandledTally.of(b, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0)]),
     ]
     records.append({"kind": "finished", "root": b.process_id, "at": records[-1]["at"] + 2})
+    d = _start(status, "shop-d")  # finished with its message in trash
+    records.append(start_record(d))
+    records.append(handled_record([HandledTally.of(d, outcome="trash", node_outputs=0, sink_outputs=0, emitted=0)]))
+    records.append({"kind": "finished", "root": d.process_id, "at": records[-1]["at"] + 1})
     c = _start(imp, "shop-c")
     records.append(start_record(c))
-    return records, {"a": a.process_id, "b": b.process_id, "c": c.process_id}
+    return records, {"a": a.process_id, "b": b.process_id, "c": c.process_id, "d": d.process_id}
 
 
 async def _status(env: dict[str, str], *args: str) -> Any:
@@ -87,7 +91,8 @@ async def test_status_json_counts_progress_and_order(kafka_bootstrap: str, topic
     listed = json.loads((await _status(env, "--json")).stdout)
 
     by_root = {p["root"]: p for p in listed}
-    assert [p["root"] for p in listed] == [roots["c"], roots["a"], roots["b"]]  # running newest first
+    # running newest first, then finished, most recently finished first
+    assert [p["root"] for p in listed] == [roots["c"], roots["a"], roots["b"], roots["d"]]
     a = by_root[roots["a"]]
     assert (a["topology"], a["user"], a["state"]) == ("order-import", "shop-a", "running")
     counts = {k: a[k] for k in ("emitted", "done", "delivered", "retries", "trashed", "in_flight")}
@@ -98,12 +103,23 @@ async def test_status_json_counts_progress_and_order(kafka_bootstrap: str, topic
     assert b["finished_at"] is not None and b["duration_seconds"] >= 2
     c = by_root[roots["c"]]
     assert (c["state"], c["progress"], c["in_flight"]) == ("running", None, 1)
+    d = by_root[roots["d"]]
+    assert (d["state"], d["trashed"]) == ("failed", 1)  # it showed "finished", in green
     assert all(p["age_seconds"] >= 0 for p in listed)
 
     assert [p["root"] for p in json.loads((await _status(env, "--json", "--limit", "1")).stdout)] == [roots["c"]]
 
     table = (await _status(env)).stdout
-    for text in ("order-import", "order-status-update", "shop-a", "shop-b", "2/3", "finished", roots["a"][:12]):
+    for text in (
+        "order-import",
+        "order-status-update",
+        "shop-a",
+        "shop-b",
+        "2/3",
+        "finished",
+        "failed",
+        roots["a"][:12],
+    ):
         assert text in table
 
 

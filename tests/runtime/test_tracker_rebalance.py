@@ -149,3 +149,22 @@ async def test_an_announcement_failing_across_a_rebalance_does_not_end_the_track
         assert [e["root"] for e in outputs.events()] == ["P"]
     finally:
         await tracker.stop()
+
+
+async def test_a_process_with_messages_in_trash_is_announced_as_failed() -> None:
+    """Its event differed from a clean run's only in a count: consumers had to know to look there."""
+    from worker.asyncapi import ProcessFinished
+
+    ledger, outputs = FakeLedger(), Outputs()
+    for root, counts in (("clean", {"done": 1}), ("broken", {"trashed": 1})):
+        ledger.put(start(root))
+        ledger.put(handled(root, **counts))
+    tracker = await tracker_on(ledger, outputs)
+    try:
+        await eventually(lambda: len(outputs.events()) == 2)
+        failed = {event["root"]: event["failed"] for event in outputs.events()}
+        assert failed == {"clean": False, "broken": True}
+        for event in outputs.events():
+            ProcessFinished.model_validate(event)  # as documented in the AsyncAPI document
+    finally:
+        await tracker.stop()

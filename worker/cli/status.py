@@ -25,9 +25,10 @@ from worker.settings import Settings
 
 
 def state_of(p: ProcessCounts) -> str:
-    """``settling``: nothing in flight, but the tracker has not yet seen it stay quiet (or is not running)."""
+    """``settling``: nothing in flight, but the tracker has not yet seen it stay quiet (or is not running).
+    ``failed``: finished with messages in trash (it showed "finished" in green, like a clean run)."""
     if p.finished:
-        return "finished"
+        return "failed" if p.trashed else "finished"
     return "running" if p.in_flight > 0 else "settling"
 
 
@@ -91,7 +92,7 @@ def render(processes: list[ProcessCounts], now: float) -> Table | Text:
     table.add_column("progress", no_wrap=True)
     for column in ("emitted", "done", "delivered", "retries", "trashed", "in flight", "age"):
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
-    styles = {"finished": "green", "running": "cyan", "settling": "yellow"}
+    styles = {"finished": "green", "failed": "red", "running": "cyan", "settling": "yellow"}
     for p in processes:
         completed, total = progress_of(p)
         progress = Table.grid(padding=(0, 1))
