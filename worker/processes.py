@@ -181,11 +181,22 @@ def _ids(message: Message) -> dict[str, str]:
     }
 
 
+#: Finished processes a book keeps (for ``status`` and late rows), the most recently finished.
+MAX_FINISHED_KEPT = 10_000
+
+
 @dataclass
 class ProcessBook:
     """Pure aggregation of ledger records; used by the tracker and by ``shoptet-worker status``."""
 
     processes: dict[str, ProcessCounts] = field(default_factory=dict)
+    #: Finished processes kept, beyond which the earliest finished are forgotten: the tracker
+    #: rebuilds its book from the whole ledger after each restart, and kept every process of the
+    #: ledger's retention (a week at 20 processes a second: 12 million, gigabytes) until its first
+    #: announcement trimmed 5,000; ``status --watch`` never trimmed at all.
+    max_finished: int = MAX_FINISHED_KEPT
+    #: Finished processes, the earliest finished first.
+    finished_order: dict[str, None] = field(default_factory=dict)
 
     #: Local time each process last changed, for the quiet period.
     touched: dict[str, float] = field(default_factory=dict)
@@ -211,7 +222,7 @@ class ProcessBook:
             received_at,
         )
         if kind == "finished":
-            p.finished_at = at or time.time()
+            self.mark_finished(p, at or time.time())
             return
         if kind == "start":
             p.starts += 1
@@ -267,7 +278,7 @@ class ProcessBook:
             # a message replayed from trash (its row hands nothing over, it only adds one in
             # flight): the process runs again, and is announced again, with the replay's outcome.
             # Not a batch's item (emitted): a redelivered batch must not announce it twice.
-            p.finished_at = None
+            self.mark_unfinished(p)
         p.handled += handled
         p.node_outputs += node_outputs
         p.emitted += emitted
@@ -296,6 +307,21 @@ class ProcessBook:
         self.processes.pop(root, None)
         self.touched.pop(root, None)
         self.idle.pop(root, None)
+        self.finished_order.pop(root, None)
+
+    def mark_finished(self, p: ProcessCounts, at: float) -> None:
+        """``p`` finished at ``at``; the earliest finished beyond ``max_finished`` are forgotten (a late
+        row of one then counts for a process the book holds nothing of, which is never announced)."""
+        p.finished_at = at
+        self.idle.pop(p.root, None)
+        self.finished_order.pop(p.root, None)
+        self.finished_order[p.root] = None
+        while len(self.finished_order) > self.max_finished:
+            self.forget(next(iter(self.finished_order)))
+
+    def mark_unfinished(self, p: ProcessCounts) -> None:
+        p.finished_at = None
+        self.finished_order.pop(p.root, None)
 
     def _check_idle(self, p: ProcessCounts) -> None:
         # below zero: a message handled twice (a redelivery; the ledger is at-least-once), or a
@@ -346,7 +372,10 @@ class _Replay(ConsumerRebalanceListener):
         if assigned:
             await consumer.seek_to_beginning(*assigned)
             ends = await consumer.end_offsets(assigned)
-            self.tracker.replay_until.update(ends)
+            # the whole assignment (eager protocol): partitions gone elsewhere are not waited for
+            self.tracker.replay_until = {tp: end for tp, end in ends.items() if end > 0}
+        else:
+            self.tracker.replay_until = {}
         self.tracker.assigned.set()
 
 
@@ -386,20 +415,24 @@ class ProcessTracker:
                 log.warning("ledger read failed; retrying", error=str(exc))
                 await asyncio.sleep(1)
                 continue
-            replaying = False
             for tp, records in batches.items():
                 for r in records:
                     self.book.apply_value(r.value)
-                    replaying = replaying or r.offset < self.replay_until.get(tp, 0) - 1
-            if replaying:
+                end = self.replay_until.get(tp)
+                if end is not None and records and records[-1].offset >= end - 1:
+                    del self.replay_until[tp]
+            if not batches:  # nothing to read on any partition: caught up (also past an end misreported)
+                self.replay_until.clear()
+            if self.replay_until:
                 # a process's later records may still be ahead; what the predecessor announced has
                 # its ``finished`` marker, and what it had not announced yet (it stopped within the
-                # quiet period) is announced once the replay is through
+                # quiet period) is announced once the replay is through. Every partition's: decided
+                # per fetch, a fetch of the partitions already through announced processes whose
+                # markers were still ahead on a partition not read yet (announced twice)
                 continue
             finished = self.book.settled(self.quiet_seconds)
             for process in finished:
-                process.finished_at = time.time()
-                self.book.idle.pop(process.root, None)
+                self.book.mark_finished(process, time.time())
             if finished:
                 try:
                     await self._announce(finished)
@@ -407,12 +440,13 @@ class ProcessTracker:
                     log.warning("could not announce finished processes", count=len(finished), error=repr(exc))
                     now = time.monotonic()
                     for process in finished:
-                        process.finished_at = None
                         # a rebalance during the wait swapped the book: a process whose partition
                         # went elsewhere is its new owner's (put back here, ``settled`` found no
                         # counts for it, and the error ended the tracker for good)
                         if self.book.processes.get(process.root) is not process:
+                            process.finished_at = None
                             continue
+                        self.book.mark_unfinished(process)
                         # touched now, so ``idle`` stays ordered by touch time for ``settled``
                         self.book.touched[process.root] = now
                         self.book.idle[process.root] = None
@@ -438,10 +472,6 @@ class ProcessTracker:
                 trashed=process.trashed,
             )
         await asyncio.gather(*acks)
-        # finished processes stay in the book (status shows recent ones); cap memory
-        if len(self.book.processes) > 10_000:
-            for root in [r for r, p in self.book.processes.items() if p.finished][:5_000]:
-                self.book.forget(root)
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -266,3 +266,21 @@ async def test_a_batch_is_sent_in_no_messages_log_context() -> None:
         bind_message()
     await asyncio.wait_for(settled, 2)
     assert seen == [None]
+
+
+def test_a_book_keeps_only_the_most_recently_finished_processes() -> None:
+    """The tracker rebuilds its book from the whole ledger at each restart: it held every process of
+    the ledger's retention (gigabytes after a week) until an announcement trimmed 5,000."""
+    book = ProcessBook(max_finished=3)
+    for n in range(6):
+        root = f"p{n}"
+        book.apply({"kind": "start", "root": root, "at": 1.0})
+        book.apply({"kind": "handled", "root": root, "handled": 1, "done": 1})
+        book.apply({"kind": "finished", "root": root, "at": 2.0 + n})
+    book.apply({"kind": "start", "root": "running", "at": 1.0})
+    book.apply({"kind": "handled", "root": "running", "handled": 1, "node_outputs": 1})
+
+    assert sorted(book.processes) == ["p3", "p4", "p5", "running"]
+    replayed = {"kind": "handled", "root": "p5", "handled": 0, "node_outputs": 1}
+    book.apply(replayed)  # a replay from trash: running again, no longer among the finished
+    assert not book.processes["p5"].finished and list(book.finished_order) == ["p3", "p4"]

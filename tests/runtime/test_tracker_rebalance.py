@@ -168,3 +168,60 @@ async def test_a_process_with_messages_in_trash_is_announced_as_failed() -> None
             ProcessFinished.model_validate(event)  # as documented in the AsyncAPI document
     finally:
         await tracker.stop()
+
+
+class ScriptedLedger(FakeLedger):
+    """Two ledger partitions whose replay comes in the fetches given, each after ``gap`` seconds."""
+
+    def __init__(self, fetches: list[dict[int, list[dict[str, Any]]]], gap: float) -> None:
+        super().__init__()
+        self.gap = gap
+        self.fetches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
+        offsets: dict[int, int] = {}
+        for fetch in fetches:
+            batch = {}
+            for partition, records in fetch.items():
+                tp = TopicPartition(TP.topic, partition)
+                batch[tp] = [
+                    ConsumerRecord(
+                        tp.topic, partition, offsets.get(partition, 0) + i, 0, 0, None, orjson.dumps(r), None, 0, 0, ()
+                    )
+                    for i, r in enumerate(records)
+                ]
+                offsets[partition] = offsets.get(partition, 0) + len(records)
+            self.fetches.append(batch)
+        self.ends = {TopicPartition(TP.topic, p): n for p, n in offsets.items()}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.ends.get(tp, 0) for tp in tps}
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.fetches:
+            await asyncio.sleep(self.gap)
+            return self.fetches.pop(0)
+        await asyncio.sleep(0.01)
+        return {}
+
+
+async def test_a_replay_is_through_only_when_every_partition_is() -> None:
+    """Decided per fetch: a fetch of only the partitions already read to their end announced A,
+    whose ``finished`` marker was still ahead on the other partition: A was announced twice."""
+    ledger = ScriptedLedger(
+        [
+            {1: [start("A"), handled("A", done=1)]},
+            {0: [start("B")]},
+            {0: [handled("B", done=1)]},  # partition 0 read through; 1 is not
+            {1: [{"kind": "finished", "root": "A", "at": 2.0}]},  # the predecessor had announced A
+        ],
+        gap=0.3,  # longer than the quiet period: A looks settled when partition 0's fetch comes
+    )
+    outputs = Outputs()
+    tracker = ProcessTracker(ledger, outputs, "ledger", "events", quiet_seconds=0.1)  # type: ignore[arg-type]
+    await tracker.start()
+    await ledger.listener.on_partitions_assigned(list(ledger.ends))
+    try:
+        await eventually(lambda: outputs.events())
+        await asyncio.sleep(0.5)
+        assert [e["root"] for e in outputs.events()] == ["B"]
+    finally:
+        await tracker.stop()
