@@ -307,7 +307,10 @@ class Worker:
             make_consumer(self.settings, rt.bootstrap_servers, group_id=rt.topics.group("inbound")),
             topics,
             InboundBridge(rt).handle,
-            concurrency=50,
+            # one record of a key (an e-shop) at a time: a start whose send was retried let the
+            # next record's start go first, and an ordered node (stock, order status) then applied
+            # the ERP's older word last
+            ordered=True,
             budget=self.read_ahead,
             revoke_wait=revoke_wait_seconds(self.settings),
         )

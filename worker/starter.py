@@ -67,6 +67,22 @@ def find_start(tv: TopologyVersion, kind: str, value: str | None = None) -> Star
 #: Runs a coroutine to its end in the background (``Runtime.finish_later``).
 FinishLater = Callable[[Coroutine[Any, Any, None]], None]
 
+#: How long a request waits for a start message the broker did not take at first (its start
+#: record it did take) before it answers; the message is sent again in the background meanwhile.
+START_ANSWER_SECONDS = 10.0
+
+
+class StartNotAcknowledged(Exception):
+    """The start record is in the ledger, the first message not yet: it is being sent again, and the
+    process may still start. Asked again, the caller would start a second one."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        super().__init__(
+            f"the broker has not acknowledged the first message of process {message.process_id} yet; it is "
+            "being sent again and the process may still start: check `shoptet-worker status` before retrying"
+        )
+
 
 async def start_process(
     rt: Starter,
@@ -90,7 +106,8 @@ async def start_process(
     With ``finish_later`` (an HTTP request's), a start record sent again goes on in the background
     once the broker took the message: the process has started. Awaited, an answer waited as long as
     the broker refused the record, and a client that gave up and asked again started a second
-    process. A message the broker refused is sent again here, as before.
+    process. A message the broker refused while it took the record is sent again here for
+    ``START_ANSWER_SECONDS``, then in the background, and :class:`StartNotAcknowledged` says so.
     """
     node_id = tv.topology.start_node(start)
     message = Message(body=body, headers=start_headers(tv, node_id, user=user, application=application))
@@ -109,9 +126,30 @@ async def start_process(
     if failed and first not in failed and finish_later is not None:
         # the process has started (its message is with the broker): only its start record is late
         finish_later(resend_until_acknowledged(failed, send, what="process start record"))
+    elif failed and finish_later is not None:
+        # its start record is in: the message goes on being sent, but the answer must not wait as long
+        # as the broker refuses it (the client gives up, asks again, and both start)
+        await _resend_within(resend_until_acknowledged(failed, send, what="process start"), message, finish_later)
     else:
         await resend_until_acknowledged(failed, send, what="process start")
     return message
+
+
+async def _resend_within(resend: Coroutine[Any, Any, None], message: Message, finish_later: FinishLater) -> None:
+    task = asyncio.ensure_future(resend)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=START_ANSWER_SECONDS)
+    except asyncio.CancelledError:  # the request is gone: the message still goes
+        finish_later(_until_done(task))
+        raise
+    if not done:
+        finish_later(_until_done(task))
+        raise StartNotAcknowledged(message)
+    task.result()
+
+
+async def _until_done(task: asyncio.Future[None]) -> None:
+    await asyncio.wait({task})
 
 
 async def start_inbound(
@@ -130,7 +168,7 @@ async def start_inbound(
 
 
 def check_start_sizes(
-    starts: list[tuple[TopologyVersion, StartSpec]], *, user: str, body: Any, application: str | None
+    starts: list[tuple[TopologyVersion, StartSpec]], *, user: str | None, body: Any, application: str | None
 ) -> None:
     """Raise :class:`OutputTooLarge` when the producer would refuse the start message of any of
     ``starts``, so that the caller puts its record in trash: retried, it was refused every time.
@@ -200,6 +238,9 @@ async def run_manual(
                 )
     if installs is not None:
         await _check_install(rt, tv, start, user, application, installs)
+    # refused here with the reason: a request under the HTTP limit whose headers took it over the
+    # broker's was answered "retry later", and failed the same way every time
+    check_start_sizes([(tv, start)], user=user, body=body, application=application)
     return await start_process(rt, tv, start, user=user, body=body, application=application, finish_later=finish_later)
 
 

@@ -142,3 +142,54 @@ async def test_a_start_record_the_broker_refuses_for_a_while_does_not_hold_the_a
     assert ledger_refused
     ledger_back.set()
     await asyncio.wait_for(asyncio.gather(*worker.rt.finishing), 30)  # the start record went out after all
+
+
+async def test_a_first_message_the_broker_refuses_for_a_while_is_answered_pending_and_still_sent(
+    worker: Worker, client: httpx.AsyncClient, watch: TopicWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start record went out but the message did not (its partition without a leader): the
+    message was sent again inline for as long as that lasted, with no answer; the client gave up,
+    asked again, and both processes started once the broker was back."""
+    import asyncio
+
+    from aiokafka.errors import NotLeaderForPartitionError
+
+    from worker import starter
+
+    monkeypatch.setattr(starter, "START_ANSWER_SECONDS", 0.5)
+    send = worker.rt.send
+    node_topic = worker.rt.topics.node("test-passthrough")
+    node_back = asyncio.Event()
+
+    async def node_without_leader(topic: str, message: object) -> asyncio.Future[object]:
+        if topic == node_topic and not node_back.is_set():
+            refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            refused.set_exception(NotLeaderForPartitionError())
+            return refused
+        return await send(topic, message)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker.rt, "send", node_without_leader)
+    response = await asyncio.wait_for(
+        client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=KEY), 10
+    )
+    assert response.status_code == 503, response.text
+    answer = response.json()
+    assert answer["status"] == "pending" and "may still start" in answer["message"]
+    node_back.set()
+    await asyncio.wait_for(asyncio.gather(*worker.rt.finishing), 30)
+    [(_, message)] = await watch.new("test-passthrough")
+    assert message.process_id == answer["process-id"]  # the process the answer named started
+
+
+async def test_a_body_whose_first_message_is_over_the_brokers_limit_is_413(
+    client: httpx.AsyncClient, watch: TopicWatch
+) -> None:
+    """Under the request limit, over the broker's once the headers are on: answered "retry later",
+    which failed the same way every time."""
+    body = b'{"user": "shop-7", "body": "' + b"x" * ((1 << 20) - 200) + b'"}'
+    assert len(body) < 1 << 20
+    response = await client.post("/topologies/wh-premium/run", content=body, headers=KEY)
+
+    assert response.status_code == 413, response.text
+    assert "the broker takes" in response.json()["message"]
+    await watch.assert_nothing_new()

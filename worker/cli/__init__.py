@@ -118,6 +118,7 @@ def run(
 
     async def _run() -> None:
         from worker.control import control_client
+        from worker.errors import OutputTooLarge
         from worker.starter import ApplicationNeeded, InstallMissing, TopologyNotRunnable, run_manual
         from worker.store import open_store
 
@@ -129,7 +130,7 @@ def run(
                 message = await run_manual(
                     control, topology, user=user, body=payload, application=whose, strict=True, installs=installs
                 )
-        except (TopologyNotRunnable, ApplicationNeeded, InstallMissing) as exc:
+        except (TopologyNotRunnable, ApplicationNeeded, InstallMissing, OutputTooLarge) as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from exc
         finally:

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from applications.installs import ALIASES, application_name
+from worker.errors import OutputTooLarge
 from worker.http.webhooks import BodyTooLarge, read_limited, runtime_of, validation_problems
-from worker.starter import ApplicationNeeded, InstallMissing, TopologyNotRunnable, run_manual
+from worker.starter import ApplicationNeeded, InstallMissing, StartNotAcknowledged, TopologyNotRunnable, run_manual
 
 log = structlog.get_logger(__name__)
 
@@ -87,10 +88,12 @@ async def answer_refused(request: Request, exc: Exception) -> JSONResponse:
 async def run_topology(name: str, request: Request) -> JSONResponse:
     """202 ``{process-id, correlation-id}`` once the broker acknowledged the first message.
 
-    401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB; 422 bad
-    body, no application to tell whose install ``user`` is, or no (enabled) such install; 503
-    broker failed. The body is read here, not declared as a parameter: FastAPI reads and parses a
-    declared body before it runs the key check, for anyone, and with no size limit.
+    401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB, or a first
+    message over the broker's limit; 422 bad body, no application to tell whose install ``user``
+    is, or no (enabled) such install; 503 broker failed (``status: pending`` with the process id:
+    its first message is still being sent, and it may still start). The body is read here, not
+    declared as a parameter: FastAPI reads and parses a declared body before it runs the key
+    check, for anyone, and with no size limit.
     """
     rt = runtime_of(request)
     try:
@@ -115,6 +118,15 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     except (ApplicationNeeded, InstallMissing) as exc:
         log.warning("manual run refused", topology=name, reason=str(exc), status=422)
         return _error(422, str(exc))
+    except OutputTooLarge as exc:
+        log.warning("manual run refused", topology=name, reason=str(exc), status=413)
+        return _error(413, str(exc))
+    except StartNotAcknowledged as exc:
+        log.warning("manual run not acknowledged yet", topology=name, process_id=exc.message.process_id, status=503)
+        return JSONResponse(
+            status_code=503,
+            content={"status": "pending", "message": str(exc), "process-id": exc.message.process_id},
+        )
     except Exception as exc:
         log.error("manual run failed", topology=name, reason=f"{type(exc).__name__}: {exc}", status=503)
         return _error(503, "could not start the process; retry later")
