@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import H, Message, encode_json
@@ -41,6 +43,8 @@ log = structlog.get_logger("processes")
 #: handled twice (a redelivery), or a follower's row that overtook the row counting it (written by
 #: different hops, perhaps different workers), is told apart from a real end only by a long quiet.
 BELOW_ZERO_QUIET_SECONDS = 60.0
+#: A ledger replay that reads nothing this long is taken as through (see ``_replayed_through``).
+REPLAY_STALL_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -124,12 +128,13 @@ class HandledTally:
 
     @classmethod
     def outputs_of(
-        cls, message: Message, *, node_outputs: int, sink_outputs: int = 0, emitted: int = 1
+        cls, message: Message, *, node_outputs: int, sink_outputs: int = 0, emitted: int = 1, trashed: int = 0
     ) -> HandledTally:
         """Outputs of ``message``'s process counted with nothing handled: those of one item a batch
         emitted, while the batch still runs (its own message is counted when its hop ends), or, with
-        no item emitted, one message more (or less) in flight (a replay from trash)."""
-        return cls._counting(message, 0, node_outputs, sink_outputs, emitted)
+        no item emitted, one message more (or less) in flight (a replay from trash, which takes its
+        entry out of the trashed count: ``trashed=-1``)."""
+        return cls._counting(message, 0, node_outputs, sink_outputs, emitted, 0, trashed)
 
     @classmethod
     def _counting(cls, message: Message, *counts: int) -> HandledTally:
@@ -195,8 +200,12 @@ class ProcessBook:
     #: ledger's retention (a week at 20 processes a second: 12 million, gigabytes) until its first
     #: announcement trimmed 5,000; ``status --watch`` never trimmed at all.
     max_finished: int = MAX_FINISHED_KEPT
-    #: Finished processes, the earliest finished first.
-    finished_order: dict[str, None] = field(default_factory=dict)
+    #: Finished processes and when they finished.
+    finished_order: dict[str, float] = field(default_factory=dict)
+    #: (finished at, root), the earliest first, for trimming; entries of a process since forgotten
+    #: or finished again are skipped there. By finish time, not by reading order: ``status`` reads
+    #: partitions interleaved, and by reading order the newest finishes of one were trimmed.
+    _finish_times: list[tuple[float, str]] = field(default_factory=list)
 
     #: Local time each process last changed, for the quiet period.
     touched: dict[str, float] = field(default_factory=dict)
@@ -265,6 +274,7 @@ class ProcessBook:
             # its start past the ledger's retention): counted as its start, or with no start it
             # was never idle, never announced, and ``status`` showed it settling for ever
             p.starts, node_outputs = p.starts + node_outputs, 0
+            trashed = max(trashed, 0)  # its trashed attempt is not in this book to take back
         elif node_outputs < 0 and handled == 0 and emitted == 0 and p.handled == 0 and p.node_outputs == 0:
             # such a replay taken back (it was not sent): its start goes with it, or the process
             # was announced finished for a replay that never went out; with nothing left of it,
@@ -309,15 +319,22 @@ class ProcessBook:
         self.idle.pop(root, None)
         self.finished_order.pop(root, None)
 
-    def mark_finished(self, p: ProcessCounts, at: float) -> None:
-        """``p`` finished at ``at``; the earliest finished beyond ``max_finished`` are forgotten (a late
-        row of one then counts for a process the book holds nothing of, which is never announced)."""
+    def mark_finished(self, p: ProcessCounts, at: float, *, trim: bool = True) -> None:
+        """``p`` finished at ``at``; with ``trim``, the earliest finished beyond ``max_finished`` are
+        forgotten (a late row of one then counts for a process the book holds nothing of, which is
+        never announced)."""
         p.finished_at = at
         self.idle.pop(p.root, None)
-        self.finished_order.pop(p.root, None)
-        self.finished_order[p.root] = None
-        while len(self.finished_order) > self.max_finished:
-            self.forget(next(iter(self.finished_order)))
+        self.finished_order[p.root] = at
+        heapq.heappush(self._finish_times, (at, p.root))
+        if trim:
+            self.trim()
+
+    def trim(self) -> None:
+        while len(self.finished_order) > self.max_finished and self._finish_times:
+            at, root = heapq.heappop(self._finish_times)
+            if self.finished_order.get(root) == at:
+                self.forget(root)
 
     def mark_unfinished(self, p: ProcessCounts) -> None:
         p.finished_at = None
@@ -374,6 +391,7 @@ class _Replay(ConsumerRebalanceListener):
             ends = await consumer.end_offsets(assigned)
             # the whole assignment (eager protocol): partitions gone elsewhere are not waited for
             self.tracker.replay_until = {tp: end for tp, end in ends.items() if end > 0}
+            self.tracker._replay_read_at = None
         else:
             self.tracker.replay_until = {}
         self.tracker.assigned.set()
@@ -397,6 +415,8 @@ class ProcessTracker:
         self.book = ProcessBook()
         self.quiet_seconds = quiet_seconds
         self.replay_until: dict[TopicPartition, int] = {}
+        #: When the replay last read a record (see ``_replayed_through``).
+        self._replay_read_at: float | None = None
         self.assigned = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -415,15 +435,10 @@ class ProcessTracker:
                 log.warning("ledger read failed; retrying", error=str(exc))
                 await asyncio.sleep(1)
                 continue
-            for tp, records in batches.items():
+            for records in batches.values():
                 for r in records:
                     self.book.apply_value(r.value)
-                end = self.replay_until.get(tp)
-                if end is not None and records and records[-1].offset >= end - 1:
-                    del self.replay_until[tp]
-            if not batches:  # nothing to read on any partition: caught up (also past an end misreported)
-                self.replay_until.clear()
-            if self.replay_until:
+            if self.replay_until and not await self._replayed_through(bool(batches)):
                 # a process's later records may still be ahead; what the predecessor announced has
                 # its ``finished`` marker, and what it had not announced yet (it stopped within the
                 # quiet period) is announced once the replay is through. Every partition's: decided
@@ -432,7 +447,9 @@ class ProcessTracker:
                 continue
             finished = self.book.settled(self.quiet_seconds)
             for process in finished:
-                self.book.mark_finished(process, time.time())
+                # trimmed once announced: trimmed now, a batch larger than the book keeps lost its
+                # first processes when the announcement failed (not in the book to put back)
+                self.book.mark_finished(process, time.time(), trim=False)
             if finished:
                 try:
                     await self._announce(finished)
@@ -450,6 +467,31 @@ class ProcessTracker:
                         # touched now, so ``idle`` stays ordered by touch time for ``settled``
                         self.book.touched[process.root] = now
                         self.book.idle[process.root] = None
+                self.book.trim()
+
+    async def _replayed_through(self, read: bool) -> bool:
+        """Whether every partition's replay has reached the end it had when it was assigned.
+
+        By position, per partition: decided per fetch, one fetch of the partitions already through
+        announced processes whose markers were still ahead on another. A replay that reads nothing
+        for ``REPLAY_STALL_SECONDS`` is taken as through (an end offset the broker overstated)."""
+        for tp, end in list(self.replay_until.items()):
+            try:
+                position = await self.consumer.position(tp)
+            except IllegalStateError:  # no longer assigned: not this member's to wait for
+                position = end
+            if position >= end:
+                del self.replay_until[tp]
+        now = time.monotonic()
+        if read or self._replay_read_at is None:
+            self._replay_read_at = now
+        elif self.replay_until and now - self._replay_read_at > REPLAY_STALL_SECONDS:
+            log.warning("ledger replay read nothing for a while; through", partitions=len(self.replay_until))
+            self.replay_until.clear()
+        if not self.replay_until:
+            self._replay_read_at = None
+            return True
+        return False
 
     async def _announce(self, processes: list[ProcessCounts]) -> None:
         """Publish a ``process finished`` event per process, then mark them finished in the ledger."""

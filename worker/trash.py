@@ -219,9 +219,9 @@ async def _publish(
     # out (run again, the command sent it twice). Not a retry's: it was counted in flight when it
     # was scheduled, and never handled.
     counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None
-    if counted is not None:
-        await counted
     try:
+        if counted is not None:
+            await counted  # inside: interrupted here (Ctrl-C), the count queued was never taken back
         future = await sender.send(topic, message)
         await future
     except BaseException:
@@ -306,10 +306,12 @@ async def _take_back(sender: Starter, message: Message) -> None:
 async def _count_in_flight(sender: Starter, message: Message, *, undo: bool = False) -> asyncio.Future[Any] | None:
     """A replayed message of a process is in flight again: the ledger counted the trashed attempt
     as handled, so without one more output its process would end at -1 in flight and never be
-    announced finished. Messages of no process (inbound topics) start one when handled. ``undo``
-    takes it back (the replay was not sent)."""
+    announced finished. It is out of trash too: counted there still, a replay that went well left
+    its process ``failed``. Messages of no process (inbound topics) start one when handled.
+    ``undo`` takes it back (the replay was not sent)."""
     if not message.process_id:
         return None
-    tally = HandledTally.outputs_of(message, node_outputs=-1 if undo else 1, emitted=0)
+    step = -1 if undo else 1
+    tally = HandledTally.outputs_of(message, node_outputs=step, emitted=0, trashed=-step)
     record = handled_record([tally])
     return await sender.send(sender.topics.processes, Message(body=record).with_key(tally.root))

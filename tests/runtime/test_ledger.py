@@ -284,3 +284,38 @@ def test_a_book_keeps_only_the_most_recently_finished_processes() -> None:
     replayed = {"kind": "handled", "root": "p5", "handled": 0, "node_outputs": 1}
     book.apply(replayed)  # a replay from trash: running again, no longer among the finished
     assert not book.processes["p5"].finished and list(book.finished_order) == ["p3", "p4"]
+
+
+def test_a_book_trims_by_finish_time_not_by_reading_order() -> None:
+    """``status`` reads partitions interleaved: trimmed in reading order, the newest finishes of the
+    partition read first were forgotten while older ones of the other stayed."""
+    book = ProcessBook(max_finished=3)
+    order = [("a1", 10.0), ("b1", 1.0), ("a2", 11.0), ("b2", 2.0), ("b3", 3.0), ("b4", 4.0)]
+    for root, at in order:
+        book.apply({"kind": "start", "root": root, "at": 0.5})
+        book.apply({"kind": "handled", "root": root, "handled": 1, "done": 1})
+        book.apply({"kind": "finished", "root": root, "at": at})
+    assert sorted(book.processes) == ["a1", "a2", "b4"]
+
+
+def test_a_replay_that_went_well_leaves_its_process_finished_not_failed() -> None:
+    """The replay's count took nothing out of ``trashed``: announced again after a good replay, the
+    process was still ``failed`` with an empty trash."""
+    from worker.cli.status import state_of
+    from worker.envelope import H
+
+    message = Message(body={}, headers={H.PROCESS_ID: "r", H.ROOT_PROCESS_ID: "r", H.TOPOLOGY_NAME: "t"})
+    book = ProcessBook()
+    book.apply({"kind": "start", "root": "r", "at": 1.0})
+    book.apply({"kind": "handled", "root": "r", "handled": 1, "trashed": 1})
+    book.apply({"kind": "finished", "root": "r", "at": 2.0})
+    assert state_of(book.processes["r"]) == "failed"
+
+    count = HandledTally.outputs_of(message, node_outputs=1, emitted=0, trashed=-1)  # as trash replay
+    book.apply_value(encode_json(handled_record([count])))
+    assert book.processes["r"].in_flight == 1 and not book.processes["r"].finished
+    book.apply_value(
+        encode_json(handled_record([HandledTally.of(message, outcome="ok", node_outputs=0, sink_outputs=0, emitted=0)]))
+    )
+    book.apply({"kind": "finished", "root": "r", "at": 3.0})
+    assert (book.processes["r"].trashed, state_of(book.processes["r"])) == (0, "finished")

@@ -21,7 +21,7 @@ class FakeLedger:
 
     def __init__(self) -> None:
         self.records: list[ConsumerRecord[bytes, bytes]] = []
-        self.position = 0
+        self.read_to = 0
         self.listener: Any = None
 
     def put(self, record: dict[str, Any]) -> None:
@@ -35,14 +35,17 @@ class FakeLedger:
         self.listener = listener
 
     async def seek_to_beginning(self, *tps: TopicPartition) -> None:
-        self.position = 0
+        self.read_to = 0
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: len(self.records) for tp in tps}
 
+    async def position(self, tp: TopicPartition) -> int:
+        return self.read_to if tp == TP else 0
+
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        if self.position < len(self.records):
-            batch, self.position = self.records[self.position :], len(self.records)
+        if self.read_to < len(self.records):
+            batch, self.read_to = self.records[self.read_to :], len(self.records)
             return {TP: batch}
         await asyncio.sleep(0.01)
         return {}
@@ -191,6 +194,7 @@ class ScriptedLedger(FakeLedger):
                 offsets[partition] = offsets.get(partition, 0) + len(records)
             self.fetches.append(batch)
         self.ends = {TopicPartition(TP.topic, p): n for p, n in offsets.items()}
+        self.positions: dict[TopicPartition, int] = {}
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.ends.get(tp, 0) for tp in tps}
@@ -198,9 +202,15 @@ class ScriptedLedger(FakeLedger):
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         if self.fetches:
             await asyncio.sleep(self.gap)
-            return self.fetches.pop(0)
+            fetch = self.fetches.pop(0)
+            for tp, records in fetch.items():
+                self.positions[tp] = records[-1].offset + 1 if records else self.positions.get(tp, 0)
+            return fetch
         await asyncio.sleep(0.01)
         return {}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions.get(tp, 0)
 
 
 async def test_a_replay_is_through_only_when_every_partition_is() -> None:
@@ -211,6 +221,8 @@ async def test_a_replay_is_through_only_when_every_partition_is() -> None:
             {1: [start("A"), handled("A", done=1)]},
             {0: [start("B")]},
             {0: [handled("B", done=1)]},  # partition 0 read through; 1 is not
+            {},  # partition 1's fetch slow (a leader moving): one empty fetch ended the gating
+            {},
             {1: [{"kind": "finished", "root": "A", "at": 2.0}]},  # the predecessor had announced A
         ],
         gap=0.3,  # longer than the quiet period: A looks settled when partition 0's fetch comes
@@ -223,5 +235,36 @@ async def test_a_replay_is_through_only_when_every_partition_is() -> None:
         await eventually(lambda: outputs.events())
         await asyncio.sleep(0.5)
         assert [e["root"] for e in outputs.events()] == ["B"]
+    finally:
+        await tracker.stop()
+
+
+class FailingOnce(Outputs):
+    """Refuses the first announcement (the events topic away for a moment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = False
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        if not self.refused:
+            self.refused = True
+            raise ConnectionError("broker away")
+        return await super().send(topic, value, key, headers)
+
+
+async def test_a_failed_announcement_larger_than_the_book_keeps_loses_none() -> None:
+    """Trimmed as they were marked, the batch's first processes were no longer in the book when the
+    announcement failed, and were never announced."""
+    ledger, outputs = FakeLedger(), FailingOnce()
+    tracker = await tracker_on(ledger, outputs)
+    tracker.book.max_finished = 3
+    try:
+        for n in range(5):
+            ledger.put(start(f"P{n}"))
+            ledger.put(handled(f"P{n}", done=1))
+        await eventually(lambda: len(outputs.events()) >= 5)
+        assert sorted(e["root"] for e in outputs.events()) == [f"P{n}" for n in range(5)]
+        assert len(tracker.book.finished_order) == 3  # trimmed once announced
     finally:
         await tracker.stop()

@@ -168,6 +168,46 @@ async def test_a_replay_whose_count_fails_sends_nothing(store: SqlInstallStore) 
     assert await store.get_trash(entry_id) is not None
 
 
+class SlowLedger(SlowSender):
+    """The ledger's first acknowledgement does not come (its leader moving); says when it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counting = asyncio.Event()
+
+    async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        ack = await super().send(topic, message)
+        if topic != self.topics.processes or self.counting.is_set():
+            return ack
+        self.counting.set()
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_a_replay_interrupted_while_its_count_is_acknowledged_takes_the_count_back(
+    store: SqlInstallStore,
+) -> None:
+    """Ctrl-C during that wait left the +1 queued and nothing sent: its process stayed in flight, and
+    was never announced finished."""
+    headers = {H.PROCESS_ID: "p1", H.ROOT_PROCESS_ID: "p1", H.TOPOLOGY_NAME: "t", H.TOPOLOGY_VERSION: "v"}
+    _, entry = await stored(
+        store,
+        TrashEntry(topic="t.node.x", error_class="StopError", error_message="boom", headers=headers, body={"n": 1}),
+    )
+    sender = SlowLedger()
+    replaying = asyncio.create_task(replay(store, sender, entry))  # type: ignore[arg-type]
+    await asyncio.wait_for(sender.counting.wait(), 5)
+    await asyncio.sleep(0.01)  # awaiting the count's acknowledgement
+    replaying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await replaying
+
+    counts = [m.body["rows"][0] for topic, m in sender.sent if topic == sender.topics.processes]
+    columns = sender.sent[0][1].body["columns"]
+    in_flight = sum(dict(zip(columns, row, strict=True))["node_outputs"] for row in counts)
+    assert in_flight == 0 and len(counts) == 2  # the count and its take-back
+    assert [topic for topic, _ in sender.sent if topic != sender.topics.processes] == []
+
+
 class StoreThatCannotRemove:
     """The real store, except that removing an entry fails (the database restarting)."""
 

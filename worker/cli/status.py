@@ -28,7 +28,7 @@ def state_of(p: ProcessCounts) -> str:
     """``settling``: nothing in flight, but the tracker has not yet seen it stay quiet (or is not running).
     ``failed``: finished with messages in trash (it showed "finished" in green, like a clean run)."""
     if p.finished:
-        return "failed" if p.trashed else "finished"
+        return "failed" if p.trashed > 0 else "finished"
     return "running" if p.in_flight > 0 else "settling"
 
 
