@@ -109,6 +109,14 @@ class TopologyCatalog:
     def active_all(self) -> list[TopologyVersion]:
         return [tv for name in sorted(self.current) if (tv := self.active(name)) is not None]
 
+    def disabled_all(self) -> list[TopologyVersion]:
+        """The versions of the deployed topologies that are disabled (as this process runs them)."""
+        return [
+            tv
+            for name, deployment in sorted(self.current.items())
+            if not deployment.enabled and (tv := self.versions.get((name, deployment.version))) is not None
+        ]
+
     def webhook_events(self, application: str | None = None) -> frozenset[str]:
         """Events the active topologies start on (of ``application``, or of none, as the ingress
         routes them) that webhooks-subscribe registers; computed once per catalog change, read per

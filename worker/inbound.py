@@ -20,7 +20,7 @@ from worker.envelope import MalformedMessage
 from worker.errors import OutputTooLarge
 from worker.logging import bind_message
 from worker.runtime import Runtime
-from worker.starter import start_inbound
+from worker.starter import find_start, start_inbound
 from worker.topology import APPLICATIONS
 from worker.trash import record_entry, record_headers
 
@@ -54,17 +54,30 @@ class InboundBridge:
             reason = f"inbound record is too large to start a process with: {exc}"
             await self._trash(record, reason, error_class=type(exc).__name__)
             return
-        if listening and not started:
+        if listening and not started and not self._disabled_would_serve(record.topic, application):
             log.info("inbound record of an application no topology here serves", application=application)
             return
         if not started:  # disabled meanwhile: kept for an operator to replay once it is enabled
-            reason = f"no active topology starts on topic {record.topic!r} (disabled?)"
+            reason = (
+                f"no active topology on topic {record.topic!r} serves application {application!r} (disabled?)"
+                if listening
+                else f"no active topology starts on topic {record.topic!r} (disabled?)"
+            )
             # with the decoded body: `trash replay` sends it back as it came
             entry = record_entry(
                 record, error_class="TopologyNotRunnable", error_message=reason, keep_raw=False, body=body
             )
             await self.rt.store.add_trash(entry)
             log.warning("inbound record moved to trash", reason=reason)
+
+    def _disabled_would_serve(self, topic: str, application: str | None) -> bool:
+        """A disabled topology on ``topic`` serves ``application``: its record waits in trash, as
+        when every topology on the topic is disabled (dropped, an addon shop's records were lost
+        while its copy of a topology was disabled and the premium one ran)."""
+        return any(
+            find_start(tv, "topic", topic) is not None and (application is None or tv.topology.serves(application))
+            for tv in self.rt.catalog.disabled_all()
+        )
 
     async def _trash(
         self, record: ConsumerRecord[bytes, bytes], reason: str, *, error_class: str = MalformedMessage.__name__

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, Protocol
 
+import structlog
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.catalog import TopologyCatalog
@@ -19,8 +21,11 @@ from worker.kafka import MAX_RECORD_BYTES, Send, resend_until_acknowledged, send
 from worker.processes import start_record
 from worker.router import start_headers
 from worker.store import Install
+from worker.tasks import backoff_delays
 from worker.topics import TopicNames
 from worker.topology import APPLICATIONS, StartSpec, TopologyError, TopologyVersion, parse_topology
+
+log = structlog.get_logger("starter")
 
 
 class Starter(Protocol):
@@ -162,9 +167,30 @@ async def start_inbound(
     # another application's install: the premium topology looked for it in vain
     serving = [(tv, start) for tv, start in listening if application is None or tv.topology.serves(application)]
     check_start_sizes(serving, user=user, body=body, application=application)
-    for tv, start in serving:
-        await start_process(rt, tv, start, user=user, body=body, application=application)
+    for n, (tv, start) in enumerate(serving):
+        starting = partial(start_process, rt, tv, start, user=user, body=body, application=application)
+        if n == 0:
+            await starting()  # nothing started yet: a failure leaves the record to be tried again
+        else:
+            await _until_started(starting, tv.name)
     return len(listening), len(serving)
+
+
+#: Backoff of a topology's start tried again once another topology of the same record has started.
+START_RETRY_FIRST_SECONDS = 0.5
+START_RETRY_MAX_SECONDS = 10.0
+
+
+async def _until_started(starting: Callable[[], Awaitable[Message]], name: str) -> None:
+    """Start until the broker takes it: once an earlier topology of the record has started, a failure
+    handed back to the consumer tried the whole record again, and that one started a second time."""
+    for delay in backoff_delays(START_RETRY_FIRST_SECONDS, START_RETRY_MAX_SECONDS):
+        try:
+            await starting()
+            return
+        except Exception as exc:  # the broker's (a refusal of the record itself was checked first)
+            log.warning("inbound start failed; trying again", topology=name, error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(delay)
 
 
 def check_start_sizes(

@@ -180,6 +180,33 @@ async def test_a_record_of_another_application_starts_only_the_topologies_servin
     assert start.headers[H.APPLICATION] == "shoptet-premium" and start.user == "222651"
 
 
+async def test_a_record_for_a_disabled_copy_of_its_application_goes_to_trash_not_lost() -> None:
+    """The premium topology on shoptet.orders ran and its addon copy was disabled: an addon shop's
+    records were logged and committed, where with every topology of the topic disabled they wait in
+    trash for a replay."""
+    from tests.runtime.test_manual_run import Sender
+    from worker.registry import default_registry
+    from worker.topology import parse_topology
+
+    source = "name: {name}\napplication: {app}\nstart:\n  - topic: shoptet.orders\nnodes:\n"
+    source += "  sets: {{node: shoptet-product-detail-with-set, next: [out]}}\n  out: {{sink: expanded}}\n"
+    sender = Sender(source.format(name="sets", app="shoptet-premium"))
+    addon = parse_topology(source.format(name="sets-addon", app="shoptet"), registry=default_registry())
+    sender.catalog.add_local(addon, False)  # deployed, disabled
+    store = Store()
+    bridge = InboundBridge(
+        SimpleNamespace(catalog=sender.catalog, store=store, topics=sender.topics, metrics=None, send=sender.send)
+    )  # type: ignore[arg-type]
+    headers = (("user", b"222651"), ("application", b"shoptet"))
+    record = ConsumerRecord("shoptet.orders", 0, 1, 0, 0, b"222651", b'{"code": "1"}', None, 6, 13, headers)
+
+    await bridge.handle(record)
+
+    assert sender.sent == []
+    [entry] = store.trash
+    assert "serves application 'shoptet' (disabled?)" in entry.error_message and entry.body == {"code": "1"}
+
+
 #: Bodies ``json`` let through to fail later, every time: the consumer retried them for ever, the
 #: partition's commits stopped, and each restart started every later record again.
 POISON = {
@@ -242,6 +269,39 @@ async def test_a_record_too_large_for_one_of_its_topologies_starts_none_and_goes
     assert entry.error_class == "OutputTooLarge" and "too large to start a process" in entry.error_message
     assert f"topology {long.name!r}" in entry.error_message
     assert sender.sent == []
+
+
+async def test_a_later_topologys_failed_start_does_not_start_the_earlier_one_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second topology's start failed (the broker took neither of its records), the whole record
+    was tried again, and the first topology, already started, started a second time."""
+    from aiokafka.errors import RequestTimedOutError
+
+    from worker import starter
+
+    monkeypatch.setattr(starter, "START_RETRY_FIRST_SECONDS", 0.01)
+    store = Store()
+    bridge, sender = bridge_on(store, "first", "second")
+    send, refused = sender.send, []
+
+    async def second_refused_once(topic: str, message: Message) -> asyncio.Future[Any]:
+        ack = await send(topic, message)
+        name = message.headers.get(H.TOPOLOGY_NAME) or message.body.get("topology")
+        if name == "second" and len(refused) < 2:  # its message and its start record
+            refused.append(topic)
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(RequestTimedOutError())
+            return failed
+        return ack
+
+    bridge.rt.send = second_refused_once  # type: ignore[misc]
+
+    await asyncio.wait_for(bridge.handle(inbound_record(b'{"n": 1}')), 10)
+
+    started = [m.headers[H.TOPOLOGY_NAME] for topic, m in sender.sent if topic.startswith("t.node.")]
+    assert sorted(started) == ["first", "second", "second"]  # the second tried twice, the first once
+    assert len(refused) == 2
 
 
 @pytest.mark.e2e
