@@ -20,9 +20,10 @@ import structlog
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from worker.envelope import H
+from worker.envelope import H, Message
 from worker.kafka import PartitionLists
 from worker.logging import bind_message
+from worker.processes import HandledTally
 from worker.record_batches import OUTPUT_TOPIC_WAIT_SECONDS
 from worker.runtime import Runtime
 from worker.trash import record_entry, record_headers
@@ -94,3 +95,9 @@ class RetryForwarder:
         entry = record_entry(record, error_class=error_class, error_message=reason)
         entry_id = await self.rt.store.add_trash(entry)
         log.warning("retry record moved to trash", trash_id=entry_id, reason=reason)
+        # counted as handled, into trash: it was counted in flight when it was scheduled, and its
+        # process, never told, stayed running for good (an entry discarded, not replayed)
+        message = Message(body=None, headers=entry.headers)
+        if message.process_id:
+            handled = HandledTally.of(message, outcome="trash", node_outputs=0, sink_outputs=0, emitted=0)
+            await self.rt.ledger.add(handled)

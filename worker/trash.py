@@ -216,9 +216,9 @@ async def _publish(
         _check_version_known(sender, message, entry)
     # counted, and the count acknowledged, before it is sent: its handling must never reach the
     # ledger ahead of it, and a count that failed after the send said "failed" of a message that was
-    # out (run again, the command sent it twice). Not a retry's: it was counted in flight when it
-    # was scheduled, and never handled.
-    counted = await _count_in_flight(sender, message) if entry.topic != topics.retry else None
+    # out (run again, the command sent it twice). A retry the forwarder trashed is counted handled
+    # there too.
+    counted = await _count_in_flight(sender, message)
     try:
         if counted is not None:
             await counted  # inside: interrupted here (Ctrl-C), the count queued was never taken back

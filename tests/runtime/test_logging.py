@@ -102,10 +102,15 @@ async def test_the_retry_forwarder_names_the_message_it_forwards() -> None:
         async def add_trash(self, entry: Any) -> int:
             return 1
 
+    class Ledger:
+        async def add(self, tally: Any) -> None:
+            return None
+
     headers = (("correlation-id", b"corr-9"), ("process-id", b"proc-9"), ("user", b"shop-9"))
     record: ConsumerRecord[bytes, bytes] = ConsumerRecord("t.retry", 0, 1, 0, 0, b"shop-9", b"{}", None, 6, 2, headers)
     try:
-        await RetryForwarder(SimpleNamespace(store=Store())).handle(record)  # type: ignore[arg-type]
+        runtime = SimpleNamespace(store=Store(), producer=None, ledger=Ledger())
+        await RetryForwarder(runtime).handle(record)  # type: ignore[arg-type]
         fields = _MESSAGE_FIELDS.get() or {}
         assert (fields["correlation_id"], fields["process_id"], fields["user"]) == ("corr-9", "proc-9", "shop-9")
     finally:

@@ -14,6 +14,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker import retry
 from worker.envelope import H
+from worker.processes import HandledTally
 from worker.retry import RetryForwarder
 from worker.store import TrashEntry
 
@@ -45,6 +46,7 @@ def retry_record(
         (H.RETRY_TARGET_TOPIC, target),
         (H.RETRY_DUE_AT, f"{time.time() + due_in:.3f}".encode()),
         (H.REPEAT_HOPS, b"3"),
+        (H.PROCESS_ID, b"p-1"),
     ]
     return ConsumerRecord("shoptet.retry", 0, 7, 0, 0, b"shop-1", b'{"n":1}', None, 2, 7, headers)
 
@@ -71,7 +73,7 @@ async def test_a_retry_due_within_the_hold_goes_to_its_node(producer: Producer) 
 
     [(topic, value, key, headers)] = producer.sent
     assert (topic, value, key) == ("shoptet.node.shoptet-update-stock-movements", b'{"n":1}', b"shop-1")
-    assert headers == [(H.REPEAT_HOPS, b"3")]  # the retry bookkeeping stays behind
+    assert headers == [(H.REPEAT_HOPS, b"3"), (H.PROCESS_ID, b"p-1")]  # the retry bookkeeping stays behind
 
 
 class SlowProducer(Producer):
@@ -125,13 +127,24 @@ class TrashStore:
         return len(self.entries)
 
 
+class Ledger:
+    def __init__(self) -> None:
+        self.tallies: list[HandledTally] = []
+
+    def add(self, tally: HandledTally) -> asyncio.Future[None]:
+        self.tallies.append(tally)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
 async def test_a_retry_whose_target_topic_stays_missing_goes_to_trash(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its send failed again and again (the consumer retries a handler that raises), and the record
     never finished: its partition's committed offset stopped there, and every retry read after it
     was forwarded again at each restart."""
     monkeypatch.setattr(retry, "TARGET_TOPIC_WAIT_SECONDS", 0.05)
-    producer, store = Producer(missing=frozenset({"shoptet.node.retired"})), TrashStore()
-    forwarder = RetryForwarder(SimpleNamespace(producer=producer, store=store))  # type: ignore[arg-type]
+    producer, store, ledger = Producer(missing=frozenset({"shoptet.node.retired"})), TrashStore(), Ledger()
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer, store=store, ledger=ledger))  # type: ignore[arg-type]
 
     await asyncio.wait_for(forwarder.handle(retry_record(due_in=0, target=b"shoptet.node.retired")), 5)
 
@@ -140,3 +153,6 @@ async def test_a_retry_whose_target_topic_stays_missing_goes_to_trash(monkeypatc
     assert entry.error_class == "UnknownTopicOrPartitionError"
     assert "retry target topic 'shoptet.node.retired' is not available" in entry.error_message
     assert entry.headers[H.RETRY_TARGET_TOPIC] == "shoptet.node.retired"  # a replay finds its way back
+    # counted handled, into trash: in flight since its retry was scheduled, its process never ended
+    [tally] = ledger.tallies
+    assert (tally.root, tally.handled, tally.trashed) == ("p-1", 1, 1)

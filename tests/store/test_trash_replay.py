@@ -298,10 +298,10 @@ async def test_an_inbound_record_no_topology_starts_on_stays_in_trash(store: Sql
     assert sender.sent == [] and await store.get_trash(entry_id) is not None
 
 
-async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounted(store: SqlInstallStore) -> None:
+async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_counted(store: SqlInstallStore) -> None:
     """A record the retry forwarder could not read went back to the retry topic without its target
-    (an attempt's header), straight back to trash; and it was counted in flight once more, though it
-    had been counted when its retry was scheduled and never handled: its process never finished."""
+    (an attempt's header), straight back to trash. The forwarder counts what it trashes as handled
+    (its process ended, failed), so the replay counts it in flight again, as any other."""
     from worker.envelope import H
 
     headers = {H.PROCESS_ID: "p1", H.RETRY_TARGET_TOPIC: "t.node.x", H.RETRY_DUE_AT: "soon"}
@@ -315,8 +315,9 @@ async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounte
 
     await replay(store, sender, entry)  # type: ignore[arg-type]
 
-    [(topic, message)] = sender.sent
+    [(ledger, count), (topic, message)] = sender.sent
     assert topic == "t.node.x" and H.RETRY_TARGET_TOPIC not in message.headers
+    assert ledger == sender.topics.processes and count.body["rows"][0][0] == "p1"
 
     # what the forwarder trashes: no target header; its node type says where it was going
     headers = {H.PROCESS_ID: "p2", H.NODE_NAME: "y"}
@@ -324,7 +325,7 @@ async def test_a_retry_record_goes_back_to_the_node_topic_it_waited_for_uncounte
         store, TrashEntry(topic="t.retry", error_class="MalformedMessage", error_message="no target", headers=headers)
     )
     await replay(store, sender, entry, {})  # type: ignore[arg-type]
-    assert [topic for topic, _ in sender.sent] == ["t.node.x", "t.node.y"]
+    assert [topic for topic, _ in sender.sent if topic != sender.topics.processes] == ["t.node.x", "t.node.y"]
 
 
 async def test_an_entry_being_replayed_is_not_discarded_meanwhile(store: SqlInstallStore) -> None:
