@@ -245,7 +245,8 @@ async def _remove_replayed(store: InstallStore, entry: TrashEntry) -> None:
     except Exception as exc:
         raise ReplayedNotRemoved(
             f"trash entry {entry.id} was replayed, but it could not be removed from trash ({exc}); "
-            f"do not replay it again: discard it (`shoptet-worker trash discard {entry.id}`)"
+            f"do not replay it again: discard it (`shoptet-worker trash discard {entry.id}`) once the store "
+            "answers (the replay's hold on the entry, if it could not be let go either, ends within 10 minutes)"
         ) from exc
 
 
