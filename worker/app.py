@@ -22,7 +22,7 @@ from applications.http import shoptet_http_client
 from worker.broker import EmbeddedBroker
 from worker.catalog import CatalogFollower, TopologyCatalog, publish_deployment
 from worker.consumer import ManagedConsumer, ReadAheadBudget, revoke_wait_seconds
-from worker.inbound import InboundBridge
+from worker.inbound import InboundBridge, install_of
 from worker.kafka import ensure_control_topic, ensure_topics, make_consumer, make_producer
 from worker.limiter import Limiter, LocalLimiter
 from worker.metrics import Metrics
@@ -302,18 +302,21 @@ class Worker:
 
     def _inbound_consumer(self, topics: list[str]) -> ManagedConsumer:
         rt = self.rt
-        return ManagedConsumer(
+        bridge = InboundBridge(rt)
+        bridge.feed = consumer = ManagedConsumer(
             "inbound",
             make_consumer(self.settings, rt.bootstrap_servers, group_id=rt.topics.group("inbound")),
             topics,
-            InboundBridge(rt).handle,
-            # one record of a key (an e-shop) at a time: a start whose send was retried let the
-            # next record's start go first, and an ordered node (stock, order status) then applied
-            # the ERP's older word last
+            bridge.handle,
+            # one record of an install at a time: a start whose send was retried let the next
+            # record's start go first, and an ordered node (stock, order status) then applied the
+            # ERP's older word last
             ordered=True,
+            queue_key=install_of,
             budget=self.read_ahead,
             revoke_wait=revoke_wait_seconds(self.settings),
         )
+        return consumer
 
     def _lag(self) -> list[tuple[str, int]]:
         return [(c.name, sum(c.lag().values())) for c in self.consumers]

@@ -189,6 +189,7 @@ class ManagedConsumer:
         budget: ReadAheadBudget | None = None,
         abandon_on_revoke: bool = False,
         revoke_wait: float | None = None,
+        queue_key: Callable[[ConsumerRecord[bytes, bytes]], bytes] | None = None,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -206,6 +207,8 @@ class ManagedConsumer:
         self.abandon_on_revoke = abandon_on_revoke
         #: How long a revocation waits for the running records (see :func:`revoke_wait_seconds`).
         self.revoke_wait = REVOKE_WAIT_SECONDS if revoke_wait is None else revoke_wait
+        #: What a record's queue (its order, its runners) is per: the record's key unless given.
+        self.queue_key = queue_key
         # a consumer built on its own (tests) gets a budget of its own, as large as the default
         self.budget = budget or ReadAheadBudget(DEFAULT_READ_AHEAD_BYTES)
         self.assigned = asyncio.Event()
@@ -324,7 +327,7 @@ class ManagedConsumer:
         cost = record_cost(record)
         self._held_bytes += cost
         self.budget.take(cost)
-        key = record.key or b""
+        key = self.queue_key(record) if self.queue_key is not None else record.key or b""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _KeyQueue()

@@ -16,6 +16,7 @@ import structlog
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
+from worker.consumer import ManagedConsumer
 from worker.envelope import MalformedMessage
 from worker.errors import OutputTooLarge
 from worker.logging import bind_message
@@ -27,9 +28,21 @@ from worker.trash import record_entry, record_headers
 log = structlog.get_logger("inbound")
 
 
+def install_of(record: ConsumerRecord[bytes, bytes]) -> bytes:
+    """Whose record it is (its ``user`` header, else its key): the inbound consumer runs one record
+    of an install at a time, whatever the producer keyed it by (keyless, every shop waited on one)."""
+    for name, value in record.headers or ():
+        if name == "user" and value:
+            return bytes(value)
+    return record.key or b""
+
+
 class InboundBridge:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        #: The consumer that hands it records (the worker sets it): a start tried again once another
+        #: topology of the record started gives the record up when its partition moved on.
+        self.feed: ManagedConsumer | None = None
 
     def topics(self) -> list[str]:
         return sorted({s.topic for tv in self.rt.catalog.active_all() for s in tv.topology.start if s.topic})
@@ -46,9 +59,15 @@ class InboundBridge:
         except MalformedMessage as exc:
             await self._trash(record, str(exc))
             return
+        feed, generation = self.feed, self.feed.generation if self.feed is not None else 0
         try:
             listening, started = await start_inbound(
-                self.rt, record.topic, user=user, body=body, application=application
+                self.rt,
+                record.topic,
+                user=user,
+                body=body,
+                application=application,
+                still_ours=None if feed is None else lambda: feed.generation == generation,
             )
         except (OutputTooLarge, MessageSizeTooLargeError) as exc:  # refused again on every retry
             reason = f"inbound record is too large to start a process with: {exc}"

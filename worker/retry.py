@@ -100,4 +100,5 @@ class RetryForwarder:
         message = Message(body=None, headers=entry.headers)
         if message.process_id:
             handled = HandledTally.of(message, outcome="trash", node_outputs=0, sink_outputs=0, emitted=0)
-            await self.rt.ledger.add(handled)
+            # shielded: the batch's future is every record's in it, and a rebalance cancels this one
+            await asyncio.shield(self.rt.ledger.add(handled))

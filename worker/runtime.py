@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import structlog
 from aiokafka import AIOKafkaProducer
 
 from worker.catalog import TopologyCatalog
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from applications.base import Application
     from applications.client import ShoptetClient
     from worker.metrics import Metrics
+
+log = structlog.get_logger("runtime")
 
 
 @dataclass
@@ -56,16 +59,18 @@ class Runtime:
         self.outputs = RecordBatcher(self.producer)
         self.ledger = LedgerWriter(self.producer, self.topics.processes, self.send_output)
 
-    def finish_later(self, work: Coroutine[Any, Any, None]) -> None:
+    def finish_later(self, work: Coroutine[Any, Any, None], what: str | None = None) -> None:
         """Run ``work`` in the background (in no message's context); a stop waits for it after the
-        producer's flush and before the store closes."""
-        task = background_task(work)
+        producer's flush and before the store closes, and names ``what`` if it did not end."""
+        task = background_task(work, name=what)
         self.finishing.add(task)
         task.add_done_callback(self.finishing.discard)
 
     async def finished(self, timeout: float) -> None:
         if self.finishing:
-            await asyncio.wait(set(self.finishing), timeout=timeout)
+            _, unfinished = await asyncio.wait(set(self.finishing), timeout=timeout)
+            for task in unfinished:  # an operator's only trace of it (a process start, say)
+                log.error("stopped before background work ended", work=task.get_name())
 
     async def send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         return await send_message(self.producer, topic, message)

@@ -15,6 +15,7 @@ import structlog
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.catalog import TopologyCatalog
+from worker.consumer import RecordAbandoned
 from worker.envelope import Message
 from worker.errors import OutputTooLarge
 from worker.kafka import MAX_RECORD_BYTES, Send, resend_until_acknowledged, send_all, unacknowledged
@@ -69,8 +70,8 @@ def find_start(tv: TopologyVersion, kind: str, value: str | None = None) -> Star
     return None
 
 
-#: Runs a coroutine to its end in the background (``Runtime.finish_later``).
-FinishLater = Callable[[Coroutine[Any, Any, None]], None]
+#: Runs a coroutine to its end in the background, named for a stop's log (``Runtime.finish_later``).
+FinishLater = Callable[[Coroutine[Any, Any, None], str], None]
 
 #: How long a request waits for a start message the broker did not take at first (its start
 #: record it did take) before it answers; the message is sent again in the background meanwhile.
@@ -130,25 +131,31 @@ async def start_process(
         rt.metrics.process_started(tv.name)
     if failed and first not in failed and finish_later is not None:
         # the process has started (its message is with the broker): only its start record is late
-        finish_later(resend_until_acknowledged(failed, send, what="process start record"))
+        resend = resend_until_acknowledged(failed, send, what="process start record")
+        finish_later(resend, f"start record of process {message.process_id} ({tv.name})")
     elif failed and finish_later is not None:
         # its start record is in: the message goes on being sent, but the answer must not wait as long
         # as the broker refuses it (the client gives up, asks again, and both start)
-        await _resend_within(resend_until_acknowledged(failed, send, what="process start"), message, finish_later)
+        resend = resend_until_acknowledged(failed, send, what="process start")
+        await _resend_within(
+            resend, message, finish_later, f"first message of process {message.process_id} ({tv.name})"
+        )
     else:
         await resend_until_acknowledged(failed, send, what="process start")
     return message
 
 
-async def _resend_within(resend: Coroutine[Any, Any, None], message: Message, finish_later: FinishLater) -> None:
+async def _resend_within(
+    resend: Coroutine[Any, Any, None], message: Message, finish_later: FinishLater, what: str
+) -> None:
     task = asyncio.ensure_future(resend)
     try:
         done, _ = await asyncio.wait({task}, timeout=START_ANSWER_SECONDS)
     except asyncio.CancelledError:  # the request is gone: the message still goes
-        finish_later(_until_done(task))
+        finish_later(_until_done(task), what)
         raise
     if not done:
-        finish_later(_until_done(task))
+        finish_later(_until_done(task), what)
         raise StartNotAcknowledged(message)
     task.result()
 
@@ -158,10 +165,20 @@ async def _until_done(task: asyncio.Future[None]) -> None:
 
 
 async def start_inbound(
-    rt: Starter, topic: str, *, user: str, body: Any, application: str | None = None
+    rt: Starter,
+    topic: str,
+    *,
+    user: str,
+    body: Any,
+    application: str | None = None,
+    still_ours: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
     """Start every active topology that starts on inbound ``topic``; of those, a record naming its
-    ``application`` starts only the ones that serve it. How many listen, and how many started."""
+    ``application`` starts only the ones that serve it. How many listen, and how many started.
+
+    ``still_ours``: whether the record is still this consumer's (no rebalance, no stop since); a
+    start tried again once another has started gives the record up (:class:`RecordAbandoned`)
+    when it is not, for its partition's next owner."""
     active = rt.catalog.active_all()
     listening = [(tv, start) for tv in active if (start := find_start(tv, "topic", topic)) is not None]
     # another application's install: the premium topology looked for it in vain
@@ -172,7 +189,7 @@ async def start_inbound(
         if n == 0:
             await starting()  # nothing started yet: a failure leaves the record to be tried again
         else:
-            await _until_started(starting, tv.name)
+            await _until_started(starting, tv.name, still_ours)
     return len(listening), len(serving)
 
 
@@ -181,9 +198,12 @@ START_RETRY_FIRST_SECONDS = 0.5
 START_RETRY_MAX_SECONDS = 10.0
 
 
-async def _until_started(starting: Callable[[], Awaitable[Message]], name: str) -> None:
+async def _until_started(
+    starting: Callable[[], Awaitable[Message]], name: str, still_ours: Callable[[], bool] | None
+) -> None:
     """Start until the broker takes it: once an earlier topology of the record has started, a failure
-    handed back to the consumer tried the whole record again, and that one started a second time."""
+    handed back to the consumer tried the whole record again, and that one started a second time.
+    A record no longer ours is given up: its next owner starts it all again (at-least-once)."""
     for delay in backoff_delays(START_RETRY_FIRST_SECONDS, START_RETRY_MAX_SECONDS):
         try:
             await starting()
@@ -191,6 +211,8 @@ async def _until_started(starting: Callable[[], Awaitable[Message]], name: str) 
         except Exception as exc:  # the broker's (a refusal of the record itself was checked first)
             log.warning("inbound start failed; trying again", topology=name, error=str(exc) or type(exc).__name__)
         await asyncio.sleep(delay)
+        if still_ours is not None and not still_ours():
+            raise RecordAbandoned
 
 
 def check_start_sizes(

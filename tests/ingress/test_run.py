@@ -172,7 +172,7 @@ async def test_a_first_message_the_broker_refuses_for_a_while_is_answered_pendin
     response = await asyncio.wait_for(
         client.post("/topologies/wh-premium/run", json={"user": "shop-7"}, headers=KEY), 10
     )
-    assert response.status_code == 503, response.text
+    assert response.status_code == 202, response.text  # not 503: clients retry those by themselves
     answer = response.json()
     assert answer["status"] == "pending" and "may still start" in answer["message"]
     node_back.set()

@@ -527,3 +527,36 @@ async def test_a_consumer_whose_start_failed_holds_no_reserve() -> None:
         with pytest.raises(OSError):
             await consumer.start()
     assert budget.consumers == 0
+
+
+async def test_inbound_records_queue_by_their_install_not_their_key() -> None:
+    """Keyless records of twenty shops ran one at a time (all under the empty key); records of one
+    shop under different keys were not ordered at all."""
+    from worker.inbound import install_of
+
+    running: list[bytes] = []
+    peak = 0
+    order: list[int] = []
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal peak
+        user = install_of(r)
+        assert user not in running  # one record of an install at a time
+        running.append(user)
+        peak = max(peak, len(running))
+        await asyncio.sleep(0.02)
+        running.remove(user)
+        order.append(r.offset)
+
+    def inbound(offset: int, user: bytes, key: bytes | None) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord("t", 0, offset, 0, 0, key, b"{}", None, 0, 0, [("user", user)])
+
+    consumer = ManagedConsumer("inbound", None, ["t"], handler, ordered=True, queue_key=install_of)  # type: ignore[arg-type]
+    keyless = [inbound(n, f"shop-{n}".encode(), None) for n in range(5)]
+    one_shop = [inbound(5 + n, b"shop-x", f"order-{n}".encode()) for n in range(3)]
+    await feed(consumer, [*keyless, *one_shop])
+    await asyncio.gather(*consumer._tasks)
+
+    assert peak >= 5  # the keyless shops in parallel
+    assert [o for o in order if o >= 5] == [5, 6, 7]  # one shop's records in order, whatever their keys
+    assert install_of(ConsumerRecord("t", 0, 0, 0, 0, b"by-key", b"{}", None, 0, 0, [])) == b"by-key"

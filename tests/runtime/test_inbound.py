@@ -19,7 +19,7 @@ from worker.app import Worker
 from worker.catalog import publish_deployment
 from worker.envelope import H, Message
 from worker.http.app import create_http_app
-from worker.inbound import InboundBridge
+from worker.inbound import InboundBridge, install_of
 from worker.kafka import MAX_RECORD_BYTES, ensure_topics
 from worker.router import start_headers
 from worker.settings import Settings
@@ -113,6 +113,7 @@ async def test_a_deploy_with_the_first_inbound_start_is_consumed_without_a_resta
     # an install's records start one at a time: 50 at once, a start whose send was retried let the
     # next record go first, and an ordered node applied the ERP's older stock figure last
     assert worker.inbound.per_key == 1
+    assert worker.inbound.queue_key is install_of  # per install, not per Kafka key
 
 
 async def test_one_deploy_with_two_inbound_topologies_consumes_both(worker_settings: Settings) -> None:
@@ -302,6 +303,39 @@ async def test_a_later_topologys_failed_start_does_not_start_the_earlier_one_aga
     started = [m.headers[H.TOPOLOGY_NAME] for topic, m in sender.sent if topic.startswith("t.node.")]
     assert sorted(started) == ["first", "second", "second"]  # the second tried twice, the first once
     assert len(refused) == 2
+
+
+async def test_a_start_tried_again_gives_its_record_up_once_the_partition_moved_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tried on inside the handler, it went on after a rebalance had given the record to another
+    member, which started both topologies: the second one started twice."""
+    from aiokafka.errors import RequestTimedOutError
+
+    from worker import starter
+    from worker.consumer import RecordAbandoned
+
+    monkeypatch.setattr(starter, "START_RETRY_FIRST_SECONDS", 0.01)
+    store = Store()
+    bridge, sender = bridge_on(store, "first", "second")
+    bridge.feed = SimpleNamespace(generation=0)  # type: ignore[assignment]
+    send = sender.send
+
+    async def second_refused(topic: str, message: Message) -> asyncio.Future[Any]:
+        ack = await send(topic, message)
+        if (message.headers.get(H.TOPOLOGY_NAME) or message.body.get("topology")) != "second":
+            return ack
+        bridge.feed.generation = 1  # type: ignore[union-attr]  # a rebalance meanwhile
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RequestTimedOutError())
+        return failed
+
+    bridge.rt.send = second_refused  # type: ignore[misc]
+
+    with pytest.raises(RecordAbandoned):
+        await asyncio.wait_for(bridge.handle(inbound_record(b'{"n": 1}')), 10)
+    started = [m.headers[H.TOPOLOGY_NAME] for topic, m in sender.sent if topic.startswith("t.node.")]
+    assert started == ["first", "second"]  # tried once, then left to the partition's next owner
 
 
 @pytest.mark.e2e

@@ -156,3 +156,30 @@ async def test_a_retry_whose_target_topic_stays_missing_goes_to_trash(monkeypatc
     # counted handled, into trash: in flight since its retry was scheduled, its process never ended
     [tally] = ledger.tallies
     assert (tally.root, tally.handled, tally.trashed) == ("p-1", 1, 1)
+
+
+async def test_a_trashed_retry_cancelled_while_counted_leaves_the_shared_ledger_batch_alone() -> None:
+    """The ledger batch's future is every record's in it: cancelled with this forwarder's task (a
+    rebalance cancels the retry consumer's records), it cancelled the others', whose offsets then
+    never became committable."""
+    shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    counting = asyncio.Event()
+
+    class PendingLedger(Ledger):
+        def add(self, tally: HandledTally) -> asyncio.Future[None]:
+            self.tallies.append(tally)
+            counting.set()
+            return shared
+
+    ledger = PendingLedger()
+    runtime = SimpleNamespace(producer=Producer(), store=TrashStore(), ledger=ledger)
+    record = ConsumerRecord("shoptet.retry", 0, 7, 0, 0, b"shop-1", b"{}", None, 2, 2, [(H.PROCESS_ID, b"p-1")])
+    task = asyncio.create_task(RetryForwarder(runtime).handle(record))  # type: ignore[arg-type]  # no target: trash
+    await asyncio.wait_for(counting.wait(), 5)
+    await asyncio.sleep(0)  # the forwarder waits on the count now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert not shared.cancelled()

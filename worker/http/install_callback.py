@@ -81,7 +81,7 @@ async def shoptet_install(request: Request, code: str | None = None) -> JSONResp
         if not done:
             log.warning("the new install's set-up goes on after the answer", user=install.user)
             if isinstance(starter, Runtime):  # a stop waits for it while the store is open
-                starter.finish_later(_finished(setting_up))
+                starter.finish_later(_finished(setting_up), f"set-up of the new install {install.user}")
     return JSONResponse(
         status_code=200,
         content={"status": "installed", "eshopId": install.eshop_id, "user": install.user},

@@ -90,8 +90,8 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
 
     401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB, or a first
     message over the broker's limit; 422 bad body, no application to tell whose install ``user``
-    is, or no (enabled) such install; 503 broker failed (``status: pending`` with the process id:
-    its first message is still being sent, and it may still start). The body is read here, not
+    is, or no (enabled) such install; 503 broker failed; 202 ``status: pending`` with the process
+    id when its start record is in and its first message is still being sent. The body is read here, not
     declared as a parameter: FastAPI reads and parses a declared body before it runs the key
     check, for anyone, and with no size limit.
     """
@@ -122,9 +122,11 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
         log.warning("manual run refused", topology=name, reason=str(exc), status=413)
         return _error(413, str(exc))
     except StartNotAcknowledged as exc:
-        log.warning("manual run not acknowledged yet", topology=name, process_id=exc.message.process_id, status=503)
+        # 202, not 503: clients retry a 503 by themselves (curl --retry), and each retry started
+        # another process
+        log.warning("manual run not acknowledged yet", topology=name, process_id=exc.message.process_id, status=202)
         return JSONResponse(
-            status_code=503,
+            status_code=202,
             content={"status": "pending", "message": str(exc), "process-id": exc.message.process_id},
         )
     except Exception as exc:

@@ -294,7 +294,7 @@ class HandOver:
         """Keep the lease until the broker answers the starts, then accept them or let go (a stop
         waits for it while the store is open: left behind, the lease expired and Shoptet's retry
         started the processes a second time)."""
-        self.rt.finish_later(self._finish(publishing))
+        self.rt.finish_later(self._finish(publishing), f"webhook hand-over ({self.lease})")
 
     async def _finish(self, publishing: asyncio.Future[list[str]]) -> None:
         ttl = self.rt.settings.webhook_publish_timeout_seconds + HAND_OVER_MARGIN_SECONDS
