@@ -140,6 +140,10 @@ def transport_failed(what: str, exc: httpx.TransportError, *, hide: str = "", sh
 SENT_UNANSWERED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
+def _writes(method: str) -> bool:
+    return method.upper() not in ("GET", "HEAD", "OPTIONS")
+
+
 def raise_for_status(response: httpx.Response) -> None:
     """Turn a non-2xx Shoptet answer into the error the runtime knows how to handle."""
     status = response.status_code
@@ -147,6 +151,9 @@ def raise_for_status(response: httpx.Response) -> None:
         return
     body = answer_without_credentials(response, _json_or_text(response))
     summary = f"{response.request.method} {response.request.url.path} -> {status} {_error_summary(body)}"
+    if 300 <= status < 400:  # not followed (the token must not go elsewhere): say where it pointed
+        location = response.headers.get("Location", "nowhere")
+        summary = f"{summary.rstrip()} (redirected to {location}; is SHOPTET_API_URL right?)"
     if status == 429:
         wait = retry_after_seconds(response.headers.get("Retry-After"), now=_http_time(response.headers.get("Date")))
         raise RetryableError(summary, status=status, body=body, retry_after=wait)
@@ -187,8 +194,12 @@ class ShoptetClient:
         self.base_url = base_url.rstrip("/")
 
     def _request_seconds(self) -> float:
-        """How long one whole request may take: the client's read timeout (SHOPTET_TIMEOUT_SECONDS)."""
-        return self.http.timeout.read or DEFAULT_REQUEST_SECONDS
+        """How long one whole request may take: the client's read timeout (SHOPTET_TIMEOUT_SECONDS),
+        plus its connect and pool timeouts. Without them, this deadline fired before the connect
+        timeout on a connection that never opened (packets dropped), and a request that never left
+        was reported as one Shoptet may have applied (relative stock changes sent to trash)."""
+        timeout = self.http.timeout
+        return (timeout.read or DEFAULT_REQUEST_SECONDS) + (timeout.connect or 0) + (timeout.pool or 0)
 
     def url(self, path_or_url: str) -> str:
         """API paths get the base URL; absolute URLs (job result files) are used as they are."""
@@ -213,8 +224,12 @@ class ShoptetClient:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             # Shoptet answers JSON; a success page that is not (a proxy's or a maintenance page) is
-            # not the answer yet: another try later, not trash
-            raise RetryableError(f"{method} {path}: answer is not JSON ({exc})", status=response.status_code) from exc
+            # not the answer yet: another try later, not trash. A write's 2xx says Shoptet applied
+            # it all the same (a PHP notice before the JSON, a body cut short): tried again, a
+            # relative stock change applied twice
+            raise RetryableError(
+                f"{method} {path}: answer is not JSON ({exc})", status=response.status_code, unanswered=_writes(method)
+            ) from exc
         if not isinstance(body, dict):
             raise StopError(f"{method} {path}: expected a JSON object, got {type(body).__name__}")
         return body
@@ -249,7 +264,10 @@ class ShoptetClient:
                     unanswered=True,
                 ) from exc
             except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
-                raise RetryableError(f"{method} {path}: answer could not be decoded ({exc})") from exc
+                # (a write's, though, may have been applied: see ``request``)
+                raise RetryableError(
+                    f"{method} {path}: answer could not be decoded ({exc})", unanswered=_writes(method)
+                ) from exc
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)
             log_deprecation(method, response)

@@ -88,6 +88,7 @@ class InboundBridge:
             )
             await self.rt.store.add_trash(entry)
             log.warning("inbound record moved to trash", reason=reason)
+            self._count_trashed()
 
     def _disabled_would_serve(self, topic: str, application: str | None) -> bool:
         """A disabled topology on ``topic`` serves ``application``: its record waits in trash, as
@@ -103,6 +104,12 @@ class InboundBridge:
     ) -> None:
         entry_id = await self.rt.store.add_trash(record_entry(record, error_class=error_class, error_message=reason))
         log.warning("inbound record moved to trash", trash_id=entry_id, offset=record.offset, reason=reason)
+        self._count_trashed()
+
+    def _count_trashed(self) -> None:
+        """In the trashed counter, as a node's trash: an alert on it missed every inbound record."""
+        if self.rt.metrics is not None:
+            self.rt.metrics.trashed("inbound")
 
 
 def read_body(record: ConsumerRecord[bytes, bytes], *, user: str, application: str | None) -> Any:

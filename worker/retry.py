@@ -95,6 +95,8 @@ class RetryForwarder:
         entry = record_entry(record, error_class=error_class, error_message=reason)
         entry_id = await self.rt.store.add_trash(entry)
         log.warning("retry record moved to trash", trash_id=entry_id, reason=reason)
+        if self.rt.metrics is not None:  # as a node's trash: an alert on the counter sees it too
+            self.rt.metrics.trashed("retry")
         # counted as handled, into trash: it was counted in flight when it was scheduled, and its
         # process, never told, stayed running for good (an entry discarded, not replayed)
         message = Message(body=None, headers=entry.headers)

@@ -239,3 +239,55 @@ async def test_a_refused_connection_never_went_out(tmp_path: Path) -> None:
         with pytest.raises(RetryableError) as raised:
             await _client(http, f"http://127.0.0.1:{port}").request("GET", "/api/eshop")
     assert not raised.value.unanswered
+
+
+async def test_a_connection_that_never_opens_never_went_out(tmp_path: Path) -> None:
+    """Packets dropped (a firewall, Shoptet unreachable): the whole-request deadline fired before the
+    connect timeout, and a relative stock change that never left was reported as one Shoptet may
+    have applied (sent to trash, for an operator to check stock by hand)."""
+    import socket
+
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)  # nobody accepts: once the backlog is full, connects wait for good
+    port = full.getsockname()[1]
+    waiting = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        waiting.append(filler)
+    try:
+        async with shoptet_http_client(_settings(tmp_path, shoptet_timeout_seconds=0.5)) as http:
+            with pytest.raises(RetryableError) as raised:
+                await _client(http, f"http://127.0.0.1:{port}").request("PATCH", "/api/stocks/1/movements", json={})
+        assert not raised.value.unanswered, raised.value.message
+    finally:
+        for sock in (*waiting, full):
+            sock.close()
+
+
+async def test_a_writes_success_that_is_not_json_may_have_been_applied(tmp_path: Path) -> None:
+    """A PHP notice before the JSON: retried as not yet answered, a relative stock change applied twice."""
+
+    async def notice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'<br><b>Deprecated</b>: something<br>{"data": null}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(notice, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with shoptet_http_client(_settings(tmp_path)) as http:
+            client = _client(http, f"http://127.0.0.1:{port}")
+            with pytest.raises(RetryableError, match="not JSON") as write:
+                await client.request("PATCH", "/api/stocks/1/movements", json={})
+            with pytest.raises(RetryableError, match="not JSON") as read:
+                await client.request("GET", "/api/eshop")
+        assert write.value.unanswered and not read.value.unanswered  # a read is simply asked again
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -70,3 +70,13 @@ def test_an_install_dumped_carries_no_secrets() -> None:
     install = Install(user="shop", application="shoptet-premium", secrets={"token": TOKEN})
     assert "secrets" not in install.model_dump() and TOKEN not in install.model_dump_json()
     assert install.secrets == {"token": TOKEN}
+
+
+def test_a_redirect_says_where_it_pointed() -> None:
+    """Not followed (the token must not go elsewhere); it went to trash as "-> 301" and nothing more."""
+    request = httpx.Request("GET", "http://api.myshoptet.com/api/orders")
+    response = httpx.Response(301, headers={"Location": "https://api.myshoptet.com/api/orders"}, request=request)
+    with pytest.raises(
+        StopError, match=r"-> 301 \(redirected to https://api\.myshoptet\.com/api/orders; is SHOPTET_API_URL"
+    ):
+        raise_for_status(response)

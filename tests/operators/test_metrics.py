@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,3 +87,39 @@ async def test_metrics_are_served_while_the_store_is_down() -> None:
     assert response.status_code == 200
     assert "shoptet_worker_trash_size 3.0" in response.text  # the last count stands
     assert 'shoptet_worker_messages_total{node="shoptet-get-order-detail",outcome="ok"} 1.0' in response.text
+
+
+async def test_a_scrape_does_not_wait_for_a_store_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled database (a failover, a partition: no refusal, no answer) held the scrape past
+    Prometheus's timeout, and the whole target went missing. Its count goes on in the background,
+    one at a time, and lands with a later scrape."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import httpx
+
+    from worker.http import app as http_app
+
+    monkeypatch.setattr(http_app, "TRASH_COUNT_WAIT_SECONDS", 0.05)
+    answer = asyncio.Event()
+    counts = 0
+
+    class Stalled:
+        async def count_trash(self) -> int:
+            nonlocal counts
+            counts += 1
+            await answer.wait()
+            return 7
+
+    metrics = Metrics()
+    metrics.trash_size.set(3)
+    worker = SimpleNamespace(runtime=SimpleNamespace(metrics=metrics, store=Stalled()))
+    app = http_app.create_http_app(worker)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as client:
+        for _ in range(2):
+            response = await asyncio.wait_for(client.get("/metrics"), 5)
+            assert response.status_code == 200 and "shoptet_worker_trash_size 3.0" in response.text
+        answer.set()
+        response = await client.get("/metrics")
+    assert "shoptet_worker_trash_size 7.0" in response.text
+    assert counts == 1  # one count at a time, not one more per scrape

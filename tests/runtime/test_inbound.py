@@ -41,7 +41,9 @@ class Store:
 async def test_a_record_for_a_disabled_topology_goes_to_trash_for_replay() -> None:
     store = Store()
     catalog = SimpleNamespace(active_all=lambda: [])  # the topology that starts on it is disabled
-    bridge = InboundBridge(SimpleNamespace(catalog=catalog, store=store))  # type: ignore[arg-type]
+    trashed: list[str] = []
+    metrics = SimpleNamespace(trashed=trashed.append)
+    bridge = InboundBridge(SimpleNamespace(catalog=catalog, store=store, metrics=metrics))  # type: ignore[arg-type]
     record: ConsumerRecord[bytes, Any] = ConsumerRecord(
         "erp.order-requests", 0, 7, 0, 0, b"shop-1", b'{"code": "1"}', None, 6, 13, ()
     )
@@ -54,13 +56,15 @@ async def test_a_record_for_a_disabled_topology_goes_to_trash_for_replay() -> No
     assert entry.user == "shop-1"  # the key: `trash list` showed "-" for whose record it was
     replayed = replay_message(entry)  # replayable as stored, without an edited body
     assert replayed.body == {"code": "1"} and replayed.user == "shop-1"
+    assert trashed == ["inbound"]  # in the trashed counter, as a node's trash is
 
 
 async def test_a_header_without_a_value_goes_to_trash_with_the_record() -> None:
     """An ERP's producer may send a header with a null value: read as absent, not raised (the
     consumer tried such a record again for ever and its partition's commits stopped)."""
     store = Store()
-    bridge = InboundBridge(SimpleNamespace(catalog=SimpleNamespace(active_all=lambda: []), store=store))  # type: ignore[arg-type]
+    runtime = SimpleNamespace(catalog=SimpleNamespace(active_all=lambda: []), store=store, metrics=None)
+    bridge = InboundBridge(runtime)  # type: ignore[arg-type]
     headers = (("user", None), ("application", None), ("source", None))
     record: ConsumerRecord[bytes, Any] = ConsumerRecord(
         "erp.order-requests", 0, 8, 0, 0, None, b"{not json", None, -1, 9, headers

@@ -109,7 +109,7 @@ async def test_the_retry_forwarder_names_the_message_it_forwards() -> None:
     headers = (("correlation-id", b"corr-9"), ("process-id", b"proc-9"), ("user", b"shop-9"))
     record: ConsumerRecord[bytes, bytes] = ConsumerRecord("t.retry", 0, 1, 0, 0, b"shop-9", b"{}", None, 6, 2, headers)
     try:
-        runtime = SimpleNamespace(store=Store(), producer=None, ledger=Ledger())
+        runtime = SimpleNamespace(store=Store(), producer=None, ledger=Ledger(), metrics=None)
         await RetryForwarder(runtime).handle(record)  # type: ignore[arg-type]
         fields = _MESSAGE_FIELDS.get() or {}
         assert (fields["correlation_id"], fields["process_id"], fields["user"]) == ("corr-9", "proc-9", "shop-9")

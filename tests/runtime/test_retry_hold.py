@@ -144,7 +144,7 @@ async def test_a_retry_whose_target_topic_stays_missing_goes_to_trash(monkeypatc
     was forwarded again at each restart."""
     monkeypatch.setattr(retry, "TARGET_TOPIC_WAIT_SECONDS", 0.05)
     producer, store, ledger = Producer(missing=frozenset({"shoptet.node.retired"})), TrashStore(), Ledger()
-    forwarder = RetryForwarder(SimpleNamespace(producer=producer, store=store, ledger=ledger))  # type: ignore[arg-type]
+    forwarder = RetryForwarder(SimpleNamespace(producer=producer, store=store, ledger=ledger, metrics=None))  # type: ignore[arg-type]
 
     await asyncio.wait_for(forwarder.handle(retry_record(due_in=0, target=b"shoptet.node.retired")), 5)
 
@@ -173,7 +173,7 @@ async def test_a_trashed_retry_cancelled_while_counted_leaves_the_shared_ledger_
             return shared
 
     ledger = PendingLedger()
-    runtime = SimpleNamespace(producer=Producer(), store=TrashStore(), ledger=ledger)
+    runtime = SimpleNamespace(producer=Producer(), store=TrashStore(), ledger=ledger, metrics=None)
     record = ConsumerRecord("shoptet.retry", 0, 7, 0, 0, b"shop-1", b"{}", None, 2, 2, [(H.PROCESS_ID, b"p-1")])
     task = asyncio.create_task(RetryForwarder(runtime).handle(record))  # type: ignore[arg-type]  # no target: trash
     await asyncio.wait_for(counting.wait(), 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,12 +12,14 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.app import Worker
-from worker.errors import StoreUnavailable
 from worker.http.run import Refused, answer_refused
 from worker.http.run import router as run_router
 from worker.http.webhooks import router as webhooks_router
 
 log = structlog.get_logger("http")
+
+#: How long a scrape waits for the trash count before it answers with the last one.
+TRASH_COUNT_WAIT_SECONDS = 1.0
 
 
 def create_http_app(worker: Worker) -> FastAPI:
@@ -34,17 +37,28 @@ def create_http_app(worker: Worker) -> FastAPI:
     app.state.worker = worker
     app.add_exception_handler(Refused, answer_refused)
 
+    counting: asyncio.Task[int] | None = None
+
     @app.get("/metrics")
     async def metrics() -> Response:
-        if worker.runtime is None or worker.runtime.metrics is None:
+        nonlocal counting
+        rt = worker.runtime
+        if rt is None or rt.metrics is None:
             return Response(status_code=503)
-        try:
-            worker.runtime.metrics.trash_size.set(await worker.runtime.store.count_trash())
-        except StoreUnavailable as exc:
-            # the last count stands: a scrape that failed whole lost every series (lag, retries)
-            # while the database was away, when they matter most
-            log.warning("trash size not refreshed: the store does not answer", error=str(exc))
-        return Response(worker.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        # the last count stands when the store does not answer, refused or silent: a scrape that
+        # failed whole, or waited out Prometheus's timeout (a stalled database), lost every series
+        # (lag, retries) while the database was away, when they matter most. One count at a time,
+        # left to finish in the background.
+        if counting is None or counting.done():
+            counting = asyncio.ensure_future(rt.store.count_trash())
+        done, _ = await asyncio.wait({counting}, timeout=TRASH_COUNT_WAIT_SECONDS)
+        if not done:
+            log.warning("trash size not refreshed: the store is slow to answer")
+        elif counting.exception() is not None:
+            log.warning("trash size not refreshed: the store does not answer", error=str(counting.exception()))
+        else:
+            rt.metrics.trash_size.set(counting.result())
+        return Response(rt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz(response: Response) -> dict[str, Any]:
