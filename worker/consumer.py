@@ -33,6 +33,8 @@ log = structlog.get_logger("consumer")
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable["asyncio.Future[None] | None"]]
 COMMIT_INTERVAL_SECONDS = 0.5
 COMMIT_TIMEOUT_SECONDS = 10.0
+#: How often the broker is asked for the partitions' ends and committed offsets (see ``lag``).
+LAG_REFRESH_SECONDS = 10.0
 #: Read-ahead bounds of a consumer built without the worker's settings (tests): the settings'
 #: defaults. Records: at ten e-shops x 10,000 orders, 10,000 left tokens idle behind other shops'
 #: backlogs (0.57 of the limit; 50,000: 0.73).
@@ -224,12 +226,17 @@ class ManagedConsumer:
         self._room = asyncio.Event()
         self._queues: dict[bytes, _KeyQueue] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        #: From the last ``refresh_lag``: each assigned partition's end, and the committed offset of
+        #: those with nothing taken up yet.
+        self._ends: dict[TopicPartition, int] = {}
+        self._unread_committed: dict[TopicPartition, int] = {}
         #: Runner tasks, one per key and concurrency slot that has records to work on.
         self._tasks: set[asyncio.Task[None]] = set()
         #: Handled records whose outputs are still on their way to the broker.
         self._recording: set[asyncio.Future[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._stopping = False
         #: Why a loop of this consumer ended before its stop (None while both run).
         self.failure: str | None = None
@@ -260,6 +267,7 @@ class ManagedConsumer:
         self._subscribed = True
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.name}")
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"commit:{self.name}")
+        self._lag_task = asyncio.create_task(self._lag_loop(), name=f"lag:{self.name}")
         for task in (self._loop_task, self._commit_task):
             task.add_done_callback(self._ended)
 
@@ -436,6 +444,35 @@ class ManagedConsumer:
             except Exception:  # the loop is what moves the group's offsets: it must outlive one bad round
                 log.exception("commit round failed", name=self.name)
 
+    async def _lag_loop(self) -> None:
+        """Apart from the commit loop: a slow answer (a rebalance under way) must not hold commits."""
+        while True:
+            try:
+                await self.refresh_lag()
+            except Exception as exc:  # the lag stays as it was: a metric, not a reason to stop
+                log.warning("lag not refreshed", name=self.name, error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(LAG_REFRESH_SECONDS)
+
+    async def refresh_lag(self) -> None:
+        """Ask the broker where each assigned partition ends, and where the group is in those this
+        consumer has taken nothing of yet.
+
+        What the fetches tell (the high watermark) stops moving while the read-ahead is full, since
+        nothing is fetched then, and partitions not fetched yet were left out: the lag fell while the
+        backlog grew, and a backlog on partitions not read yet showed as none."""
+        assignment = list(self.consumer.assignment())
+        if not assignment:
+            self._ends, self._unread_committed = {}, {}
+            return
+        async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+            ends = await self.consumer.end_offsets(assignment)
+            unread = {}
+            for tp in assignment:
+                if tp not in self._offsets:
+                    committed = await self.consumer.committed(tp)
+                    unread[tp] = committed if committed is not None and committed >= 0 else 0
+        self._ends, self._unread_committed = dict(ends), unread
+
     async def commit(self) -> None:
         to_commit: dict[TopicPartition, int] = {}
         assignment = self.consumer.assignment()
@@ -476,7 +513,7 @@ class ManagedConsumer:
         """Stop fetching, let in-flight records finish (up to the timeout), commit, leave the group."""
         self._stopping = True
         self.generation += 1  # a handler waiting on its own (an in-place retry) gives its record up
-        await cancel_and_wait(self._loop_task, self._commit_task)
+        await cancel_and_wait(self._loop_task, self._commit_task, self._lag_task)
         if self.abandon_on_revoke:  # as on a revocation: the waiting ones end now, a forward under
             for task in list(self._tasks):  # way is seen through, and then committed below
                 task.cancel()
@@ -491,14 +528,17 @@ class ManagedConsumer:
             self._joined = False
 
     def lag(self) -> dict[str, Any]:
-        """Per partition: its end as the last fetch saw it (the broker's high watermark) minus the
-        committed offset (cheap, local). The highest offset fetched instead capped it at the
-        read-ahead, and a backlog of millions showed as 50,000."""
+        """Per partition: its end as the last fetch or ``refresh_lag`` saw it minus the committed
+        offset (cheap, local). The highest offset fetched instead capped it at the read-ahead, and a
+        backlog of millions showed as 50,000."""
         lags = {}
         assigned = self.consumer.assignment()
         for tp, o in self._offsets.items():
             # aiokafka asserts the partition is assigned (a resubscribe may have taken it away)
             highwater = self.consumer.highwater(tp) if tp in assigned else None
-            end = max(highwater or 0, o.highest_seen + 1)
+            end = max(highwater or 0, o.highest_seen + 1, self._ends.get(tp, 0) if tp in assigned else 0)
             lags[f"{tp.topic}[{tp.partition}]"] = end - max(o.committed, 0)
+        for tp, committed in self._unread_committed.items():  # assigned, nothing taken up yet
+            if tp in assigned and tp not in self._offsets:
+                lags[f"{tp.topic}[{tp.partition}]"] = max(0, self._ends.get(tp, 0) - committed)
         return lags

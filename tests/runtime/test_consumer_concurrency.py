@@ -560,3 +560,37 @@ async def test_inbound_records_queue_by_their_install_not_their_key() -> None:
     assert peak >= 5  # the keyless shops in parallel
     assert [o for o in order if o >= 5] == [5, 6, 7]  # one shop's records in order, whatever their keys
     assert install_of(ConsumerRecord("t", 0, 0, 0, 0, b"by-key", b"{}", None, 0, 0, [])) == b"by-key"
+
+
+async def test_lag_is_refreshed_from_the_broker_for_every_assigned_partition() -> None:
+    """With the read-ahead full nothing is fetched, so the high watermark stood still while the
+    backlog grew (2,550 behind showed as 590); a partition nothing was taken up from yet was left
+    out (3,900 behind showed as 928)."""
+    other = TopicPartition("t", 1)
+
+    class Broker:
+        ends = {TP: 2000, other: 1000}
+
+        def assignment(self) -> set[TopicPartition]:
+            return {TP, other}
+
+        def highwater(self, tp: TopicPartition) -> int | None:
+            return 1000 if tp == TP else None  # as the last fetch saw it
+
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return {tp: self.ends[tp] for tp in tps}
+
+        async def committed(self, tp: TopicPartition) -> int | None:
+            return 100 if tp == other else None
+
+    async def handler(r: ConsumerRecord[bytes, bytes]) -> None:
+        return None
+
+    consumer = ManagedConsumer("n", Broker(), ["t"], handler, concurrency=1)  # type: ignore[arg-type]
+    await consumer._take_up({TP: [record(500, b"a")]})
+    await asyncio.gather(*consumer._tasks)
+    assert consumer.lag() == {"t[0]": 500}  # 1,000 (the last fetch's end) - 500
+
+    await consumer.refresh_lag()
+
+    assert consumer.lag() == {"t[0]": 1500, "t[1]": 900}
