@@ -152,8 +152,9 @@ def raise_for_status(response: httpx.Response) -> None:
     body = answer_without_credentials(response, _json_or_text(response))
     summary = f"{response.request.method} {response.request.url.path} -> {status} {_error_summary(body)}"
     if 300 <= status < 400:  # not followed (the token must not go elsewhere): say where it pointed
-        location = response.headers.get("Location", "nowhere")
-        summary = f"{summary.rstrip()} (redirected to {location}; is SHOPTET_API_URL right?)"
+        # without its query: a result file's host may point at a signed URL
+        location = httpx.URL(response.headers.get("Location", "")).copy_with(query=None, fragment=None)
+        summary = f"{summary.rstrip()} (redirected to {location or 'nowhere'}, not followed)"
     if status == 429:
         wait = retry_after_seconds(response.headers.get("Retry-After"), now=_http_time(response.headers.get("Date")))
         raise RetryableError(summary, status=status, body=body, retry_after=wait)
@@ -195,11 +196,12 @@ class ShoptetClient:
 
     def _request_seconds(self) -> float:
         """How long one whole request may take: the client's read timeout (SHOPTET_TIMEOUT_SECONDS),
-        plus its connect and pool timeouts. Without them, this deadline fired before the connect
-        timeout on a connection that never opened (packets dropped), and a request that never left
-        was reported as one Shoptet may have applied (relative stock changes sent to trash)."""
+        plus the wait for a connection (its pool timeout, which covers connecting). Without it, this
+        deadline fired before the connect timeout on a connection that never opened (packets
+        dropped), and a request that never left was reported as one Shoptet may have applied
+        (relative stock changes sent to trash)."""
         timeout = self.http.timeout
-        return (timeout.read or DEFAULT_REQUEST_SECONDS) + (timeout.connect or 0) + (timeout.pool or 0)
+        return (timeout.read or DEFAULT_REQUEST_SECONDS) + (timeout.pool or 0)
 
     def url(self, path_or_url: str) -> str:
         """API paths get the base URL; absolute URLs (job result files) are used as they are."""
@@ -238,6 +240,7 @@ class ShoptetClient:
         key = self.application.limiter_key(self.install)
         for attempt in (1, 2):
             headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
+            status: int | None = None  # once the answer's head is in
             try:
                 async with self.limiter.slot(key):
                     # in the slot: an addon token read before a long wait for it could expire meanwhile
@@ -246,13 +249,20 @@ class ShoptetClient:
                     # the whole request: the client's timeout bounds each read only, and an answer
                     # that trickles in held one of the token's 3 connections for as long as it ran
                     async with asyncio.timeout(self._request_seconds()):
-                        response = await self.http.request(
+                        request = self.http.build_request(
                             method,
                             self.url(path),
                             params=params,
                             content=None if json is None else encode_json(json),
                             headers=headers,
                         )
+                        # the head first: a body that cannot be decoded is judged by its status
+                        response = await self.http.send(request, stream=True)
+                        status = response.status_code
+                        try:
+                            await response.aread()
+                        finally:
+                            await response.aclose()
                     # inside the slot: the pace it reads must reach the token's next requests,
                     # which the slot's release lets in
                     self.limiter.observe(key, response.headers)
@@ -264,9 +274,10 @@ class ShoptetClient:
                     unanswered=True,
                 ) from exc
             except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
-                # (a write's, though, may have been applied: see ``request``)
+                # (a write's success, though, was applied: see ``request``)
+                applied = _writes(method) and status is not None and 200 <= status < 300
                 raise RetryableError(
-                    f"{method} {path}: answer could not be decoded ({exc})", unanswered=_writes(method)
+                    f"{method} {path}: answer could not be decoded ({exc})", status=status, unanswered=applied
                 ) from exc
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)

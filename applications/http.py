@@ -29,6 +29,10 @@ from worker.settings import Settings
 #: Idle keep-alive connections are closed after this long (uvicorn, like many servers, closes
 #: them after 5 s; closing first avoids sending a request on a connection the server is dropping).
 KEEPALIVE_SECONDS = 4.0
+#: The longest a request waits for a connection (a pooled one, or a new one connecting): apart from
+#: the answer's timeout, so that a connection that never opens is told apart from a request that
+#: went out and got no answer (see ``ShoptetClient._request_seconds``).
+CONNECT_SECONDS = 10.0
 
 
 class _NoCookies(httpx.Cookies):
@@ -99,4 +103,7 @@ def shoptet_http_client(settings: Settings) -> httpx.AsyncClient:
         )
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
-    return ShoptetHttpClient(timeout=settings.shoptet_timeout_seconds, transport=_ShoptetTransport(client=session))
+    answer = settings.shoptet_timeout_seconds
+    connect = min(CONNECT_SECONDS, answer)
+    timeout = httpx.Timeout(answer, connect=connect, pool=connect)
+    return ShoptetHttpClient(timeout=timeout, transport=_ShoptetTransport(client=session))

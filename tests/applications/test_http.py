@@ -291,3 +291,35 @@ async def test_a_writes_success_that_is_not_json_may_have_been_applied(tmp_path:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+@pytest.mark.parametrize(("status", "applied"), [(503, False), (200, True)])
+async def test_a_writes_answer_that_cannot_be_decoded_is_maybe_applied_only_when_it_succeeded(
+    tmp_path: Path, status: int, applied: bool
+) -> None:
+    """A proxy's 503 page labelled gzip never reached Shoptet: taken for "maybe applied", a relative
+    stock change went to trash instead of being retried. A 2xx that cannot be decoded was applied."""
+
+    async def labelled_gzip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+        )
+        await reader.readexactly(length)
+        body = b"<html>not gzip</html>"
+        writer.write(
+            b"HTTP/1.1 %d X\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(labelled_gzip, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with shoptet_http_client(_settings(tmp_path)) as http:
+            with pytest.raises(RetryableError, match="could not be decoded") as raised:
+                await _client(http, f"http://127.0.0.1:{port}").request("PATCH", "/api/stocks/1/movements", json={})
+        assert (raised.value.unanswered, raised.value.status) == (applied, status)
+    finally:
+        listener.close()
+        await listener.wait_closed()

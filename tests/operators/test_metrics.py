@@ -120,6 +120,10 @@ async def test_a_scrape_does_not_wait_for_a_store_that_does_not_answer(monkeypat
             response = await asyncio.wait_for(client.get("/metrics"), 5)
             assert response.status_code == 200 and "shoptet_worker_trash_size 3.0" in response.text
         answer.set()
+        await asyncio.sleep(0.05)
+        # landed when it ended, between scrapes: set only by a scrape that saw it end, a count
+        # slower than the wait never landed
+        assert scraped(metrics)[("shoptet_worker_trash_size", ())] == 7
         response = await client.get("/metrics")
     assert "shoptet_worker_trash_size 7.0" in response.text
-    assert counts == 1  # one count at a time, not one more per scrape
+    assert counts == 2  # one count at a time, not one more per scrape (the last scrape's is new)

@@ -15,6 +15,8 @@ from worker.app import Worker
 from worker.http.run import Refused, answer_refused
 from worker.http.run import router as run_router
 from worker.http.webhooks import router as webhooks_router
+from worker.metrics import Metrics
+from worker.runtime import Runtime
 
 log = structlog.get_logger("http")
 
@@ -22,7 +24,46 @@ log = structlog.get_logger("http")
 TRASH_COUNT_WAIT_SECONDS = 1.0
 
 
+class TrashCount:
+    """The trash size for ``/metrics``, counted in the background, one count at a time.
+
+    The last count stands when the store does not answer, refused or silent: a scrape that failed
+    whole, or waited out Prometheus's timeout (a stalled database), lost every series (lag, retries)
+    while the database was away, when they matter most. Each count sets the gauge when it ends,
+    also after its scrape stopped waiting: a count slower than the wait never landed otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.counting: asyncio.Task[int] | None = None
+
+    async def refresh(self, rt: Runtime) -> None:
+        """Start a count unless one runs, and wait up to ``TRASH_COUNT_WAIT_SECONDS`` for it."""
+        if self.counting is None or self.counting.done():
+            metrics = rt.metrics
+            self.counting = asyncio.ensure_future(rt.store.count_trash())
+            self.counting.add_done_callback(lambda task: self._counted(task, metrics))
+        done, _ = await asyncio.wait({self.counting}, timeout=TRASH_COUNT_WAIT_SECONDS)
+        if not done:
+            log.warning("trash size not refreshed yet: the store is slow to answer")
+
+    @staticmethod
+    def _counted(task: asyncio.Task[int], metrics: Metrics | None) -> None:
+        if task.cancelled() or metrics is None:
+            return
+        error = task.exception()
+        if error is not None:
+            log.warning("trash size not refreshed: the store does not answer", error=str(error))
+        else:
+            metrics.trash_size.set(task.result())
+
+    def cancel(self) -> None:
+        if self.counting is not None:
+            self.counting.cancel()
+
+
 def create_http_app(worker: Worker) -> FastAPI:
+    trash_count = TrashCount()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # the install callback reads these; the runtime exists once the worker has started
@@ -31,33 +72,21 @@ def create_http_app(worker: Worker) -> FastAPI:
             app.state.settings = worker.runtime.settings
             app.state.http = worker.runtime.http
             app.state.starter = worker.runtime
-        yield
+        try:
+            yield
+        finally:
+            trash_count.cancel()
 
     app = FastAPI(title="shoptet-worker", version="0.1.0", lifespan=lifespan)
     app.state.worker = worker
     app.add_exception_handler(Refused, answer_refused)
 
-    counting: asyncio.Task[int] | None = None
-
     @app.get("/metrics")
     async def metrics() -> Response:
-        nonlocal counting
         rt = worker.runtime
         if rt is None or rt.metrics is None:
             return Response(status_code=503)
-        # the last count stands when the store does not answer, refused or silent: a scrape that
-        # failed whole, or waited out Prometheus's timeout (a stalled database), lost every series
-        # (lag, retries) while the database was away, when they matter most. One count at a time,
-        # left to finish in the background.
-        if counting is None or counting.done():
-            counting = asyncio.ensure_future(rt.store.count_trash())
-        done, _ = await asyncio.wait({counting}, timeout=TRASH_COUNT_WAIT_SECONDS)
-        if not done:
-            log.warning("trash size not refreshed: the store is slow to answer")
-        elif counting.exception() is not None:
-            log.warning("trash size not refreshed: the store does not answer", error=str(counting.exception()))
-        else:
-            rt.metrics.trash_size.set(counting.result())
+        await trash_count.refresh(rt)
         return Response(rt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
