@@ -140,6 +140,17 @@ def transport_failed(what: str, exc: httpx.TransportError, *, hide: str = "", sh
 SENT_UNANSWERED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
+def _where(location: str | None) -> str:
+    """A redirect's target without what may be an access secret (a signed URL's query, a userinfo)."""
+    if not location:
+        return "nowhere"
+    try:
+        url = httpx.URL(location)
+    except httpx.InvalidURL:
+        return "an invalid location"
+    return str(url.copy_with(query=None, fragment=None, userinfo=b""))
+
+
 def _writes(method: str) -> bool:
     return method.upper() not in ("GET", "HEAD", "OPTIONS")
 
@@ -152,9 +163,7 @@ def raise_for_status(response: httpx.Response) -> None:
     body = answer_without_credentials(response, _json_or_text(response))
     summary = f"{response.request.method} {response.request.url.path} -> {status} {_error_summary(body)}"
     if 300 <= status < 400:  # not followed (the token must not go elsewhere): say where it pointed
-        # without its query: a result file's host may point at a signed URL
-        location = httpx.URL(response.headers.get("Location", "")).copy_with(query=None, fragment=None)
-        summary = f"{summary.rstrip()} (redirected to {location or 'nowhere'}, not followed)"
+        summary = f"{summary.rstrip()} (redirected to {_where(response.headers.get('Location'))}, not followed)"
     if status == 429:
         wait = retry_after_seconds(response.headers.get("Retry-After"), now=_http_time(response.headers.get("Date")))
         raise RetryableError(summary, status=status, body=body, retry_after=wait)
@@ -275,7 +284,8 @@ class ShoptetClient:
                 ) from exc
             except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
                 # (a write's success, though, was applied: see ``request``)
-                applied = _writes(method) and status is not None and 200 <= status < 300
+                # as raise_for_status says of a gateway's failure: Shoptet behind it may have acted
+                applied = _writes(method) and status is not None and (200 <= status < 300 or status in GATEWAY_FAILURES)
                 raise RetryableError(
                     f"{method} {path}: answer could not be decoded ({exc})", status=status, unanswered=applied
                 ) from exc

@@ -293,7 +293,7 @@ async def test_a_writes_success_that_is_not_json_may_have_been_applied(tmp_path:
         await listener.wait_closed()
 
 
-@pytest.mark.parametrize(("status", "applied"), [(503, False), (200, True)])
+@pytest.mark.parametrize(("status", "applied"), [(503, False), (504, True), (200, True)])
 async def test_a_writes_answer_that_cannot_be_decoded_is_maybe_applied_only_when_it_succeeded(
     tmp_path: Path, status: int, applied: bool
 ) -> None:

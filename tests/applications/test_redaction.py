@@ -75,9 +75,17 @@ def test_an_install_dumped_carries_no_secrets() -> None:
 def test_a_redirect_says_where_it_pointed() -> None:
     """Not followed (the token must not go elsewhere); it went to trash as "-> 301" and nothing more."""
     request = httpx.Request("GET", "http://api.myshoptet.com/api/orders")
-    location = "https://api.myshoptet.com/api/orders?signature=SECRET"  # a signed URL: its query stays out
+    location = "https://user:pw@api.myshoptet.com/api/orders?signature=SECRET"  # its secrets stay out
     response = httpx.Response(301, headers={"Location": location}, request=request)
     with pytest.raises(
         StopError, match=r"-> 301 \(redirected to https://api\.myshoptet\.com/api/orders, not followed\)$"
     ):
         raise_for_status(response)
+
+
+@pytest.mark.parametrize(("location", "said"), [(None, "nowhere"), ("http://[::1", "an invalid location")])
+def test_a_redirect_without_a_usable_location_is_still_a_clear_stop(location: str | None, said: str) -> None:
+    request = httpx.Request("PATCH", "http://api.myshoptet.com/api/stocks/1/movements")
+    headers = {} if location is None else {"Location": location}
+    with pytest.raises(StopError, match=f"redirected to {said}, not followed"):
+        raise_for_status(httpx.Response(302, headers=headers, request=request))
