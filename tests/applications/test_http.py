@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -85,6 +85,19 @@ async def server() -> AsyncIterator[Server]:
     serving.server = await asyncio.start_server(serving.handle, "127.0.0.1", 0)
     async with serving.server:
         yield serving
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A local server answering each connection with ``handle``; its base URL."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+        await listener.wait_closed()
 
 
 def _settings(tmp_path: Path, **values: object) -> Settings:
@@ -175,15 +188,10 @@ async def test_a_garbled_answer_is_retryable(tmp_path: Path, answer: bytes) -> N
         await writer.drain()
         writer.close()
 
-    listener = await asyncio.start_server(garble, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
+    async with serving(garble) as url:
         async with shoptet_http_client(_settings(tmp_path)) as http:
             with pytest.raises(RetryableError, match="connection error"):
-                await _client(http, f"http://127.0.0.1:{port}").request("GET", "/api/eshop")
-    finally:
-        listener.close()
-        await listener.wait_closed()
+                await _client(http, url).request("GET", "/api/eshop")
 
 
 async def test_a_slow_answer_is_a_retryable_timeout(server: Server, tmp_path: Path) -> None:
@@ -218,16 +226,11 @@ async def test_a_connection_dropped_after_the_request_is_unanswered(tmp_path: Pa
         else:
             writer.close()
 
-    listener = await asyncio.start_server(drop, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
+    async with serving(drop) as url:
         async with shoptet_http_client(_settings(tmp_path)) as http:
             with pytest.raises(RetryableError) as raised:
-                await _client(http, f"http://127.0.0.1:{port}").request("PATCH", "/api/stocks/1/movements", json={})
+                await _client(http, url).request("PATCH", "/api/stocks/1/movements", json={})
         assert raised.value.unanswered
-    finally:
-        listener.close()
-        await listener.wait_closed()
 
 
 async def test_a_refused_connection_never_went_out(tmp_path: Path) -> None:
@@ -278,19 +281,14 @@ async def test_a_writes_success_that_is_not_json_may_have_been_applied(tmp_path:
         await writer.drain()
         writer.close()
 
-    listener = await asyncio.start_server(notice, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
+    async with serving(notice) as url:
         async with shoptet_http_client(_settings(tmp_path)) as http:
-            client = _client(http, f"http://127.0.0.1:{port}")
+            client = _client(http, url)
             with pytest.raises(RetryableError, match="not JSON") as write:
                 await client.request("PATCH", "/api/stocks/1/movements", json={})
             with pytest.raises(RetryableError, match="not JSON") as read:
                 await client.request("GET", "/api/eshop")
         assert write.value.unanswered and not read.value.unanswered  # a read is simply asked again
-    finally:
-        listener.close()
-        await listener.wait_closed()
 
 
 @pytest.mark.parametrize(("status", "applied"), [(503, False), (504, True), (200, True)])
@@ -313,13 +311,8 @@ async def test_a_writes_answer_that_cannot_be_decoded_is_maybe_applied_only_when
         await writer.drain()
         writer.close()
 
-    listener = await asyncio.start_server(labelled_gzip, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
+    async with serving(labelled_gzip) as url:
         async with shoptet_http_client(_settings(tmp_path)) as http:
             with pytest.raises(RetryableError, match="could not be decoded") as raised:
-                await _client(http, f"http://127.0.0.1:{port}").request("PATCH", "/api/stocks/1/movements", json={})
+                await _client(http, url).request("PATCH", "/api/stocks/1/movements", json={})
         assert (raised.value.unanswered, raised.value.status) == (applied, status)
-    finally:
-        listener.close()
-        await listener.wait_closed()
