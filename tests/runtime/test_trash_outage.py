@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -117,3 +118,27 @@ async def test_a_rebalance_during_the_outage_gives_the_record_up(monkeypatch: py
     with pytest.raises(RecordAbandoned):
         await asyncio.wait_for(handling, 1)
     assert rows == []
+
+
+async def test_a_malformed_record_naming_its_process_ends_its_hop_in_the_ledger() -> None:
+    """Counted in flight when it was sent and never counted handled, its process stayed running for
+    good (and a replay of the entry, counted in flight again, could not end it either)."""
+    processor, node, rows, record = setup(fails=0)
+    tallies: list[Any] = []
+
+    def ledger_add(tally: Any, outputs: Any = ()) -> asyncio.Future[None]:
+        tallies.append(tally)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    processor.rt.ledger = SimpleNamespace(add=ledger_add)
+    malformed = dataclasses.replace(record, value=b"{not json")
+
+    recorded = await asyncio.wait_for(processor.handle(malformed), 5)
+
+    assert recorded is not None and node.applied == 0
+    [entry] = rows
+    assert entry.error_class == "MalformedMessage"
+    [tally] = tallies
+    assert (tally.root, tally.handled, tally.trashed) == ("p", 1, 1)
