@@ -151,8 +151,11 @@ def _where(location: str | None) -> str:
     return str(url.copy_with(query=None, fragment=None, userinfo=b""))
 
 
-def _writes(method: str) -> bool:
-    return method.upper() not in ("GET", "HEAD", "OPTIONS")
+def _maybe_applied(method: str, status: int | None) -> bool:
+    """Whether a write whose answer could not be read may have been applied all the same: Shoptet
+    said it succeeded (a 2xx), or a gateway failed in front of it (as ``raise_for_status`` says)."""
+    writes = method.upper() not in ("GET", "HEAD", "OPTIONS")
+    return writes and status is not None and (200 <= status < 300 or status in GATEWAY_FAILURES)
 
 
 def raise_for_status(response: httpx.Response) -> None:
@@ -239,7 +242,9 @@ class ShoptetClient:
             # it all the same (a PHP notice before the JSON, a body cut short): tried again, a
             # relative stock change applied twice
             raise RetryableError(
-                f"{method} {path}: answer is not JSON ({exc})", status=response.status_code, unanswered=_writes(method)
+                f"{method} {path}: answer is not JSON ({exc})",
+                status=response.status_code,
+                unanswered=_maybe_applied(method, response.status_code),
             ) from exc
         if not isinstance(body, dict):
             raise StopError(f"{method} {path}: expected a JSON object, got {type(body).__name__}")
@@ -283,11 +288,10 @@ class ShoptetClient:
                     unanswered=True,
                 ) from exc
             except httpx.DecodingError as exc:  # a proxy's error page labelled gzip: no answer either
-                # (a write's success, though, was applied: see ``request``)
-                # as raise_for_status says of a gateway's failure: Shoptet behind it may have acted
-                applied = _writes(method) and status is not None and (200 <= status < 300 or status in GATEWAY_FAILURES)
                 raise RetryableError(
-                    f"{method} {path}: answer could not be decoded ({exc})", status=status, unanswered=applied
+                    f"{method} {path}: answer could not be decoded ({exc})",
+                    status=status,
+                    unanswered=_maybe_applied(method, status),  # a write's success was applied all the same
                 ) from exc
             if self.on_response is not None:
                 self.on_response(method, response.request.url.path, response.status_code)

@@ -127,6 +127,16 @@ class HandledTally:
         )
 
     @classmethod
+    def trashed_unread(cls, headers: dict[str, str]) -> HandledTally | None:
+        """A record trashed before any node ran it (malformed, a retry the forwarder could not send),
+        by its headers: its hop ends there, in trash. None when it names no process. Counted in
+        flight when it was sent and never counted handled, its process stayed running for good."""
+        message = Message(body=None, headers=headers)
+        if not message.process_id:
+            return None
+        return cls.of(message, outcome="trash", node_outputs=0, sink_outputs=0, emitted=0)
+
+    @classmethod
     def outputs_of(
         cls, message: Message, *, node_outputs: int, sink_outputs: int = 0, emitted: int = 1, trashed: int = 0
     ) -> HandledTally:
@@ -388,12 +398,9 @@ class _Replay(ConsumerRebalanceListener):
         self.tracker.book = ProcessBook()
         if assigned:
             await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-            # the whole assignment (eager protocol): partitions gone elsewhere are not waited for
-            self.tracker.replay_until = {tp: end for tp, end in ends.items() if end > 0}
-            self.tracker._replay_read_at = None
+            self.tracker.replay_to(await consumer.end_offsets(assigned))
         else:
-            self.tracker.replay_until = {}
+            self.tracker.replay_to({})
         self.tracker.assigned.set()
 
 
@@ -468,6 +475,12 @@ class ProcessTracker:
                         self.book.touched[process.root] = now
                         self.book.idle[process.root] = None
                 self.book.trim()
+
+    def replay_to(self, ends: dict[TopicPartition, int]) -> None:
+        """Hold announcements until the partitions read from their start reach ``ends``: the whole
+        assignment (eager protocol), so partitions gone elsewhere are not waited for."""
+        self.replay_until = {tp: end for tp, end in ends.items() if end > 0}
+        self._replay_read_at = None
 
     async def _replayed_through(self, read: bool) -> bool:
         """Whether every partition's replay has reached the end it had when it was assigned.

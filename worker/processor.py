@@ -212,7 +212,8 @@ class NodeProcessor:
         except MalformedMessage as exc:
             bind_message()  # the previous message's fields must not name this one
             await self.trash(record, None, exc, reason_class="MalformedMessage")
-            return self._count_malformed(record)
+            tally = HandledTally.trashed_unread(record_headers(record))  # (a replay is counted again)
+            return None if tally is None else self.rt.ledger.add(tally)
         bind_message(
             correlation_id=message.correlation_id,
             process_id=message.process_id,
@@ -228,15 +229,6 @@ class NodeProcessor:
             if self.rt.metrics is not None:
                 self.rt.metrics.observe_message(self.node.name, outcome, time.perf_counter() - started)
         return recorded
-
-    def _count_malformed(self, record: ConsumerRecord[bytes, bytes]) -> asyncio.Future[None] | None:
-        """A record trashed as malformed still ends its hop in the ledger when it names its process:
-        counted in flight when it was sent, its process stayed running for good (a replay of the
-        entry is counted in flight again, like any other)."""
-        message = Message(body=None, headers=record_headers(record))
-        if not message.process_id:
-            return None
-        return self.rt.ledger.add(HandledTally.of(message, outcome="trash", node_outputs=0, sink_outputs=0, emitted=0))
 
     async def _process(
         self, record: ConsumerRecord[bytes, bytes], message: Message

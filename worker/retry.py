@@ -20,7 +20,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from worker.envelope import H, Message
+from worker.envelope import H
 from worker.kafka import PartitionLists
 from worker.logging import bind_message
 from worker.processes import HandledTally
@@ -97,10 +97,7 @@ class RetryForwarder:
         log.warning("retry record moved to trash", trash_id=entry_id, reason=reason)
         if self.rt.metrics is not None:  # as a node's trash: an alert on the counter sees it too
             self.rt.metrics.trashed("retry")
-        # counted as handled, into trash: it was counted in flight when it was scheduled, and its
-        # process, never told, stayed running for good (an entry discarded, not replayed)
-        message = Message(body=None, headers=entry.headers)
-        if message.process_id:
-            handled = HandledTally.of(message, outcome="trash", node_outputs=0, sink_outputs=0, emitted=0)
+        tally = HandledTally.trashed_unread(entry.headers)  # counted in flight when it was scheduled
+        if tally is not None:
             # shielded: the batch's future is every record's in it, and a rebalance cancels this one
-            await asyncio.shield(self.rt.ledger.add(handled))
+            await asyncio.shield(self.rt.ledger.add(tally))

@@ -261,10 +261,7 @@ async def run_manual(
     # ``strict`` (the CLI): a shell without the deployed version's modules would start the version
     # before it; a worker keeps running that one by design (a rolling upgrade), so its runs do too
     if unloadable and (strict or tv is None):
-        raise TopologyNotRunnable(
-            f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules "
-            "it imports importable from this shell (PYTHONPATH)?"
-        )
+        raise TopologyNotRunnable(cannot_load_here(name))
     if tv is None:
         raise TopologyNotRunnable(f"topology {name!r} is not deployed or is disabled")
     start = find_start(tv, "manual")
@@ -290,6 +287,13 @@ async def run_manual(
     # broker's was answered "retry later", and failed the same way every time
     check_start_sizes([(tv, start)], user=user, body=body, application=application)
     return await start_process(rt, tv, start, user=user, body=body, application=application, finish_later=finish_later)
+
+
+def cannot_load_here(name: str) -> str:
+    return (
+        f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules it imports "
+        "importable from this shell (PYTHONPATH)?"
+    )
 
 
 async def _check_install(

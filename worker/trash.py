@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.envelope import ATTEMPT_HEADERS, REQUIRED_HEADERS, H, MalformedMessage, Message, encode_json
 from worker.processes import HandledTally, handled_record
-from worker.starter import Starter, start_inbound
+from worker.starter import Starter, cannot_load_here, start_inbound
 from worker.store import InstallStore, TrashEntry
 from worker.topics import TopicNames
 
@@ -110,10 +110,7 @@ def on_current_version(sender: Starter, message: Message, topic: str) -> Message
     if name in sender.catalog.unloadable():
         # as `run` from the CLI: this shell would have moved it onto the version before the deployed
         # one, or said "not deployed" of a topology that runs
-        raise NothingToReplay(
-            f"topology {name!r} is deployed, but its version cannot be loaded here: are the modules it "
-            "imports importable from this shell (PYTHONPATH)?"
-        )
+        raise NothingToReplay(cannot_load_here(name))
     tv = sender.catalog.active(name)
     if tv is None:
         raise NothingToReplay(f"topology {name!r} is not deployed and enabled: it has no current version")

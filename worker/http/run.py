@@ -91,9 +91,10 @@ async def run_topology(name: str, request: Request) -> JSONResponse:
     401/403 key; 404 unknown, disabled or without a manual start; 413 body over 1 MiB, or a first
     message over the broker's limit; 422 bad body, no application to tell whose install ``user``
     is, or no (enabled) such install; 503 broker failed; 202 ``status: pending`` with the process
-    id when its start record is in and its first message is still being sent. The body is read here, not
-    declared as a parameter: FastAPI reads and parses a declared body before it runs the key
-    check, for anyone, and with no size limit.
+    id when its start record is in and its first message is still being sent.
+
+    The body is read here, not declared as a parameter: FastAPI reads and parses a declared body
+    before it runs the key check, for anyone, and with no size limit.
     """
     rt = runtime_of(request)
     try:
