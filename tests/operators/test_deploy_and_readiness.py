@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -136,38 +138,45 @@ async def test_readiness_is_true_only_once_every_consumer_has_joined(worker_sett
             await worker.stop()
 
 
-async def test_a_consumer_loop_that_ended_fails_health_and_readiness(worker_settings: Settings) -> None:
-    """Both answered 200 for good after start-up: a worker that read nothing any more was never
-    restarted by its supervisor."""
+@asynccontextmanager
+async def started_with_http(settings: Settings) -> AsyncIterator[tuple[Worker, httpx.AsyncClient]]:
+    """A worker running GOOD, and a client of its HTTP app; stopped on the way out."""
     from worker.registry import default_registry
     from worker.topology import parse_topology
 
-    worker = Worker(worker_settings, node_names=["test-emit-items", "test-passthrough"])
+    worker = Worker(settings, node_names=["test-emit-items", "test-passthrough"])
     http_app = create_http_app(worker)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app), base_url="http://w") as client:
         await worker.start(deploy=[parse_topology(GOOD, registry=default_registry())])
         try:
-            assert (await client.get("/healthz")).status_code == 200
-            assert (await client.get("/readyz")).status_code == 200
-            [consumer] = [c for c in worker.consumers if c.name == "test-passthrough"]
-
-            async def broken(*args: object, **kwargs: object) -> None:
-                raise RuntimeError("a bug in the fetch loop")
-
-            consumer.consumer.getmany = broken  # type: ignore[method-assign]
-            for _ in range(50):  # the loop's current fetch (500 ms at most) ends first
-                if consumer.failure is not None:
-                    break
-                await asyncio.sleep(0.1)
-
-            health = await client.get("/healthz")
-            assert health.status_code == 503
-            [problem] = health.json()["problems"]
-            assert "test-passthrough" in problem and "a bug in the fetch loop" in problem
-            ready = await client.get("/readyz")
-            assert ready.status_code == 503 and ready.json()["consumers"]["test-passthrough"] is False
+            yield worker, client
         finally:
             await worker.stop()
+
+
+async def test_a_consumer_loop_that_ended_fails_health_and_readiness(worker_settings: Settings) -> None:
+    """Both answered 200 for good after start-up: a worker that read nothing any more was never
+    restarted by its supervisor."""
+    async with started_with_http(worker_settings) as (worker, client):
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        [consumer] = [c for c in worker.consumers if c.name == "test-passthrough"]
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug in the fetch loop")
+
+        consumer.consumer.getmany = broken  # type: ignore[method-assign]
+        for _ in range(50):  # the loop's current fetch (500 ms at most) ends first
+            if consumer.failure is not None:
+                break
+            await asyncio.sleep(0.1)
+
+        health = await client.get("/healthz")
+        assert health.status_code == 503
+        [problem] = health.json()["problems"]
+        assert "test-passthrough" in problem and "a bug in the fetch loop" in problem
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["consumers"]["test-passthrough"] is False
     # the other loops ended by the stop: not a problem
     assert [c.name for c in worker.consumers if c.failure is not None] == ["test-passthrough"]
 
@@ -259,30 +268,20 @@ async def test_readiness_goes_false_while_the_broker_does_not_answer_and_back(
 ) -> None:
     """With its broker gone, /readyz answered 200 for as long as the outage lasted, and a load
     balancer kept sending Shoptet's webhooks to an instance that could only answer 503."""
-    import asyncio
-
     from worker import app as app_module
-    from worker.registry import default_registry
-    from worker.topology import parse_topology
 
     monkeypatch.setattr(app_module, "BROKER_CHECK_SECONDS", 0.2)
-    worker = Worker(worker_settings, node_names=["test-emit-items", "test-passthrough"])
-    http_app = create_http_app(worker)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app), base_url="http://w") as client:
-        await worker.start(deploy=[parse_topology(GOOD, registry=default_registry())])
-        try:
-            assert (await client.get("/readyz")).status_code == 200
-            client_of_producer = worker.rt.producer.client
+    async with started_with_http(worker_settings) as (worker, client):
+        assert (await client.get("/readyz")).status_code == 200
+        client_of_producer = worker.rt.producer.client
 
-            def unanswered() -> asyncio.Future[bool]:
-                return asyncio.get_running_loop().create_future()  # the broker never answers
+        def unanswered() -> asyncio.Future[bool]:
+            return asyncio.get_running_loop().create_future()  # the broker never answers
 
-            with monkeypatch.context() as gone:
-                gone.setattr(client_of_producer, "force_metadata_update", unanswered)
-                down = await client.get("/readyz")
-                assert down.status_code == 503
-                assert down.json()["problems"] == ["the broker does not answer"]
-                assert (await client.get("/healthz")).status_code == 200  # a restart would not help
-            assert (await client.get("/readyz")).status_code == 200  # back by itself
-        finally:
-            await worker.stop()
+        with monkeypatch.context() as gone:
+            gone.setattr(client_of_producer, "force_metadata_update", unanswered)
+            down = await client.get("/readyz")
+            assert down.status_code == 503
+            assert down.json()["problems"] == ["the broker does not answer"]
+            assert (await client.get("/healthz")).status_code == 200  # a restart would not help
+        assert (await client.get("/readyz")).status_code == 200  # back by itself
